@@ -1,0 +1,322 @@
+/**
+ * Every setting of the service, read once at startup from the environment.
+ *
+ * The variable names and defaults of the public contract (shared/DESIGN.md §2)
+ * are fixed; the extra variables at the bottom have safe defaults. A missing or
+ * malformed variable fails with one `ConfigInvalid` that names it and never
+ * echoes its value, because several of them are secrets.
+ */
+import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { createHash } from "node:crypto"
+import { hostname } from "node:os"
+
+export class ConfigInvalid extends Schema.TaggedError<ConfigInvalid>()("ConfigInvalid", {
+  variable: Schema.String,
+  message: Schema.String
+}) {}
+
+export type LogFormat = "json" | "pretty"
+export type LogLevelName = "trace" | "debug" | "info" | "warn" | "error"
+
+/** A createTask budget: at most `count` calls in any window of `window`. */
+export interface RateBudget {
+  readonly count: number
+  readonly window: Duration.Duration
+}
+
+export interface AppConfigShape {
+  // Telegram
+  readonly telegramBotToken: Redacted.Redacted<string>
+  readonly telegramApiRoot: string
+  /** Base URL without a trailing slash; `None` means long-polling mode. */
+  readonly publicUrl: Option.Option<string>
+  /**
+   * The `secret_token` sent to setWebhook and expected in
+   * `X-Telegram-Bot-Api-Secret-Token`. Present whenever `publicUrl` is.
+   */
+  readonly telegramWebhookSecret: Option.Option<Redacted.Redacted<string>>
+  // Kie.ai
+  readonly kieApiKey: Redacted.Redacted<string>
+  readonly kieBaseUrl: string
+  readonly kieWebhookHmacKey: Option.Option<Redacted.Redacted<string>>
+  readonly kiePollInterval: Duration.Duration
+  readonly kieRequestTimeout: Duration.Duration
+  readonly kieCreateRate: RateBudget
+  readonly generationTimeout: Duration.Duration
+  // Database
+  /** `None` means the embedded PostgreSQL in `embeddedPgDir`. */
+  readonly databaseUrl: Option.Option<Redacted.Redacted<string>>
+  readonly embeddedPgDir: string
+  readonly databasePoolSize: number
+  readonly databaseStartupTimeout: Duration.Duration
+  // Service
+  readonly port: number
+  readonly httpHost: string
+  readonly workers: number
+  readonly singleModelOnly: boolean
+  readonly logLevel: LogLevelName
+  readonly logFormat: LogFormat
+  readonly instanceId: string
+  readonly leaderLockKey: bigint
+  readonly shutdownTimeout: Duration.Duration
+  // Chat flow
+  readonly sendOriginalDocument: boolean
+  readonly maxActiveGenerationsPerUser: number
+  /** 0 means no daily limit. */
+  readonly dailyGenerationLimit: number
+}
+
+// ---------------------------------------------------------------------------
+// Parsing helpers. Each returns the parsed value or a human reason; the reason
+// never contains the raw value.
+
+type Parsed<A> = { readonly ok: true; readonly value: A } | { readonly ok: false; readonly reason: string }
+const ok = <A>(value: A): Parsed<A> => ({ ok: true, value })
+const bad = (reason: string): Parsed<never> => ({ ok: false, reason })
+
+/** Reads a variable; unset and blank are the same thing (Render may set blanks). */
+const raw = (name: string): Effect.Effect<Option.Option<string>> =>
+  Config.option(Config.String(name)).pipe(
+    Effect.map(Option.map((s) => s.trim())),
+    Effect.map(Option.filter((s) => s.length > 0)),
+    Effect.orElseSucceed(() => Option.none<string>())
+  )
+
+const decode = <A>(name: string, value: string, parse: (s: string) => Parsed<A>): Effect.Effect<A, ConfigInvalid> => {
+  const result = parse(value)
+  return result.ok
+    ? Effect.succeed(result.value)
+    : Effect.fail(new ConfigInvalid({ variable: name, message: `${name} ${result.reason}` }))
+}
+
+const optional = <A>(name: string, parse: (s: string) => Parsed<A>): Effect.Effect<Option.Option<A>, ConfigInvalid> =>
+  Effect.flatMap(raw(name), (value) =>
+    Option.match(value, {
+      onNone: () => Effect.succeed(Option.none<A>()),
+      onSome: (s) => Effect.map(decode(name, s, parse), Option.some)
+    }))
+
+const withDefault = <A>(name: string, fallback: A, parse: (s: string) => Parsed<A>): Effect.Effect<A, ConfigInvalid> =>
+  Effect.map(optional(name, parse), Option.getOrElse(() => fallback))
+
+const required = <A>(name: string, hint: string, parse: (s: string) => Parsed<A>): Effect.Effect<A, ConfigInvalid> =>
+  Effect.flatMap(raw(name), (value) =>
+    Option.match(value, {
+      onNone: () => Effect.fail(new ConfigInvalid({ variable: name, message: `${name} is required (${hint})` })),
+      onSome: (s) => decode(name, s, parse)
+    }))
+
+export const parseInteger = (min: number, max: number) => (s: string): Parsed<number> => {
+  if (!/^-?\d+$/.test(s)) return bad(`must be a whole number between ${min} and ${max}`)
+  const n = Number(s)
+  return n >= min && n <= max ? ok(n) : bad(`must be a whole number between ${min} and ${max}`)
+}
+
+const parseMillis = (min: number, max: number) => (s: string): Parsed<Duration.Duration> => {
+  const n = parseInteger(min, max)(s)
+  return n.ok ? ok(Duration.millis(n.value)) : bad(`must be a number of milliseconds between ${min} and ${max}`)
+}
+
+export const parseBoolean = (s: string): Parsed<boolean> => {
+  const v = s.toLowerCase()
+  if (["true", "1", "yes", "on"].includes(v)) return ok(true)
+  if (["false", "0", "no", "off"].includes(v)) return ok(false)
+  return bad("must be true or false")
+}
+
+/** An http(s) URL; returned without a trailing slash so paths can be appended. */
+export const parseHttpUrl = (s: string): Parsed<string> => {
+  let url: URL
+  try {
+    url = new URL(s)
+  } catch {
+    return bad("must be an absolute http:// or https:// URL")
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return bad("must be an absolute http:// or https:// URL")
+  }
+  if (url.search !== "" || url.hash !== "") return bad("must not contain a query string or fragment")
+  return ok(url.href.replace(/\/+$/, ""))
+}
+
+const secret = (s: string): Parsed<Redacted.Redacted<string>> => ok(Redacted.make(s))
+
+/** `123456:ABC-def_...`, as issued by @BotFather. */
+export const parseBotToken = (s: string): Parsed<Redacted.Redacted<string>> =>
+  /^\d+:[A-Za-z0-9_-]+$/.test(s)
+    ? ok(Redacted.make(s))
+    : bad("does not look like a bot token from @BotFather (<digits>:<letters, digits, _ or ->)")
+
+export const parseDatabaseUrl = (s: string): Parsed<Redacted.Redacted<string>> => {
+  let url: URL
+  try {
+    url = new URL(s)
+  } catch {
+    return bad("is not a valid URL (expected postgres://user:password@host:5432/database)")
+  }
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+    return bad("must start with postgres:// or postgresql://")
+  }
+  if (url.hostname === "" && !url.searchParams.has("host")) {
+    return bad("has no host (expected postgres://user:password@host:5432/database)")
+  }
+  if (url.port !== "") {
+    const port = Number(url.port)
+    if (!Number.isInteger(port) || port < 1 || port > 65535) return bad("has an invalid port")
+  }
+  return ok(Redacted.make(s))
+}
+
+const units: Record<string, number> = { ms: 1, s: 1000, sec: 1000, m: 60_000, min: 60_000, h: 3_600_000 }
+
+/** `20/10s`, `2/1s`, `100/1m`: a count per window. */
+export const parseRate = (s: string): Parsed<RateBudget> => {
+  const match = /^(\d+)\s*\/\s*(\d+(?:\.\d+)?)?\s*(ms|s|sec|m|min|h)$/.exec(s.toLowerCase())
+  if (match === null) return bad("must look like 20/10s (calls per window; units ms, s, m, h)")
+  const count = Number(match[1])
+  const amount = match[2] === undefined ? 1 : Number(match[2])
+  const millis = amount * units[match[3]!]!
+  if (count < 1 || count > 10_000 || millis < 1) return bad("must allow at least 1 call in a window longer than 0")
+  return ok({ count, window: Duration.millis(millis) })
+}
+
+export const parseLogLevel = (s: string): Parsed<LogLevelName> => {
+  const v = s.toLowerCase()
+  const aliases: Record<string, LogLevelName> = {
+    trace: "trace",
+    debug: "debug",
+    info: "info",
+    warn: "warn",
+    warning: "warn",
+    error: "error"
+  }
+  const level = aliases[v]
+  return level === undefined ? bad("must be one of trace, debug, info, warn, error") : ok(level)
+}
+
+export const parseLogFormat = (s: string): Parsed<LogFormat> => {
+  const v = s.toLowerCase()
+  return v === "json" || v === "pretty" ? ok(v) : bad("must be json or pretty")
+}
+
+/** Accepts a signed 64-bit integer, or any other text which is hashed to one. */
+export const parseLockKey = (s: string): Parsed<bigint> => {
+  if (/^-?\d+$/.test(s)) {
+    const n = BigInt(s)
+    return n >= -(2n ** 63n) && n < 2n ** 63n ? ok(n) : bad("must fit in a signed 64-bit integer")
+  }
+  return ok(lockKeyFromName(s))
+}
+
+/** A stable signed 64-bit advisory-lock key derived from a name. */
+export const lockKeyFromName = (name: string): bigint =>
+  BigInt.asIntN(64, BigInt("0x" + createHash("sha256").update(name).digest("hex").slice(0, 16)))
+
+/**
+ * Telegram accepts a `secret_token` of 1–256 characters from `A-Za-z0-9_-`.
+ * Render's `generateValue` yields base64 (with `+`, `/`, `=`), so any other
+ * value is turned into a valid token by hashing it; both setWebhook and the
+ * header check use the same derived token.
+ */
+export const webhookSecretToken = (secretValue: string): string =>
+  /^[A-Za-z0-9_-]{1,256}$/.test(secretValue)
+    ? secretValue
+    : createHash("sha256").update(secretValue).digest("base64url")
+
+// ---------------------------------------------------------------------------
+
+export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zimage-bot/AppConfig") {
+  static readonly load: Effect.Effect<AppConfigShape, ConfigInvalid> = Effect.gen(function*() {
+    const telegramBotToken = yield* required("TELEGRAM_BOT_TOKEN", "the bot token from @BotFather", parseBotToken)
+    const kieApiKey = yield* required("KIE_API_KEY", "the API key from kie.ai/api-key", secret)
+
+    const explicitPublicUrl = yield* optional("PUBLIC_URL", parseHttpUrl)
+    const publicUrl = Option.isSome(explicitPublicUrl)
+      ? explicitPublicUrl
+      : yield* optional("RENDER_EXTERNAL_URL", parseHttpUrl)
+    const rawWebhookSecret = yield* optional("TELEGRAM_WEBHOOK_SECRET", secret)
+    if (Option.isSome(publicUrl) && Option.isNone(rawWebhookSecret)) {
+      return yield* new ConfigInvalid({
+        variable: "TELEGRAM_WEBHOOK_SECRET",
+        message: "TELEGRAM_WEBHOOK_SECRET is required in webhook mode (PUBLIC_URL or RENDER_EXTERNAL_URL is set)"
+      })
+    }
+    const telegramWebhookSecret = Option.map(
+      rawWebhookSecret,
+      (s) => Redacted.make(webhookSecretToken(Redacted.value(s)))
+    )
+
+    const port = yield* withDefault("PORT", 10000, parseInteger(0, 65535))
+    const instanceId = Option.getOrElse(
+      yield* optional("INSTANCE_ID", ok),
+      () => `${process.env.RENDER_INSTANCE_ID || hostname()}:${process.pid}`
+    )
+
+    return {
+      telegramBotToken,
+      telegramApiRoot: yield* withDefault("TELEGRAM_API_ROOT", "https://api.telegram.org", parseHttpUrl),
+      publicUrl,
+      telegramWebhookSecret,
+      kieApiKey,
+      kieBaseUrl: yield* withDefault("KIE_BASE_URL", "https://api.kie.ai", parseHttpUrl),
+      kieWebhookHmacKey: yield* optional("KIE_WEBHOOK_HMAC_KEY", secret),
+      kiePollInterval: yield* withDefault("KIE_POLL_INTERVAL_MS", Duration.seconds(3), parseMillis(100, 600_000)),
+      kieRequestTimeout: yield* withDefault(
+        "KIE_REQUEST_TIMEOUT_MS",
+        Duration.seconds(30),
+        parseMillis(100, 600_000)
+      ),
+      kieCreateRate: yield* withDefault("KIE_CREATE_RATE", { count: 20, window: Duration.seconds(10) }, parseRate),
+      generationTimeout: yield* withDefault(
+        "GENERATION_TIMEOUT_MS",
+        Duration.minutes(5),
+        parseMillis(1_000, 86_400_000)
+      ),
+      databaseUrl: yield* optional("DATABASE_URL", parseDatabaseUrl),
+      embeddedPgDir: yield* withDefault("EMBEDDED_PG_DIR", ".data/pg", ok),
+      databasePoolSize: yield* withDefault("DATABASE_POOL_SIZE", 10, parseInteger(2, 200)),
+      databaseStartupTimeout: yield* withDefault(
+        "DATABASE_STARTUP_TIMEOUT_MS",
+        Duration.seconds(60),
+        parseMillis(0, 3_600_000)
+      ),
+      port,
+      httpHost: yield* withDefault("HOST", "0.0.0.0", ok),
+      workers: yield* withDefault("WORKERS", 8, parseInteger(1, 256)),
+      singleModelOnly: yield* withDefault("SINGLE_MODEL_ONLY", true, parseBoolean),
+      logLevel: yield* withDefault("LOG_LEVEL", "info", parseLogLevel),
+      logFormat: yield* withDefault("LOG_FORMAT", process.stdout.isTTY ? "pretty" : "json", parseLogFormat),
+      instanceId,
+      leaderLockKey: yield* withDefault("LEADER_LOCK_KEY", lockKeyFromName("zimage-bot/leader"), parseLockKey),
+      shutdownTimeout: yield* withDefault("SHUTDOWN_TIMEOUT_MS", Duration.seconds(20), parseMillis(0, 300_000)),
+      sendOriginalDocument: yield* withDefault("SEND_ORIGINAL_DOCUMENT", true, parseBoolean),
+      maxActiveGenerationsPerUser: yield* withDefault("MAX_ACTIVE_GENERATIONS_PER_USER", 1, parseInteger(1, 100)),
+      dailyGenerationLimit: yield* withDefault("DAILY_GENERATION_LIMIT", 0, parseInteger(0, 100_000))
+    } satisfies AppConfigShape
+  })
+
+  /** Reads the configuration from the current `ConfigProvider` (the environment by default). */
+  static readonly layer = Layer.effect(AppConfig, AppConfig.load)
+
+  /** For tests: a fixed configuration, nothing read from the environment. */
+  static readonly layerWith = (shape: AppConfigShape) => Layer.succeed(AppConfig, shape)
+}
+
+/** The secrets of a configuration, for the log redactor. */
+export const secretsOf = (config: AppConfigShape): ReadonlyArray<string> => {
+  const values = [Redacted.value(config.telegramBotToken), Redacted.value(config.kieApiKey)]
+  for (const s of [config.telegramWebhookSecret, config.kieWebhookHmacKey, config.databaseUrl]) {
+    if (Option.isSome(s)) values.push(Redacted.value(s.value))
+  }
+  const databasePassword = Option.flatMap(config.databaseUrl, (url) => {
+    try {
+      return Option.some(decodeURIComponent(new URL(Redacted.value(url)).password)).pipe(
+        Option.filter((p) => p.length > 0)
+      )
+    } catch {
+      return Option.none()
+    }
+  })
+  if (Option.isSome(databasePassword)) values.push(databasePassword.value)
+  return values
+}

@@ -1,0 +1,20 @@
+/**
+ * The HTTP server on PORT, serving the route layers it is given.
+ */
+import { NodeHttpServer } from "@effect/platform-node"
+import { Duration, Effect, Layer } from "effect"
+import { HttpRouter } from "effect/http"
+import { createServer } from "node:http"
+import { AppConfig } from "./AppConfig.ts"
+
+export const layer = <E, R>(routes: Layer.Layer<never, E, R>) =>
+  HttpRouter.serve(routes, { disableLogger: true }).pipe(
+    Layer.provide(Layer.unwrap(Effect.gen(function*() {
+      const config = yield* AppConfig
+      return NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 65_000 }), {
+        port: config.port,
+        host: config.httpHost,
+        gracefulShutdownTimeout: Duration.seconds(10)
+      })
+    })))
+  )

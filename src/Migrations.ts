@@ -1,0 +1,8 @@
+/**
+ * The ordered list of schema migrations. Each table's DDL lives in the module
+ * that owns the table; this list only fixes the order in which they run.
+ * Never edit or renumber an applied migration: add a new one.
+ */
+import type { Migrations } from "./Database.ts"
+
+export const migrations: Migrations = {}
