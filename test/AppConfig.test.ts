@@ -1,0 +1,175 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Logger, Option, Redacted } from "effect"
+import { lockKeyFromName, secretsOf, webhookSecretToken } from "../src/AppConfig.ts"
+import { makeLogger, makeRedactor } from "../src/Logging.ts"
+import { loadConfig, TEST_BOT_TOKEN, TEST_KIE_KEY } from "./support/TestConfig.ts"
+
+const required = { TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN, KIE_API_KEY: TEST_KIE_KEY }
+
+const failure = (env: Record<string, string>) => loadConfig(env).pipe(Effect.flip)
+
+describe("AppConfig", () => {
+  it.effect("applies the contract's defaults", () =>
+    Effect.gen(function*() {
+      const config = yield* loadConfig(required)
+      assert.strictEqual(config.telegramApiRoot, "https://api.telegram.org")
+      assert.isTrue(Option.isNone(config.publicUrl))
+      assert.isTrue(Option.isNone(config.telegramWebhookSecret))
+      assert.strictEqual(config.kieBaseUrl, "https://api.kie.ai")
+      assert.isTrue(Option.isNone(config.kieWebhookHmacKey))
+      assert.isTrue(Option.isNone(config.databaseUrl))
+      assert.strictEqual(config.embeddedPgDir, ".data/pg")
+      assert.strictEqual(config.port, 10000)
+      assert.strictEqual(config.workers, 8)
+      assert.strictEqual(config.singleModelOnly, true)
+      assert.strictEqual(Duration.toMillis(config.kiePollInterval), 3000)
+      assert.strictEqual(Duration.toMillis(config.kieRequestTimeout), 30000)
+      assert.strictEqual(Duration.toMillis(config.generationTimeout), 300000)
+      assert.strictEqual(config.kieCreateRate.count, 20)
+      assert.strictEqual(Duration.toMillis(config.kieCreateRate.window), 10000)
+      assert.strictEqual(config.logLevel, "info")
+      assert.strictEqual(config.leaderLockKey, lockKeyFromName("zimage-bot/leader"))
+    }))
+
+  it.effect("reads every contract variable", () =>
+    Effect.gen(function*() {
+      const config = yield* loadConfig({
+        ...required,
+        TELEGRAM_API_ROOT: "http://127.0.0.1:8081/",
+        PUBLIC_URL: "https://bot.example.com/",
+        TELEGRAM_WEBHOOK_SECRET: "s3cret_token-x",
+        KIE_BASE_URL: "http://127.0.0.1:8082",
+        KIE_WEBHOOK_HMAC_KEY: "hmac-key-123",
+        DATABASE_URL: "postgres://u:p@db.internal:5432/app",
+        PORT: "8080",
+        WORKERS: "3",
+        SINGLE_MODEL_ONLY: "false",
+        KIE_POLL_INTERVAL_MS: "1500",
+        KIE_REQUEST_TIMEOUT_MS: "5000",
+        GENERATION_TIMEOUT_MS: "60000",
+        KIE_CREATE_RATE: "2/1s",
+        LOG_LEVEL: "DEBUG",
+        LOG_FORMAT: "pretty",
+        LEADER_LOCK_KEY: "42"
+      })
+      assert.strictEqual(config.telegramApiRoot, "http://127.0.0.1:8081")
+      assert.deepStrictEqual(config.publicUrl, Option.some("https://bot.example.com"))
+      assert.strictEqual(Option.map(config.telegramWebhookSecret, Redacted.value).pipe(Option.getOrThrow), "s3cret_token-x")
+      assert.strictEqual(config.kieBaseUrl, "http://127.0.0.1:8082")
+      assert.strictEqual(config.port, 8080)
+      assert.strictEqual(config.workers, 3)
+      assert.strictEqual(config.singleModelOnly, false)
+      assert.strictEqual(Duration.toMillis(config.kiePollInterval), 1500)
+      assert.strictEqual(Duration.toMillis(config.kieRequestTimeout), 5000)
+      assert.strictEqual(Duration.toMillis(config.generationTimeout), 60000)
+      assert.strictEqual(config.kieCreateRate.count, 2)
+      assert.strictEqual(Duration.toMillis(config.kieCreateRate.window), 1000)
+      assert.strictEqual(config.logLevel, "debug")
+      assert.strictEqual(config.logFormat, "pretty")
+      assert.strictEqual(config.leaderLockKey, 42n)
+    }))
+
+  it.effect("falls back to RENDER_EXTERNAL_URL for PUBLIC_URL", () =>
+    Effect.gen(function*() {
+      const config = yield* loadConfig({
+        ...required,
+        RENDER_EXTERNAL_URL: "https://zimage.onrender.com",
+        TELEGRAM_WEBHOOK_SECRET: "abc"
+      })
+      assert.deepStrictEqual(config.publicUrl, Option.some("https://zimage.onrender.com"))
+    }))
+
+  it.effect("treats blank variables as unset", () =>
+    Effect.gen(function*() {
+      const config = yield* loadConfig({ ...required, DATABASE_URL: "  ", PORT: "" })
+      assert.isTrue(Option.isNone(config.databaseUrl))
+      assert.strictEqual(config.port, 10000)
+    }))
+
+  it.effect.each([
+    ["TELEGRAM_BOT_TOKEN", { KIE_API_KEY: TEST_KIE_KEY }],
+    ["KIE_API_KEY", { TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN }]
+  ] as const)("a missing %s names the variable", ([variable, env]) =>
+    Effect.gen(function*() {
+      const error = yield* failure(env)
+      assert.strictEqual(error._tag, "ConfigInvalid")
+      assert.strictEqual(error.variable, variable)
+      assert.include(error.message, `${variable} is required`)
+    }))
+
+  it.effect("webhook mode requires TELEGRAM_WEBHOOK_SECRET", () =>
+    Effect.gen(function*() {
+      const error = yield* failure({ ...required, PUBLIC_URL: "https://bot.example.com" })
+      assert.strictEqual(error.variable, "TELEGRAM_WEBHOOK_SECRET")
+    }))
+
+  it.effect.each([
+    ["PORT", "abc"],
+    ["PORT", "70000"],
+    ["WORKERS", "0"],
+    ["DATABASE_URL", "not a url"],
+    ["DATABASE_URL", "mysql://u:hunter2@h/db"],
+    ["PUBLIC_URL", "ftp://example.com"],
+    ["KIE_CREATE_RATE", "fast"],
+    ["SINGLE_MODEL_ONLY", "maybe"],
+    ["LOG_FORMAT", "xml"],
+    ["TELEGRAM_BOT_TOKEN", "not-a-token"]
+  ] as const)("rejects %s=%s with a message that names it and hides the value", ([variable, value]) =>
+    Effect.gen(function*() {
+      const error = yield* failure({ ...required, TELEGRAM_WEBHOOK_SECRET: "x", [variable]: value })
+      assert.strictEqual(error.variable, variable)
+      assert.isTrue(error.message.startsWith(variable))
+      assert.notInclude(error.message, value)
+    }))
+
+  it.effect("keeps secrets redacted in toString, JSON and logs", () =>
+    Effect.gen(function*() {
+      const config = yield* loadConfig({
+        ...required,
+        PUBLIC_URL: "https://bot.example.com",
+        TELEGRAM_WEBHOOK_SECRET: "webhook_secret_value",
+        DATABASE_URL: "postgres://bot:db-password-9@db:5432/app"
+      })
+      assert.strictEqual(String(config.telegramBotToken), "<redacted>")
+      assert.strictEqual(String(config.kieApiKey), "<redacted>")
+      const json = JSON.stringify(config, (_, v) => (typeof v === "bigint" ? v.toString() : v))
+      for (const secret of [TEST_BOT_TOKEN, TEST_KIE_KEY, "webhook_secret_value", "db-password-9"]) {
+        assert.notInclude(json, secret)
+      }
+
+      const lines: Array<string> = []
+      const logger = makeLogger({ format: "json", secrets: secretsOf(config), write: (l) => lines.push(l) })
+      yield* Effect.logError(
+        `request to https://api.telegram.org/bot${TEST_BOT_TOKEN}/getMe failed`,
+        { key: TEST_KIE_KEY, header: "webhook_secret_value", url: "postgres://bot:db-password-9@db:5432/app" }
+      ).pipe(Effect.provide(Logger.layer([logger])))
+      yield* Effect.logWarning("pasted token", TEST_BOT_TOKEN.replace("bot", "")).pipe(
+        Effect.provide(Logger.layer([logger]))
+      )
+      assert.strictEqual(lines.length, 2)
+      for (const line of lines) {
+        assert.notInclude(line, TEST_BOT_TOKEN.split(":")[1]!)
+        assert.notInclude(line, TEST_KIE_KEY)
+        assert.notInclude(line, "webhook_secret_value")
+        assert.notInclude(line, "db-password-9")
+        JSON.parse(line)
+      }
+      assert.include(lines[0]!, "bot<redacted>/getMe")
+    }))
+
+  it("derives a Telegram-safe secret_token from a base64 secret", () => {
+    const generated = "q9X+/aB3=="
+    const token = webhookSecretToken(generated)
+    assert.match(token, /^[A-Za-z0-9_-]{1,256}$/)
+    assert.strictEqual(webhookSecretToken(generated), token)
+    assert.strictEqual(webhookSecretToken("already_valid-1"), "already_valid-1")
+  })
+
+  it("the redactor removes the bot token pattern even without knowing the token", () => {
+    const redact = makeRedactor([])
+    assert.strictEqual(
+      redact("GET /bot987654:AAH-some_secret_part/sendMessage"),
+      "GET /bot<redacted>/sendMessage"
+    )
+  })
+})
