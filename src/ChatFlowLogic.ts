@@ -1,0 +1,190 @@
+/**
+ * The Z-Image conversation as a pure function: (state, input) → (state, actions).
+ *
+ * Keeping the decisions free of I/O makes them easy to test exhaustively (a
+ * property test feeds random inputs and checks the state stays valid), and
+ * leaves `ChatFlow.ts` with only the job of carrying the actions out.
+ */
+import {
+  type AspectRatio,
+  type InlineKeyboard,
+  type Lang,
+  type ParsedCallback,
+  PROMPT_MAX_LENGTH,
+  ratioKeyboard,
+  t,
+  welcomeKeyboard
+} from "./Messages.ts"
+
+export type ChatState =
+  | { readonly _tag: "Idle" }
+  | { readonly _tag: "WaitingPrompt" }
+  | {
+    readonly _tag: "WaitingAspectRatio"
+    readonly prompt: string
+    /** The message carrying the ratio keyboard; callbacks from other messages are stale. */
+    readonly keyboardMessageId: number | null
+  }
+
+export const Idle: ChatState = { _tag: "Idle" }
+
+export type ChatInput =
+  | { readonly _tag: "Command"; readonly command: string }
+  | { readonly _tag: "Text"; readonly text: string }
+  /** A photo, sticker, voice message, document, … */
+  | { readonly _tag: "NonText" }
+  | {
+    readonly _tag: "Callback"
+    readonly queryId: string
+    readonly data: ParsedCallback
+    /** The message the pressed button belongs to, when Telegram tells us. */
+    readonly messageId: number | undefined
+  }
+
+export type ChatAction =
+  | { readonly _tag: "AnswerCallback"; readonly queryId: string; readonly text?: string | undefined }
+  | {
+    readonly _tag: "Send"
+    readonly text: string
+    readonly keyboard?: InlineKeyboard | undefined
+    /** Remember the sent message as the ratio keyboard of the new state. */
+    readonly isRatioKeyboard?: boolean | undefined
+  }
+  /** Take the keyboard off a message so it cannot be pressed twice. */
+  | { readonly _tag: "RemoveKeyboard"; readonly messageId: number }
+  /** Start a generation (limits are checked by whoever carries this out). */
+  | { readonly _tag: "StartGeneration"; readonly prompt: string; readonly aspectRatio: AspectRatio }
+  /** Start a generation from an earlier one (its prompt and ratio), if it is ours and finished. */
+  | { readonly _tag: "RepeatGeneration"; readonly generationId: string; readonly mode: "again" | "retry"; readonly queryId: string }
+
+export interface Transition {
+  readonly state: ChatState
+  readonly actions: ReadonlyArray<ChatAction>
+}
+
+export interface FlowSettings {
+  readonly lang: Lang
+  readonly singleModelOnly: boolean
+}
+
+const stay = (state: ChatState, ...actions: Array<ChatAction>): Transition => ({ state, actions })
+const send = (text: string, keyboard?: InlineKeyboard): ChatAction => ({ _tag: "Send", text, keyboard })
+
+const welcome = (settings: FlowSettings): ChatAction =>
+  send(
+    settings.singleModelOnly ? t(settings.lang).welcome : t(settings.lang).welcomeModels,
+    welcomeKeyboard(settings.lang, settings.singleModelOnly)
+  )
+
+/** Validates a prompt; `undefined` means it is fine. */
+export const promptProblem = (text: string, lang: Lang): string | undefined => {
+  const trimmed = text.trim()
+  if (trimmed.length === 0) return t(lang).promptEmpty
+  // Count code points, as Kie does for its 1000-character limit.
+  const length = [...trimmed].length
+  if (length > PROMPT_MAX_LENGTH) return t(lang).promptTooLong(length)
+  return undefined
+}
+
+const acceptPrompt = (text: string, settings: FlowSettings): Transition => ({
+  state: { _tag: "WaitingAspectRatio", prompt: text.trim(), keyboardMessageId: null },
+  actions: [{ _tag: "Send", text: t(settings.lang).chooseRatio, keyboard: ratioKeyboard, isRatioKeyboard: true }]
+})
+
+export const transition = (state: ChatState, input: ChatInput, settings: FlowSettings): Transition => {
+  const text = t(settings.lang)
+  switch (input._tag) {
+    case "Command": {
+      switch (input.command) {
+        case "start":
+          return stay(Idle, welcome(settings))
+        case "help":
+          return stay(state, send(text.help))
+        case "cancel":
+          return stay(
+            Idle,
+            ...(state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
+              ? [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId } as const]
+              : []),
+            send(text.cancelled)
+          )
+        default:
+          return stay(state, send(text.unknownCommand))
+      }
+    }
+    case "Text": {
+      switch (state._tag) {
+        case "Idle":
+          // Someone who never pressed /start (or finished) writes to us: greet them.
+          return stay(state, welcome(settings))
+        case "WaitingPrompt":
+        case "WaitingAspectRatio": {
+          const problem = promptProblem(input.text, settings.lang)
+          if (problem !== undefined) return stay(state, send(problem))
+          // A new description while choosing a ratio replaces the old one.
+          const accepted = acceptPrompt(input.text, settings)
+          return state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
+            ? { ...accepted, actions: [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId }, ...accepted.actions] }
+            : accepted
+        }
+      }
+    }
+    case "NonText": {
+      switch (state._tag) {
+        case "Idle":
+          return stay(state, welcome(settings))
+        case "WaitingPrompt":
+          return stay(state, send(text.notText))
+        case "WaitingAspectRatio":
+          return stay(state, send(text.useRatioButtons))
+      }
+    }
+    case "Callback": {
+      const expired = stay(state, { _tag: "AnswerCallback", queryId: input.queryId, text: text.expired })
+      switch (input.data._tag) {
+        case "Start":
+          return {
+            state: { _tag: "WaitingPrompt" },
+            actions: [
+              { _tag: "AnswerCallback", queryId: input.queryId },
+              ...(state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
+                ? [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId } as const]
+                : []),
+              send(text.askPrompt)
+            ]
+          }
+        case "Ratio": {
+          if (state._tag !== "WaitingAspectRatio") return expired
+          if (
+            state.keyboardMessageId !== null && input.messageId !== undefined &&
+            input.messageId !== state.keyboardMessageId
+          ) return expired
+          return {
+            state: Idle,
+            actions: [
+              { _tag: "AnswerCallback", queryId: input.queryId },
+              ...(input.messageId !== undefined ? [{ _tag: "RemoveKeyboard", messageId: input.messageId } as const] : []),
+              { _tag: "StartGeneration", prompt: state.prompt, aspectRatio: input.data.ratio }
+            ]
+          }
+        }
+        case "Again":
+        case "Retry":
+          // The callback is answered once the generation is found (or not).
+          return stay(state, {
+            _tag: "RepeatGeneration",
+            generationId: input.data.generationId,
+            mode: input.data._tag === "Again" ? "again" : "retry",
+            queryId: input.queryId
+          })
+        case "Unknown":
+          return expired
+      }
+    }
+  }
+}
+
+/** A state is valid when a ratio can only be awaited for a usable prompt. */
+export const isValidState = (state: ChatState): boolean =>
+  state._tag !== "WaitingAspectRatio" ||
+  (promptProblem(state.prompt, "en") === undefined && state.prompt === state.prompt.trim())

@@ -1,0 +1,172 @@
+/**
+ * Every text the bot shows, in Russian and English, and the inline keyboards
+ * with their callback data. The contract texts (shared/DESIGN.md §2) are here
+ * verbatim; nothing else in the code spells out user-facing words.
+ *
+ * English is used when the user's Telegram `language_code` starts with "en",
+ * Russian otherwise.
+ */
+import type { InlineKeyboardMarkup } from "grammy/types"
+
+export type InlineKeyboard = InlineKeyboardMarkup
+
+export type Lang = "ru" | "en"
+
+export const langOf = (languageCode: string | undefined | null): Lang =>
+  languageCode !== undefined && languageCode !== null && languageCode.toLowerCase().startsWith("en") ? "en" : "ru"
+
+export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"] as const
+export type AspectRatio = typeof ASPECT_RATIOS[number]
+export const isAspectRatio = (s: string): s is AspectRatio => (ASPECT_RATIOS as ReadonlyArray<string>).includes(s)
+
+export const PROMPT_MAX_LENGTH = 1000
+
+// ---------------------------------------------------------------------------
+// Callback data. Telegram allows 1–64 bytes; ids are short decimal numbers.
+
+export const CallbackData = {
+  start: "zimage:start",
+  ratio: (ratio: AspectRatio) => `zimage:ratio:${ratio}`,
+  /** Another picture from the same prompt and ratio as generation `id`. */
+  again: (id: string) => `zimage:again:${id}`,
+  /** Retry the failed generation `id` with the same prompt and ratio. */
+  retry: (id: string) => `zimage:retry:${id}`
+} as const
+
+export type ParsedCallback =
+  | { readonly _tag: "Start" }
+  | { readonly _tag: "Ratio"; readonly ratio: AspectRatio }
+  | { readonly _tag: "Again"; readonly generationId: string }
+  | { readonly _tag: "Retry"; readonly generationId: string }
+  | { readonly _tag: "Unknown" }
+
+/** Anything not produced by `CallbackData` (old keyboards, tampered data) is `Unknown`. */
+export const parseCallbackData = (data: string | undefined): ParsedCallback => {
+  if (data === undefined) return { _tag: "Unknown" }
+  if (data === CallbackData.start) return { _tag: "Start" }
+  const ratio = /^zimage:ratio:(\d{1,2}:\d{1,2})$/.exec(data)
+  if (ratio !== null) return isAspectRatio(ratio[1]!) ? { _tag: "Ratio", ratio: ratio[1] } : { _tag: "Unknown" }
+  const again = /^zimage:again:(\d{1,19})$/.exec(data)
+  if (again !== null) return { _tag: "Again", generationId: again[1]! }
+  const retry = /^zimage:retry:(\d{1,19})$/.exec(data)
+  if (retry !== null) return { _tag: "Retry", generationId: retry[1]! }
+  return { _tag: "Unknown" }
+}
+
+// ---------------------------------------------------------------------------
+// Texts
+
+const texts = {
+  ru: {
+    createButton: "🖼 Создать картинку",
+    welcome: "👋 Привет! Я рисую картинки по текстовому описанию с помощью модели Z-Image.\n\n" +
+      "Нажмите «🖼 Создать картинку», опишите, что хотите увидеть, и выберите формат.",
+    welcomeModels: "👋 Привет! Я рисую картинки по текстовому описанию.\n\nВыберите модель:",
+    modelZImage: "🖼 Z-Image",
+    askPrompt: "Опишите картинку",
+    chooseRatio: "Выберите формат картинки:",
+    generating: "⏳ Генерирую...",
+    generatingElapsed: (seconds: number) => `⏳ Генерирую... ${formatElapsed(seconds)}`,
+    generatingQueued: (position: number) => `⏳ Генерирую... Вы в очереди: ${position}`,
+    done: "✅ Готово!",
+    againButton: "🔁 Ещё вариант",
+    newButton: "🖼 Новая картинка",
+    failed: (reason: string) => `❌ Не получилось создать картинку: ${reason}`,
+    retryButton: "🔄 Попробовать снова",
+    promptEmpty: "Описание пустое. Напишите словами, что нарисовать.",
+    promptTooLong: (length: number) =>
+      `Слишком длинное описание: ${length} символов. Сократите его до ${PROMPT_MAX_LENGTH}.`,
+    notText: "Я понимаю только текст. Опишите картинку словами.",
+    useRatioButtons: "Выберите формат кнопкой под сообщением выше или пришлите новое описание.",
+    expired: "Эта кнопка устарела",
+    busy: "Подождите: предыдущая картинка ещё генерируется.",
+    dailyLimit: (limit: number) => `На сегодня лимит исчерпан: ${limit} картинок в день. Возвращайтесь завтра!`,
+    cancelled: "Отменено. Чтобы начать заново, нажмите /start",
+    help: "Я рисую картинки по текстовому описанию (модель Z-Image).\n\n" +
+      "1. Нажмите /start и «🖼 Создать картинку».\n" +
+      "2. Опишите картинку (до 1000 символов).\n" +
+      "3. Выберите формат: 1:1, 16:9, 9:16, 4:3 или 3:4.\n\n" +
+      "Готовая картинка придёт фото, а оригинал без сжатия — файлом.\n" +
+      "/cancel — отменить ввод.",
+    unknownCommand: "Не знаю такой команды. Нажмите /start или /help.",
+    timedOut: "генерация заняла слишком много времени",
+    unavailable: "сервис генерации временно недоступен, попробуйте позже",
+    originalCaption: "Оригинал без сжатия",
+    commands: { start: "Начать", help: "Помощь", cancel: "Отменить ввод" }
+  },
+  en: {
+    createButton: "🖼 Create a picture",
+    welcome: "👋 Hi! I draw pictures from a text description with the Z-Image model.\n\n" +
+      "Tap “🖼 Create a picture”, describe what you want to see and pick a format.",
+    welcomeModels: "👋 Hi! I draw pictures from a text description.\n\nChoose a model:",
+    modelZImage: "🖼 Z-Image",
+    askPrompt: "Describe the picture",
+    chooseRatio: "Choose the picture format:",
+    generating: "⏳ Generating...",
+    generatingElapsed: (seconds: number) => `⏳ Generating... ${formatElapsed(seconds)}`,
+    generatingQueued: (position: number) => `⏳ Generating... You are number ${position} in the queue`,
+    done: "✅ Done!",
+    againButton: "🔁 Another variant",
+    newButton: "🖼 New picture",
+    failed: (reason: string) => `❌ Could not create the picture: ${reason}`,
+    retryButton: "🔄 Try again",
+    promptEmpty: "The description is empty. Tell me in words what to draw.",
+    promptTooLong: (length: number) =>
+      `The description is too long: ${length} characters. Please shorten it to ${PROMPT_MAX_LENGTH}.`,
+    notText: "I only understand text. Describe the picture in words.",
+    useRatioButtons: "Pick a format with the buttons above, or send a new description.",
+    expired: "This button has expired",
+    busy: "Please wait: your previous picture is still being generated.",
+    dailyLimit: (limit: number) => `You have reached today's limit of ${limit} pictures. Come back tomorrow!`,
+    cancelled: "Cancelled. To start again, send /start",
+    help: "I draw pictures from a text description (Z-Image model).\n\n" +
+      "1. Send /start and tap “🖼 Create a picture”.\n" +
+      "2. Describe the picture (up to 1000 characters).\n" +
+      "3. Choose a format: 1:1, 16:9, 9:16, 4:3 or 3:4.\n\n" +
+      "The picture arrives as a photo, and the uncompressed original as a file.\n" +
+      "/cancel cancels the input.",
+    unknownCommand: "I don't know that command. Send /start or /help.",
+    timedOut: "the generation took too long",
+    unavailable: "the image service is temporarily unavailable, please try later",
+    originalCaption: "Uncompressed original",
+    commands: { start: "Start", help: "Help", cancel: "Cancel the input" }
+  }
+} as const
+
+function formatElapsed(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds))
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`
+}
+
+export const t = (lang: Lang) => texts[lang]
+
+// ---------------------------------------------------------------------------
+// Keyboards
+
+const keyboard = (rows: ReadonlyArray<ReadonlyArray<{ text: string; callback_data: string }>>): InlineKeyboardMarkup => ({
+  inline_keyboard: rows.map((row) => [...row])
+})
+
+export const welcomeKeyboard = (lang: Lang, singleModel: boolean): InlineKeyboardMarkup =>
+  keyboard([[{ text: singleModel ? t(lang).createButton : t(lang).modelZImage, callback_data: CallbackData.start }]])
+
+export const ratioKeyboard: InlineKeyboardMarkup = keyboard([
+  ASPECT_RATIOS.slice(0, 3).map((ratio) => ({ text: ratio, callback_data: CallbackData.ratio(ratio) })),
+  ASPECT_RATIOS.slice(3).map((ratio) => ({ text: ratio, callback_data: CallbackData.ratio(ratio) }))
+])
+
+export const doneKeyboard = (lang: Lang, generationId: string): InlineKeyboardMarkup =>
+  keyboard([[
+    { text: t(lang).againButton, callback_data: CallbackData.again(generationId) },
+    { text: t(lang).newButton, callback_data: CallbackData.start }
+  ]])
+
+export const retryKeyboard = (lang: Lang, generationId: string): InlineKeyboardMarkup =>
+  keyboard([[{ text: t(lang).retryButton, callback_data: CallbackData.retry(generationId) }]])
+
+/** The commands registered with setMyCommands, per language. */
+export const botCommands = (lang: Lang) => [
+  { command: "start", description: t(lang).commands.start },
+  { command: "help", description: t(lang).commands.help },
+  { command: "cancel", description: t(lang).commands.cancel }
+]

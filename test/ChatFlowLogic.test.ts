@@ -1,0 +1,196 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Arbitrary, Schema } from "effect"
+import {
+  type ChatAction,
+  type ChatInput,
+  type ChatState,
+  Idle,
+  isValidState,
+  transition
+} from "../src/ChatFlowLogic.ts"
+import { ASPECT_RATIOS, CallbackData, parseCallbackData, PROMPT_MAX_LENGTH, t } from "../src/Messages.ts"
+
+const ru = { lang: "ru", singleModelOnly: true } as const
+
+const callback = (data: string, messageId?: number): ChatInput => ({
+  _tag: "Callback",
+  queryId: "q",
+  data: parseCallbackData(data),
+  messageId
+})
+
+/** Carries out the keyboard bookkeeping the way ChatFlow does: the ratio keyboard gets a message id. */
+const step = (state: ChatState, input: ChatInput, nextMessageId: number) => {
+  const result = transition(state, input, ru)
+  const keyboard = result.actions.some((a) => a._tag === "Send" && a.isRatioKeyboard === true)
+  const next: ChatState = keyboard && result.state._tag === "WaitingAspectRatio"
+    ? { ...result.state, keyboardMessageId: nextMessageId }
+    : result.state
+  return { state: next, actions: result.actions }
+}
+
+const sends = (actions: ReadonlyArray<ChatAction>) =>
+  actions.flatMap((a) => (a._tag === "Send" ? [a.text] : []))
+
+describe("chat flow logic", () => {
+  it("walks the contract flow: /start → button → prompt → ratio → generation", () => {
+    let r = step(Idle, { _tag: "Command", command: "start" }, 1)
+    assert.deepStrictEqual(r.state, Idle)
+    const welcome = r.actions[0]!
+    assert.strictEqual(welcome._tag, "Send")
+    if (welcome._tag !== "Send") return
+    assert.strictEqual(welcome.keyboard?.inline_keyboard[0]?.[0]?.text, "🖼 Создать картинку")
+    assert.strictEqual((welcome.keyboard?.inline_keyboard[0]?.[0] as { callback_data: string }).callback_data, "zimage:start")
+
+    r = step(r.state, callback("zimage:start", 1), 2)
+    assert.strictEqual(r.state._tag, "WaitingPrompt")
+    assert.deepStrictEqual(sends(r.actions), ["Опишите картинку"])
+    assert.strictEqual(r.actions[0]!._tag, "AnswerCallback", "the callback is answered first")
+
+    r = step(r.state, { _tag: "Text", text: "  рыжий кот в шлеме  " }, 3)
+    assert.deepStrictEqual(r.state, { _tag: "WaitingAspectRatio", prompt: "рыжий кот в шлеме", keyboardMessageId: 3 })
+    const ratioMessage = r.actions.find((a) => a._tag === "Send")!
+    if (ratioMessage._tag !== "Send") return
+    const data = ratioMessage.keyboard!.inline_keyboard.flat().map((b) => (b as { callback_data: string }).callback_data)
+    assert.deepStrictEqual(data, ASPECT_RATIOS.map((ratio) => `zimage:ratio:${ratio}`))
+    assert.deepStrictEqual(
+      ratioMessage.keyboard!.inline_keyboard.flat().map((b) => b.text),
+      ["1:1", "16:9", "9:16", "4:3", "3:4"]
+    )
+
+    r = step(r.state, callback("zimage:ratio:16:9", 3), 4)
+    assert.deepStrictEqual(r.state, Idle)
+    assert.deepStrictEqual(r.actions, [
+      { _tag: "AnswerCallback", queryId: "q" },
+      { _tag: "RemoveKeyboard", messageId: 3 },
+      { _tag: "StartGeneration", prompt: "рыжий кот в шлеме", aspectRatio: "16:9" }
+    ])
+  })
+
+  it("uses English texts for English-speaking users", () => {
+    const r = transition({ _tag: "WaitingPrompt" }, { _tag: "NonText" }, { lang: "en", singleModelOnly: true })
+    assert.deepStrictEqual(sends(r.actions), [t("en").notText])
+  })
+
+  it("lists the models when SINGLE_MODEL_ONLY is false", () => {
+    const r = transition(Idle, { _tag: "Command", command: "start" }, { lang: "ru", singleModelOnly: false })
+    const welcome = r.actions[0]!
+    if (welcome._tag !== "Send") return assert.fail("expected a message")
+    assert.strictEqual(welcome.text, t("ru").welcomeModels)
+    assert.strictEqual(welcome.keyboard!.inline_keyboard[0]![0]!.text, "🖼 Z-Image")
+  })
+
+  it("rejects empty, too long and non-text prompts, keeping the state", () => {
+    const waiting: ChatState = { _tag: "WaitingPrompt" }
+    for (const input of [
+      { _tag: "Text", text: "   " },
+      { _tag: "Text", text: "я".repeat(PROMPT_MAX_LENGTH + 1) },
+      { _tag: "NonText" }
+    ] as const) {
+      const r = transition(waiting, input, ru)
+      assert.deepStrictEqual(r.state, waiting)
+      assert.strictEqual(sends(r.actions).length, 1)
+      assert.isFalse(r.actions.some((a) => a._tag === "StartGeneration"))
+    }
+    const exactly = transition(waiting, { _tag: "Text", text: "я".repeat(PROMPT_MAX_LENGTH) }, ru)
+    assert.strictEqual(exactly.state._tag, "WaitingAspectRatio")
+  })
+
+  it("answers stale and unknown callbacks with 'expired' and changes nothing", () => {
+    const waiting: ChatState = { _tag: "WaitingAspectRatio", prompt: "кот", keyboardMessageId: 10 }
+    for (const [state, input] of [
+      [Idle, callback("zimage:ratio:1:1", 10)], // keyboard from a finished flow
+      [waiting, callback("zimage:ratio:1:1", 9)], // an older keyboard
+      [waiting, callback("zimage:ratio:2:1", 10)], // tampered ratio
+      [waiting, callback("zimage:ratio:16:9:evil", 10)],
+      [waiting, callback("something-else", 10)]
+    ] as const) {
+      const r = transition(state, input, ru)
+      assert.deepStrictEqual(r.state, state)
+      assert.deepStrictEqual(r.actions, [{ _tag: "AnswerCallback", queryId: "q", text: t("ru").expired }])
+    }
+  })
+
+  it("greets users who write without pressing /start", () => {
+    const r = transition(Idle, { _tag: "Text", text: "нарисуй кота" }, ru)
+    assert.strictEqual(sends(r.actions)[0], t("ru").welcome)
+  })
+
+  it("callback data stays within Telegram's 64 bytes", () => {
+    const longest = [CallbackData.again("9223372036854775807"), CallbackData.retry("9223372036854775807")]
+    for (const data of [...longest, CallbackData.start, ...ASPECT_RATIOS.map(CallbackData.ratio)]) {
+      assert.isAtMost(Buffer.byteLength(data), 64)
+      assert.notStrictEqual(parseCallbackData(data)._tag, "Unknown")
+    }
+  })
+
+  const RawInput = Schema.Struct({
+    kind: Schema.Literals(["start", "help", "cancel", "other-command", "text", "long", "blank", "sticker", "cb-start", "cb-ratio", "cb-old", "cb-bad", "cb-again"]),
+    text: Schema.String,
+    ratio: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 6 }))
+  })
+
+  const toInput = (raw: typeof RawInput.Type, keyboardId: number): ChatInput => {
+    const ratio = ASPECT_RATIOS[raw.ratio] ?? "7:5"
+    switch (raw.kind) {
+      case "start":
+      case "help":
+      case "cancel":
+      case "other-command":
+        return { _tag: "Command", command: raw.kind }
+      case "text":
+        return { _tag: "Text", text: raw.text }
+      case "long":
+        return { _tag: "Text", text: "x".repeat(PROMPT_MAX_LENGTH + 1 + raw.text.length) }
+      case "blank":
+        return { _tag: "Text", text: " \n\t" }
+      case "sticker":
+        return { _tag: "NonText" }
+      case "cb-start":
+        return callback("zimage:start", keyboardId)
+      case "cb-ratio":
+        return callback(`zimage:ratio:${ratio}`, keyboardId)
+      case "cb-old":
+        return callback(`zimage:ratio:${ratio}`, keyboardId - 1)
+      case "cb-bad":
+        return callback(raw.text, keyboardId)
+      case "cb-again":
+        return callback("zimage:again:12", keyboardId)
+    }
+  }
+
+  it.prop(
+    "random update sequences never crash and always leave a valid state",
+    [Arbitrary.array(Arbitrary.schema(RawInput), { maxLength: 40 })],
+    ([raws]) => {
+      let state: ChatState = Idle
+      let messageId = 100
+      for (const raw of raws) {
+        messageId++
+        const keyboardId = state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
+          ? state.keyboardMessageId
+          : messageId
+        const input = toInput(raw, keyboardId)
+        const before: ChatState = state
+        const r = step(state, input, messageId)
+        state = r.state
+        assert.isTrue(isValidState(state), JSON.stringify(state))
+        if (input._tag === "Callback") {
+          const answers = r.actions.filter((a) => a._tag === "AnswerCallback" || a._tag === "RepeatGeneration")
+          assert.strictEqual(answers.length, 1, "every callback is answered exactly once")
+          assert.strictEqual(r.actions[0], answers[0], "and first")
+        }
+        for (const action of r.actions) {
+          if (action._tag === "StartGeneration") {
+            assert.strictEqual(before._tag, "WaitingAspectRatio")
+            assert.include(ASPECT_RATIOS, action.aspectRatio)
+            assert.isAtLeast(action.prompt.length, 1)
+            assert.isAtMost([...action.prompt].length, PROMPT_MAX_LENGTH)
+          }
+          if (action._tag === "Send") assert.isAtMost(action.text.length, 4096)
+        }
+      }
+    },
+    { arbitrary: { runs: 300 } }
+  )
+})
