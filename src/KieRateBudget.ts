@@ -11,11 +11,12 @@
  * completion is the latest such instant, so a request started at least
  * `window` after an earlier one completed arrived more than `window` after it,
  * whatever the latency: with `count` slots no sliding window on Kie's side
- * can see more than `count` of our requests. The small margin absorbs timer
- * and clock granularity (a timer may fire a millisecond early relative to
- * another clock, and either side may round). The cost is the request latency
- * plus the margin per window, about 1 % at 10 s with a 50 ms margin and
- * typical latency.
+ * can see more than `count` of our requests. The small margin only absorbs
+ * timer and clock granularity (a timer may fire a millisecond early relative
+ * to another clock, and either side may round): 0.5 % of the window, at least
+ * 5 ms and at most 50 ms. The cost is the request latency plus the margin per
+ * window: measured against the fake on loopback, 99.4 % of 20/10s with no
+ * 429 (see the report of issue 5).
  *
  * A slot is held while its request is in flight, so a hanging request cannot
  * free its slot early; the per-request timeout bounds that.
@@ -24,7 +25,8 @@ import { Clock, Context, Deferred, Duration, Effect, Layer, Semaphore } from "ef
 import { AppConfig, type RateBudget } from "./AppConfig.ts"
 
 /** Added to the window after each completed request; see the module comment. */
-export const DEFAULT_SAFETY_MARGIN: Duration.Duration = Duration.millis(50)
+export const defaultSafetyMargin = (window: Duration.Duration): Duration.Duration =>
+  Duration.millis(Math.min(50, Math.max(5, Math.round(Duration.toMillis(window) * 0.005))))
 
 export interface KieRateBudgetSnapshot {
   readonly count: number
@@ -65,8 +67,11 @@ export const make = (options: {
 }): Effect.Effect<KieRateBudgetShape> =>
   Effect.gen(function*() {
     const count = options.count
-    const windowMillis = Duration.toMillis(Duration.fromInputUnsafe(options.window))
-    const marginMillis = Duration.toMillis(Duration.fromInputUnsafe(options.margin ?? DEFAULT_SAFETY_MARGIN))
+    const window = Duration.fromInputUnsafe(options.window)
+    const windowMillis = Duration.toMillis(window)
+    const marginMillis = Duration.toMillis(
+      options.margin === undefined ? defaultSafetyMargin(window) : Duration.fromInputUnsafe(options.margin)
+    )
     const holdMillis = windowMillis + marginMillis
     // One waiter at a time looks for a free slot; the semaphore queues the
     // others in arrival order (it never lets a newcomer overtake a waiter).
