@@ -190,6 +190,14 @@ export const make = Effect.gen(function*() {
   /** Belt and braces: no message we build may contain the key. */
   const scrub = (text: string) => (apiKey.length >= 6 ? text.split(apiKey).join("<redacted>") : text)
 
+  /** The same error with the key cut out of its message (Kie could echo it back in `msg`). */
+  function scrubError<E extends KieError>(error: E): E {
+    const clean = scrub(error.message)
+    return clean === error.message
+      ? error
+      : Object.assign(Object.create(Object.getPrototypeOf(error)), error, { message: clean })
+  }
+
   const withKey = (request: HttpClientRequest.HttpClientRequest) =>
     request.pipe(
       HttpClientRequest.bearerToken(config.kieApiKey),
@@ -274,7 +282,7 @@ export const make = Effect.gen(function*() {
       if (error._tag === "KieBadPayload") return yield* uncertain("unreadable-answer", ref, error.message)
       if (error._tag === "KieRateLimited") yield* budget.penalize
       return yield* Effect.fail(error as KieCreateTaskError)
-    })
+    }).pipe(Effect.mapError(scrubError))
 
   const createTask = Effect.fn("Kie.createTask")(function*(request: CreateTaskRequest) {
     yield* validate(request)
@@ -342,13 +350,8 @@ export const make = Effect.gen(function*() {
       }
       const decoded = decodeRecordInfoBody(taskId, result.status, parseJson(result.text), result.text)
       if (Result.isSuccess(decoded)) return decoded.success
-      return yield* Effect.fail(scrubError(decoded.failure) as KieGetTaskError)
-    })
-
-  const scrubError = <E extends KieError>(error: E): E => {
-    const clean = scrub(error.message)
-    return clean === error.message ? error : Object.assign(Object.create(Object.getPrototypeOf(error)), error, { message: clean })
-  }
+      return yield* Effect.fail(decoded.failure as KieGetTaskError)
+    }).pipe(Effect.mapError(scrubError))
 
   const getTask = Effect.fn("Kie.getTask")(function*(taskId: string) {
     return yield* getOnce(taskId).pipe(

@@ -240,18 +240,25 @@ export class KieCallbacks extends Context.Service<KieCallbacks, KieCallbacksShap
       // One LISTEN connection per process, re-established forever. After every
       // (re)connect all waiters re-check the table: a NOTIFY sent while we were
       // not listening is lost, the row is not.
-      let connectedBefore = false
+      // Logged once per outage, not once per attempt.
+      let down = false
       yield* Effect.scoped(Effect.gen(function*() {
         const notifications = yield* pg.listen(CALLBACK_CHANNEL)
-        if (connectedBefore) yield* Effect.logInfo("[KIE] callback listener reconnected")
-        connectedBefore = true
+        if (down) yield* Effect.logInfo("[KIE] callback listener connected again")
+        down = false
         yield* wakeAll()
         while (true) {
           const notification = yield* Queue.take(notifications)
           yield* wake(notification.payload)
         }
       })).pipe(
-        Effect.tapError((error) => Effect.logWarning(`[KIE] callback listener lost, reconnecting: ${error.message}`)),
+        Effect.tapError((error) =>
+          down ? Effect.void : Effect.sync(() => {
+            down = true
+          }).pipe(
+            Effect.andThen(Effect.logWarning(`[KIE] callback listener down, retrying (polling still works): ${error.message}`))
+          )
+        ),
         Effect.retry(listenRetrySchedule),
         Effect.forkScoped
       )

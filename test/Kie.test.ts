@@ -151,6 +151,20 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           assert.strictEqual(fake.counters.tasksCreated, 0)
         })))
 
+    it.effect("Kie echoing the key in its msg: scrubbed from errors and logs", () =>
+      withKie({}, ({ fake, kie }) =>
+        Effect.gen(function*() {
+          fake.scriptCreate({ error: 401, msg: `invalid key ${TEST_KIE_KEY}` })
+          const created = yield* failureOf(fake, kie.createTask({ prompt: "p", aspectRatio: "1:1" }))
+          assert.strictEqual(created._tag, "KieUnauthorized")
+          assert.include(created.message, "invalid key <redacted>")
+          fake.addTask("task_k")
+          fake.scriptRecordInfo(...Array.from({ length: 4 }, () => ({ error: 500, msg: `oops ${TEST_KIE_KEY}` })))
+          const polled = yield* failureOf(fake, kie.getTask("task_k"))
+          assert.strictEqual(polled._tag, "KieServerError")
+          assert.include(polled.message, "oops <redacted>")
+        })))
+
     it.effect("429 then success: waits a full window (the budget pauses), then one task", () =>
       withKie({}, ({ fake, kie }) =>
         Effect.gen(function*() {

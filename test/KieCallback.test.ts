@@ -4,7 +4,7 @@
  * when the callback reaches another instance.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Option, type Scope } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Option, type Scope } from "effect"
 import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
@@ -309,6 +309,24 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           assert.isTrue(Option.isSome(yield* callbacks.lookup(taskId)))
         })))
   })
+
+  it.effect("the store: lookupMany for a batch poller, prune drops old registry rows only", () =>
+    withBot({}, ({ fake, kie, deliver, callbacks }) =>
+      Effect.gen(function*() {
+        fake.scriptNextTasks({ steps: ["generating"] }, { steps: ["generating"] })
+        const a = yield* kie.createTask({ prompt: "a", aspectRatio: "1:1" })
+        const b = yield* kie.createTask({ prompt: "b", aspectRatio: "1:1" })
+        yield* deliver(a)
+        const found = yield* callbacks.lookupMany([a, b, "task_unknown"])
+        assert.deepStrictEqual([...found.keys()], [a])
+        assert.strictEqual(found.get(a)!.state, "success")
+
+        const sql = yield* SqlClient
+        yield* sql`UPDATE kie_tasks SET created_at = now() - interval '8 days' WHERE task_id = ${a}`
+        assert.strictEqual(yield* callbacks.prune(Duration.days(7)), 1)
+        assert.deepStrictEqual(yield* countRows(a), { n: 0, count: null })
+        assert.strictEqual((yield* countRows(b)).n, 1)
+      })))
 
   it.effect("createTask timed out after sending: the callback carries the attempt's ref and recovers the task id", () =>
     withBot({}, ({ fake, kie, deliver }) =>
