@@ -185,7 +185,6 @@ export const make = Effect.gen(function*() {
   const client = yield* HttpClient.HttpClient
   const apiKey = Redacted.value(config.kieApiKey)
   const timeoutMillis = Duration.toMillis(config.kieRequestTimeout)
-  const webhookMode = Option.isSome(config.publicUrl)
 
   /** Belt and braces: no message we build may contain the key. */
   const scrub = (text: string) => (apiKey.length >= 6 ? text.split(apiKey).join("<redacted>") : text)
@@ -241,28 +240,33 @@ export const make = Effect.gen(function*() {
       : Effect.fail(new KieValidationFailed({ operation: "createTask", message: `createTask not sent: ${problem}` }))
   }
 
-  const uncertain = (reason: KieCreateTaskUncertain["reason"], ref: string, detail: string) =>
+  /** `recoverable`: the callBackUrl carries `ref`, so Kie's callback would reveal the task id. */
+  const uncertain = (reason: KieCreateTaskUncertain["reason"], ref: string, recoverable: boolean, detail: string) =>
     new KieCreateTaskUncertain({
       reason,
       ref,
-      recoverable: webhookMode,
+      recoverable,
       message: scrub(
         `Kie createTask may have created a task (${reason}: ${detail}); not retried to avoid a second billed task` +
-          (webhookMode ? `; its callback would reveal the task id (ref ${ref})` : "")
+          (recoverable ? `; its callback would reveal the task id (ref ${ref})` : "")
       )
     })
 
   /** One createTask attempt: a task id, or the error it proves. */
-  const createOnce = (body: Record<string, unknown>, ref: string): Effect.Effect<string, KieCreateTaskError> =>
+  const createOnce = (
+    body: Record<string, unknown>,
+    ref: string,
+    recoverable: boolean
+  ): Effect.Effect<string, KieCreateTaskError> =>
     Effect.gen(function*() {
       const result = yield* exchange(
         HttpClientRequest.post(`${config.kieBaseUrl}${CREATE_TASK_PATH}`).pipe(HttpClientRequest.bodyJsonUnsafe(body))
       )
       switch (result._tag) {
         case "TimedOut":
-          return yield* uncertain("timeout", ref, `no answer within ${timeoutMillis} ms`)
+          return yield* uncertain("timeout", ref, recoverable, `no answer within ${timeoutMillis} ms`)
         case "Lost":
-          return yield* uncertain("connection-lost", ref, result.detail)
+          return yield* uncertain("connection-lost", ref, recoverable, result.detail)
         case "NotSent":
           return yield* new KieConnectionFailed({
             operation: "createTask",
@@ -272,14 +276,14 @@ export const make = Effect.gen(function*() {
       // A gateway timeout means a proxy gave up waiting for Kie, which may
       // have received the request: not proof that nothing was created.
       if (result.status === 504 || result.status === 524) {
-        return yield* uncertain("gateway-timeout", ref, `HTTP ${result.status}`)
+        return yield* uncertain("gateway-timeout", ref, recoverable, `HTTP ${result.status}`)
       }
       const json = parseJson(result.text)
       const decoded = decodeCreateTaskBody(result.status, json, result.text)
       if (Result.isSuccess(decoded)) return decoded.success
       const error = decoded.failure
       // A success status whose body we cannot read may stand for a created task.
-      if (error._tag === "KieBadPayload") return yield* uncertain("unreadable-answer", ref, error.message)
+      if (error._tag === "KieBadPayload") return yield* uncertain("unreadable-answer", ref, recoverable, error.message)
       if (error._tag === "KieRateLimited") yield* budget.penalize
       return yield* Effect.fail(error as KieCreateTaskError)
     }).pipe(Effect.mapError(scrubError))
@@ -287,8 +291,11 @@ export const make = Effect.gen(function*() {
   const createTask = Effect.fn("Kie.createTask")(function*(request: CreateTaskRequest) {
     yield* validate(request)
     const ref = yield* callbacks.newRef
-    const callBackUrl = request.callBackUrl ??
-      Option.getOrUndefined(Option.map(config.publicUrl, (base) => `${base}${CALLBACK_PATH}?ref=${ref}`))
+    const ourCallBackUrl = Option.getOrUndefined(
+      Option.map(config.publicUrl, (base) => `${base}${CALLBACK_PATH}?ref=${ref}`)
+    )
+    const callBackUrl = request.callBackUrl ?? ourCallBackUrl
+    const recoverable = request.callBackUrl === undefined && ourCallBackUrl !== undefined
     const body = {
       model: MODEL,
       ...(callBackUrl === undefined ? {} : { callBackUrl }),
@@ -301,10 +308,10 @@ export const make = Effect.gen(function*() {
     // The registry row lets a callback be matched to this attempt even if
     // the answer is lost. Not essential: polling still works without it.
     yield* bestEffort(callbacks.registerPending(ref), "registering the task")
-    const taskId = yield* budget.withPermit(createOnce(body, ref)).pipe(
+    const taskId = yield* budget.withPermit(createOnce(body, ref, recoverable)).pipe(
       Effect.tapError((error) =>
         error.retryable
-          ? Effect.logWarning(`[KIE] ${error.message}; retrying`)
+          ? Effect.logWarning(`[KIE] ${error.message} (retryable: nothing was created)`)
           : Effect.void
       ),
       Effect.retry({ schedule: kieRetrySchedule, while: (error) => error.retryable }),
