@@ -42,6 +42,12 @@ export interface AppConfigShape {
   readonly kiePollInterval: Duration.Duration
   readonly kieRequestTimeout: Duration.Duration
   readonly kieCreateRate: RateBudget
+  /**
+   * `input.nsfw_checker` sent with every createTask (KIE_NSFW_CHECKER, default
+   * true). Kie's filter is off unless asked for, and a public bot takes prompts
+   * from anyone, so it is on unless an operator turns it off.
+   */
+  readonly kieNsfwChecker: boolean
   readonly generationTimeout: Duration.Duration
   // Database
   /** `None` means the embedded PostgreSQL in `embeddedPgDir`. */
@@ -267,6 +273,7 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
         parseMillis(100, 600_000)
       ),
       kieCreateRate: yield* withDefault("KIE_CREATE_RATE", { count: 20, window: Duration.seconds(10) }, parseRate),
+      kieNsfwChecker: yield* withDefault("KIE_NSFW_CHECKER", true, parseBoolean),
       generationTimeout: yield* withDefault(
         "GENERATION_TIMEOUT_MS",
         Duration.minutes(5),

@@ -4,5 +4,8 @@
  * Never edit or renumber an applied migration: add a new one.
  */
 import type { Migrations } from "./Database.ts"
+import * as KieCallback from "./KieCallback.ts"
 
-export const migrations: Migrations = {}
+export const migrations: Migrations = {
+  "0003_kie_tasks": KieCallback.migration
+}

@@ -1,0 +1,354 @@
+/**
+ * `POST /kie/callback` on a real HTTP server, the durable callback store on
+ * real PostgreSQL, and `awaitResult` finishing early on a callback, also
+ * when the callback reaches another instance.
+ */
+import { assert, describe, layer } from "@effect/vitest"
+import { Duration, Effect, Exit, Fiber, Layer, Option, type Scope } from "effect"
+import { HttpServer } from "effect/http"
+import { SqlClient } from "effect/sql/SqlClient"
+import { TestClock } from "effect/testing"
+import type { AppConfig } from "../src/AppConfig.ts"
+import { Kie, type KieShape } from "../src/Kie.ts"
+import { KieCallbacks, type KieCallbacksShape } from "../src/KieCallback.ts"
+import type { KieRateBudget } from "../src/KieRateBudget.ts"
+import { type CallbackResult, FakeKie, type FakeKieOptions, type SendCallbackOptions } from "./fakes/FakeKie.ts"
+import { CallbackServer, KieStack, KieTestDatabase, serverUrl } from "./support/KieTestStack.ts"
+import { TEST_KIE_KEY, TEST_WEBHOOK_SECRET } from "./support/TestConfig.ts"
+
+const HMAC_KEY = "kie-hmac-test-key-0123456789"
+const webhookEnv = { PUBLIC_URL: "https://bot.example", TELEGRAM_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET }
+const REAL = "https://cdn.example/real.png"
+const EVIL = "https://evil.example/spoof.png"
+
+type Env = Kie | KieCallbacks | KieRateBudget | AppConfig | SqlClient | HttpServer.HttpServer | Scope.Scope
+
+/** One bot instance: the client stack plus the callback route on its own port. */
+const Instance = (fake: FakeKie, env: Record<string, string>) =>
+  CallbackServer.pipe(Layer.provideMerge(KieStack(fake, { ...webhookEnv, ...env })))
+
+interface Harness {
+  readonly fake: FakeKie
+  readonly kie: KieShape
+  readonly callbacks: KieCallbacksShape
+  /** Base URL of this instance's HTTP server. */
+  readonly url: string
+  /** Has the fake POST a task's callback to this instance (its callBackUrl's query kept). */
+  readonly deliver: (taskId: string, options?: SendCallbackOptions & { readonly withoutRef?: boolean }) => Effect.Effect<CallbackResult>
+}
+
+const deliverTo = (fake: FakeKie, base: string) =>
+(taskId: string, options: SendCallbackOptions & { readonly withoutRef?: boolean } = {}) =>
+  Effect.promise(() => {
+    const registered = fake.tasks.get(taskId)?.callBackUrl
+    const search = registered === undefined || options.withoutRef === true ? "" : new URL(registered).search
+    return fake.sendCallback(taskId, { url: `${base}/kie/callback${search}`, ...options })
+  })
+
+const withBot = <A, E>(
+  options: { readonly fake?: Partial<FakeKieOptions>; readonly env?: Record<string, string> },
+  body: (h: Harness) => Effect.Effect<A, E, Env>
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    const fake = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY, ...options.fake })
+    return yield* Effect.gen(function*() {
+      const kie = yield* Kie
+      const callbacks = yield* KieCallbacks
+      const url = yield* serverUrl
+      return yield* body({ fake, kie, callbacks, url, deliver: deliverTo(fake, url) })
+    }).pipe(Effect.provide(Instance(fake, options.env ?? {})))
+  }))
+
+const isDone = (fiber: Fiber.Fiber<unknown, unknown>) => Effect.sync(() => fiber.pollUnsafe() !== undefined)
+
+/** Joins a fiber that must finish on real events alone (no clock movement), within a bounded real time. */
+const joinSoon = <A, E>(fiber: Fiber.Fiber<A, E>) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 200 && !(yield* isDone(fiber)); i++) {
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
+    }
+    assert.isTrue(yield* isDone(fiber), "finished without the clock moving")
+    return yield* Fiber.join(fiber)
+  })
+
+const post = (url: string, init: RequestInit) =>
+  Effect.promise(() => fetch(url, init).then(async (r) => ({ status: r.status, body: await r.text() })))
+
+const countRows = (taskId: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const rows = yield* sql<{ n: number; count: number | null }>`
+      SELECT count(*)::int AS n, max(callback_count) AS count FROM kie_tasks WHERE task_id = ${taskId}
+    `
+    return rows[0]!
+  })
+
+layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
+  describe("awaitResult finishes on a callback", () => {
+    it.effect("stored before anyone waits: found at once, although polling still says generating", () =>
+      withBot({}, ({ fake, kie, deliver }) =>
+        Effect.gen(function*() {
+          fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const answer = yield* deliver(taskId)
+          assert.deepStrictEqual(answer, { status: 200, body: JSON.stringify({ ok: true }) })
+          const result = yield* kie.awaitResult(taskId)
+          assert.deepStrictEqual(result.resultUrls, [REAL])
+        })))
+
+    it.effect("arriving while it waits: wakes it without waiting for the next poll", () =>
+      withBot({}, ({ fake, kie, deliver }) =>
+        Effect.gen(function*() {
+          fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          yield* fake.awaitCalls("recordInfo", 1)
+          assert.strictEqual((yield* deliver(taskId)).status, 200)
+          const result = yield* joinSoon(fiber)
+          assert.deepStrictEqual(result.resultUrls, [REAL])
+          assert.strictEqual(fake.counters.recordInfo, 1, "no further poll was needed")
+        })))
+
+    it.effect("arriving at another instance (PASSIVE, same database): wakes the waiting instance through NOTIFY", () =>
+      withBot({}, ({ fake, kie, url }) =>
+        Effect.gen(function*() {
+          // `fresh`: its own store, listener and server, not the memoized ones of this instance.
+          const other = yield* Layer.build(Layer.fresh(Instance(fake, {})))
+          const otherUrl = yield* serverUrl.pipe(Effect.provideContext(other))
+          assert.notStrictEqual(otherUrl, url)
+          fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          yield* fake.awaitCalls("recordInfo", 1)
+          assert.strictEqual((yield* deliverTo(fake, otherUrl)(taskId)).status, 200)
+          const result = yield* joinSoon(fiber)
+          assert.deepStrictEqual(result.resultUrls, [REAL])
+          assert.strictEqual(fake.counters.recordInfo, 1)
+
+        })))
+
+    it.effect("a NOTIFY lost while the listener was down: the reconnect re-checks the store and wakes the waiter", () =>
+      withBot({}, ({ fake, kie, url }) =>
+        Effect.gen(function*() {
+          const other = yield* Layer.build(Layer.fresh(Instance(fake, {})))
+          const otherUrl = yield* serverUrl.pipe(Effect.provideContext(other))
+          assert.notStrictEqual(otherUrl, url)
+          fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          yield* fake.awaitCalls("recordInfo", 1)
+
+          const sql = yield* SqlClient
+          const killed = yield* sql<{ pid: number }>`
+            SELECT pid FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'
+          `
+          assert.isAtLeast(killed.length, 2, "both instances listen")
+          yield* sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'`
+          assert.strictEqual((yield* deliverTo(fake, otherUrl)(taskId)).status, 200)
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+          assert.isFalse(yield* isDone(fiber), "nobody heard the NOTIFY")
+
+          // The listener retries after ~0.5 s (TestClock), before the next poll at 3 s.
+          yield* TestClock.adjust("1 second")
+          const result = yield* joinSoon(fiber)
+          assert.deepStrictEqual(result.resultUrls, [REAL])
+          assert.strictEqual(fake.counters.recordInfo, 1, "found in the store, not by polling")
+        })))
+
+    it.effect("after polling already found the result: the late callback is accepted and changes nothing", () =>
+      withBot({}, ({ fake, kie, deliver, callbacks }) =>
+        Effect.gen(function*() {
+          fake.scriptNextTasks({ steps: [{ success: [REAL] }] })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const polled = yield* kie.awaitResult(taskId)
+          assert.deepStrictEqual(polled.resultUrls, [REAL])
+          assert.strictEqual((yield* deliver(taskId)).status, 200)
+          const stored = yield* callbacks.lookup(taskId)
+          assert.isTrue(Option.isSome(stored) && stored.value.trusted)
+          const again = yield* kie.awaitResult(taskId)
+          assert.deepStrictEqual(again.resultUrls, [REAL])
+        })))
+
+    it.effect("a fail callback ends the wait with KieTaskFailed", () =>
+      withBot({}, ({ fake, kie, deliver }) =>
+        Effect.gen(function*() {
+          fake.scriptNextTasks({ steps: ["generating"], final: { fail: { code: "400", msg: "Content flagged" } } })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          yield* deliver(taskId)
+          const error = yield* kie.awaitResult(taskId).pipe(Effect.flip)
+          assert.strictEqual(error._tag, "KieTaskFailed")
+        })))
+  })
+
+  describe("trust", () => {
+    it.effect("without the task's ref (and no HMAC key) a callback is only a hint: recordInfo decides, the body is not believed", () =>
+      withBot({}, ({ fake, kie, deliver, callbacks }) =>
+        Effect.gen(function*() {
+          fake.scriptNextTasks({ steps: ["generating", "generating", { success: [REAL] }] })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          yield* fake.awaitCalls("recordInfo", 1)
+          const answer = yield* deliver(taskId, { withoutRef: true, state: { success: [EVIL] } })
+          assert.strictEqual(answer.status, 200)
+          yield* fake.awaitCalls("recordInfo", 2)
+          yield* Effect.promise(() => fake.idle())
+          assert.isFalse(yield* isDone(fiber), "the spoofed success was not taken")
+          const stored = yield* callbacks.lookup(taskId)
+          assert.isTrue(Option.isSome(stored) && !stored.value.trusted)
+          yield* TestClock.adjust("3 seconds")
+          const result = yield* joinSoon(fiber)
+          assert.deepStrictEqual(result.resultUrls, [REAL])
+        })))
+
+    it.effect("with KIE_WEBHOOK_HMAC_KEY: a good signature is stored; bad, missing, stale or future ones are 401", () =>
+      Effect.gen(function*() {
+        // Far enough from 0 that a timestamp 6 minutes back is still valid.
+        // (Not a huge jump: every scheduled sleep up to the new time runs.)
+        yield* TestClock.adjust("20 minutes")
+        const clock = yield* TestClock.testClockWith(Effect.succeed)
+        yield* withBot(
+          {
+            fake: { webhookHmacKey: HMAC_KEY, now: () => clock.currentTimeMillisUnsafe() },
+            env: { KIE_WEBHOOK_HMAC_KEY: HMAC_KEY }
+          },
+          ({ fake, kie, deliver, callbacks }) =>
+            Effect.gen(function*() {
+              fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+              const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+              const nowSeconds = Math.floor(clock.currentTimeMillisUnsafe() / 1000)
+              const rejected = [
+                { signature: "bm90IHRoZSBzaWduYXR1cmU=" },
+                { hmacKey: "some-other-key-0123456789" },
+                { unsigned: true },
+                { timestamp: nowSeconds - 6 * 60 },
+                { timestamp: nowSeconds + 6 * 60 }
+              ]
+              for (const options of rejected) {
+                const answer = yield* deliver(taskId, options)
+                assert.strictEqual(answer.status, 401, JSON.stringify(options))
+              }
+              // Even with the right ref in the URL: the key is what counts.
+              assert.isTrue(Option.isNone(yield* callbacks.lookup(taskId)))
+              const good = yield* deliver(taskId, { timestamp: nowSeconds - 4 * 60 })
+              assert.strictEqual(good.status, 200)
+              const stored = yield* callbacks.lookup(taskId)
+              assert.isTrue(Option.isSome(stored) && stored.value.trusted)
+              const result = yield* kie.awaitResult(taskId)
+              assert.deepStrictEqual(result.resultUrls, [REAL])
+            })
+        )
+      }))
+  })
+
+  describe("the route", () => {
+    it.effect("idempotent: the same task twice is stored once, the first callback is kept", () =>
+      withBot({}, ({ fake, kie, deliver, callbacks }) =>
+        Effect.gen(function*() {
+          fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          assert.strictEqual((yield* deliver(taskId)).status, 200)
+          assert.strictEqual((yield* deliver(taskId)).status, 200)
+          assert.strictEqual((yield* deliver(taskId, { state: { success: [EVIL] } })).status, 200)
+          assert.deepStrictEqual(yield* countRows(taskId), { n: 1, count: 3 })
+          const stored = yield* callbacks.lookup(taskId)
+          assert.isTrue(Option.isSome(stored))
+          assert.include(JSON.stringify(Option.getOrThrow(stored).data), REAL)
+          assert.notInclude(JSON.stringify(Option.getOrThrow(stored).data), EVIL)
+        })))
+
+    it.effect("a callback for an unknown task is 200 and ignored", () =>
+      withBot({}, ({ fake, deliver }) =>
+        Effect.gen(function*() {
+          fake.addTask("task_not_ours")
+          const answer = yield* deliver("task_not_ours")
+          assert.strictEqual(answer.status, 200)
+          assert.include(answer.body, "unknown task")
+          assert.deepStrictEqual(yield* countRows("task_not_ours"), { n: 0, count: null })
+        })))
+
+    it.effect("413 for a body over 1 MiB (declared or chunked), 400 for non-JSON or a non-callback", () =>
+      withBot({}, ({ url }) =>
+        Effect.gen(function*() {
+          const target = `${url}/kie/callback`
+          const json = { "content-type": "application/json" }
+          const big = JSON.stringify({ code: 200, data: { taskId: "t", state: "success", pad: "x".repeat(1024 * 1024) } })
+          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: big })).status, 413)
+          const chunked = new ReadableStream({
+            start(controller) {
+              for (let i = 0; i < 17; i++) controller.enqueue(new Uint8Array(64 * 1024).fill(32))
+              controller.close()
+            }
+          })
+          const streamed = yield* post(target, { method: "POST", headers: json, body: chunked, duplex: "half" } as RequestInit)
+          assert.strictEqual(streamed.status, 413)
+          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: "{not json" })).status, 400)
+          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: JSON.stringify({ hello: 1 }) })).status, 400)
+          const noUrls = { code: 200, data: { taskId: "t", state: "success", resultJson: "{\"resultUrls\":[]}" } }
+          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: JSON.stringify(noUrls) })).status, 400)
+        })))
+
+    it.effect("`task_id` instead of `taskId` is accepted", () =>
+      withBot({}, ({ fake, kie, callbacks, url }) =>
+        Effect.gen(function*() {
+          fake.scriptNextTasks({ steps: ["generating"] })
+          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const ref = new URL(fake.tasks.get(taskId)!.callBackUrl!).search
+          const body = {
+            code: 200,
+            msg: "success",
+            data: { task_id: taskId, state: "success", resultJson: JSON.stringify({ resultUrls: [REAL] }) }
+          }
+          const answer = yield* post(`${url}/kie/callback${ref}`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(body)
+          })
+          assert.strictEqual(answer.status, 200)
+          assert.isTrue(Option.isSome(yield* callbacks.lookup(taskId)))
+        })))
+  })
+
+  it.effect("the store: lookupMany for a batch poller, prune drops old registry rows only", () =>
+    withBot({}, ({ fake, kie, deliver, callbacks }) =>
+      Effect.gen(function*() {
+        fake.scriptNextTasks({ steps: ["generating"] }, { steps: ["generating"] })
+        const a = yield* kie.createTask({ prompt: "a", aspectRatio: "1:1" })
+        const b = yield* kie.createTask({ prompt: "b", aspectRatio: "1:1" })
+        yield* deliver(a)
+        const found = yield* callbacks.lookupMany([a, b, "task_unknown"])
+        assert.deepStrictEqual([...found.keys()], [a])
+        assert.strictEqual(found.get(a)!.state, "success")
+
+        const sql = yield* SqlClient
+        yield* sql`UPDATE kie_tasks SET created_at = now() - interval '8 days' WHERE task_id = ${a}`
+        assert.strictEqual(yield* callbacks.prune(Duration.days(7)), 1)
+        assert.deepStrictEqual(yield* countRows(a), { n: 0, count: null })
+        assert.strictEqual((yield* countRows(b)).n, 1)
+      })))
+
+  it.effect("createTask timed out after sending: the callback carries the attempt's ref and recovers the task id", () =>
+    withBot({}, ({ fake, kie, deliver }) =>
+      Effect.gen(function*() {
+        fake.scriptCreate({ hang: true }).scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+        const fiber = yield* Effect.forkChild(kie.createTask({ prompt: "p", aspectRatio: "1:1" }))
+        yield* fake.awaitCalls("createTask", 1)
+        yield* Effect.promise(() => fake.idle())
+        yield* TestClock.adjust("30 seconds")
+        const exit = yield* Fiber.await(fiber)
+        assert.isTrue(Exit.isFailure(exit))
+        const error = yield* Fiber.join(fiber).pipe(Effect.flip)
+        if (error._tag !== "KieCreateTaskUncertain") return assert.fail(error._tag)
+        assert.isTrue(error.recoverable)
+        assert.isTrue(Option.isNone(yield* kie.recoverTask(error.ref)))
+
+        const [created] = [...fake.tasks.values()]
+        assert.strictEqual((yield* deliver(created!.taskId)).status, 200)
+        const recovered = yield* kie.recoverTask(error.ref)
+        assert.deepStrictEqual(recovered, Option.some(created!.taskId))
+        const result = yield* kie.awaitResult(created!.taskId)
+        assert.deepStrictEqual(result.resultUrls, [REAL])
+        assert.strictEqual(fake.counters.createTask, 1)
+      })))
+})

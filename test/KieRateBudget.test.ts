@@ -1,0 +1,115 @@
+/**
+ * The createTask budget on its own, driven by TestClock: no waiting in real
+ * time, no network.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Ref } from "effect"
+import { TestClock } from "effect/testing"
+import * as KieRateBudget from "../src/KieRateBudget.ts"
+
+/** Lets forked fibers run until they block; no clock movement. */
+const settle = Effect.gen(function*() {
+  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+})
+
+describe("KieRateBudget", () => {
+  it.effect("21 calls in 10 s: 20 run at once, the 21st waits for window + margin after the first completed", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 20, window: "10 seconds", margin: "50 millis" })
+      const started = yield* Ref.make<Array<number>>([])
+      const call = (i: number) => budget.withPermit(Ref.update(started, (xs) => [...xs, i]))
+      const fibers = yield* Effect.forEach(Array.from({ length: 21 }, (_, i) => i), (i) => Effect.forkChild(call(i)))
+      yield* settle
+      assert.strictEqual((yield* Ref.get(started)).length, 20)
+      assert.isUndefined(fibers[20]!.pollUnsafe())
+      assert.deepStrictEqual(yield* budget.snapshot, { count: 20, windowMillis: 10_000, used: 20, inFlight: 0, waiting: 1 })
+
+      yield* TestClock.adjust("10 seconds")
+      yield* settle
+      assert.strictEqual((yield* Ref.get(started)).length, 20, "the margin is not over yet")
+
+      yield* TestClock.adjust("50 millis")
+      yield* Fiber.join(fibers[20]!)
+      assert.deepStrictEqual((yield* Ref.get(started)).slice(-1), [20])
+    }))
+
+  it.effect("waiters are served first come, first served", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 1, window: "1 second", margin: 0 })
+      const order = yield* Ref.make<Array<string>>([])
+      const call = (name: string) => budget.withPermit(Ref.update(order, (xs) => [...xs, name]))
+      yield* call("first")
+      const fibers: Array<Fiber.Fiber<void>> = []
+      for (const name of ["a", "b", "c", "d"]) {
+        fibers.push(yield* Effect.forkChild(call(name)))
+        yield* settle
+      }
+      for (let i = 0; i < 4; i++) {
+        yield* TestClock.adjust("1 second")
+        yield* settle
+      }
+      yield* Fiber.joinAll(fibers)
+      assert.deepStrictEqual(yield* Ref.get(order), ["first", "a", "b", "c", "d"])
+    }))
+
+  it.effect("a slot stays taken while its request is in flight, and for a window after it completes", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 1, window: "10 seconds", margin: "50 millis" })
+      const gate = yield* Deferred.make<void>()
+      const slow = yield* Effect.forkChild(budget.withPermit(Deferred.await(gate)))
+      yield* settle
+      const second = yield* Effect.forkChild(budget.withPermit(Effect.void))
+      yield* TestClock.adjust("1 minute")
+      yield* settle
+      assert.isUndefined(second.pollUnsafe(), "still waiting while the first request is in flight")
+
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(slow)
+      yield* TestClock.adjust("10 seconds")
+      yield* settle
+      assert.isUndefined(second.pollUnsafe(), "the window counts from the completion")
+      yield* TestClock.adjust("50 millis")
+      yield* Fiber.join(second)
+    }))
+
+  it.effect("a failing request also holds its slot", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 1, window: "10 seconds", margin: 0 })
+      yield* budget.withPermit(Effect.fail("boom")).pipe(Effect.flip)
+      const next = yield* Effect.forkChild(budget.withPermit(Effect.void))
+      yield* settle
+      assert.isUndefined(next.pollUnsafe())
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.join(next)
+    }))
+
+  it.effect("after a 429 the whole budget pauses for a full window", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 20, window: "10 seconds", margin: "50 millis" })
+      yield* budget.withPermit(Effect.void)
+      yield* budget.penalize
+      const next = yield* Effect.forkChild(budget.withPermit(Effect.void))
+      yield* TestClock.adjust("10 seconds")
+      yield* settle
+      assert.isUndefined(next.pollUnsafe())
+      yield* TestClock.adjust("50 millis")
+      yield* Fiber.join(next)
+    }))
+
+  it.effect("an interrupted waiter gives up its turn without using a slot", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 1, window: "10 seconds", margin: 0 })
+      yield* budget.withPermit(Effect.void)
+      const ran = yield* Ref.make<Array<string>>([])
+      const quitter = yield* Effect.forkChild(budget.withPermit(Ref.update(ran, (xs) => [...xs, "quitter"])))
+      yield* settle
+      const patient = yield* Effect.forkChild(budget.withPermit(Ref.update(ran, (xs) => [...xs, "patient"])))
+      yield* settle
+      yield* Fiber.interrupt(quitter)
+      assert.strictEqual((yield* budget.snapshot).waiting, 1)
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.join(patient)
+      assert.deepStrictEqual(yield* Ref.get(ran), ["patient"])
+      assert.strictEqual((yield* budget.snapshot).used, 1)
+    }))
+})

@@ -1,0 +1,610 @@
+/**
+ * A fake Kie.ai Market "jobs" API on 127.0.0.1, for tests of anything that
+ * talks to Kie. It behaves like the reference (`shared/reference/kie-api.md`):
+ *
+ * - `POST /api/v1/jobs/createTask` and `GET /api/v1/jobs/recordInfo?taskId=`
+ *   answer `{code,msg,data}`; errors are in the body `code` with HTTP 200 by
+ *   default (Kie's quirk), or with a mirrored HTTP status when a step says so.
+ * - `Authorization: Bearer <key>` is checked (401 in the body otherwise).
+ * - createTask validates the z-image input (model, prompt 1..1000, the five
+ *   aspect ratios, boolean nsfw_checker) and answers 422 like Kie.
+ * - The account limit is enforced for real: at most `createLimit.count`
+ *   accepted createTask requests in any sliding window of
+ *   `createLimit.windowMs` (default 20 per 10 s), counted at arrival; over
+ *   the limit the answer is body code 429 and no task is created (rejected
+ *   requests do not count towards the window).
+ * - recordInfo walks a per-task script of states, one step per poll; the last
+ *   step repeats. `"null"` is Kie's `422 recordInfo is null`.
+ * - Callbacks: `sendCallback(taskId)` POSTs the recordInfo-shaped body of the
+ *   task's final state to its `callBackUrl` (or a given URL), signed like Kie
+ *   (`X-Webhook-Timestamp` in Unix seconds, `X-Webhook-Signature` =
+ *   base64(HMAC-SHA256(taskId + "." + timestamp, key))) when a key is set.
+ *   With `autoCallback: true` it does so right after answering createTask.
+ * - Every request is counted and logged (the Authorization header is reduced
+ *   to whether it was right).
+ *
+ * Plain Node `http`, so any test (Effect or not) can use it. Time for the
+ * rate window comes from `now()` (real time by default).
+ */
+import { Effect } from "effect"
+import { createHmac } from "node:crypto"
+import * as http from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+
+// ---------------------------------------------------------------------------
+// Scripts
+
+/** An answer Kie gives instead of the normal one. */
+export interface FakeError {
+  readonly error: number
+  readonly msg?: string
+  /** HTTP status of the answer; 200 by default, like Kie often does. */
+  readonly httpStatus?: number
+}
+/** Any body (a string is sent as is), e.g. a Cloudflare HTML page. */
+export interface FakeRaw {
+  readonly raw: unknown
+  readonly httpStatus?: number
+  readonly contentType?: string
+}
+/** Read the request, then never answer (until the server closes). */
+export interface FakeHang {
+  readonly hang: true
+}
+/** Read the request, then destroy the connection without answering. */
+export interface FakeReset {
+  readonly reset: true
+}
+/** Answer normally after a real delay. */
+export interface FakeDelay {
+  readonly delayMs: number
+}
+
+/**
+ * What one createTask request gets. `hang`, `reset` and `delayMs` still
+ * create (and bill) the task: the request reached Kie, only the answer is
+ * lost or late, which is exactly the case a client must not retry blindly.
+ */
+export type FakeCreateStep = "ok" | FakeError | FakeRaw | FakeHang | FakeReset | FakeDelay
+
+export type FakeTerminal =
+  | { readonly success: ReadonlyArray<string> }
+  | { readonly fail: { readonly code: string; readonly msg: string } }
+
+/** What one recordInfo poll of a task sees. */
+export type FakeTaskStep =
+  | "null"
+  | "waiting"
+  | "queuing"
+  | "generating"
+  | FakeTerminal
+  | FakeError
+  | FakeRaw
+  | FakeHang
+  | FakeReset
+
+export interface FakeTaskScript {
+  /** One step per recordInfo poll; the last one repeats. */
+  readonly steps: ReadonlyArray<FakeTaskStep>
+  /** The state a callback reports; the last terminal step by default. */
+  readonly final?: FakeTerminal
+}
+
+export const defaultTaskScript: FakeTaskScript = {
+  steps: ["waiting", "generating", { success: ["https://tempfile.example/fake-result.png"] }]
+}
+
+export interface FakeKieOptions {
+  readonly apiKey: string
+  /** Signs callbacks when set. */
+  readonly webhookHmacKey?: string
+  /** Kie's account limit on accepted createTask requests; 20 per 10 s by default. */
+  readonly createLimit?: { readonly count: number; readonly windowMs: number }
+  readonly defaultTask?: FakeTaskScript
+  /** POST the callback right after answering createTask. */
+  readonly autoCallback?: boolean
+  /** Epoch millis, for the rate window and callback timestamps. */
+  readonly now?: () => number
+}
+
+// ---------------------------------------------------------------------------
+// Records
+
+export interface FakeTask {
+  readonly taskId: string
+  readonly body: Record<string, any>
+  readonly callBackUrl: string | undefined
+  readonly createdAt: number
+  readonly script: FakeTaskScript
+  polls: number
+  callbacksSent: number
+}
+
+export interface FakeRequest {
+  readonly method: string
+  readonly path: string
+  readonly at: number
+  readonly authorized: boolean
+  readonly userAgent: string | undefined
+  readonly contentType: string | undefined
+  readonly body: string
+}
+
+export type CallKind = "createTask" | "recordInfo" | "other"
+
+export interface FakeCounters {
+  /** createTask requests received, whatever the answer. */
+  createTask: number
+  /** Tasks created (billed): accepted createTask requests. */
+  tasksCreated: number
+  rateLimited: number
+  unauthorized: number
+  rejected422: number
+  recordInfo: number
+  other: number
+  callbacksSent: number
+}
+
+export interface CallbackResult {
+  readonly status: number
+  readonly body: string
+}
+
+export interface SendCallbackOptions {
+  /** Where to POST; the task's callBackUrl by default. */
+  readonly url?: string
+  /** Unix seconds for X-Webhook-Timestamp; from `now()` by default. */
+  readonly timestamp?: number
+  /** Replaces the computed signature (to test a bad one). */
+  readonly signature?: string
+  /** Signs with this key instead of the configured one. */
+  readonly hmacKey?: string
+  /** Leaves the signature headers out even when a key is set. */
+  readonly unsigned?: boolean
+  /** Reports this state instead of the task's final one. */
+  readonly state?: FakeTerminal
+  /** Replaces the whole body. */
+  readonly body?: unknown
+}
+
+const ASPECT_RATIOS = ["1:1", "4:3", "3:4", "16:9", "9:16"]
+const CALLBACK_TIMEOUT_MS = 10_000
+
+const isTerminal = (step: FakeTaskStep): step is FakeTerminal =>
+  typeof step === "object" && ("success" in step || "fail" in step)
+
+export const signCallback = (key: string, taskId: string, timestamp: number | string): string =>
+  createHmac("sha256", key).update(`${taskId}.${timestamp}`).digest("base64")
+
+export class FakeKie {
+  readonly options: FakeKieOptions
+  readonly counters: FakeCounters = {
+    createTask: 0,
+    tasksCreated: 0,
+    rateLimited: 0,
+    unauthorized: 0,
+    rejected422: 0,
+    recordInfo: 0,
+    other: 0,
+    callbacksSent: 0
+  }
+  readonly requests: Array<FakeRequest> = []
+  readonly tasks = new Map<string, FakeTask>()
+  /** Arrival times of accepted createTask requests, for the sliding window. */
+  readonly acceptedAt: Array<number> = []
+
+  private server: http.Server
+  private readonly sockets = new Set<Socket>()
+  private readonly createSteps: Array<FakeCreateStep> = []
+  private readonly recordInfoSteps: Array<FakeTaskStep> = []
+  private readonly nextTaskScripts: Array<FakeTaskScript> = []
+  private readonly taskScripts = new Map<string, FakeTaskScript>()
+  private readonly waiters: Array<{ kind: CallKind; n: number; resolve: () => void }> = []
+  private taskSeq = 0
+  private listeningPort = 0
+  /** Requests received and not answered yet, hung ones excepted. */
+  private busy = 0
+  /** Changes on every request arrival and every finished answer. */
+  private activity = 0
+
+  private constructor(options: FakeKieOptions) {
+    this.options = options
+    this.server = this.makeServer()
+  }
+
+  /** Starts a fake on 127.0.0.1 on a free port. */
+  static async start(options: FakeKieOptions): Promise<FakeKie> {
+    const fake = new FakeKie(options)
+    await fake.listen(0)
+    return fake
+  }
+
+  /** A fake for the life of the current scope. */
+  static scoped(options: FakeKieOptions) {
+    return Effect.acquireRelease(
+      Effect.promise(() => FakeKie.start(options)),
+      (fake) => Effect.promise(() => fake.close())
+    )
+  }
+
+  get port(): number {
+    return this.listeningPort
+  }
+
+  /** The base URL, for KIE_BASE_URL. */
+  get url(): string {
+    return `http://127.0.0.1:${this.listeningPort}`
+  }
+
+  now(): number {
+    return this.options.now?.() ?? Date.now()
+  }
+
+  // -------------------------------------------------------------------------
+  // Scripting
+
+  /** Answers for the next createTask requests, one each, before normal ones. */
+  scriptCreate(...steps: ReadonlyArray<FakeCreateStep>): this {
+    this.createSteps.push(...steps)
+    return this
+  }
+
+  /** Answers for the next recordInfo requests (any task), before the task scripts. */
+  scriptRecordInfo(...steps: ReadonlyArray<FakeTaskStep>): this {
+    this.recordInfoSteps.push(...steps)
+    return this
+  }
+
+  /** Scripts for the next created tasks, one each; then the default script. */
+  scriptNextTasks(...scripts: ReadonlyArray<FakeTaskScript>): this {
+    this.nextTaskScripts.push(...scripts)
+    return this
+  }
+
+  /** The script of a task by id (also for ids the fake never created). */
+  setTask(taskId: string, script: FakeTaskScript): this {
+    this.taskScripts.set(taskId, script)
+    const task = this.tasks.get(taskId)
+    if (task !== undefined) this.tasks.set(taskId, { ...task, script, polls: 0 })
+    return this
+  }
+
+  /** Creates a task directly, as if an earlier createTask had succeeded. */
+  addTask(taskId: string, script: FakeTaskScript = this.options.defaultTask ?? defaultTaskScript): FakeTask {
+    const task: FakeTask = {
+      taskId,
+      body: {},
+      callBackUrl: undefined,
+      createdAt: this.now(),
+      script,
+      polls: 0,
+      callbacksSent: 0
+    }
+    this.tasks.set(taskId, task)
+    return task
+  }
+
+  // -------------------------------------------------------------------------
+  // Observation
+
+  /** Resolves once `n` requests of `kind` arrived (counting earlier ones); rejects after `timeoutMs`. */
+  waitForCalls(kind: CallKind, n: number, timeoutMs = 5_000): Promise<void> {
+    if (this.callCount(kind) >= n) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const i = this.waiters.findIndex((w) => w.resolve === done)
+        if (i !== -1) this.waiters.splice(i, 1)
+        reject(new Error(`FakeKie: waited ${timeoutMs} ms for ${n} ${kind} calls, saw ${this.callCount(kind)}`))
+      }, timeoutMs)
+      const done = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+      this.waiters.push({ kind, n, resolve: done })
+    })
+  }
+
+  /** `waitForCalls` as an Effect. */
+  awaitCalls(kind: CallKind, n: number, timeoutMs = 5_000): Effect.Effect<void> {
+    return Effect.promise(() => this.waitForCalls(kind, n, timeoutMs))
+  }
+
+  /**
+   * Resolves once the fake has been idle for `quietMs`: no request being
+   * answered (hung ones aside) and nothing new arriving. Lets a test that
+   * drives a client with TestClock wait for the real I/O one clock step
+   * started, instead of guessing a delay. Bounded by `timeoutMs`.
+   */
+  async idle(quietMs = 15, timeoutMs = 2_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    let seen = -1
+    while (Date.now() < deadline) {
+      if (this.busy === 0 && this.activity === seen) return
+      seen = this.busy === 0 ? this.activity : -1
+      await new Promise((resolve) => setTimeout(resolve, quietMs))
+    }
+  }
+
+  callCount(kind: CallKind): number {
+    return kind === "createTask" ? this.counters.createTask : kind === "recordInfo" ? this.counters.recordInfo : this.counters.other
+  }
+
+  // -------------------------------------------------------------------------
+  // Callbacks
+
+  /** The recordInfo `data` object of a task in a given state. */
+  recordData(task: FakeTask, state: FakeTerminal | "waiting" | "queuing" | "generating"): Record<string, unknown> {
+    const base = {
+      taskId: task.taskId,
+      model: "z-image",
+      param: JSON.stringify({
+        model: "z-image",
+        ...(task.callBackUrl === undefined ? {} : { callBackUrl: task.callBackUrl }),
+        input: JSON.stringify(task.body.input ?? {})
+      }),
+      createTime: task.createdAt,
+      updateTime: this.now()
+    }
+    if (typeof state === "string") {
+      return { ...base, state, resultJson: "", failCode: "", failMsg: "", costTime: null, completeTime: null }
+    }
+    if ("success" in state) {
+      return {
+        ...base,
+        state: "success",
+        resultJson: JSON.stringify({ resultUrls: state.success }),
+        failCode: "",
+        failMsg: "",
+        costTime: 12,
+        completeTime: this.now(),
+        successFlag: 1
+      }
+    }
+    return {
+      ...base,
+      state: "fail",
+      resultJson: "",
+      failCode: state.fail.code,
+      failMsg: state.fail.msg,
+      costTime: 3,
+      completeTime: this.now(),
+      successFlag: 3
+    }
+  }
+
+  finalState(task: FakeTask): FakeTerminal {
+    if (task.script.final !== undefined) return task.script.final
+    const terminal = task.script.steps.filter(isTerminal)
+    return terminal[terminal.length - 1] ?? { success: ["https://tempfile.example/fake-result.png"] }
+  }
+
+  /** POSTs a Kie callback for a task; resolves with our server's answer. */
+  async sendCallback(taskId: string, options: SendCallbackOptions = {}): Promise<CallbackResult> {
+    const task = this.tasks.get(taskId) ?? this.addTask(taskId)
+    const url = options.url ?? task.callBackUrl
+    if (url === undefined) throw new Error(`FakeKie: task ${taskId} has no callBackUrl and no url was given`)
+    const body = options.body ?? {
+      code: 200,
+      msg: "success",
+      data: this.recordData(task, options.state ?? this.finalState(task))
+    }
+    const headers: Record<string, string> = { "content-type": "application/json", "user-agent": "FakeKie-Callback" }
+    const key = options.hmacKey ?? this.options.webhookHmacKey
+    if (key !== undefined && options.unsigned !== true) {
+      const timestamp = options.timestamp ?? Math.floor(this.now() / 1000)
+      headers["x-webhook-timestamp"] = String(timestamp)
+      headers["x-webhook-signature"] = options.signature ?? signCallback(key, taskId, timestamp)
+    } else if (options.signature !== undefined) {
+      headers["x-webhook-signature"] = options.signature
+      headers["x-webhook-timestamp"] = String(options.timestamp ?? Math.floor(this.now() / 1000))
+    }
+    task.callbacksSent++
+    this.counters.callbacksSent++
+    const response = await fetch(url, {
+      method: "POST",
+      headers,
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      signal: AbortSignal.timeout(CALLBACK_TIMEOUT_MS)
+    })
+    return { status: response.status, body: await response.text() }
+  }
+
+  // -------------------------------------------------------------------------
+  // Lifecycle
+
+  /** Stops accepting connections (clients get ECONNREFUSED) and drops open ones. */
+  async stopListening(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy()
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  }
+
+  /** Listens again on the same port after `stopListening`. */
+  async resumeListening(): Promise<void> {
+    this.server = this.makeServer()
+    await this.listen(this.listeningPort)
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy()
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  }
+
+  // -------------------------------------------------------------------------
+  // Server
+
+  private listen(port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once("error", reject)
+      this.server.listen(port, "127.0.0.1", () => {
+        this.server.off("error", reject)
+        this.listeningPort = (this.server.address() as AddressInfo).port
+        resolve()
+      })
+    })
+  }
+
+  private makeServer(): http.Server {
+    const server = http.createServer((req, res) => {
+      this.busy++
+      this.activity++
+      let done = false
+      const finish = () => {
+        if (done) return
+        done = true
+        this.busy--
+        this.activity++
+      }
+      res.on("finish", finish)
+      res.on("close", finish)
+      ;(res as any).markHung = finish
+      const chunks: Array<Buffer> = []
+      req.on("data", (chunk: Buffer) => chunks.push(chunk))
+      req.on("end", () => this.handle(req, res, Buffer.concat(chunks).toString("utf8")))
+    })
+    server.on("connection", (socket) => {
+      this.sockets.add(socket)
+      socket.on("close", () => this.sockets.delete(socket))
+    })
+    return server
+  }
+
+  private count(kind: CallKind) {
+    if (kind === "createTask") this.counters.createTask++
+    else if (kind === "recordInfo") this.counters.recordInfo++
+    else this.counters.other++
+    const n = this.callCount(kind)
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      const waiter = this.waiters[i]!
+      if (waiter.kind === kind && n >= waiter.n) {
+        this.waiters.splice(i, 1)
+        waiter.resolve()
+      }
+    }
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse, body: string) {
+    const url = new URL(req.url ?? "/", "http://127.0.0.1")
+    const authorized = req.headers.authorization === `Bearer ${this.options.apiKey}`
+    this.requests.push({
+      method: req.method ?? "",
+      path: url.pathname + url.search,
+      at: this.now(),
+      authorized,
+      userAgent: req.headers["user-agent"],
+      contentType: req.headers["content-type"],
+      body
+    })
+    const kind: CallKind = req.method === "POST" && url.pathname === "/api/v1/jobs/createTask"
+      ? "createTask"
+      : req.method === "GET" && url.pathname === "/api/v1/jobs/recordInfo"
+      ? "recordInfo"
+      : "other"
+    this.count(kind)
+    if (kind === "other") return this.reply(res, 404, { code: 404, msg: "Not Found", data: null })
+    if (!authorized) {
+      this.counters.unauthorized++
+      return this.reply(res, 200, { code: 401, msg: "You do not have access permissions", data: null })
+    }
+    if (kind === "createTask") return this.createTask(req, res, body)
+    return this.recordInfo(res, url.searchParams.get("taskId"))
+  }
+
+  private reply(res: http.ServerResponse, status: number, body: unknown, contentType = "application/json") {
+    if (res.destroyed) return
+    res.writeHead(status, { "content-type": contentType })
+    res.end(typeof body === "string" ? body : JSON.stringify(body))
+  }
+
+  private answerError(res: http.ServerResponse, step: FakeError) {
+    this.reply(res, step.httpStatus ?? 200, { code: step.error, msg: step.msg ?? `error ${step.error}`, data: null })
+  }
+
+  private answerRaw(res: http.ServerResponse, step: FakeRaw) {
+    this.reply(res, step.httpStatus ?? 200, step.raw, step.contentType ?? "application/json")
+  }
+
+  private validateCreate(body: string): string | Record<string, any> {
+    let parsed: any
+    try {
+      parsed = JSON.parse(body)
+    } catch {
+      return "request body is not JSON"
+    }
+    if (typeof parsed !== "object" || parsed === null) return "request body must be an object"
+    if (parsed.model !== "z-image") return "model is not supported"
+    const input = parsed.input
+    if (typeof input !== "object" || input === null || Array.isArray(input)) return "input must be an object"
+    if (typeof input.prompt !== "string" || input.prompt.length === 0) return "input.prompt is required"
+    if ([...input.prompt].length > 1000) return "input.prompt must be at most 1000 characters"
+    if (!ASPECT_RATIOS.includes(input.aspect_ratio)) return "input.aspect_ratio is invalid"
+    if (input.nsfw_checker !== undefined && typeof input.nsfw_checker !== "boolean") {
+      return "input.nsfw_checker must be a boolean"
+    }
+    if (parsed.callBackUrl !== undefined && typeof parsed.callBackUrl !== "string") return "callBackUrl is invalid"
+    return parsed
+  }
+
+  private createTask(req: http.IncomingMessage, res: http.ServerResponse, body: string) {
+    const step = this.createSteps.shift() ?? "ok"
+    if (step !== "ok" && "error" in step) return this.answerError(res, step)
+    if (step !== "ok" && "raw" in step) return this.answerRaw(res, step)
+    const valid = this.validateCreate(body)
+    if (typeof valid === "string") {
+      this.counters.rejected422++
+      return this.reply(res, 200, { code: 422, msg: valid, data: null })
+    }
+    const now = this.now()
+    const { count, windowMs } = this.options.createLimit ?? { count: 20, windowMs: 10_000 }
+    while (this.acceptedAt.length > 0 && this.acceptedAt[0]! <= now - windowMs) this.acceptedAt.shift()
+    if (this.acceptedAt.length >= count) {
+      this.counters.rateLimited++
+      return this.reply(res, 200, { code: 429, msg: "Rate limit exceeded", data: null })
+    }
+    this.acceptedAt.push(now)
+    this.counters.tasksCreated++
+    const taskId = `task_z-image_${now}${String(++this.taskSeq).padStart(4, "0")}`
+    const script = this.nextTaskScripts.shift() ?? this.options.defaultTask ?? defaultTaskScript
+    const task: FakeTask = {
+      taskId,
+      body: valid,
+      callBackUrl: valid.callBackUrl,
+      createdAt: now,
+      script,
+      polls: 0,
+      callbacksSent: 0
+    }
+    this.tasks.set(taskId, task)
+    const answer = () => {
+      this.reply(res, 200, { code: 200, msg: "success", data: { taskId, recordId: `rec_${this.taskSeq}` } })
+      if (this.options.autoCallback === true && task.callBackUrl !== undefined) {
+        this.sendCallback(taskId).catch(() => undefined)
+      }
+    }
+    if (step === "ok") return answer()
+    if ("hang" in step) return (res as any).markHung()
+    if ("reset" in step) return req.socket.destroy()
+    setTimeout(answer, step.delayMs)
+  }
+
+  private recordInfo(res: http.ServerResponse, taskId: string | null) {
+    if (taskId === null || taskId === "") return this.reply(res, 200, { code: 400, msg: "taskId parameter is required", data: null })
+    const scripted = this.recordInfoSteps.shift()
+    let task = this.tasks.get(taskId)
+    if (task === undefined) {
+      const script = this.taskScripts.get(taskId)
+      if (script === undefined && scripted === undefined) {
+        return this.reply(res, 200, { code: 404, msg: "Task not found", data: null })
+      }
+      task = this.addTask(taskId, script)
+    }
+    const step = scripted ?? task.script.steps[Math.min(task.polls, task.script.steps.length - 1)] ?? "waiting"
+    if (scripted === undefined) task.polls++
+    if (step === "null") return this.reply(res, 200, { code: 422, msg: "recordInfo is null", data: null })
+    if (typeof step === "string") return this.reply(res, 200, { code: 200, msg: "success", data: this.recordData(task, step) })
+    if (isTerminal(step)) return this.reply(res, 200, { code: 200, msg: "success", data: this.recordData(task, step) })
+    if ("error" in step) return this.answerError(res, step)
+    if ("raw" in step) return this.answerRaw(res, step)
+    if ("hang" in step) return (res as any).markHung()
+    res.socket?.destroy()
+  }
+}
