@@ -92,6 +92,8 @@ export interface RecordedCall {
   readonly at: number
   /** Filled in when the call is answered (not for `hang`/`disconnect`). */
   response?: { readonly status: number; readonly body: unknown }
+  /** Set when the client closed the connection before an answer (timeout, interruption). */
+  aborted?: boolean
 }
 
 export interface WebhookState {
@@ -167,6 +169,11 @@ export interface FakeTelegramShape {
     options?: { readonly after?: number; readonly timeoutMs?: number }
   ) => Effect.Effect<RecordedCall, FakeTelegramTimeout>
   /** Queues an update (assigning `update_id` if absent) and returns its id. */
+  /** Resolves once the client gave up on `call` (closed the connection before an answer). */
+  readonly awaitAborted: (call: RecordedCall, options?: { readonly timeoutMs?: number }) => Effect.Effect<
+    RecordedCall,
+    FakeTelegramTimeout
+  >
   readonly pushUpdate: (update: Record<string, unknown>) => number
   /** Updates queued and not yet confirmed (getUpdates) or delivered (webhook). */
   readonly pendingUpdates: () => ReadonlyArray<Record<string, unknown>>
@@ -320,6 +327,7 @@ const start = async (options: FakeTelegramOptions) => {
 
   const calls: Array<RecordedCall> = []
   const callWaiters = new Set<Waiter<RecordedCall>>()
+  const abortWaiters = new Set<Waiter<RecordedCall>>()
   const deliveries: Array<WebhookDelivery> = []
   const deliveryWaiters = new Set<Waiter<WebhookDelivery>>()
   let queue: Array<Record<string, unknown>> = []
@@ -730,6 +738,12 @@ const start = async (options: FakeTelegramOptions) => {
         at: Date.now()
       }
       calls.push(call)
+      res.on("close", () => {
+        if (!res.writableEnded) {
+          call.aborted = true
+          notify(abortWaiters, call)
+        }
+      })
       if (match === null) return fail(call, res, 404, "Not Found")
       if (match[1] !== token) return fail(call, res, 401, "Unauthorized")
       const injected = failures.get(call.method)?.shift()
@@ -806,6 +820,16 @@ const start = async (options: FakeTelegramOptions) => {
         waitFor(callWaiters, calls.find(match), match, opts.timeoutMs ?? 5000, `${method} call`)
       )
     },
+    awaitAborted: (call, opts = {}) =>
+      Effect.suspend(() =>
+        waitFor(
+          abortWaiters,
+          call.aborted === true ? call : undefined,
+          (c) => c === call,
+          opts.timeoutMs ?? 5000,
+          `abort of ${call.method} call ${call.seq}`
+        )
+      ),
     pushUpdate: (update) => {
       const given = update.update_id
       const updateId = typeof given === "number" ? given : nextUpdateId++
