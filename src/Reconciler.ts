@@ -73,6 +73,8 @@ export const make = Effect.gen(function*() {
       stuckSeconds: ageSeconds(now, row.claimedAt)
     }))
     for (const row of requeued) {
+      // Reported here; the orphan check below would only report it again.
+      loggedOrphans.add(row.updateId)
       yield* Effect.logWarning(
         `[RECONCILE] update ${row.updateId} was stuck in processing for ${
           Option.match(row.stuckSeconds, { onNone: () => "an unknown time", onSome: (s) => `${s} s` })
@@ -111,6 +113,9 @@ export const make = Effect.gen(function*() {
       PURGE_BATCH
     )
     if (purged > 0) yield* Effect.logInfo(`[RECONCILE] deleted ${purged} finished update(s) past retention`)
+    yield* Effect.logDebug(
+      `[RECONCILE] pass done: ${requeued.length} requeued, ${newOrphans.length} new orphan(s), ${purged} purged`
+    )
     return { requeued, newOrphans, purged }
   }).pipe(Effect.withSpan("Reconciler.pass"))
 
