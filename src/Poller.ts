@@ -66,6 +66,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
           lastProblem = problem
           yield* Effect.logWarning(`[POLL] ${problem}; retrying in ${Duration.format(delay)}`)
         }
+        yield* Effect.logDebug(`[POLL] next attempt in ${Duration.format(delay)}`)
         yield* Effect.sleep(delay)
       })
 
