@@ -181,12 +181,13 @@ export interface FakeTelegramShape {
   readonly blockChat: (chatId: number) => void
   readonly unblockChat: (chatId: number) => void
   readonly webhook: () => WebhookState | undefined
-  /** Sets the webhook as if another deployment had called setWebhook. */
+  /** Sets the webhook as if another deployment had called setWebhook (`""` removes it). */
   readonly setWebhookDirectly: (url: string, secretToken?: string) => void
   readonly deliveries: () => ReadonlyArray<WebhookDelivery>
+  /** Like `awaitCall`, for webhook deliveries; `after` is a `deliveries().length` taken earlier. */
   readonly awaitDelivery: (
     where: (delivery: WebhookDelivery) => boolean,
-    options?: { readonly timeoutMs?: number }
+    options?: { readonly timeoutMs?: number; readonly after?: number }
   ) => Effect.Effect<WebhookDelivery, FakeTelegramTimeout>
   readonly messages: (chatId: number) => ReadonlyArray<StoredMessage>
   readonly answeredCallbackQueries: () => ReadonlyArray<string>
@@ -412,21 +413,20 @@ const start = async (options: FakeTelegramOptions) => {
         } catch {
           status = "error"
         }
+        const delivered = typeof status === "number" && status >= 200 && status < 300
+        if (delivered) {
+          queue = queue.filter((u) => u !== update)
+        } else if (webhook !== undefined) {
+          webhook = {
+            ...webhook,
+            lastErrorDate: Math.floor(Date.now() / 1000),
+            lastErrorMessage: status === "error" ? "Connection refused" : `Wrong response from the webhook: ${status}`
+          }
+        }
         const delivery = { updateId: Number(update.update_id), status, at: Date.now() }
         deliveries.push(delivery)
         notify(deliveryWaiters, delivery)
-        if (typeof status === "number" && status >= 200 && status < 300) {
-          queue = queue.filter((u) => u !== update)
-        } else {
-          if (webhook !== undefined) {
-            webhook = {
-              ...webhook,
-              lastErrorDate: Math.floor(Date.now() / 1000),
-              lastErrorMessage: status === "error" ? "Connection refused" : `Wrong response from the webhook: ${status}`
-            }
-          }
-          await new Promise((resolve) => setTimeout(resolve, retryDelay))
-        }
+        if (!delivered) await new Promise((resolve) => setTimeout(resolve, retryDelay))
       }
     } finally {
       delivering = false
@@ -850,6 +850,10 @@ const start = async (options: FakeTelegramOptions) => {
     unblockChat: (chatId) => void blocked.delete(chatId),
     webhook: () => webhook,
     setWebhookDirectly: (url, secretToken) => {
+      if (url === "") {
+        webhook = undefined
+        return
+      }
       webhook = {
         url,
         secretToken,
@@ -867,9 +871,11 @@ const start = async (options: FakeTelegramOptions) => {
     },
     deliveries: () => [...deliveries],
     awaitDelivery: (where, opts = {}) =>
-      Effect.suspend(() =>
-        waitFor(deliveryWaiters, deliveries.find(where), where, opts.timeoutMs ?? 5000, "webhook delivery")
-      ),
+      Effect.suspend(() => {
+        const after = opts.after ?? 0
+        const match = (d: WebhookDelivery) => deliveries.indexOf(d) >= after && where(d)
+        return waitFor(deliveryWaiters, deliveries.find(match), match, opts.timeoutMs ?? 5000, "webhook delivery")
+      }),
     messages: (chatId) => [...(chats.get(chatId)?.messages.values() ?? [])],
     answeredCallbackQueries: () => [...answered],
     commands: () => commands,
