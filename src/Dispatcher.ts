@@ -231,17 +231,23 @@ export const layer: Layer.Layer<
           chats.delete(key)
           return
         }
-        yield* processItem(item)
+        yield* processItem(item).pipe(
+          // A bug of ours (not the handler's: its failures are handled above)
+          // must not wedge the chat: the update is dead, the chat goes on.
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.gen(function*() {
+              yield* Effect.logError(`[DISPATCH] internal error on update ${item.claimed.updateId}`, cause)
+              yield* bookkeeping(
+                `update ${item.claimed.updateId} as dead`,
+                inbox.markDead(term, item.claimed.updateId, `internal error: ${describeFailure(cause)}`)
+              )
+            })
+          )
+        )
         queue.shift()
         finish(item)
       }
-    }).pipe(
-      Effect.catchCause((cause) =>
-        Cause.hasInterruptsOnly(cause)
-          ? Effect.failCause(cause)
-          : Effect.logError(`[DISPATCH] chat ${key} stopped unexpectedly; its updates wait for the next term`, cause)
-      )
-    )
+    })
 
   const route = (item: Item) =>
     Effect.gen(function*() {
@@ -356,16 +362,16 @@ export const layer: Layer.Layer<
       }
     }
     yield* FiberSet.clear(chatFibers)
-    const left = [...items.values()]
-    if (left.length === 0) return
-    const released = yield* inbox.release(
-      term,
-      left.map((item) => item.claimed.updateId),
-      left.filter((item) => !item.started).map((item) => item.claimed.updateId)
-    ).pipe(Effect.timeout("5 seconds"), Effect.option)
-    yield* Effect.logInfo(
-      `[DISPATCH] handed ${Option.getOrElse(released, () => 0)} of ${left.length} unfinished update(s) back to pending`
-    )
+    // Everything this term still holds goes back, including rows a claim
+    // returned while it was being stopped (they are in no list in memory).
+    const started = [...items.values()].filter((item) => item.started).map((item) => item.claimed.updateId)
+    const released = yield* inbox.release(term, started).pipe(Effect.timeout("5 seconds"), Effect.option)
+    yield* Option.match(released, {
+      onNone: () =>
+        Effect.logWarning("[DISPATCH] could not hand unfinished updates back; the next leader's reconciler will"),
+      onSome: (count) =>
+        count === 0 ? Effect.void : Effect.logInfo(`[DISPATCH] handed ${count} unfinished update(s) back to pending`)
+    })
   })
 
   yield* Effect.addFinalizer((exit) =>

@@ -19,7 +19,7 @@
  * Inserts NOTIFY `telegram_updates` in the same statement, which wakes the
  * dispatcher the moment the row is committed.
  */
-import { Context, DateTime, Effect, Layer, Option, Schema, SchemaTransformation } from "effect"
+import { Cause, Context, DateTime, Effect, Layer, Option, Predicate, Schema, SchemaTransformation } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { Health } from "./Health.ts"
@@ -161,14 +161,11 @@ export interface InboxShape {
   readonly beginAttempt: (term: string, updateId: number) => Effect.Effect<boolean, SqlError>
   readonly markDead: (term: string, updateId: number, error: string) => Effect.Effect<boolean, SqlError>
   /**
-   * Hands rows of this term back to `pending` (graceful shutdown). Attempts
-   * of `unstarted` rows are given back too: they were claimed, never run.
+   * Hands every row still `processing` under this term back to `pending`
+   * (graceful shutdown, after the term's fibers stopped). Rows not in
+   * `started` get their claim's attempt back: they were claimed, never run.
    */
-  readonly release: (
-    term: string,
-    updateIds: ReadonlyArray<number>,
-    unstarted: ReadonlyArray<number>
-  ) => Effect.Effect<number, SqlError>
+  readonly release: (term: string, started: ReadonlyArray<number>) => Effect.Effect<number, SqlError>
   /**
    * Returns to `pending` the rows `processing` under any other term whose
    * claim is older than `claimedBefore`.
@@ -190,9 +187,19 @@ export interface InboxShape {
   readonly wake: Effect.Effect<void, SqlError>
 }
 
+/** A short reason for a failed store: the database's message, never the payload. */
+const describeStoreFailure = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  if (Cause.isTimeoutError(error)) return "the database did not answer within 5s"
+  if (Predicate.isTagged(error, "SqlError")) return (error as SqlError).message
+  return "unexpected error"
+}
+
 const make = Effect.gen(function*() {
   const sql = yield* SqlClient
   const now = Effect.map(DateTime.now, DateTime.toDateUtc)
+  // Logged once per change, not once per request: Telegram retries a lot during an outage.
+  let storeFailing = false
 
   const store = Effect.fn("Inbox.store")(function*(updates: ReadonlyArray<UpdateEnvelope>) {
     if (updates.length === 0) return 0
@@ -225,8 +232,22 @@ const make = Effect.gen(function*() {
   }, (effect) =>
     effect.pipe(
       Effect.timeout("5 seconds"),
-      Effect.catchCause(() =>
-        Effect.fail(new InboxUnavailable({ message: "the update could not be stored (database unavailable)" }))
+      Effect.tap(() =>
+        Effect.suspend(() => {
+          if (!storeFailing) return Effect.void
+          storeFailing = false
+          return Effect.logInfo("[INBOX] storing updates works again")
+        })
+      ),
+      Effect.catchCause((cause) =>
+        Effect.gen(function*() {
+          const reason = describeStoreFailure(cause)
+          if (!storeFailing) {
+            storeFailing = true
+            yield* Effect.logWarning(`[INBOX] cannot store updates (Telegram will retry): ${reason}`)
+          }
+          return yield* new InboxUnavailable({ message: `the update could not be stored: ${reason}` })
+        })
       )
     ))
 
@@ -302,12 +323,12 @@ const make = Effect.gen(function*() {
       return rows.length > 0
     })
 
-  const release = (term: string, updateIds: ReadonlyArray<number>, unstarted: ReadonlyArray<number>) =>
-    updateIds.length === 0 ? Effect.succeed(0) : sql`
+  const release = (term: string, started: ReadonlyArray<number>) =>
+    sql`
       UPDATE telegram_updates
       SET status = 'pending', claimed_at = NULL, claimed_by = NULL,
-          attempts = GREATEST(attempts - CASE WHEN update_id = ANY(${unstarted}) THEN 1 ELSE 0 END, 0)
-      WHERE update_id = ANY(${updateIds}) AND status = 'processing' AND claimed_by = ${term}
+          attempts = GREATEST(attempts - CASE WHEN update_id = ANY(${started}) THEN 0 ELSE 1 END, 0)
+      WHERE status = 'processing' AND claimed_by = ${term}
       RETURNING update_id`.pipe(Effect.map((rows) => rows.length))
 
   const requeueStuck = (term: string, claimedBefore: DateTime.Utc, limit: number) =>

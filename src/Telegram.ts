@@ -205,7 +205,9 @@ const WebhookInfoResult = Schema.StructWithRest(
   }),
   open
 )
-const UpdatesResult = Schema.Array(UpdateEnvelope)
+/** One malformed element must not stall polling: it is skipped (and logged), the rest is kept. */
+const UpdatesResult = Schema.Array(Schema.Unknown)
+const decodeEnvelope = Schema.decodeUnknownOption(UpdateEnvelope)
 
 // ---------------------------------------------------------------------------
 // Storage: blocked chats and the webhook we last set
@@ -220,7 +222,6 @@ export const migration = Effect.gen(function*() {
       blocked_reason text,
       updated_at timestamptz NOT NULL
     )`
-  yield* sql`CREATE INDEX telegram_chats_blocked ON telegram_chats (chat_id) WHERE blocked_at IS NOT NULL`
   yield* sql`
     CREATE TABLE telegram_webhook (
       id smallint PRIMARY KEY CHECK (id = 1),
@@ -453,7 +454,17 @@ const make = Effect.gen(function*() {
       call("getUpdates", params, {
         result: UpdatesResult,
         timeout: Duration.sum(Duration.seconds(params.timeout ?? 0), LONG_POLL_MARGIN)
-      }).pipe(Effect.withSpan("Telegram.getUpdates")),
+      }).pipe(
+        Effect.flatMap((elements) => {
+          const updates = elements.flatMap((element) => Option.toArray(decodeEnvelope(element)))
+          return updates.length === elements.length
+            ? Effect.succeed(updates)
+            : Effect.logWarning(
+              `[TELEGRAM] getUpdates returned ${elements.length - updates.length} element(s) without an integer update_id; skipped`
+            ).pipe(Effect.as(updates))
+        }),
+        Effect.withSpan("Telegram.getUpdates")
+      ),
     setWebhook,
     deleteWebhook: (params) =>
       asVoid(call("deleteWebhook", params ?? {}, { result: TrueResult, timeout })).pipe(

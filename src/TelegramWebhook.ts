@@ -75,8 +75,9 @@ export const handleWebhook = Effect.gen(function*() {
   const inbox = yield* Inbox
   return yield* inbox.store([update.value]).pipe(
     Effect.map((stored) => answer(200, { ok: true, duplicate: stored === 0 })),
+    // The inbox logs the outage once; each refused update is only worth a debug line.
     Effect.catchTag("InboxUnavailable", (error) =>
-      Effect.logWarning(`[WEBHOOK] update ${update.value.update_id} not stored, answering 503: ${error.message}`).pipe(
+      Effect.logDebug(`[WEBHOOK] update ${update.value.update_id} not stored, answering 503: ${error.message}`).pipe(
         Effect.as(answer(503, { ok: false, error: "temporarily unavailable, retry later" }))
       ))
   )

@@ -22,7 +22,10 @@ export class UpdateHandlerError extends Schema.TaggedError<UpdateHandlerError>()
 
 export interface UpdateContext {
   readonly updateId: number
-  /** 1 for the first run; higher after a failure or a crash mid-run. */
+  /**
+   * 1 for the first run. Higher after a failed run, or when a leader was lost
+   * while it held the update (whether or not it had started the handler).
+   */
   readonly attempt: number
 }
 

@@ -291,6 +291,20 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
       yield* telegram.getUpdates({ offset: id + 1, timeout: 0 })
     }))
 
+  it.effect("getUpdates skips an element without an integer update_id instead of stalling polling", () =>
+    Effect.gen(function*() {
+      const telegram = yield* Telegram
+      const fake = yield* FakeTelegram.FakeTelegram
+      const logs = makeLogCapture()
+      fake.failNext("getUpdates", FakeTelegram.failure.raw(200, {
+        ok: true,
+        result: [{ update_id: 77, message: { text: "kept" } }, { message: { text: "no id" } }, { update_id: "78" }]
+      }))
+      const updates = yield* telegram.getUpdates({ timeout: 0 }).pipe(Effect.provide(logs.layer))
+      assert.deepStrictEqual(updates.map((u) => u.update_id), [77])
+      yield* logs.awaitLine((l) => l.message.includes("2 element(s) without an integer update_id; skipped"))
+    }))
+
   it.effect("ensureWebhook calls setWebhook only when something differs, including the secret", () =>
     Effect.gen(function*() {
       const telegram = yield* Telegram

@@ -135,6 +135,14 @@ layer(WebhookServerLive, { timeout: "60 seconds" })("POST /telegram/webhook", (i
       assert.strictEqual(rows[0]!.payload.message.text, "/start", "the first copy is kept")
     }))
 
+  it.effect("a NUL character (which jsonb refuses) is stored as U+FFFD instead of failing forever", () =>
+    Effect.gen(function*() {
+      const url = yield* serverUrl
+      const body = JSON.stringify({ update_id: 1009, message: { message_id: 1, date: 0, chat: { id: 5, type: "private" }, text: "a\u0000b" } })
+      assert.strictEqual((yield* post(url, body)).status, 200)
+      assert.strictEqual((yield* rowsOf(1009))[0]!.payload.message.text, "a\uFFFDb")
+    }))
+
   it.effect("concurrent duplicate POSTs: all 200, exactly one stored it", () =>
     Effect.gen(function*() {
       const url = yield* serverUrl

@@ -49,7 +49,8 @@
  * answers the next 2 sendMessage calls with 429 retry_after 5. Other failures:
  * `blocked()`, `notModified()`, `serverError()`, `error(code, description)`,
  * `hang()` (never answers until the client gives up), `disconnect()` (drops the
- * socket) and `notJson()` (a 502 HTML page, like a proxy in front of Telegram).
+ * socket), `notJson()` (a 502 HTML page, like a proxy in front of Telegram) and
+ * `raw(status, body)` (any answer, e.g. a malformed result).
  *
  * ## Waiting without sleeping
  *
@@ -125,6 +126,7 @@ export type FakeFailure =
   | { readonly _tag: "Hang" }
   | { readonly _tag: "Disconnect" }
   | { readonly _tag: "NotJson" }
+  | { readonly _tag: "Raw"; readonly status: number; readonly body: unknown }
 
 export const failure = {
   rateLimited: (retryAfter: number): FakeFailure => ({
@@ -149,7 +151,9 @@ export const failure = {
   }),
   hang: (): FakeFailure => ({ _tag: "Hang" }),
   disconnect: (): FakeFailure => ({ _tag: "Disconnect" }),
-  notJson: (): FakeFailure => ({ _tag: "NotJson" })
+  notJson: (): FakeFailure => ({ _tag: "NotJson" }),
+  /** Any answer at all, e.g. a malformed `result`. */
+  raw: (status: number, body: unknown): FakeFailure => ({ _tag: "Raw", status, body })
 } as const
 
 export class FakeTelegramTimeout extends Data.TaggedError("FakeTelegramTimeout")<{ readonly message: string }> {}
@@ -468,7 +472,7 @@ const start = async (options: FakeTelegramOptions) => {
   }
 
   // -- methods ---------------------------------------------------------------
-  type Handler = (call: RecordedCall, res: http.ServerResponse, req: http.IncomingMessage) => void
+  type Handler = (call: RecordedCall, res: http.ServerResponse) => void
   const chatIdOf = (call: RecordedCall, res: http.ServerResponse): number | undefined => {
     const chatId = call.params.chat_id
     if (typeof chatId !== "number") {
@@ -500,7 +504,7 @@ const start = async (options: FakeTelegramOptions) => {
         can_connect_to_business: false,
         has_main_web_app: false
       }),
-    getUpdates: (call, res, req) => {
+    getUpdates: (call, res) => {
       if (webhook !== undefined) return fail(call, res, 409, CONFLICT_WEBHOOK)
       if (held !== undefined) {
         clearTimeout(held.timer)
@@ -537,7 +541,6 @@ const start = async (options: FakeTelegramOptions) => {
           held = undefined
         }
       })
-      void req
     },
     setWebhook: (call, res) => {
       const url = call.params.url
@@ -759,6 +762,9 @@ const start = async (options: FakeTelegramOptions) => {
           case "Disconnect":
             req.socket.destroy()
             break
+          case "Raw":
+            send(call, res, injected.status, injected.body)
+            break
           case "NotJson":
             call.response = { status: 502, body: "<html>Bad Gateway</html>" }
             res.writeHead(502, { "content-type": "text/html" })
@@ -768,7 +774,7 @@ const start = async (options: FakeTelegramOptions) => {
       } else {
         const handler = handlers[call.method]
         if (handler === undefined) fail(call, res, 404, "Not Found")
-        else handler(call, res, req)
+        else handler(call, res)
       }
       notify(callWaiters, call)
     })()

@@ -5,7 +5,7 @@
  * per update, and a way to run a leader-only layer in its own "leadership
  * scope" that the test closes with a graceful or an abrupt exit.
  */
-import { Clock, Deferred, Effect, Exit, Layer, Queue, Scope } from "effect"
+import { Clock, Effect, Exit, Layer, Queue, Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { Inbox } from "../../src/Inbox.ts"
@@ -96,9 +96,6 @@ export const makeRecordingHandler = Effect.gen(function*() {
       awaitEvents(updateIds.length, (e) => e.phase === "end" && updateIds.includes(e.updateId), millis)
   }
 })
-
-/** A gate a scripted handler waits on until the test opens it. */
-export const makeGate = Deferred.make<void>()
 
 export interface Leadership {
   readonly scope: Scope.Closeable
