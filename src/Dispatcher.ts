@@ -186,8 +186,8 @@ export const layer: Layer.Layer<
     const { updateId } = item.claimed
     let attempt = item.claimed.attempts
     if (attempt > config.updateMaxAttempts) {
-      // Claimed again after runs that never finished (a crash mid-run, each time).
-      const message = `gave up: ${attempt - 1} runs did not finish`
+      // Claimed again after claims that never finished (a crash or a lost leadership each time).
+      const message = `gave up after ${attempt - 1} claims that did not finish (crash or lost leadership)`
       yield* bookkeeping(`update ${updateId} as dead`, inbox.markDead(term, updateId, message))
       return yield* Effect.logError(`[DISPATCH] update ${updateId} dead: ${message}`)
     }
@@ -333,15 +333,30 @@ export const layer: Layer.Layer<
     }
   })
 
+  // Logged once per change, not once per reconnect attempt.
+  let listenFailing = false
   const listenLoop = Effect.gen(function*() {
     const notifications = yield* pg.listen(CHANNEL)
     // Anything stored while we were not listening is picked up now.
     yield* signal
-    yield* Effect.logDebug(`[DISPATCH] listening on ${CHANNEL}`)
+    if (listenFailing) {
+      listenFailing = false
+      yield* Effect.logInfo(`[DISPATCH] listening on ${CHANNEL} again`)
+    } else {
+      yield* Effect.logDebug(`[DISPATCH] listening on ${CHANNEL}`)
+    }
     yield* Queue.take(notifications).pipe(Effect.andThen(signal), Effect.forever)
   }).pipe(
     Effect.scoped,
-    Effect.tapError((error) => Effect.logWarning(`[DISPATCH] LISTEN ${CHANNEL} failed, reconnecting: ${error.message}`)),
+    Effect.tapError((error) =>
+      Effect.suspend(() => {
+        if (listenFailing) return Effect.void
+        listenFailing = true
+        return Effect.logWarning(
+          `[DISPATCH] LISTEN ${CHANNEL} failed, reconnecting (the sweep covers meanwhile): ${error.message}`
+        )
+      })
+    ),
     Effect.retry(listenRetry)
   )
 

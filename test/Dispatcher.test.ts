@@ -250,6 +250,29 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       yield* logs.awaitLine((l) => l.message === "[DISPATCH] sweep found 1 update(s) no notification announced")
     }))
 
+  it.effect("a lost LISTEN connection is re-established, and what it missed is claimed right after", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const [x] = ids(1)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* logs.awaitLine((l) => l.message === "[DISPATCH] listening on telegram_updates")
+      const killed = yield* sql<{ pid: number }>`
+        SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()`
+      assert.lengthOf(killed, 1, "one LISTEN connection")
+      yield* sql`SELECT pg_terminate_backend(${killed[0]!.pid})`
+      yield* logs.awaitLine((l) => l.message.startsWith("[DISPATCH] LISTEN telegram_updates failed, reconnecting"))
+      // Stored while nobody listens: its notification is lost.
+      yield* store(message(x!, 78))
+      yield* TestClock.adjust("1 second")
+      yield* logs.awaitLine((l) => l.message === "[DISPATCH] listening on telegram_updates again")
+      yield* recorder.awaitEnded([x!])
+      assert.isUndefined(logs.lines().find((l) => l.message.includes("sweep found")), "not the 5 s sweep")
+    }))
+
   it.effect("graceful release: the running handler finishes, queued updates go back to pending unstarted", () =>
     Effect.gen(function*() {
       yield* clearInbox
