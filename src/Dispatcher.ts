@@ -45,6 +45,7 @@ import {
 import { AppConfig } from "./AppConfig.ts"
 import { CHANNEL, type ClaimedUpdate, Inbox } from "./Inbox.ts"
 import { LeaderTerm } from "./LeaderTerm.ts"
+import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram } from "./Telegram.ts"
 import { isHandledKind, Update } from "./TelegramUpdate.ts"
 import { UpdateHandler } from "./UpdateHandler.ts"
@@ -313,49 +314,37 @@ export const layer: Layer.Layer<
    * missed), or from the sweep timer if LISTEN cannot be established.
    */
   const claimLoop = Effect.gen(function*() {
-    // Logged once per change, not once per attempt.
-    let failing = false
+    const problems = makeProblemLog()
     for (;;) {
       yield* Effect.logDebug("[DISPATCH] waiting for work")
       const woken = yield* Queue.take(wake).pipe(Effect.timeoutOption(DISPATCH_SWEEP_INTERVAL))
       const result = yield* Effect.result(claimAvailable)
-      if (Option.isNone(woken) && result._tag === "Success" && result.success > 0) {
+      if (result._tag === "Failure") {
+        yield* problems.failing(`[DISPATCH] claim failed, retrying on the next wake-up: ${result.failure.message}`)
+        continue
+      }
+      yield* problems.recovered("[DISPATCH] claiming works again")
+      if (Option.isNone(woken) && result.success > 0) {
         // Only a missed notification (e.g. across a reconnect) leaves work for the sweep.
         yield* Effect.logInfo(`[DISPATCH] sweep found ${result.success} update(s) no notification announced`)
-      }
-      if (result._tag === "Failure" && !failing) {
-        failing = true
-        yield* Effect.logWarning(`[DISPATCH] claim failed, retrying on the next wake-up: ${result.failure.message}`)
-      } else if (result._tag === "Success" && failing) {
-        failing = false
-        yield* Effect.logInfo("[DISPATCH] claiming works again")
       }
     }
   })
 
-  // Logged once per change, not once per reconnect attempt.
-  let listenFailing = false
+  const listenProblems = makeProblemLog()
   const listenLoop = Effect.gen(function*() {
     const notifications = yield* pg.listen(CHANNEL)
     // Anything stored while we were not listening is picked up now.
     yield* signal
-    if (listenFailing) {
-      listenFailing = false
-      yield* Effect.logInfo(`[DISPATCH] listening on ${CHANNEL} again`)
-    } else {
-      yield* Effect.logDebug(`[DISPATCH] listening on ${CHANNEL}`)
-    }
+    const again = yield* listenProblems.recovered(`[DISPATCH] listening on ${CHANNEL} again`)
+    if (!again) yield* Effect.logDebug(`[DISPATCH] listening on ${CHANNEL}`)
     yield* Queue.take(notifications).pipe(Effect.andThen(signal), Effect.forever)
   }).pipe(
     Effect.scoped,
     Effect.tapError((error) =>
-      Effect.suspend(() => {
-        if (listenFailing) return Effect.void
-        listenFailing = true
-        return Effect.logWarning(
-          `[DISPATCH] LISTEN ${CHANNEL} failed, reconnecting (the sweep covers meanwhile): ${error.message}`
-        )
-      })
+      listenProblems.failing(
+        `[DISPATCH] LISTEN ${CHANNEL} failed, reconnecting (the sweep covers meanwhile): ${error.message}`
+      )
     ),
     Effect.retry(listenRetry)
   )

@@ -23,6 +23,7 @@ import { Cause, Context, DateTime, Effect, Layer, Option, Predicate, Schema, Sch
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { Health } from "./Health.ts"
+import { makeProblemLog } from "./ProblemLog.ts"
 import { routingOf, type UpdateEnvelope } from "./TelegramUpdate.ts"
 import * as UtcTime from "./UtcTime.ts"
 
@@ -198,8 +199,8 @@ const describeStoreFailure = (cause: Cause.Cause<unknown>): string => {
 const make = Effect.gen(function*() {
   const sql = yield* SqlClient
   const now = Effect.map(DateTime.now, DateTime.toDateUtc)
-  // Logged once per change, not once per request: Telegram retries a lot during an outage.
-  let storeFailing = false
+  // Once per change, not once per request: Telegram retries a lot during an outage.
+  const storeProblems = makeProblemLog()
 
   const store = Effect.fn("Inbox.store")(function*(updates: ReadonlyArray<UpdateEnvelope>) {
     if (updates.length === 0) return 0
@@ -232,20 +233,11 @@ const make = Effect.gen(function*() {
   }, (effect) =>
     effect.pipe(
       Effect.timeout("5 seconds"),
-      Effect.tap(() =>
-        Effect.suspend(() => {
-          if (!storeFailing) return Effect.void
-          storeFailing = false
-          return Effect.logInfo("[INBOX] storing updates works again")
-        })
-      ),
+      Effect.tap(() => storeProblems.recovered("[INBOX] storing updates works again")),
       Effect.catchCause((cause) =>
         Effect.gen(function*() {
           const reason = describeStoreFailure(cause)
-          if (!storeFailing) {
-            storeFailing = true
-            yield* Effect.logWarning(`[INBOX] cannot store updates (Telegram will retry): ${reason}`)
-          }
+          yield* storeProblems.failing(`[INBOX] cannot store updates (Telegram will retry): ${reason}`)
           return yield* new InboxUnavailable({ message: `the update could not be stored: ${reason}` })
         })
       )

@@ -15,6 +15,7 @@
 import { Clock, Duration, Effect, Layer, Schedule } from "effect"
 import { AppConfig } from "./AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
+import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram, type TelegramError } from "./Telegram.ts"
 import { allowedUpdates } from "./TelegramUpdate.ts"
 
@@ -42,17 +43,15 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
       return yield* Effect.logError("[POLL] not started: PUBLIC_URL is set, so updates come by webhook")
     }
 
-    /** Backoff state: a step per schedule, and the problem last logged (once per change). */
-    let lastProblem: string | undefined
+    /** Backoff state: a step per schedule, restarted once polling works again. */
+    const problems = makeProblemLog()
     let step = yield* Schedule.toStep(pollBackoff)
     let conflictStep = yield* Schedule.toStep(conflictBackoff)
 
     const recovered = Effect.gen(function*() {
-      if (lastProblem === undefined) return
-      lastProblem = undefined
+      if (!(yield* problems.recovered("[POLL] polling works again"))) return
       step = yield* Schedule.toStep(pollBackoff)
       conflictStep = yield* Schedule.toStep(conflictBackoff)
-      yield* Effect.logInfo("[POLL] polling works again")
     })
 
     const backOff = (problem: string, conflict: boolean) =>
@@ -62,10 +61,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
           Effect.map(([, delay]) => delay),
           Effect.orElseSucceed(() => Duration.seconds(30))
         )
-        if (problem !== lastProblem) {
-          lastProblem = problem
-          yield* Effect.logWarning(`[POLL] ${problem}; retrying in ${Duration.format(delay)}`)
-        }
+        yield* problems.failing(`[POLL] ${problem}; retrying with backoff`)
         yield* Effect.logDebug(`[POLL] next attempt in ${Duration.format(delay)}`)
         yield* Effect.sleep(delay)
       })

@@ -18,6 +18,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig } from "./AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
 import { LeaderTerm } from "./LeaderTerm.ts"
+import { makeProblemLog } from "./ProblemLog.ts"
 import * as UtcTime from "./UtcTime.ts"
 
 /** Rows handled per kind per pass; a larger backlog takes several passes. */
@@ -126,23 +127,10 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | LeaderTerm> = 
   Effect.gen(function*() {
     const config = yield* AppConfig
     const reconciler = yield* make
-    // Logged once per change, not once per pass.
-    let failing = false
+    const problems = makeProblemLog()
     const pass = reconciler.pass.pipe(
-      Effect.tap(() =>
-        Effect.suspend(() => {
-          if (!failing) return Effect.void
-          failing = false
-          return Effect.logInfo("[RECONCILE] passes work again")
-        })
-      ),
-      Effect.catch((error) =>
-        Effect.suspend(() => {
-          if (failing) return Effect.void
-          failing = true
-          return Effect.logWarning(`[RECONCILE] pass failed, trying again next interval: ${error.message}`)
-        })
-      )
+      Effect.tap(() => problems.recovered("[RECONCILE] passes work again")),
+      Effect.catch((error) => problems.failing(`[RECONCILE] pass failed, trying again next interval: ${error.message}`))
     )
     yield* pass.pipe(Effect.repeat(Schedule.spaced(config.reconcileInterval)), Effect.forkScoped)
   })

@@ -8,6 +8,7 @@
  */
 import { Effect, Layer, Option, Schedule } from "effect"
 import { AppConfig } from "./AppConfig.ts"
+import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram, type TelegramError } from "./Telegram.ts"
 import { allowedUpdates } from "./TelegramUpdate.ts"
 import { WEBHOOK_PATH } from "./TelegramWebhook.ts"
@@ -31,8 +32,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Telegram> = Layer.effe
       return yield* Effect.logError("[WEBHOOK] not set up: PUBLIC_URL and TELEGRAM_WEBHOOK_SECRET are required")
     }
     const url = `${config.publicUrl.value}${WEBHOOK_PATH}`
-    // Logged once per change, not once per attempt.
-    let lastProblem: string | undefined
+    const problems = makeProblemLog()
     const ensure = telegram.ensureWebhook({
       url,
       secretToken: config.telegramWebhookSecret.value,
@@ -40,11 +40,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Telegram> = Layer.effe
       maxConnections: WEBHOOK_MAX_CONNECTIONS
     }).pipe(
       Effect.tapError((error: TelegramError) =>
-        Effect.suspend(() => {
-          if (error.message === lastProblem) return Effect.void
-          lastProblem = error.message
-          return Effect.logWarning(`[WEBHOOK] could not set the webhook, retrying: ${error.message}`)
-        })
+        problems.failing(`[WEBHOOK] could not set the webhook, retrying: ${error.message}`)
       ),
       Effect.retry(webhookSetupRetry),
       Effect.tap((outcome) =>
