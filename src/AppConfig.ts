@@ -70,6 +70,27 @@ export interface AppConfigShape {
   readonly maxActiveGenerationsPerUser: number
   /** 0 means no daily limit. */
   readonly dailyGenerationLimit: number
+  // Telegram update pipeline
+  /** Bound on one Bot API call (long polling adds its own `timeout` on top). */
+  readonly telegramRequestTimeout: Duration.Duration
+  /** Handler runs per update before it is marked dead. */
+  readonly updateMaxAttempts: number
+  /** One handler run longer than this counts as a failed attempt. */
+  readonly updateHandlerTimeout: Duration.Duration
+  /**
+   * A `processing` update claimed by an earlier leader and untouched for this
+   * long goes back to `pending`. Keep it above `updateHandlerTimeout`.
+   */
+  readonly stuckUpdateThreshold: Duration.Duration
+  /** A `pending` update older than this is logged as an orphan and dispatched. */
+  readonly orphanUpdateThreshold: Duration.Duration
+  readonly reconcileInterval: Duration.Duration
+  /**
+   * Finished updates are deleted after this long. At least two days, because
+   * Telegram redelivers an update for up to 24 hours and the stored row is what
+   * makes the redelivery a duplicate.
+   */
+  readonly inboxRetention: Duration.Duration
 }
 
 // ---------------------------------------------------------------------------
@@ -298,7 +319,41 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
       shutdownTimeout: yield* withDefault("SHUTDOWN_TIMEOUT_MS", Duration.seconds(20), parseMillis(0, 300_000)),
       sendOriginalDocument: yield* withDefault("SEND_ORIGINAL_DOCUMENT", true, parseBoolean),
       maxActiveGenerationsPerUser: yield* withDefault("MAX_ACTIVE_GENERATIONS_PER_USER", 1, parseInteger(1, 100)),
-      dailyGenerationLimit: yield* withDefault("DAILY_GENERATION_LIMIT", 0, parseInteger(0, 100_000))
+      dailyGenerationLimit: yield* withDefault("DAILY_GENERATION_LIMIT", 0, parseInteger(0, 100_000)),
+      telegramRequestTimeout: yield* withDefault(
+        "TELEGRAM_REQUEST_TIMEOUT_MS",
+        Duration.seconds(30),
+        parseMillis(1_000, 300_000)
+      ),
+      updateMaxAttempts: yield* withDefault("UPDATE_MAX_ATTEMPTS", 5, parseInteger(1, 100)),
+      updateHandlerTimeout: yield* withDefault(
+        "UPDATE_HANDLER_TIMEOUT_MS",
+        Duration.seconds(60),
+        parseMillis(100, 3_600_000)
+      ),
+      stuckUpdateThreshold: yield* withDefault(
+        "STUCK_UPDATE_THRESHOLD_MS",
+        Duration.seconds(90),
+        parseMillis(1_000, 86_400_000)
+      ),
+      orphanUpdateThreshold: yield* withDefault(
+        "ORPHAN_UPDATE_THRESHOLD_MS",
+        Duration.seconds(60),
+        parseMillis(1_000, 86_400_000)
+      ),
+      reconcileInterval: yield* withDefault(
+        "RECONCILE_INTERVAL_MS",
+        Duration.seconds(15),
+        parseMillis(100, 3_600_000)
+      ),
+      inboxRetention: yield* withDefault(
+        "INBOX_RETENTION_HOURS",
+        Duration.hours(24 * 7),
+        (s) => {
+          const n = parseInteger(48, 24 * 365)(s)
+          return n.ok ? ok(Duration.hours(n.value)) : bad("must be a number of hours between 48 and 8760")
+        }
+      )
     } satisfies AppConfigShape
   })
 

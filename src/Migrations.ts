@@ -4,8 +4,12 @@
  * Never edit or renumber an applied migration: add a new one.
  */
 import type { Migrations } from "./Database.ts"
+import * as Inbox from "./Inbox.ts"
 import * as KieCallback from "./KieCallback.ts"
+import * as Telegram from "./Telegram.ts"
 
 export const migrations: Migrations = {
+  "0001_telegram_updates": Inbox.migration,
+  "0002_telegram_chats": Telegram.migration,
   "0003_kie_tasks": KieCallback.migration
 }

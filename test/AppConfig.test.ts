@@ -29,6 +29,37 @@ describe("AppConfig", () => {
       assert.strictEqual(Duration.toMillis(config.kieCreateRate.window), 10000)
       assert.strictEqual(config.logLevel, "info")
       assert.strictEqual(config.leaderLockKey, lockKeyFromName("zimage-bot/leader"))
+      // Update pipeline
+      assert.strictEqual(Duration.toMillis(config.telegramRequestTimeout), 30_000)
+      assert.strictEqual(config.updateMaxAttempts, 5)
+      assert.strictEqual(Duration.toMillis(config.updateHandlerTimeout), 60_000)
+      assert.strictEqual(Duration.toMillis(config.stuckUpdateThreshold), 90_000)
+      assert.strictEqual(Duration.toMillis(config.orphanUpdateThreshold), 60_000)
+      assert.strictEqual(Duration.toMillis(config.reconcileInterval), 15_000)
+      assert.strictEqual(Duration.toHours(config.inboxRetention), 168)
+    }))
+
+  it.effect("reads the update pipeline's variables and refuses a retention under two days", () =>
+    Effect.gen(function*() {
+      const config = yield* loadConfig({
+        ...required,
+        UPDATE_MAX_ATTEMPTS: "3",
+        UPDATE_HANDLER_TIMEOUT_MS: "5000",
+        STUCK_UPDATE_THRESHOLD_MS: "20000",
+        ORPHAN_UPDATE_THRESHOLD_MS: "10000",
+        RECONCILE_INTERVAL_MS: "1000",
+        INBOX_RETENTION_HOURS: "72",
+        TELEGRAM_REQUEST_TIMEOUT_MS: "9000"
+      })
+      assert.strictEqual(config.updateMaxAttempts, 3)
+      assert.strictEqual(Duration.toMillis(config.updateHandlerTimeout), 5000)
+      assert.strictEqual(Duration.toMillis(config.stuckUpdateThreshold), 20000)
+      assert.strictEqual(Duration.toMillis(config.orphanUpdateThreshold), 10000)
+      assert.strictEqual(Duration.toMillis(config.reconcileInterval), 1000)
+      assert.strictEqual(Duration.toHours(config.inboxRetention), 72)
+      assert.strictEqual(Duration.toMillis(config.telegramRequestTimeout), 9000)
+      const error = yield* failure({ ...required, INBOX_RETENTION_HOURS: "24" })
+      assert.strictEqual(error.variable, "INBOX_RETENTION_HOURS")
     }))
 
   it.effect("reads every contract variable", () =>

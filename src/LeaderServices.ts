@@ -1,0 +1,34 @@
+/**
+ * Everything that runs only on the ACTIVE instance for the update pipeline,
+ * as one layer for LeaderLock to build in each leadership scope:
+ *
+ * - `Dispatcher.layer`: dispatcher + WORKERS workers;
+ * - `Reconciler.layer`: stuck and orphaned updates, retention;
+ * - `Poller.layer` when PUBLIC_URL is unset (long polling), otherwise
+ *   `WebhookSetup.layer` (setWebhook on becoming ACTIVE);
+ * - a fresh `LeaderTerm` per build.
+ *
+ * Close the scope with `Exit.void` for a graceful release (drain) and with an
+ * interrupt or failure when leadership was lost (stop at once).
+ */
+import { Effect, Layer, Option } from "effect"
+import { AppConfig } from "./AppConfig.ts"
+import * as Dispatcher from "./Dispatcher.ts"
+import { LeaderTerm } from "./LeaderTerm.ts"
+import * as Poller from "./Poller.ts"
+import * as Reconciler from "./Reconciler.ts"
+import * as WebhookSetup from "./WebhookSetup.ts"
+
+/** Long polling or setWebhook, by PUBLIC_URL. */
+export const intakeLayer = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* AppConfig
+  return Option.isSome(config.publicUrl) ? WebhookSetup.layer : Poller.layer
+}))
+
+/**
+ * Needs AppConfig, Inbox, Telegram, PgClient (LISTEN) and UpdateHandler (the
+ * chat flow); provides nothing, runs fibers in the scope it is built in.
+ */
+export const layer = Layer.mergeAll(Dispatcher.layer, Reconciler.layer, intakeLayer).pipe(
+  Layer.provide(LeaderTerm.layer)
+)

@@ -1,0 +1,137 @@
+/**
+ * The orphan reconciler (ACTIVE only): a pass every RECONCILE_INTERVAL_MS,
+ * the first one as soon as leadership starts.
+ *
+ * - Updates left `processing` by another term (a dead or deposed leader) for
+ *   longer than STUCK_UPDATE_THRESHOLD_MS go back to `pending`; the chat's
+ *   later updates were held back meanwhile, so order survives the failover.
+ * - `pending` updates older than ORPHAN_UPDATE_THRESHOLD_MS are logged as
+ *   orphans, each once per term, and the dispatcher is woken for them.
+ * - Finished updates older than INBOX_RETENTION_HOURS are deleted in batches.
+ *
+ * All time comes from `Clock` (`DateTime.now`, UTC), so tests drive it with
+ * `TestClock`. Ages go through `UtcTime`: a naive timestamp is UTC, an age is
+ * never negative or NaN.
+ */
+import { DateTime, Effect, Layer, Option, Schedule } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
+import { AppConfig } from "./AppConfig.ts"
+import { Inbox } from "./Inbox.ts"
+import { LeaderTerm } from "./LeaderTerm.ts"
+import { makeProblemLog } from "./ProblemLog.ts"
+import * as UtcTime from "./UtcTime.ts"
+
+/** Rows handled per kind per pass; a larger backlog takes several passes. */
+export const RECONCILE_BATCH = 500
+/** Finished rows deleted per pass. */
+export const PURGE_BATCH = 1000
+
+export interface Orphan {
+  readonly updateId: number
+  readonly chatId: number | null
+  /** Whole seconds since it was received; 0 for a timestamp in the future. */
+  readonly ageSeconds: number
+}
+
+export interface Requeued {
+  readonly updateId: number
+  readonly claimedBy: string | null
+  /** Whole seconds since it was claimed; `None` when the claim time was missing. */
+  readonly stuckSeconds: Option.Option<number>
+}
+
+export interface PassReport {
+  readonly requeued: ReadonlyArray<Requeued>
+  /** Orphans seen for the first time in this term (each is logged once). */
+  readonly newOrphans: ReadonlyArray<Orphan>
+  readonly purged: number
+}
+
+const ageSeconds = (now: DateTime.Utc, at: Option.Option<DateTime.Utc>): Option.Option<number> =>
+  Option.map(at, (then) => UtcTime.toSeconds(UtcTime.age(now, then)))
+
+/**
+ * One reconciler with its memory of logged orphans; `pass` runs one pass.
+ * Exposed so tests can run passes directly.
+ */
+export const make = Effect.gen(function*() {
+  const config = yield* AppConfig
+  const inbox = yield* Inbox
+  const term = (yield* LeaderTerm).id
+  const loggedOrphans = new Set<number>()
+
+  const pass: Effect.Effect<PassReport, SqlError> = Effect.gen(function*() {
+    const now = yield* DateTime.now
+
+    const stuck = yield* inbox.requeueStuck(
+      term,
+      DateTime.subtractDuration(now, config.stuckUpdateThreshold),
+      RECONCILE_BATCH
+    )
+    const requeued = stuck.map((row): Requeued => ({
+      updateId: row.updateId,
+      claimedBy: row.claimedBy,
+      stuckSeconds: ageSeconds(now, row.claimedAt)
+    }))
+    for (const row of requeued) {
+      // Reported here; the orphan check below would only report it again.
+      loggedOrphans.add(row.updateId)
+      yield* Effect.logWarning(
+        `[RECONCILE] update ${row.updateId} was stuck in processing for ${
+          Option.match(row.stuckSeconds, { onNone: () => "an unknown time", onSome: (s) => `${s} s` })
+        } (claimed by ${row.claimedBy ?? "nobody"}): back to pending`
+      )
+    }
+
+    const pending = yield* inbox.pendingReceivedBefore(
+      DateTime.subtractDuration(now, config.orphanUpdateThreshold),
+      RECONCILE_BATCH
+    )
+    const newOrphans: Array<Orphan> = []
+    for (const row of pending) {
+      if (loggedOrphans.has(row.updateId)) continue
+      loggedOrphans.add(row.updateId)
+      const orphan = {
+        updateId: row.updateId,
+        chatId: row.chatId,
+        ageSeconds: Option.getOrElse(ageSeconds(now, row.receivedAt), () => 0)
+      }
+      newOrphans.push(orphan)
+      yield* Effect.logWarning(
+        `[RECONCILE] orphan update ${orphan.updateId} (chat ${orphan.chatId ?? "none"}) pending for ${orphan.ageSeconds} s: dispatching`
+      )
+    }
+    // Forget ids that are no longer orphans, so the memory stays as small as the backlog.
+    if (pending.length < RECONCILE_BATCH) {
+      const still = new Set(pending.map((row) => row.updateId))
+      for (const id of loggedOrphans) if (!still.has(id)) loggedOrphans.delete(id)
+    }
+
+    if (requeued.length > 0 || newOrphans.length > 0) yield* inbox.wake
+
+    const purged = yield* inbox.purgeFinished(
+      DateTime.subtractDuration(now, config.inboxRetention),
+      PURGE_BATCH
+    )
+    if (purged > 0) yield* Effect.logInfo(`[RECONCILE] deleted ${purged} finished update(s) past retention`)
+    yield* Effect.logDebug(
+      `[RECONCILE] pass done: ${requeued.length} requeued, ${newOrphans.length} new orphan(s), ${purged} purged`
+    )
+    return { requeued, newOrphans, purged }
+  }).pipe(Effect.withSpan("Reconciler.pass"))
+
+  return { pass }
+})
+
+export const layer: Layer.Layer<never, never, AppConfig | Inbox | LeaderTerm> = Layer.effectDiscard(
+  Effect.gen(function*() {
+    const config = yield* AppConfig
+    const reconciler = yield* make
+    const problems = makeProblemLog()
+    const pass = reconciler.pass.pipe(
+      Effect.tap(() => problems.recovered("[RECONCILE] passes work again")),
+      Effect.catch((error) => problems.failing(`[RECONCILE] pass failed, trying again next interval: ${error.message}`))
+    )
+    yield* pass.pipe(Effect.repeat(Schedule.spaced(config.reconcileInterval)), Effect.forkScoped)
+  })
+)

@@ -1,0 +1,86 @@
+/**
+ * `POST /telegram/webhook` (DESIGN §2), on ACTIVE and PASSIVE instances alike:
+ *
+ * - 401 unless `X-Telegram-Bot-Api-Secret-Token` equals the configured secret
+ *   (constant-time). In long-polling mode no secret is configured, so every
+ *   request is 401: nothing but Telegram may feed the inbox, and Telegram does
+ *   not call a bot that polls.
+ * - 413 for a body over 1 MiB: a `Content-Length` over the limit is refused
+ *   before reading; a chunked body is counted and refused at the limit.
+ * - 400 for a body that is not JSON or has no integer `update_id`.
+ * - 503 when the update cannot be stored (Telegram retries).
+ * - 200 only once the update is committed; a duplicate `update_id` is 200 and
+ *   stored once.
+ *
+ * The answer body never carries a `method`, so Telegram never reads it as a
+ * webhook reply.
+ */
+import { ByteSize, Effect, Option, Redacted, Schema } from "effect"
+import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { createHash, timingSafeEqual } from "node:crypto"
+import { AppConfig } from "./AppConfig.ts"
+import { Inbox } from "./Inbox.ts"
+import { UpdateEnvelope } from "./TelegramUpdate.ts"
+
+export const WEBHOOK_PATH = "/telegram/webhook"
+export const MAX_BODY_BYTES = 1024 * 1024
+export const SECRET_HEADER = "x-telegram-bot-api-secret-token"
+
+const digest = (value: string) => createHash("sha256").update(value, "utf8").digest()
+
+/** Constant-time comparison; hashing first makes different lengths take the same time too. */
+export const secretMatches = (expected: Option.Option<Redacted.Redacted<string>>, given: string | undefined) =>
+  Option.isSome(expected) && given !== undefined &&
+  timingSafeEqual(digest(Redacted.value(expected.value)), digest(given))
+
+const answer = (status: number, body: Record<string, unknown>) =>
+  HttpServerResponse.jsonUnsafe(body, { status, headers: { "cache-control": "no-store" } })
+
+const decodeEnvelope = Schema.decodeUnknownOption(UpdateEnvelope)
+
+const parseJson = (bytes: ArrayBuffer): Option.Option<unknown> => {
+  try {
+    return Option.some(JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)))
+  } catch {
+    return Option.none()
+  }
+}
+
+export const handleWebhook = Effect.gen(function*() {
+  const config = yield* AppConfig
+  const request = yield* HttpServerRequest.HttpServerRequest
+  if (!secretMatches(config.telegramWebhookSecret, request.headers[SECRET_HEADER])) {
+    return answer(401, { ok: false, error: "unauthorized" })
+  }
+  const declared = request.headers["content-length"]
+  if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > MAX_BODY_BYTES) {
+    return answer(413, { ok: false, error: "payload too large (limit 1 MiB)" })
+  }
+  const body = yield* request.arrayBuffer.pipe(
+    Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(BigInt(MAX_BODY_BYTES))),
+    Effect.map((bytes) => ({ _tag: "Read" as const, bytes })),
+    Effect.catchTag("HttpServerError", (error) =>
+      Effect.succeed(
+        error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
+          ? { _tag: "TooLarge" as const }
+          : { _tag: "Unreadable" as const }
+      ))
+  )
+  if (body._tag === "TooLarge") return answer(413, { ok: false, error: "payload too large (limit 1 MiB)" })
+  if (body._tag === "Unreadable") return answer(400, { ok: false, error: "unreadable body" })
+  const update = Option.flatMap(parseJson(body.bytes), decodeEnvelope)
+  if (Option.isNone(update)) {
+    return answer(400, { ok: false, error: "expected a JSON object with an integer update_id" })
+  }
+  const inbox = yield* Inbox
+  return yield* inbox.store([update.value]).pipe(
+    Effect.map((stored) => answer(200, { ok: true, duplicate: stored === 0 })),
+    // The inbox logs the outage once; each refused update is only worth a debug line.
+    Effect.catchTag("InboxUnavailable", (error) =>
+      Effect.logDebug(`[WEBHOOK] update ${update.value.update_id} not stored, answering 503: ${error.message}`).pipe(
+        Effect.as(answer(503, { ok: false, error: "temporarily unavailable, retry later" }))
+      ))
+  )
+}).pipe(Effect.withSpan("TelegramWebhook.handle"))
+
+export const WebhookRoute = HttpRouter.add("POST", WEBHOOK_PATH, handleWebhook)

@@ -1,0 +1,34 @@
+/**
+ * The plug-in point of the chat flow: the dispatcher hands every `message` and
+ * `callback_query` update to `UpdateHandler.handle`, one chat at a time in
+ * `update_id` order.
+ *
+ * Handlers must be idempotent per `updateId`: an update is delivered at least
+ * once. After a crash, a deploy or a lost leadership an update may be handled
+ * again (its earlier run may have sent messages or not); `attempt` (1-based,
+ * counted across restarts) tells a retry from a first run. Failing with
+ * `UpdateHandlerError` (or dying, or running past UPDATE_HANDLER_TIMEOUT_MS)
+ * retries the update with backoff up to UPDATE_MAX_ATTEMPTS runs; then it is
+ * marked dead with the error and the chat's later updates go on.
+ */
+import { Context, type Effect, Schema } from "effect"
+import type { Update } from "./TelegramUpdate.ts"
+
+export type { CallbackQuery, Chat, Message, Update, User } from "./TelegramUpdate.ts"
+
+export class UpdateHandlerError extends Schema.TaggedError<UpdateHandlerError>()("UpdateHandlerError", {
+  message: Schema.String
+}) {}
+
+export interface UpdateContext {
+  readonly updateId: number
+  /**
+   * 1 for the first run. Higher after a failed run, or when a leader was lost
+   * while it held the update (whether or not it had started the handler).
+   */
+  readonly attempt: number
+}
+
+export class UpdateHandler extends Context.Service<UpdateHandler, {
+  readonly handle: (update: Update, context: UpdateContext) => Effect.Effect<void, UpdateHandlerError>
+}>()("zimage-bot/UpdateHandler") {}

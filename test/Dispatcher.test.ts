@@ -1,0 +1,346 @@
+import { assert, layer } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Schema } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import { TestClock } from "effect/testing"
+import * as Dispatcher from "../src/Dispatcher.ts"
+import { makeLogCapture } from "./support/LogCapture.ts"
+import {
+  becomeLeader,
+  clearInbox,
+  fail,
+  makeRecordingHandler,
+  message,
+  PipelineLive,
+  rowOf,
+  rows,
+  store,
+  within
+} from "./support/Pipeline.ts"
+
+const WORKERS = 4
+const env = { WORKERS: String(WORKERS), UPDATE_MAX_ATTEMPTS: "3", SHUTDOWN_TIMEOUT_MS: "2000" }
+
+/** Chat ids that land on the given worker (the routing is a pure function). */
+const chatsOnWorker = (worker: number, count: number, from = 1) => {
+  const found: Array<number> = []
+  for (let id = from; found.length < count; id++) {
+    if (Dispatcher.workerFor(String(id), WORKERS) === worker) found.push(id)
+  }
+  return found
+}
+
+let nextId = 1_000
+const ids = (n: number) => Array.from({ length: n }, () => ++nextId)
+
+layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
+  it.effect.prop(
+    "random interleavings from many chats: every update handled once, each chat in update_id order",
+    {
+      // Which chat sends each consecutive update, and how the stream is cut into stores.
+      senders: Schema.Array(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 11 }))).check(
+        Schema.isMinLength(1),
+        Schema.isMaxLength(80)
+      ),
+      cuts: Schema.Array(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 9 }))).check(Schema.isMinLength(1))
+    },
+    ({ cuts, senders }) =>
+      Effect.gen(function*() {
+        yield* clearInbox
+        const sql = yield* SqlClient
+        const base = nextId
+        nextId += senders.length + 1
+        const updates = senders.map((sender, i) => message(base + i + 1, 50_000 + sender))
+        const recorder = yield* makeRecordingHandler
+        // Each handler does real I/O, so runs of different chats interleave.
+        for (const update of updates) {
+          recorder.script(update.update_id, () => Effect.orDie(sql`SELECT 1`).pipe(Effect.repeat({ times: update.update_id % 3 })))
+        }
+        // Half is stored before the leader starts (backlog), the rest while it runs (NOTIFY path).
+        const half = Math.floor(updates.length / 2)
+        yield* store(...updates.slice(0, half))
+        const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler)
+        let at = half
+        for (let i = 0; at < updates.length; i++) {
+          const size = cuts[i % cuts.length]!
+          yield* store(...updates.slice(at, at + size))
+          at += size
+        }
+        const ended = yield* recorder.awaitEnded(updates.map((u) => u.update_id))
+        assert.strictEqual(ended.length, updates.length, "each update handled exactly once")
+        const byChat = new Map<number, Array<number>>()
+        for (const event of ended) byChat.set(event.chatId!, [...(byChat.get(event.chatId!) ?? []), event.updateId])
+        for (const [chat, order] of byChat) {
+          assert.deepStrictEqual(order, [...order].sort((a, b) => a - b), `chat ${chat} out of order`)
+        }
+        // No chat ever had two runs at once.
+        const running = new Set<number>()
+        for (const event of recorder.history()) {
+          if (event.phase === "start") {
+            assert.isFalse(running.has(event.chatId!), `two runs of chat ${event.chatId} at once`)
+            running.add(event.chatId!)
+          } else running.delete(event.chatId!)
+        }
+        // A graceful release waits for running bookkeeping: every row is final afterwards.
+        yield* leader.release
+        const all = yield* rows
+        assert.strictEqual(all.length, updates.length)
+        assert.isTrue(all.every((r) => r.status === "done" && r.attempts === 1))
+      }),
+    { timeout: 120_000, arbitrary: { runs: 12 } }
+  )
+
+  it.effect("chats on different workers run in parallel; one worker runs one handler at a time", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const [chatA] = chatsOnWorker(0, 1)
+      const [chatB] = chatsOnWorker(1, 1)
+      const [chatC] = chatsOnWorker(0, 1, chatA! + 1)
+      const [a, b, c] = ids(3)
+      const recorder = yield* makeRecordingHandler
+      const bStarted = yield* Deferred.make<void>()
+      // A finishes only once B has started: impossible unless they run in parallel.
+      recorder.script(a!, () => Deferred.await(bStarted))
+      recorder.script(b!, () => Deferred.succeed(bStarted, undefined))
+      yield* store(message(a!, chatA!), message(b!, chatB!), message(c!, chatC!))
+      yield* becomeLeader(Dispatcher.layer, recorder.handler)
+      yield* recorder.awaitEnded([a!, b!, c!])
+      const history = recorder.history()
+      const index = (id: number, phase: string) => history.findIndex((e) => e.updateId === id && e.phase === phase)
+      assert.isBelow(index(b!, "start"), index(a!, "end"), "B ran while A was running")
+      assert.isAbove(index(c!, "start"), index(a!, "end"), "C (same worker as A) waited for A")
+    }))
+
+  it.effect("a failing update is retried with backoff on the clock and blocks only its own chat", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const [chatA, chatB] = chatsOnWorker(2, 2)
+      const [x, y, z] = ids(3)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      recorder.script(x!, (context) => (context.attempt < 3 ? fail(`boom ${context.attempt}`) : Effect.void))
+      yield* store(message(x!, chatA!), message(y!, chatA!))
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+
+      yield* logs.awaitLine((l) => l.message.includes(`update ${x} failed (run 1 of 3): `) && l.message.includes("boom 1"))
+      yield* logs.awaitLine((l) => l.message.includes(`update ${x}: run 2 in`))
+      // Chat B shares A's worker, yet goes on while A waits out the backoff.
+      yield* store(message(z!, chatB!))
+      yield* recorder.awaitEnded([z!])
+      assert.isUndefined(recorder.history().find((e) => e.updateId === y), "A's later update waits")
+      assert.strictEqual((yield* rowOf(x!))?.last_error, "UpdateHandlerError: boom 1")
+      yield* TestClock.adjust("1200 millis")
+      yield* logs.awaitLine((l) => l.message.includes(`update ${x}: run 3 in`))
+      assert.isUndefined(recorder.history().find((e) => e.updateId === y))
+      yield* TestClock.adjust("2400 millis")
+      yield* recorder.awaitEnded([x!, y!])
+      const ended = recorder.ended().map((e) => e.updateId)
+      assert.isBelow(ended.indexOf(x!), ended.indexOf(y!))
+      yield* leader.release // waits for the bookkeeping of finished runs
+      const row = yield* rowOf(x!)
+      assert.strictEqual(row?.status, "done")
+      assert.strictEqual(row?.attempts, 3)
+      assert.deepStrictEqual(
+        recorder.history().filter((e) => e.updateId === x && e.phase === "start").map((e) => e.attempt),
+        [1, 2, 3]
+      )
+    }))
+
+  it.effect("after UPDATE_MAX_ATTEMPTS runs the update is dead with its error, and the chat goes on", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const [x, y] = ids(2)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      recorder.script(x!, () => Effect.die(new Error("handler bug")))
+      yield* store(message(x!, 71), message(y!, 71))
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      for (const run of [2, 3]) {
+        yield* logs.awaitLine((l) => l.message.includes(`update ${x}: run ${run} in`))
+        yield* TestClock.adjust("10 seconds")
+      }
+      yield* logs.awaitLine((l) => l.message.includes(`update ${x} dead after 3 runs`))
+      yield* recorder.awaitEnded([y!])
+      yield* leader.release
+      const row = yield* rowOf(x!)
+      assert.strictEqual(row?.status, "dead")
+      assert.strictEqual(row?.attempts, 3)
+      assert.include(row?.last_error ?? "", "handler bug")
+      assert.strictEqual((yield* rowOf(y!))?.status, "done")
+    }))
+
+  it.effect("a handler running past UPDATE_HANDLER_TIMEOUT_MS counts as a failed run", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const [x] = ids(1)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      recorder.script(x!, (context) => (context.attempt === 1 ? Effect.never : Effect.void))
+      yield* store(message(x!, 72))
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      yield* TestClock.adjust("60 seconds")
+      yield* logs.awaitLine((l) => l.message.includes(`update ${x} failed (run 1 of 3): handler timed out`))
+      yield* logs.awaitLine((l) => l.message.includes(`update ${x}: run 2 in`))
+      yield* TestClock.adjust("2 seconds")
+      yield* recorder.awaitEnded([x!])
+      yield* leader.release
+      assert.strictEqual((yield* rowOf(x!))?.status, "done")
+    }))
+
+  it.effect("kinds the chat flow does not handle are done without a handler; undecodable ones are dead", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const [edited, poll, broken, after] = ids(4)
+      const recorder = yield* makeRecordingHandler
+      yield* store(
+        { update_id: edited, edited_message: { message_id: 1, date: 0, chat: { id: 73, type: "private" }, text: "x" } },
+        { update_id: poll, poll: { id: "p", question: "?" } },
+        { update_id: broken, message: { text: 5 } },
+        message(after!, 73)
+      )
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler)
+      yield* recorder.awaitEnded([after!])
+      yield* leader.release
+      assert.deepStrictEqual(recorder.history().map((e) => e.updateId), [after, after])
+      const [e, p, b] = [yield* rowOf(edited!), yield* rowOf(poll!), yield* rowOf(broken!)]
+      assert.strictEqual(e?.status, "done")
+      assert.strictEqual(p?.status, "done")
+      assert.strictEqual(b?.status, "dead")
+      assert.include(b?.last_error ?? "", "undecodable")
+    }))
+
+  it.effect("an update from a chat clears its blocked flag before the handler runs", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const [x] = ids(1)
+      yield* sql`INSERT INTO telegram_chats (chat_id, blocked_at, blocked_reason, updated_at)
+                 VALUES (74, now(), 'Forbidden: bot was blocked by the user', now())`
+      const recorder = yield* makeRecordingHandler
+      const seen: Array<boolean> = []
+      recorder.script(x!, () =>
+        sql<{ b: boolean }>`SELECT blocked_at IS NOT NULL AS b FROM telegram_chats WHERE chat_id = 74`.pipe(
+          Effect.orDie,
+          Effect.map((r) => void seen.push(r[0]!.b))
+        ))
+      yield* store(message(x!, 74))
+      yield* becomeLeader(Dispatcher.layer, recorder.handler)
+      yield* recorder.awaitEnded([x!])
+      assert.deepStrictEqual(seen, [false])
+    }))
+
+  it.effect("a row stored without a notification is picked up by the periodic sweep", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const [x] = ids(1)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      // Wait until the dispatcher listens and went idle after the claim LISTEN triggered,
+      // so only the sweep timer can find the row.
+      yield* logs.awaitLine((l) => l.message === "[DISPATCH] listening on telegram_updates")
+      const listening = logs.lines().findIndex((l) => l.message === "[DISPATCH] listening on telegram_updates")
+      yield* logs.awaitLine((l) => l.message === "[DISPATCH] waiting for work", { after: listening + 1 })
+      yield* sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at)
+                 VALUES (${x!}, 75, 'message', ${JSON.stringify(message(x!, 75))}::jsonb, now())`
+      yield* TestClock.adjust(Dispatcher.DISPATCH_SWEEP_INTERVAL)
+      yield* recorder.awaitEnded([x!])
+      // Only a claim woken by the sweep timer (not by a notification) logs this.
+      yield* logs.awaitLine((l) => l.message === "[DISPATCH] sweep found 1 update(s) no notification announced")
+    }))
+
+  it.effect("a lost LISTEN connection is re-established, and what it missed is claimed right after", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const [x] = ids(1)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* logs.awaitLine((l) => l.message === "[DISPATCH] listening on telegram_updates")
+      const killed = yield* sql<{ pid: number }>`
+        SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()`
+      assert.lengthOf(killed, 1, "one LISTEN connection")
+      yield* sql`SELECT pg_terminate_backend(${killed[0]!.pid})`
+      yield* logs.awaitLine((l) => l.message.startsWith("[DISPATCH] LISTEN telegram_updates failed, reconnecting"))
+      // Stored while nobody listens: its notification is lost.
+      yield* store(message(x!, 78))
+      yield* TestClock.adjust("1 second")
+      yield* logs.awaitLine((l) => l.message === "[DISPATCH] listening on telegram_updates again")
+      yield* recorder.awaitEnded([x!])
+      assert.isUndefined(logs.lines().find((l) => l.message.includes("sweep found")), "not the 5 s sweep")
+    }))
+
+  it.effect("graceful release: the running handler finishes, queued updates go back to pending unstarted", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const [chatA, chatB] = chatsOnWorker(3, 2)
+      const [x, y, z] = ids(3)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      const gate = yield* Deferred.make<void>()
+      recorder.script(x!, () => Deferred.await(gate))
+      yield* store(message(x!, chatA!), message(y!, chatA!), message(z!, chatB!))
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      const releasing = yield* leader.release.pipe(Effect.provide(logs.layer), Effect.forkChild)
+      yield* logs.awaitLine((l) => l.message.includes("draining: waiting for 1 running handler(s)"))
+      yield* Deferred.succeed(gate, undefined)
+      yield* within(10_000, Fiber.join(releasing))
+      assert.deepStrictEqual(recorder.ended().map((e) => e.updateId), [x])
+      assert.strictEqual((yield* rowOf(x!))?.status, "done")
+      for (const id of [y!, z!]) {
+        const row = yield* rowOf(id)
+        assert.strictEqual(row?.status, "pending")
+        assert.strictEqual(row?.attempts, 0, "a claim that never ran is not an attempt")
+        assert.isNull(row?.claimed_by)
+      }
+      for (let n = 0; n < WORKERS; n++) {
+        assert.isDefined(logs.lines().find((l) => l.message === `[WORKER_${n}] ✅ ACTIVE_ENTER active=True`))
+        assert.isDefined(
+          logs.lines().find((l) => l.message === `[WORKER_${n}] ⏹ ACTIVE_EXIT active=False reason=released`)
+        )
+      }
+    }))
+
+  it.effect("graceful release is bounded by SHUTDOWN_TIMEOUT_MS: a stuck handler is interrupted and released", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const [x] = ids(1)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      recorder.script(x!, () => Effect.never)
+      yield* store(message(x!, 76))
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      const releasing = yield* leader.release.pipe(Effect.provide(logs.layer), Effect.forkChild)
+      yield* logs.awaitLine((l) => l.message.includes("draining"))
+      yield* TestClock.adjust("2 seconds")
+      yield* within(10_000, Fiber.join(releasing))
+      const row = yield* rowOf(x!)
+      assert.strictEqual(row?.status, "pending")
+      assert.strictEqual(row?.attempts, 1, "the interrupted run counts")
+    }))
+
+  it.effect("leadership lost: stops at once, no bookkeeping; the rows stay with the old term", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const [x, y] = ids(2)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      recorder.script(x!, () => Effect.never)
+      yield* store(message(x!, 77), message(y!, 77))
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      yield* within(5_000, leader.lose.pipe(Effect.provide(logs.layer)))
+      for (const id of [x!, y!]) {
+        const row = yield* rowOf(id)
+        assert.strictEqual(row?.status, "processing")
+        assert.isNotNull(row?.claimed_by)
+      }
+      assert.isDefined(logs.lines().find((l) => l.message.includes("reason=leadership_lost")))
+      assert.isUndefined(logs.lines().find((l) => l.message.includes("draining")))
+    }))
+})

@@ -1,0 +1,178 @@
+import { assert, layer } from "@effect/vitest"
+import { Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import { TestClock } from "effect/testing"
+import { LeaderTerm } from "../src/LeaderTerm.ts"
+import * as Reconciler from "../src/Reconciler.ts"
+import { makeLogCapture } from "./support/LogCapture.ts"
+import { becomeLeader, clearInbox, makeRecordingHandler, message, PipelineLive, rows } from "./support/Pipeline.ts"
+
+const STUCK_MS = 90_000
+const ORPHAN_MS = 60_000
+const env = {
+  STUCK_UPDATE_THRESHOLD_MS: String(STUCK_MS),
+  ORPHAN_UPDATE_THRESHOLD_MS: String(ORPHAN_MS),
+  RECONCILE_INTERVAL_MS: "61000",
+  INBOX_RETENTION_HOURS: "48"
+}
+
+const THIS_TERM = "this-instance/term-now"
+const DEAD_TERM = "other-instance/term-dead"
+
+const pad = (n: number, width = 2) => String(Math.abs(n)).padStart(width, "0")
+/** `epochMillis` as wall-clock text at `offsetMinutes` from UTC, with or without that offset. */
+const timestampText = (epochMillis: number, offsetMinutes: number, naive: boolean) => {
+  const d = new Date(epochMillis + (naive ? 0 : offsetMinutes) * 60_000)
+  const wall = `${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${
+    pad(d.getUTCMinutes())
+  }:${pad(d.getUTCSeconds())}.${pad(d.getUTCMilliseconds(), 3)}`
+  if (naive) return wall
+  const sign = offsetMinutes < 0 ? "-" : "+"
+  return `${wall}${sign}${pad(Math.floor(Math.abs(offsetMinutes) / 60))}:${pad(Math.abs(offsetMinutes) % 60)}`
+}
+
+const Row = Schema.Struct({
+  /** received_at (and claimed_at) relative to the clock: from 3 hours ago to 1 hour ahead (clock skew). */
+  offsetMs: Schema.Int.check(Schema.isBetween({ minimum: -3 * 3_600_000, maximum: 3_600_000 })),
+  /** The zone of the literal the row was written with… */
+  literalOffsetMinutes: Schema.Int.check(Schema.isBetween({ minimum: -720, maximum: 840 })),
+  /** …or a naive literal, which means UTC. */
+  naive: Schema.Boolean,
+  /** The session time zone of the connection that wrote it. */
+  sessionZone: Schema.Literals(["UTC", "Asia/Kolkata", "America/New_York", "Pacific/Chatham", "Asia/Kathmandu"]),
+  status: Schema.Literals(["pending", "processing-dead-term", "processing-this-term", "done"])
+})
+
+let nextId = 10_000
+
+/**
+ * Runs one pass with a TestClock of its own set to `clock` (epoch millis).
+ * The file's shared TestClock also drives the connection pool's periodic
+ * checks, which a jump of decades would replay one by one.
+ */
+const passAt = <A, E, R>(clock: number, pass: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    yield* TestClock.setTime(clock)
+    return yield* pass
+  }).pipe(Effect.provide(TestClock.layer()))
+
+layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
+  it.effect.prop(
+    "requeues exactly the rows stuck on another term past the threshold and logs each orphan once, for any clock, zone and timestamp form",
+    {
+      // 2020-09 … 2033-05
+      clock: Schema.Int.check(Schema.isBetween({ minimum: 1_600_000_000_000, maximum: 2_000_000_000_000 })),
+      table: Schema.Array(Row).check(Schema.isMinLength(1), Schema.isMaxLength(20))
+    },
+    ({ clock, table }) =>
+      Effect.gen(function*() {
+        yield* clearInbox
+        const sql = yield* SqlClient
+        const written = table.map((row) => ({ ...row, updateId: ++nextId, instant: clock + row.offsetMs }))
+        for (const row of written) {
+          const literal = timestampText(row.instant, row.literalOffsetMinutes, row.naive)
+          const status = row.status.startsWith("processing") ? "processing" : row.status
+          const claimedBy = row.status === "processing-dead-term"
+            ? DEAD_TERM
+            : row.status === "processing-this-term"
+            ? THIS_TERM
+            : null
+          yield* sql.withTransaction(Effect.gen(function*() {
+            yield* sql.unsafe(`SET LOCAL TIME ZONE '${row.sessionZone}'`)
+            const at = row.naive ? sql`(${literal}::timestamp AT TIME ZONE 'UTC')` : sql`${literal}::timestamptz`
+            yield* sql`
+              INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, claimed_at, claimed_by, processed_at)
+              VALUES (${row.updateId}, 1, 'message', ${JSON.stringify(message(row.updateId, 1))}::jsonb, ${at}, ${status},
+                      ${status === "processing" ? at : null}, ${claimedBy}, ${status === "done" ? at : null})`
+          }))
+        }
+        const reconciler = yield* Reconciler.make.pipe(Effect.provide(Layer.succeed(LeaderTerm, { id: THIS_TERM })))
+        const logs = makeLogCapture()
+        const first = yield* passAt(clock, reconciler.pass).pipe(Effect.provide(logs.layer))
+
+        const age = (row: (typeof written)[number]) => clock - row.instant
+        const expectedRequeued = written
+          .filter((row) => row.status === "processing-dead-term" && age(row) > STUCK_MS)
+          .map((row) => row.updateId)
+        const expectedOrphans = written
+          .filter((row) => row.status === "pending" && age(row) > ORPHAN_MS)
+          .map((row) => row.updateId)
+        assert.deepStrictEqual(first.requeued.map((r) => r.updateId), expectedRequeued)
+        assert.deepStrictEqual([...first.newOrphans.map((o) => o.updateId)].sort(), [...expectedOrphans].sort())
+        for (const orphan of first.newOrphans) {
+          const row = written.find((r) => r.updateId === orphan.updateId)!
+          assert.strictEqual(orphan.ageSeconds, Math.floor(age(row) / 1000))
+          assert.isAbove(orphan.ageSeconds, 59)
+        }
+        for (const requeued of first.requeued) {
+          const row = written.find((r) => r.updateId === requeued.updateId)!
+          assert.deepStrictEqual(requeued.stuckSeconds._tag, "Some")
+          assert.strictEqual((requeued.stuckSeconds as { value: number }).value, Math.floor(age(row) / 1000))
+        }
+        const orphanLines = logs.lines().filter((l) => l.message.includes("orphan update"))
+        assert.strictEqual(orphanLines.length, expectedOrphans.length)
+        assert.isTrue(logs.lines().every((l) => !/-\d+ s|NaN/.test(l.message)), "no negative or NaN age in any line")
+
+        // Each orphan is logged once, and a requeued row (reported as such) is not reported again as an orphan.
+        const second = yield* passAt(clock, reconciler.pass).pipe(Effect.provide(logs.layer))
+        assert.deepStrictEqual(second.requeued, [])
+        assert.deepStrictEqual(second.newOrphans, [])
+        assert.strictEqual(logs.lines().filter((l) => l.message.includes("orphan update")).length, expectedOrphans.length)
+
+        const after = yield* rows
+        for (const row of written) {
+          const now = after.find((r) => r.update_id === row.updateId)!
+          if (expectedRequeued.includes(row.updateId)) {
+            assert.strictEqual(now.status, "pending")
+            assert.isNull(now.claimed_by)
+          } else if (row.status.startsWith("processing")) {
+            assert.strictEqual(now.status, "processing", "this term's rows and fresh claims are left alone")
+          }
+        }
+      }),
+    { timeout: 120_000, arbitrary: { runs: 25 } }
+  )
+
+  it.effect("runs on the clock: first pass at once, then every RECONCILE_INTERVAL_MS; wakes the dispatcher", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const logs = makeLogCapture()
+      const id = ++nextId
+      yield* TestClock.setTime(0)
+      yield* sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at)
+                 VALUES (${id}, 2, 'message', ${JSON.stringify(message(id, 2))}::jsonb, ${new Date(0)})`
+      const recorder = yield* makeRecordingHandler
+      yield* becomeLeader(Reconciler.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* logs.awaitLine((l) => l.message.startsWith("[RECONCILE] pass done"))
+      assert.isUndefined(logs.lines().find((l) => l.message.includes("orphan update")), "age 0 is no orphan")
+      const afterFirst = logs.mark()
+      yield* TestClock.adjust("61 seconds")
+      yield* logs.awaitLine((l) => l.message.startsWith("[RECONCILE] pass done"), { after: afterFirst })
+      const orphan = logs.lines().filter((l) => l.message.includes(`orphan update ${id} (chat 2) pending for 61 s`))
+      assert.lengthOf(orphan, 1)
+      const afterSecond = logs.mark()
+      yield* TestClock.adjust("61 seconds")
+      yield* logs.awaitLine((l) => l.message.startsWith("[RECONCILE] pass done"), { after: afterSecond })
+      assert.lengthOf(logs.lines().filter((l) => l.message.includes(`orphan update ${id}`)), 1, "logged once")
+    }))
+
+  it.effect("deletes finished updates past INBOX_RETENTION_HOURS, keeps the rest", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const now = Date.UTC(2030, 0, 10)
+      const [oldDone, oldDead, recentDone, oldPending] = [++nextId, ++nextId, ++nextId, ++nextId]
+      const insert = (id: number, status: string, processedAt: Date | null) =>
+        sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, processed_at)
+            VALUES (${id}, 3, 'message', '{}'::jsonb, ${new Date(now - 72 * 3_600_000)}, ${status}, ${processedAt})`
+      yield* insert(oldDone, "done", new Date(now - 49 * 3_600_000))
+      yield* insert(oldDead, "dead", new Date(now - 49 * 3_600_000))
+      yield* insert(recentDone, "done", new Date(now - 47 * 3_600_000))
+      yield* insert(oldPending, "pending", null)
+      const reconciler = yield* Reconciler.make.pipe(Effect.provide(Layer.succeed(LeaderTerm, { id: THIS_TERM })))
+      const report = yield* passAt(now, reconciler.pass)
+      assert.strictEqual(report.purged, 2)
+      assert.deepStrictEqual((yield* rows).map((r) => r.update_id), [recentDone, oldPending])
+    }))
+})

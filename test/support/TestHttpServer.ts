@@ -1,0 +1,25 @@
+/**
+ * Serves route layers on 127.0.0.1 with an OS-assigned port, the way
+ * `src/HttpServer.ts` does in production (same Node server options), and
+ * exposes the base URL for requests over real loopback HTTP.
+ */
+import { NodeHttpServer } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { HttpRouter, HttpServer } from "effect/http"
+import { isInetAddress } from "effect/net/NetAddress"
+import { createServer } from "node:http"
+
+export const TestHttpServerLive = <E, R>(routes: Layer.Layer<never, E, R>) =>
+  HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
+    Layer.provideMerge(
+      NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 65_000 }), { port: 0, host: "127.0.0.1" })
+    )
+  )
+
+/** `http://127.0.0.1:<port>` of the server built by `TestHttpServerLive`. */
+export const serverUrl = Effect.gen(function*() {
+  const server = yield* HttpServer.HttpServer
+  const address = server.address
+  if (!isInetAddress(address)) return yield* Effect.die(new Error("the test server is not on TCP"))
+  return `http://127.0.0.1:${address.port}`
+})
