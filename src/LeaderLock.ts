@@ -116,8 +116,8 @@ export class LeaderServicesFailed extends Schema.TaggedError<LeaderServicesFaile
 // ---------------------------------------------------------------------------
 // Policies
 
-/** While PASSIVE: one `pg_try_advisory_lock` per second. */
-export const contendSchedule = Schedule.spaced("1 second")
+/** While PASSIVE: one `pg_try_advisory_lock` per second (sooner when the holder announces its release). */
+export const contendInterval = Duration.seconds(1)
 
 /** While ACTIVE: one ownership check per second. */
 const heartbeatInterval = Duration.seconds(1)
@@ -182,10 +182,12 @@ FROM (VALUES ('statement_timeout', '5s'),
 WHERE name IN (SELECT name FROM pg_settings)`
 
 /**
- * A channel nobody notifies. Listening on it is how the lock session learns
- * within milliseconds that its connection dropped (see `openSession`).
+ * Every lock session LISTENs here. A releasing holder notifies it with its
+ * key, so standbys try at once instead of at their next tick; and the
+ * listener is how a session learns within milliseconds that its connection
+ * dropped (see `openSession`).
  */
-const dropWatchChannel = "zimage_bot_leader_watch"
+const leaderChannel = "zimage_bot_leader"
 
 /** A bigint literal; quoted so that -2^63 parses too. */
 const keyLiteral = (key: bigint) => `'${key.toString()}'::bigint`
@@ -203,7 +205,8 @@ const lockStatements = (key: bigint) => ({
   tryLock: `SELECT pg_try_advisory_lock(${keyLiteral(key)}) AS acquired`,
   stillHeld: `SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE ${lockRowMatches(key)}
     AND l.pid = pg_backend_pid()) AS held`,
-  unlock: `SELECT pg_advisory_unlock(${keyLiteral(key)}) AS released`,
+  // NOTIFY is delivered at commit, i.e. after the unlock.
+  unlock: `SELECT pg_advisory_unlock(${keyLiteral(key)}) AS released, pg_notify('${leaderChannel}', '${key}')::text AS notified`,
   holder: `SELECT l.pid, a.application_name FROM pg_locks l
     LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE ${lockRowMatches(key)} LIMIT 1`
 })
@@ -266,6 +269,8 @@ interface LockSession {
   readonly all: <A>(sql: string, row: Schema.Decoder<A>) => Effect.Effect<ReadonlyArray<A>, LockSessionFailed>
   /** Fails as soon as the session's connection is gone; never succeeds. */
   readonly dropped: Effect.Effect<never, LockSessionFailed>
+  /** Completes when a holder of `key` announces its release; fails like `dropped`. */
+  readonly released: (key: bigint) => Effect.Effect<void, LockSessionFailed>
   /** Closes the connection now (sends Terminate); synchronous, never blocks. */
   readonly close: Effect.Effect<void>
 }
@@ -322,15 +327,20 @@ const openSession = Effect.fn("LeaderLock.openSession")(function*(options: PgCon
 
     // The listener lives in the caller's scope; the finalizer added after it
     // runs first and kills the connection, so the listener's UNLISTEN is skipped.
-    const notifications = yield* pinned.listen(dropWatchChannel).pipe(
+    const notifications = yield* pinned.listen(leaderChannel).pipe(
       Effect.mapError(fail("cannot watch the lock session"))
     )
     yield* Effect.addFinalizer(() => close)
 
-    const dropped: Effect.Effect<never, LockSessionFailed> = Queue.take(notifications).pipe(
-      Effect.forever,
+    const nextNotification = Queue.take(notifications).pipe(
       Effect.mapError(fail("the lock session's connection dropped"))
     )
+    const dropped: Effect.Effect<never, LockSessionFailed> = Effect.forever(nextNotification)
+    const released = (key: bigint) =>
+      nextNotification.pipe(
+        Effect.repeat({ until: (notification) => notification.payload === key.toString() }),
+        Effect.asVoid
+      )
 
     const setting = (name: string) => settings.find((s) => s.name === name)?.value ?? "n/a"
     const keepalives = setting("tcp_keepalives_idle") === "0"
@@ -342,7 +352,7 @@ const openSession = Effect.fn("LeaderLock.openSession")(function*(options: PgCon
       `[LOCK] lock session opened (backend pid ${connection.processId}); tcp keepalives ${keepalives}`
     )
 
-    return { pid: connection.processId, first, all, dropped, close } satisfies LockSession
+    return { pid: connection.processId, first, all, dropped, released, close } satisfies LockSession
   }).pipe(Effect.onError(() => close))
 })
 
@@ -509,15 +519,16 @@ export const layer = <E, R>(
           return acquired
         })
 
-      /** Succeeds once this session holds the lock; fails if the session breaks. */
+      /**
+       * Succeeds once this session holds the lock; fails if the session breaks
+       * (a failed try, or the connection dropping while waiting).
+       */
       const contend = (session: LockSession) =>
-        Effect.raceFirst(
-          tryOnce(session).pipe(
-            Effect.repeat({ schedule: contendSchedule, until: (acquired) => acquired }),
-            Effect.asVoid
-          ),
-          session.dropped
-        )
+        Effect.gen(function*() {
+          while (!(yield* tryOnce(session))) {
+            yield* Effect.raceFirst(Effect.sleep(contendInterval), session.released(key))
+          }
+        })
 
       // --- ACTIVE: supervising ------------------------------------------------
 

@@ -123,9 +123,11 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "120 se
         assert.isBelow(unlocked, flipped)
         assert.isBelow(flipped, synced)
 
-        // The standby takes over at its next try.
-        const ticks = yield* tickUntil([b], () => isActive(b), 2, "b becoming ACTIVE")
-        assert.strictEqual(ticks, 1)
+        // The release is announced (NOTIFY), so the standby takes over without
+        // waiting for its next try: no virtual time passes.
+        const releasedAt = yield* Clock.currentTimeMillis
+        yield* waitFor(b.leader.status, (s) => s.phase === "active", "b ACTIVE on the release notification")
+        assert.strictEqual(yield* Clock.currentTimeMillis, releasedAt)
         assert.deepStrictEqual(events.slice(3), ["b:start active=true"])
         yield* Scope.close(b.scope, Exit.void)
         assert.isUndefined(yield* lockHolderPid(4242n))
@@ -300,12 +302,21 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "120 se
         const b = yield* startHolder("b", { env: { LEADER_LOCK_KEY: KEY } })
         assert.isTrue(isActive(a))
         const closing = yield* Effect.forkChild(Scope.close(a.scope, Exit.void))
-        // 3 s of SHUTDOWN_TIMEOUT_MS plus 1 s of grace, then unlock; b takes over at its next try.
-        const ticks = yield* tickUntil([b], () => isActive(b), 6, "b becoming ACTIVE")
-        assert.isAtMost(ticks, 5)
+        yield* waitFor(a.leader.status, (s) => s.phase === "stepping_down", "a stepping down")
+        // SHUTDOWN_TIMEOUT_MS (3 s) plus 1 s of grace on a's clock. Only b is
+        // waited for between steps: a is blocked on its stuck service.
+        let ticks = 0
+        while (!a.messages().some((m) => m.includes("leader-only services did not stop within 4s"))) {
+          assert.isBelow(ticks, 6, "the drain was never cut off")
+          yield* tick([b])
+          ticks++
+        }
+        assert.strictEqual(ticks, 4)
+        // Then unlock, PASSIVE, and the standby takes over on the release
+        // notification: real I/O only, no more virtual time.
         yield* Fiber.join(closing).pipe(Effect.timeout("5 seconds"), TestClock.withLive)
         assert.isFalse(isActive(a))
-        assert.include(a.messages().join("\n"), "leader-only services did not stop within 4s")
+        yield* waitFor(b.leader.status, (s) => s.phase === "active", "b ACTIVE on the release notification")
         yield* Scope.close(b.scope, Exit.void)
       }))
   })
