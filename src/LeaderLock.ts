@@ -205,8 +205,8 @@ const lockStatements = (key: bigint) => ({
   tryLock: `SELECT pg_try_advisory_lock(${keyLiteral(key)}) AS acquired`,
   stillHeld: `SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE ${lockRowMatches(key)}
     AND l.pid = pg_backend_pid()) AS held`,
-  // NOTIFY is delivered at commit, i.e. after the unlock.
-  unlock: `SELECT pg_advisory_unlock(${keyLiteral(key)}) AS released, pg_notify('${leaderChannel}', '${key}')::text AS notified`,
+  unlock: `SELECT pg_advisory_unlock(${keyLiteral(key)}) AS released`,
+  announceRelease: `SELECT true AS sent FROM pg_notify('${leaderChannel}', '${key}')`,
   holder: `SELECT l.pid, a.application_name FROM pg_locks l
     LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE ${lockRowMatches(key)} LIMIT 1`
 })
@@ -214,6 +214,7 @@ const lockStatements = (key: bigint) => ({
 const TryLockRow = Schema.Struct({ acquired: Schema.Boolean })
 const HeldRow = Schema.Struct({ held: Schema.Boolean })
 const UnlockRow = Schema.Struct({ released: Schema.Boolean })
+const SentRow = Schema.Struct({ sent: Schema.Boolean })
 const HolderRow = Schema.Struct({ pid: Schema.Number, application_name: Schema.NullOr(Schema.String) })
 const SettingRow = Schema.Struct({ name: Schema.String, value: Schema.String })
 
@@ -554,19 +555,32 @@ export const layer = <E, R>(
         return Effect.raceFirst(heartbeats, Effect.mapError(session.dropped, toLost))
       }
 
-      /** Unlocks (bounded), then kills the connection, so the lock is free either way. */
-      const unlock = (session: LockSession) =>
-        session.first(sql.unlock, UnlockRow).pipe(
-          Effect.tap(({ released }) =>
-            released
-              ? Effect.logInfo("[LOCK] 🔓 PostgreSQL advisory lock released")
-              : Effect.logWarning("[LOCK] the lock session did not hold the lock at release")
-          ),
-          Effect.catch((error) =>
-            Effect.logWarning(`[LOCK] unlock failed, closing the lock session instead: ${error.message}`)
-          ),
-          Effect.andThen(session.close)
-        )
+      /**
+       * Unlocks (bounded), flips PASSIVE, then tells the standbys so they try
+       * at once. If unlocking fails the connection is closed first, which
+       * makes the server release the lock. Announcing only after the flip
+       * keeps "never two ACTIVE" on the fast path.
+       */
+      const release = (session: LockSession, reason: StepDownReason) =>
+        Effect.gen(function*() {
+          const unlocked = yield* session.first(sql.unlock, UnlockRow).pipe(
+            Effect.tap(({ released }) =>
+              released
+                ? Effect.logInfo("[LOCK] 🔓 PostgreSQL advisory lock released")
+                : Effect.logWarning("[LOCK] the lock session did not hold the lock at release")
+            ),
+            Effect.as(true),
+            Effect.catch((error) =>
+              Effect.logWarning(`[LOCK] unlock failed, closing the lock session instead: ${error.message}`).pipe(
+                Effect.andThen(session.close),
+                Effect.as(false)
+              )
+            )
+          )
+          yield* becomePassive(reason)
+          if (unlocked) yield* Effect.ignore(session.first(sql.announceRelease, SentRow))
+          yield* session.close
+        })
 
       /** Closes the leadership scope; bounded, logs if services would not stop. */
       const closeLeadership = (
@@ -641,8 +655,7 @@ export const layer = <E, R>(
                   Effect.andThen(Effect.never)
                 )
               )
-              if (!(yield* Ref.get(lostWhileDraining))) yield* unlock(session)
-              yield* becomePassive("released")
+              if (!(yield* Ref.get(lostWhileDraining))) yield* release(session, "released")
               return "released" as const
             }
 
@@ -653,8 +666,7 @@ export const layer = <E, R>(
             )
             yield* setPhase("stepping_down")
             yield* closeLeadership(leadership, Exit.failCause(cause), stopAfterLossTimeout)
-            yield* unlock(session)
-            yield* becomePassive("leader_services_failed")
+            yield* release(session, "leader_services_failed")
             yield* setPhase("backoff")
             return yield* new LeaderServicesFailed({ message })
           })

@@ -100,8 +100,6 @@ describe("LeaderLock across processes", () => {
           `SIGTERM → standby active on /health ${terminated.elapsed.toFixed(0)} ms`
       )
       third.service.kill("SIGTERM")
-      console.log("SECOND", second.service.lines().join("\n"))
-      console.log("THIRD", third.service.lines().join("\n"))
       assert.strictEqual(yield* Effect.promise(() => third.service.exited), 0)
     }), 60_000)
 })

@@ -29,6 +29,8 @@ export interface Holder {
 export interface HolderOptions<E, R> {
   readonly env?: Record<string, string>
   readonly leaderOnly?: Layer.Layer<never, E, R>
+  /** Called synchronously with every message this holder logs. */
+  readonly onMessage?: (message: string) => void
   /** A different pool (e.g. through a proxy) for this holder's lock session. */
   readonly pg?: Layer.Layer<PgClient.PgClient | SqlClient, unknown>
 }
@@ -98,7 +100,14 @@ export const isActive = (holder: Holder) => SubscriptionRef.getUnsafe(holder.lea
 export const startHolder = <E = never, R = never>(name: string, options: HolderOptions<E, R> = {}) =>
   Effect.gen(function*() {
     const lines: Array<string> = []
-    const logger = makeLogger({ format: "json", secrets: [], write: (line) => lines.push(line) })
+    const logger = makeLogger({
+      format: "json",
+      secrets: [],
+      write: (line) => {
+        lines.push(line)
+        options.onMessage?.(messageOf(line))
+      }
+    })
     const leaderOnly: Layer.Layer<never, E, R> = options.leaderOnly ?? Layer.empty
     const live = LeaderLock.layer(leaderOnly).pipe(
       Layer.provideMerge(Health.layer),
