@@ -445,8 +445,10 @@ export const layer = <E, R>(
       /** Idempotent: a second call (loss noticed while draining) logs nothing. */
       const becomePassive = (reason: StepDownReason) =>
         Effect.gen(function*() {
+          // Status first, so whoever sees `active` turn false also sees a busy phase.
+          yield* SubscriptionRef.update(status, (s): LeaderStatus =>
+            s.phase === "stopped" ? s : { phase: "stepping_down", activeSince: Option.none() })
           const was = yield* SubscriptionRef.getAndSet(active, false)
-          yield* SubscriptionRef.update(status, (s) => ({ ...s, activeSince: Option.none() }))
           if (!was) return
           const log = reason === "released" ? Effect.logInfo : Effect.logWarning
           yield* log("[LOCK_CONTROLLER] State transition: ACTIVE → PASSIVE")

@@ -11,7 +11,7 @@ import { Clock, Effect, Exit, Fiber, Layer, Redacted, Scope, Stream, Subscriptio
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import * as LeaderLock from "../src/LeaderLock.ts"
-import { isActive, startHolder, tick, tickUntil, waitFor } from "./support/LeaderHolders.ts"
+import { isActive, settled, startHolder, tick, tickUntil, waitFor } from "./support/LeaderHolders.ts"
 import { startPgProxy } from "./support/PgProxy.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { adminDatabaseUrl, TestDatabaseLive } from "./support/TestDatabase.ts"
@@ -150,6 +150,9 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "120 se
         yield* waitFor(a.leader.active, (active) => !active, "a to flip PASSIVE")
         const aPassiveAfter = (yield* Clock.currentTimeMillis) - killedAt
         const aWallMs = performance.now() - wallStart
+        // a backs off before contending again, leaving the lock to the standby.
+        yield* settled(a)
+        assert.strictEqual(SubscriptionRef.getUnsafe(a.leader.status).phase, "backoff")
         yield* tickUntil([a, b], () => isActive(b), 2, "b becoming ACTIVE")
         const bActiveAfter = (yield* Clock.currentTimeMillis) - killedAt
         assert.isAtMost(aPassiveAfter, 2000)

@@ -15,6 +15,8 @@ export interface PgProxy {
   readonly url: string
   /** Stops forwarding; sockets stay open. */
   readonly freeze: () => void
+  /** Resets every connection through the proxy (both sides see a close). */
+  readonly cut: () => void
 }
 
 interface Target {
@@ -87,7 +89,13 @@ export const startPgProxy = (url: string) =>
       })
       const { dispose, rewrite } = await target.listen(server)
       rewrite(parsed)
-      const proxy: PgProxy = { url: parsed.href, freeze: () => void (frozen = true) }
+      const proxy: PgProxy = {
+        url: parsed.href,
+        freeze: () => void (frozen = true),
+        cut: () => {
+          for (const socket of sockets) socket.destroy()
+        }
+      }
       return { proxy, server, sockets, dispose }
     }),
     ({ dispose, server, sockets }) =>
