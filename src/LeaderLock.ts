@@ -537,23 +537,29 @@ export const layer = <E, R>(
 
       const toLost = (error: LockSessionFailed) => new LeadershipLost({ message: error.message })
 
-      /** Fails with `LeadershipLost` when the lock can no longer be proven; never succeeds. */
+      /** Moves `from` → `to` only; leaves "starting"/"stepping_down" alone. */
+      const switchPhase = (from: LeaderPhase, to: LeaderPhase) =>
+        SubscriptionRef.update(status, (s): LeaderStatus => s.phase === from ? { ...s, phase: to } : s)
+
+      /**
+       * Fails with `LeadershipLost` when the lock can no longer be proven;
+       * never succeeds. Runs for the whole term: while the leader-only
+       * services start, while they run, and while they drain.
+       */
       const supervise = (session: LockSession): Effect.Effect<never, LeadershipLost> => {
         const check = Effect.gen(function*() {
-          yield* setPhase("checking")
+          yield* switchPhase("active", "checking")
           const { held } = yield* session.first(sql.stillHeld, HeldRow).pipe(Effect.mapError(toLost))
           if (!held) {
             return yield* new LeadershipLost({ message: "the lock session no longer holds the lock" })
           }
-          yield* setPhase("active")
+          yield* switchPhase("checking", "active")
         })
         // The first check one interval after the lock was taken, then one per interval.
-        const heartbeats = Effect.gen(function*() {
-          yield* setPhase("active")
-          yield* Effect.sleep(heartbeatInterval)
-          yield* Effect.repeat(check, heartbeatSchedule)
-          return yield* Effect.never
-        })
+        const heartbeats = Effect.sleep(heartbeatInterval).pipe(
+          Effect.andThen(Effect.repeat(check, heartbeatSchedule)),
+          Effect.andThen(Effect.never)
+        )
         return Effect.raceFirst(heartbeats, Effect.mapError(session.dropped, toLost))
       }
 
@@ -616,10 +622,10 @@ export const layer = <E, R>(
               Effect.mapError((error) => new LeaderServicesFailed({ message: describeUnknown(error) }))
             )
             const exit = yield* Effect.exit(restore(
-              Effect.gen(function*() {
-                yield* Effect.raceFirst(build, Effect.mapError(session.dropped, toLost))
-                return yield* supervise(session)
-              })
+              Effect.raceFirst(
+                build.pipe(Effect.andThen(setPhase("active")), Effect.andThen(Effect.never)),
+                supervise(session)
+              )
             ))
             if (Exit.isSuccess(exit)) return exit.value // unreachable: supervise never succeeds
             const cause = exit.cause

@@ -54,7 +54,8 @@ const lockOwner = Effect.gen(function*() {
 const killSessionOf = (name: string) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient
-    const rows = yield* sql<{ killed: boolean }>`SELECT pg_terminate_backend(pid) AS killed
+    // With a timeout it returns once the backend is gone (and its locks with it).
+    const rows = yield* sql<{ killed: boolean }>`SELECT pg_terminate_backend(pid, 5000) AS killed
       FROM pg_stat_activity WHERE application_name = ${`zimage-bot leader ${name}`}`
     return rows.length > 0
   })

@@ -56,7 +56,8 @@ const lockHolderPid = (key: bigint) =>
 const terminate = (pid: number) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient
-    yield* sql`SELECT pg_terminate_backend(${pid})`
+    // With a timeout it returns once the backend is gone (and its locks with it).
+    yield* sql`SELECT pg_terminate_backend(${pid}, 5000)`
   })
 
 const indexOf = (messages: ReadonlyArray<string>, fragment: string) => {
