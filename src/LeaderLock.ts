@@ -8,18 +8,23 @@
  *
  * 1. waits for `Database.ready`, then opens a lock session (retrying with
  *    backoff while the database refuses, logging once per change);
- * 2. tries the lock every second, logging `PASSIVE_WAIT` the first time and
- *    then every 30 s with the holder's pid and application name;
+ * 2. tries the lock every second, and at once when the holder announces its
+ *    release (NOTIFY); logs `PASSIVE_WAIT` the first time and then every 30 s
+ *    with the holder's pid and application name;
  * 3. on success logs the seed's markers, flips `active` to true and builds the
  *    leader-only layer inside a fresh leadership scope;
  * 4. while ACTIVE, checks every second that the lock session still holds the
- *    lock (bounded by a 2 s timeout) and, independently, notices at once when
- *    the session's connection drops (see `openSession`). On either, it flips to
- *    PASSIVE first, then closes the leadership scope with a failure exit (no
- *    draining) and starts over on a new connection;
+ *    lock (a `pg_locks` lookup rather than `SELECT 1`: it proves the lock, not
+ *    just the connection, and fails through a transaction pooler), bounded by a
+ *    2 s timeout, and independently notices at once when the session's
+ *    connection drops (see `openSession`). On either, it flips to PASSIVE
+ *    first, then closes the leadership scope with a failure exit (no
+ *    draining), waits 2 s (so a standby takes over) and starts over on a new
+ *    connection;
  * 5. when the layer's scope closes (SIGTERM, shutdown) it closes the leadership
  *    scope with `Exit.void` so services can drain (bounded by
- *    SHUTDOWN_TIMEOUT_MS), then unlocks, then flips PASSIVE.
+ *    SHUTDOWN_TIMEOUT_MS), then unlocks, then flips PASSIVE, then announces the
+ *    release.
  *
  * A `leaderOnly` build failure or defect never crashes the process: it is
  * logged, the lock is released so another instance can try, and this one backs
