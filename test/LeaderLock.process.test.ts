@@ -66,6 +66,11 @@ describe("LeaderLock across processes", () => {
         })
       )
 
+      assert.include(
+        messages(second.service).find((m) => m.includes("PASSIVE_WAIT")),
+        "zimage-bot leader first",
+        "the standby names the holder"
+      )
       const before = yield* health(second.port)
       assert.strictEqual(before.status, 200)
       assert.deepInclude(before.body, { status: "ok", active: false, role: "passive" })

@@ -99,10 +99,15 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "120 se
           indexOf(aLog, "[STATE_SYNC] active_state: False -> True (reason=lock_acquired)"),
           indexOf(aLog, "[TEST] leader-only started")
         )
-        // PASSIVE_WAIT once (not once per try), naming the holder.
+        // PASSIVE_WAIT once (not once per try), naming the holder; again after 30 s.
         const bLog = b.messages()
         assert.strictEqual(count(bLog, "PASSIVE_WAIT"), 1, bLog.join("\n"))
         assert.include(bLog[indexOf(bLog, "PASSIVE_WAIT")], "zimage-bot leader a")
+        yield* tick([a, b], 26)
+        assert.strictEqual(count(b.messages(), "PASSIVE_WAIT"), 1)
+        yield* tick([a, b], 1)
+        assert.strictEqual(count(b.messages(), "PASSIVE_WAIT"), 2)
+        assert.isTrue(isActive(a), "a kept passing its heartbeats")
 
         // /health fields on both, always with status ok.
         const aHealth = yield* a.health.report
