@@ -10,6 +10,7 @@ import { Kie } from "./Kie.ts"
 import { KieCallbackRoute, KieCallbacks } from "./KieCallback.ts"
 import { KieRateBudget } from "./KieRateBudget.ts"
 import { launch } from "./Launcher.ts"
+import * as LeaderLock from "./LeaderLock.ts"
 import { migrations } from "./Migrations.ts"
 import { Telegram } from "./Telegram.ts"
 import { WebhookRoute } from "./TelegramWebhook.ts"
@@ -18,10 +19,16 @@ const Routes = Layer.mergeAll(HealthRoute, WebhookRoute, KieCallbackRoute)
 
 const KieLive = Kie.layer.pipe(Layer.provideMerge(KieCallbacks.layer), Layer.provideMerge(KieRateBudget.layer))
 
-// Leader-only work (dispatcher + workers, long polling or setWebhook, the
-// reconciler) is `LeaderServices.layer` in src/LeaderServices.ts; it needs an
-// `UpdateHandler` (the chat flow) and runs inside LeaderLock's scope.
-const AppLive = HttpServer.layer(Routes).pipe(
+/**
+ * Services that run only on the ACTIVE instance, inside the leadership scope.
+ * `LeaderServices.layer` (dispatcher + workers, polling or setWebhook, the
+ * reconciler) joins once the chat flow provides its `UpdateHandler`.
+ */
+const LeaderOnly = Layer.empty
+
+// The HTTP server and the leader lock are siblings, so on SIGTERM they are
+// released concurrently: the lock is handed over while the server drains.
+const AppLive = Layer.mergeAll(HttpServer.layer(Routes), LeaderLock.layer(LeaderOnly)).pipe(
   Layer.provideMerge(KieLive),
   Layer.provideMerge(Layer.mergeAll(Inbox.layer, Telegram.layer)),
   Layer.provideMerge(Health.layer),
