@@ -4,6 +4,8 @@
  * Never edit or renumber an applied migration: add a new one.
  */
 import type { Migrations } from "./Database.ts"
+import * as ChatSessions from "./ChatSessions.ts"
+import * as Generations from "./Generations.ts"
 import * as Inbox from "./Inbox.ts"
 import * as KieCallback from "./KieCallback.ts"
 import * as Telegram from "./Telegram.ts"
@@ -11,5 +13,7 @@ import * as Telegram from "./Telegram.ts"
 export const migrations: Migrations = {
   "0001_telegram_updates": Inbox.migration,
   "0002_telegram_chats": Telegram.migration,
-  "0003_kie_tasks": KieCallback.migration
+  "0003_kie_tasks": KieCallback.migration,
+  "0004_chat_sessions": ChatSessions.migration,
+  "0005_generations": Generations.migration
 }

@@ -1,0 +1,129 @@
+/**
+ * The `chat_sessions` table: where each chat is in the conversation, so the
+ * flow survives restarts and failover. All of its SQL lives here.
+ *
+ * `last_update_id` makes handling idempotent: the state is written last, after
+ * the update's replies were sent, together with the id of that update. An
+ * update at or below it was fully handled before and is skipped.
+ */
+import { Context, DateTime, Effect, Layer, Option, Schema, SchemaTransformation } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import type { ChatState } from "./ChatFlowLogic.ts"
+import type { Lang } from "./Messages.ts"
+
+/** Migration 0004. */
+export const migration = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  yield* sql`
+    CREATE TABLE chat_sessions (
+      chat_id bigint PRIMARY KEY,
+      user_id bigint,
+      state text NOT NULL CHECK (state IN ('idle', 'waiting_prompt', 'waiting_aspect_ratio')),
+      prompt text,
+      keyboard_message_id bigint,
+      lang text NOT NULL DEFAULT 'ru',
+      last_update_id bigint NOT NULL DEFAULT 0,
+      updated_at timestamptz NOT NULL,
+      CHECK (state <> 'waiting_aspect_ratio' OR prompt IS NOT NULL)
+    )`
+})
+
+const Int8 = Schema.BigInt.pipe(
+  Schema.decodeTo(Schema.Int, SchemaTransformation.transform({ decode: (b) => Number(b), encode: (n) => BigInt(n) }))
+)
+
+const Row = Schema.Struct({
+  state: Schema.Literals(["idle", "waiting_prompt", "waiting_aspect_ratio"]),
+  prompt: Schema.NullOr(Schema.String),
+  keyboard_message_id: Schema.NullOr(Int8),
+  lang: Schema.Literals(["ru", "en"]),
+  last_update_id: Int8
+})
+const decodeRow = Schema.decodeUnknownEffect(Row)
+
+export interface ChatSession {
+  readonly state: ChatState
+  readonly lang: Lang
+  /** The last update whose handling completed. */
+  readonly lastUpdateId: number
+}
+
+const toState = (row: typeof Row.Type): ChatState => {
+  switch (row.state) {
+    case "idle":
+      return { _tag: "Idle" }
+    case "waiting_prompt":
+      return { _tag: "WaitingPrompt" }
+    case "waiting_aspect_ratio":
+      return { _tag: "WaitingAspectRatio", prompt: row.prompt ?? "", keyboardMessageId: row.keyboard_message_id }
+  }
+}
+
+const columnsOf = (state: ChatState) => {
+  switch (state._tag) {
+    case "Idle":
+      return { state: "idle", prompt: null, keyboardMessageId: null }
+    case "WaitingPrompt":
+      return { state: "waiting_prompt", prompt: null, keyboardMessageId: null }
+    case "WaitingAspectRatio":
+      return { state: "waiting_aspect_ratio", prompt: state.prompt, keyboardMessageId: state.keyboardMessageId }
+  }
+}
+
+export class ChatSessions extends Context.Service<ChatSessions, {
+  /** The chat's session; `None` for a chat we have never talked to. */
+  readonly get: (chatId: number) => Effect.Effect<Option.Option<ChatSession>, SqlError>
+  /**
+   * Stores the state reached by handling `updateId`. An older update never
+   * overwrites a newer one's state.
+   */
+  readonly save: (
+    chatId: number,
+    userId: number | null,
+    session: ChatSession
+  ) => Effect.Effect<void, SqlError>
+}>()("zimage-bot/ChatSessions") {
+  static readonly layer = Layer.effect(
+    ChatSessions,
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+
+      const get = (chatId: number) =>
+        sql`SELECT state, prompt, keyboard_message_id, lang, last_update_id FROM chat_sessions WHERE chat_id = ${chatId}`
+          .pipe(
+            Effect.flatMap((rows) =>
+              rows.length === 0
+                ? Effect.succeed(Option.none<ChatSession>())
+                : decodeRow(rows[0]).pipe(
+                  Effect.map((row) =>
+                    Option.some<ChatSession>({ state: toState(row), lang: row.lang, lastUpdateId: row.last_update_id })
+                  ),
+                  Effect.orDie
+                )
+            )
+          )
+
+      const save = (chatId: number, userId: number | null, session: ChatSession) =>
+        Effect.gen(function*() {
+          const at = DateTime.toDateUtc(yield* DateTime.now)
+          const columns = columnsOf(session.state)
+          yield* sql`
+            INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at)
+            VALUES (${chatId}, ${userId}, ${columns.state}, ${columns.prompt}, ${columns.keyboardMessageId},
+              ${session.lang}, ${session.lastUpdateId}, ${at})
+            ON CONFLICT (chat_id) DO UPDATE SET
+              user_id = COALESCE(EXCLUDED.user_id, chat_sessions.user_id),
+              state = EXCLUDED.state,
+              prompt = EXCLUDED.prompt,
+              keyboard_message_id = EXCLUDED.keyboard_message_id,
+              lang = EXCLUDED.lang,
+              last_update_id = EXCLUDED.last_update_id,
+              updated_at = EXCLUDED.updated_at
+            WHERE chat_sessions.last_update_id <= EXCLUDED.last_update_id`
+        })
+
+      return ChatSessions.of({ get, save })
+    })
+  )
+}

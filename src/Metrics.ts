@@ -1,0 +1,100 @@
+/**
+ * Every metric the service exports, in one place, and `GET /metrics` in the
+ * Prometheus text format (Effect `Metric` + `PrometheusMetrics`).
+ *
+ * Gauges that describe the database (queue depth, in-flight generations) are
+ * refreshed from their sources when `/metrics` is scraped, so they are right
+ * on every instance, ACTIVE or PASSIVE.
+ */
+import { Context, Effect, Layer, Metric, Ref } from "effect"
+import { HttpRouter, HttpServerResponse } from "effect/http"
+import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
+
+const seconds = Metric.boundariesFromIterable([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30])
+const generationSeconds = Metric.boundariesFromIterable([5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600])
+
+export const updatesReceived = Metric.counter("zimage_updates_received_total", {
+  description: "Telegram updates stored in the inbox, by source (webhook, polling); duplicates excluded",
+  incremental: true
+})
+export const updatesProcessed = Metric.counter("zimage_updates_processed_total", {
+  description: "Telegram updates finished, by outcome (done, dead)",
+  incremental: true
+})
+export const updateRetries = Metric.counter("zimage_update_retries_total", {
+  description: "Failed handler attempts that were retried",
+  incremental: true
+})
+export const updateProcessingSeconds = Metric.histogram("zimage_update_processing_seconds", {
+  description: "Time from claiming an update to finishing it",
+  boundaries: seconds
+})
+export const queueDepth = Metric.gauge("zimage_queue_depth", {
+  description: "Telegram updates stored and not yet finished"
+})
+export const generationsFinished = Metric.counter("zimage_generations_total", {
+  description: "Generations finished, by outcome (delivered, failed, timeout)",
+  incremental: true
+})
+export const generationSecondsHistogram = Metric.histogram("zimage_generation_seconds", {
+  description: "Time from a generation's creation to its delivery",
+  boundaries: generationSeconds
+})
+export const generationsInFlight = Metric.gauge("zimage_generations_in_flight", {
+  description: "Generations not yet delivered or failed"
+})
+export const kieCalls = Metric.counter("zimage_kie_calls_total", {
+  description: "Kie.ai API calls, by method and result",
+  incremental: true
+})
+export const telegramCalls = Metric.counter("zimage_telegram_calls_total", {
+  description: "Telegram Bot API calls, by method and result",
+  incremental: true
+})
+export const leaderActive = Metric.gauge("zimage_leader_active", {
+  description: "1 while this instance is ACTIVE (holds the leader lock), else 0"
+})
+export const leaderTransitions = Metric.counter("zimage_leader_transitions_total", {
+  description: "Leadership changes of this instance, by kind (acquired, lost, released)",
+  incremental: true
+})
+
+/** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
+export const countCall = (metric: typeof kieCalls, method: string, result: string) =>
+  Metric.update(Metric.withAttributes(metric, { method, result }), 1)
+
+/**
+ * Gauges refreshed at scrape time. Services register an effect that sets
+ * their gauges (and may fail or be slow: it is bounded and skipped then).
+ */
+export class MetricsRefresh extends Context.Service<MetricsRefresh, {
+  readonly register: (refresh: Effect.Effect<void>) => Effect.Effect<void>
+  readonly refresh: Effect.Effect<void>
+}>()("zimage-bot/MetricsRefresh") {
+  static readonly layer = Layer.effect(
+    MetricsRefresh,
+    Effect.gen(function*() {
+      const refreshers = yield* Ref.make<ReadonlyArray<Effect.Effect<void>>>([])
+      return MetricsRefresh.of({
+        register: (refresh) => Ref.update(refreshers, (all) => [...all, refresh]),
+        refresh: Effect.flatMap(Ref.get(refreshers), (all) =>
+          Effect.forEach(
+            all,
+            (refresh) => refresh.pipe(Effect.timeout("1 second"), Effect.catchCause(() => Effect.void)),
+            { concurrency: "unbounded", discard: true }
+          ))
+      })
+    })
+  )
+}
+
+export const MetricsRoute = HttpRouter.add(
+  "GET",
+  "/metrics",
+  Effect.gen(function*() {
+    const refresh = yield* MetricsRefresh
+    yield* refresh.refresh
+    const body = yield* PrometheusMetrics.format()
+    return HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+  })
+)
