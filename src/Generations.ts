@@ -21,7 +21,7 @@
  * Every timestamp written here comes from the Effect `Clock` (UTC), so the
  * engine's deadlines follow a TestClock in tests.
  */
-import { Context, DateTime, Effect, Layer, Option, Schema, SchemaTransformation } from "effect"
+import { Context, DateTime, Duration, Effect, Layer, Option, Schema, SchemaTransformation } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { AspectRatio, Lang } from "./Messages.ts"
@@ -81,6 +81,27 @@ export const migration = Effect.gen(function*() {
     WHERE status = 'failed' AND notified_at IS NULL`
 })
 
+/**
+ * Migration 0006, for the generation engine:
+ * - `fail_reason`: what the user is told (in their language), kept with the
+ *   row so the notice survives a failover between failing and telling;
+ *   `fail_code`/`fail_message` stay the operator's machine code and detail;
+ * - `document_message_id`: the uncompressed original was sent (resume sends
+ *   it only if this is empty);
+ * - an index of finished rows whose status message still shows progress
+ *   (the engine clears `status_message_id` once it finalized the message;
+ *   the chat flow may record one after the row already finished).
+ */
+export const migrationEngine = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  yield* sql`ALTER TABLE generations ADD COLUMN fail_reason text`
+  yield* sql`ALTER TABLE generations ADD COLUMN document_message_id bigint`
+  yield* sql`
+    CREATE INDEX generations_open_status_message ON generations (id)
+    WHERE status IN ('delivered', 'failed') AND status_message_id IS NOT NULL`
+  yield* sql`CREATE INDEX generations_poll_due ON generations (next_poll_at) WHERE status = 'submitted'`
+})
+
 // ---------------------------------------------------------------------------
 // Rows
 
@@ -105,12 +126,17 @@ const Row = Schema.Struct({
   status_text: Schema.NullOr(Schema.String),
   status_edited_at: Schema.Unknown,
   photo_message_id: Schema.NullOr(Int8),
+  document_message_id: Schema.NullOr(Int8),
   result_urls: Schema.NullOr(Schema.Array(Schema.String)),
   fail_code: Schema.NullOr(Schema.String),
   fail_message: Schema.NullOr(Schema.String),
+  fail_reason: Schema.NullOr(Schema.String),
   created_at: Schema.Unknown,
   deadline_at: Schema.Unknown,
-  submitted_at: Schema.Unknown
+  submitted_at: Schema.Unknown,
+  completed_at: Schema.Unknown,
+  notified_at: Schema.Unknown,
+  updated_at: Schema.Unknown
 })
 
 export interface Generation {
@@ -126,13 +152,21 @@ export interface Generation {
   readonly statusMessageId: number | null
   readonly statusText: string | null
   readonly statusEditedAt: Option.Option<DateTime.Utc>
+  /** The message that carries the result (a photo, or a document when too large for one). */
   readonly photoMessageId: number | null
+  /** The uncompressed original as a document (the result message itself when that is a document). */
+  readonly documentMessageId: number | null
   readonly resultUrls: ReadonlyArray<string>
   readonly failCode: string | null
   readonly failMessage: string | null
+  /** What the user is told, in their language. */
+  readonly failReason: string | null
   readonly createdAt: DateTime.Utc
   readonly deadlineAt: DateTime.Utc
   readonly submittedAt: Option.Option<DateTime.Utc>
+  readonly completedAt: Option.Option<DateTime.Utc>
+  readonly notifiedAt: Option.Option<DateTime.Utc>
+  readonly updatedAt: DateTime.Utc
 }
 
 const toGeneration = (row: typeof Row.Type): Generation => ({
@@ -149,14 +183,19 @@ const toGeneration = (row: typeof Row.Type): Generation => ({
   statusText: row.status_text,
   statusEditedAt: UtcTime.fromUnknown(row.status_edited_at),
   photoMessageId: row.photo_message_id,
+  documentMessageId: row.document_message_id,
   resultUrls: row.result_urls ?? [],
   failCode: row.fail_code,
   failMessage: row.fail_message,
+  failReason: row.fail_reason,
   // Written by us from the Clock; an unreadable value would be a bug, and
   // epoch 0 makes such a row look overdue rather than immortal.
   createdAt: Option.getOrElse(UtcTime.fromUnknown(row.created_at), () => DateTime.makeUnsafe(0)),
   deadlineAt: Option.getOrElse(UtcTime.fromUnknown(row.deadline_at), () => DateTime.makeUnsafe(0)),
-  submittedAt: UtcTime.fromUnknown(row.submitted_at)
+  submittedAt: UtcTime.fromUnknown(row.submitted_at),
+  completedAt: UtcTime.fromUnknown(row.completed_at),
+  notifiedAt: UtcTime.fromUnknown(row.notified_at),
+  updatedAt: Option.getOrElse(UtcTime.fromUnknown(row.updated_at), () => DateTime.makeUnsafe(0))
 })
 
 const decodeRows = (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<Generation>> =>
@@ -183,7 +222,7 @@ export interface Limits {
   readonly maxActivePerUser: number
   /** 0: no daily limit. Counted per UTC day, failed generations excluded. */
   readonly dailyLimit: number
-  readonly timeout: import("effect").Duration.Duration
+  readonly timeout: Duration.Duration
 }
 
 export interface QueuePosition {
@@ -203,7 +242,10 @@ export interface GenerationsShape {
   readonly setStatusMessage: (id: string, messageId: number, text: string) => Effect.Effect<void, SqlError>
   /** Records the text last shown in the status message. */
   readonly setStatusText: (id: string, text: string) => Effect.Effect<void, SqlError>
-  /** Queued generations in the order they will be submitted: oldest first, one per user per round. */
+  /**
+   * Queued generations in the order they will be submitted: oldest first, one
+   * per user at a time (a user's generations already at Kie count as turns taken).
+   */
   readonly nextQueued: (limit: number, excluding: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   readonly queuePositions: Effect.Effect<ReadonlyArray<QueuePosition>, SqlError>
   /** queued → submitting, just before createTask is sent. False if the row moved on meanwhile. */
@@ -213,19 +255,50 @@ export interface GenerationsShape {
   /** Back to queued: createTask proved that nothing was created (e.g. Kie said 429 or 5xx). */
   readonly requeue: (id: string) => Effect.Effect<boolean, SqlError>
   readonly markSucceeded: (id: string, resultUrls: ReadonlyArray<string>) => Effect.Effect<boolean, SqlError>
+  /** Records the message that carries the result (photo, or document when too large). */
   readonly setPhotoMessage: (id: string, messageId: number) => Effect.Effect<void, SqlError>
+  /** Records the message with the uncompressed original. */
+  readonly setDocumentMessage: (id: string, messageId: number) => Effect.Effect<void, SqlError>
   readonly markDelivered: (id: string) => Effect.Effect<boolean, SqlError>
-  /** Any non-terminal status → failed. */
-  readonly markFailed: (id: string, code: string, message: string) => Effect.Effect<boolean, SqlError>
-  readonly markNotified: (id: string) => Effect.Effect<void, SqlError>
+  /**
+   * Any non-terminal status → failed, with a machine `code`, an operator
+   * `message` and the `reason` the user will be told (in their language).
+   */
+  readonly markFailed: (id: string, code: string, message: string, reason?: string) => Effect.Effect<boolean, SqlError>
+  /**
+   * The user was told about the failure. `consumedStatusMessage`: the status
+   * message that now shows the failure, no longer a progress message.
+   */
+  readonly markNotified: (id: string, consumedStatusMessage?: number) => Effect.Effect<void, SqlError>
+  /** The status message `messageId` was finalized (deleted or replaced); forget it. */
+  readonly clearStatusMessage: (id: string, messageId: number) => Effect.Effect<void, SqlError>
   readonly schedulePoll: (id: string, at: DateTime.Utc) => Effect.Effect<void, SqlError>
-  readonly dueForPolling: (limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  /** `submitted` generations whose next poll is due, soonest first. */
+  readonly dueForPolling: (limit: number, excluding?: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  /** When the next poll of a `submitted` generation (other than `excluding`) is due. */
+  readonly nextPollAt: (excluding: ReadonlyArray<string>) => Effect.Effect<Option.Option<DateTime.Utc>, SqlError>
   readonly withStatus: (status: GenerationStatus, limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   readonly failedUnnotified: (limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
-  /** Non-terminal generations whose deadline has passed. */
-  readonly overdue: (limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  /**
+   * Non-terminal generations whose deadline has passed; `succeeded` ones only
+   * once `succeededGrace` more has passed (their picture exists and is paid for).
+   */
+  readonly overdue: (limit: number, succeededGrace?: Duration.Duration) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  /** Finished generations whose status message still shows progress (delivered, or failed and told). */
+  readonly openStatusMessages: (limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  /** Unfinished generations with a status message last edited at or before `editedBefore`. */
+  readonly statusesToRefresh: (editedBefore: DateTime.Utc, limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** Generations a user is waiting for: not yet delivered or failed. */
   readonly inFlight: Effect.Effect<number, SqlError>
+  /** Unfinished generations by status. */
+  readonly counts: Effect.Effect<GenerationCounts, SqlError>
+}
+
+export interface GenerationCounts {
+  readonly queued: number
+  readonly submitting: number
+  readonly submitted: number
+  readonly succeeded: number
 }
 
 const make = Effect.gen(function*() {
@@ -294,24 +367,35 @@ const make = Effect.gen(function*() {
       sql`UPDATE generations SET status_text = ${text}, status_edited_at = ${asDate(at)}, updated_at = ${asDate(at)}
           WHERE id = ${id}::bigint`.pipe(Effect.asVoid))
 
+  /**
+   * Fair order: a user's n-th waiting generation, counting the ones already
+   * at Kie (`submitting`/`submitted`), is in round n; rounds go in turn, and
+   * within a round the oldest goes first. So nobody gets a second one sent
+   * while someone else still waits for their first.
+   */
+  const rounds = sql`
+    SELECT q.id, q.created_at,
+      row_number() OVER (PARTITION BY q.user_id ORDER BY q.created_at, q.id) + coalesce(f.n, 0) AS round
+    FROM generations q
+    LEFT JOIN (
+      SELECT user_id, count(*) AS n FROM generations WHERE status IN ('submitting', 'submitted') GROUP BY user_id
+    ) f ON f.user_id = q.user_id
+    WHERE q.status = 'queued'`
+
   const fairOrder = (limit: number, excluding: ReadonlyArray<string>) =>
     sql`
-      SELECT g.* FROM (
-        SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY created_at, id) AS round
-        FROM generations WHERE status = 'queued'
-      ) q JOIN generations g USING (id)
+      SELECT g.* FROM (${rounds}) r JOIN generations g USING (id)
       WHERE NOT (g.id::text = ANY(${excluding}))
-      ORDER BY q.round, g.created_at, g.id
+      ORDER BY r.round, g.created_at, g.id
       LIMIT ${limit}`
 
   const nextQueued = (limit: number, excluding: ReadonlyArray<string>) =>
     fairOrder(limit, excluding).pipe(Effect.flatMap(decodeRows))
 
   const queuePositions = sql<{ id: string; position: bigint }>`
-    SELECT id::text AS id, row_number() OVER (ORDER BY round, created_at, id) AS position FROM (
-      SELECT id, created_at, row_number() OVER (PARTITION BY user_id ORDER BY created_at, id) AS round
-      FROM generations WHERE status = 'queued'
-    ) q`.pipe(Effect.map((rows) => rows.map((r) => ({ id: r.id, position: Number(r.position) }))))
+    SELECT id::text AS id, row_number() OVER (ORDER BY round, created_at, id) AS position FROM (${rounds}) r`.pipe(
+    Effect.map((rows) => rows.map((r) => ({ id: r.id, position: Number(r.position) })))
+  )
 
   const markSubmitting = (id: string, ref: string) =>
     Effect.flatMap(now, (at) =>
@@ -350,27 +434,49 @@ const make = Effect.gen(function*() {
         UPDATE generations SET status = 'delivered', delivered_at = ${asDate(at)}, updated_at = ${asDate(at)}
         WHERE id = ${id}::bigint AND status = 'succeeded' RETURNING id`))
 
-  const markFailed = (id: string, code: string, message: string) =>
+  const setDocumentMessage = (id: string, messageId: number) =>
+    Effect.flatMap(now, (at) =>
+      sql`UPDATE generations SET document_message_id = ${messageId}, updated_at = ${asDate(at)}
+          WHERE id = ${id}::bigint`.pipe(Effect.asVoid))
+
+  const markFailed = (id: string, code: string, message: string, reason?: string) =>
     Effect.flatMap(now, (at) =>
       updated(sql`
-        UPDATE generations SET status = 'failed', fail_code = ${code}, fail_message = ${message.slice(0, 1000)},
+        UPDATE generations SET status = 'failed', fail_code = ${code.slice(0, 100)},
+          fail_message = ${message.slice(0, 1000)}, fail_reason = ${reason === undefined ? null : reason.slice(0, 1000)},
           completed_at = ${asDate(at)}, next_poll_at = NULL, updated_at = ${asDate(at)}
         WHERE id = ${id}::bigint AND status IN ('queued', 'submitting', 'submitted', 'succeeded') RETURNING id`))
 
-  const markNotified = (id: string) =>
+  const markNotified = (id: string, consumedStatusMessage?: number) =>
     Effect.flatMap(now, (at) =>
-      sql`UPDATE generations SET notified_at = ${asDate(at)}, updated_at = ${asDate(at)}
+      sql`UPDATE generations SET notified_at = ${asDate(at)}, updated_at = ${asDate(at)},
+            status_message_id = CASE WHEN status_message_id = ${consumedStatusMessage ?? null}::bigint
+              THEN NULL ELSE status_message_id END
           WHERE id = ${id}::bigint`.pipe(Effect.asVoid))
+
+  const clearStatusMessage = (id: string, messageId: number) =>
+    Effect.flatMap(now, (at) =>
+      sql`UPDATE generations SET status_message_id = NULL, updated_at = ${asDate(at)}
+          WHERE id = ${id}::bigint AND status_message_id = ${messageId}`.pipe(Effect.asVoid))
 
   const schedulePoll = (id: string, at: DateTime.Utc) =>
     sql`UPDATE generations SET next_poll_at = ${asDate(at)} WHERE id = ${id}::bigint AND status = 'submitted'`.pipe(
       Effect.asVoid
     )
 
-  const dueForPolling = (limit: number) =>
+  const dueForPolling = (limit: number, excluding: ReadonlyArray<string> = []) =>
     Effect.flatMap(now, (at) =>
       sql`SELECT * FROM generations WHERE status = 'submitted' AND next_poll_at <= ${asDate(at)}
+            AND NOT (id::text = ANY(${excluding}))
           ORDER BY next_poll_at LIMIT ${limit}`.pipe(Effect.flatMap(decodeRows)))
+
+  const nextPollAt = (excluding: ReadonlyArray<string>) =>
+    sql<{ at: unknown }>`
+      SELECT next_poll_at AS at FROM generations
+      WHERE status = 'submitted' AND next_poll_at IS NOT NULL AND NOT (id::text = ANY(${excluding}))
+      ORDER BY next_poll_at LIMIT 1`.pipe(
+      Effect.map((rows) => (rows.length === 0 ? Option.none() : UtcTime.fromUnknown(rows[0]!.at)))
+    )
 
   const withStatus = (status: GenerationStatus, limit: number) =>
     sql`SELECT * FROM generations WHERE status = ${status} ORDER BY created_at, id LIMIT ${limit}`.pipe(
@@ -382,15 +488,42 @@ const make = Effect.gen(function*() {
       Effect.flatMap(decodeRows)
     )
 
-  const overdue = (limit: number) =>
+  const overdue = (limit: number, succeededGrace: Duration.Duration = Duration.zero) =>
     Effect.flatMap(now, (at) =>
       sql`SELECT * FROM generations
-          WHERE status IN ('queued', 'submitting', 'submitted', 'succeeded') AND deadline_at <= ${asDate(at)}
+          WHERE (status IN ('queued', 'submitting', 'submitted') AND deadline_at <= ${asDate(at)})
+             OR (status = 'succeeded' AND deadline_at <= ${asDate(DateTime.subtractDuration(at, succeededGrace))})
           ORDER BY deadline_at LIMIT ${limit}`.pipe(Effect.flatMap(decodeRows)))
+
+  const openStatusMessages = (limit: number) =>
+    sql`SELECT * FROM generations
+        WHERE status IN ('delivered', 'failed') AND status_message_id IS NOT NULL
+          AND (status = 'delivered' OR notified_at IS NOT NULL)
+        ORDER BY id LIMIT ${limit}`.pipe(Effect.flatMap(decodeRows))
+
+  const statusesToRefresh = (editedBefore: DateTime.Utc, limit: number) =>
+    sql`SELECT * FROM generations
+        WHERE status IN ('queued', 'submitting', 'submitted', 'succeeded') AND status_message_id IS NOT NULL
+          AND (status_edited_at IS NULL OR status_edited_at <= ${asDate(editedBefore)})
+        ORDER BY created_at, id LIMIT ${limit}`.pipe(Effect.flatMap(decodeRows))
 
   const inFlight = sql<{ n: bigint }>`
     SELECT count(*) AS n FROM generations WHERE status IN ('queued', 'submitting', 'submitted', 'succeeded')`.pipe(
     Effect.map((rows) => Number(rows[0]?.n ?? 0))
+  )
+
+  const counts = sql<{ status: string; n: bigint }>`
+    SELECT status, count(*) AS n FROM generations
+    WHERE status IN ('queued', 'submitting', 'submitted', 'succeeded') GROUP BY status`.pipe(
+    Effect.map((rows): GenerationCounts => {
+      const by = new Map(rows.map((r) => [r.status, Number(r.n)]))
+      return {
+        queued: by.get("queued") ?? 0,
+        submitting: by.get("submitting") ?? 0,
+        submitted: by.get("submitted") ?? 0,
+        succeeded: by.get("succeeded") ?? 0
+      }
+    })
   )
 
   return Generations.of({
@@ -406,15 +539,21 @@ const make = Effect.gen(function*() {
     requeue,
     markSucceeded,
     setPhotoMessage,
+    setDocumentMessage,
     markDelivered,
     markFailed,
     markNotified,
+    clearStatusMessage,
     schedulePoll,
     dueForPolling,
+    nextPollAt,
     withStatus,
     failedUnnotified,
     overdue,
-    inFlight
+    openStatusMessages,
+    statusesToRefresh,
+    inFlight,
+    counts
   })
 })
 

@@ -9,8 +9,12 @@
  *   sending, a gateway timeout, an unreadable success) fails with
  *   `KieCreateTaskUncertain` and is never retried: a retry could bill a
  *   second task.
+ *   A caller's `beforeSend(ref)` runs inside the permit, just before the
+ *   request leaves (the generation engine records `submitting` there).
  * - `getTask` → `GET /api/v1/jobs/recordInfo`, decoded into a tagged state;
  *   freely retried; `recordInfo is null` counts as still waiting.
+ *   `getTaskOnce` is one request without retries, for a batch poller with
+ *   its own schedule and rate limit.
  * - `awaitResult` polls every KIE_POLL_INTERVAL_MS under a
  *   GENERATION_TIMEOUT_MS deadline and finishes early when a callback for the
  *   task arrives (on any instance: see `KieCallback.ts`).
@@ -38,6 +42,7 @@ import {
   KieRequestTimeout,
   KieTaskFailed,
   KieTransportError,
+  isKieError,
   KieValidationFailed
 } from "./KieErrors.ts"
 import { KieRateBudget } from "./KieRateBudget.ts"
@@ -78,7 +83,7 @@ export const CREATE_TASK_PATH = "/api/v1/jobs/createTask"
 export const RECORD_INFO_PATH = "/api/v1/jobs/recordInfo"
 export const CALLBACK_PATH = "/kie/callback"
 
-export interface CreateTaskRequest {
+export interface CreateTaskRequest<E = never> {
   readonly prompt: string
   readonly aspectRatio: AspectRatio
   /**
@@ -86,13 +91,27 @@ export interface CreateTaskRequest {
    * in webhook mode and none in polling mode.
    */
   readonly callBackUrl?: string | undefined
+  /**
+   * Runs inside the createTask budget's permit, right before each attempt's
+   * request is sent, with the call's `ref` (the same for every attempt of one
+   * call; it is in the callBackUrl in webhook mode). Lets a caller record
+   * durably that a request is about to leave, *after* waiting for the
+   * budget: a crash while waiting leaves nothing recorded. A failure stops
+   * the call before anything is sent and is returned as is (never retried).
+   */
+  readonly beforeSend?: ((ref: string) => Effect.Effect<void, E>) | undefined
 }
 
 export interface KieShape {
   /** Creates a Z-Image task and returns its id. Waits for a slot of the createTask budget. */
-  readonly createTask: (request: CreateTaskRequest) => Effect.Effect<string, KieCreateTaskError>
+  readonly createTask: <E = never>(request: CreateTaskRequest<E>) => Effect.Effect<string, KieCreateTaskError | E>
   /** One recordInfo call (with retries): the task's current state. */
   readonly getTask: (taskId: string) => Effect.Effect<TaskState, KieGetTaskError>
+  /**
+   * Exactly one recordInfo request, no retries: for a caller that runs its
+   * own schedule and its own recordInfo rate limit (the generation engine).
+   */
+  readonly getTaskOnce: (taskId: string) => Effect.Effect<TaskState, KieGetTaskError>
   /**
    * Waits until the task succeeds (polling and callbacks), within
    * GENERATION_TIMEOUT_MS. A `fail` state is `KieTaskFailed`.
@@ -226,7 +245,7 @@ export const make = Effect.gen(function*() {
   // -------------------------------------------------------------------------
   // createTask
 
-  const validate = (request: CreateTaskRequest): Effect.Effect<void, KieValidationFailed> => {
+  const validate = (request: Pick<CreateTaskRequest, "prompt" | "aspectRatio">): Effect.Effect<void, KieValidationFailed> => {
     const length = characters(request.prompt)
     const problem = request.prompt.trim() === ""
       ? "the prompt is empty"
@@ -288,43 +307,48 @@ export const make = Effect.gen(function*() {
       return yield* Effect.fail(error as KieCreateTaskError)
     }).pipe(Effect.mapError(scrubError))
 
-  const createTask = Effect.fn("Kie.createTask")(function*(request: CreateTaskRequest) {
-    yield* validate(request)
-    const ref = yield* callbacks.newRef
-    const ourCallBackUrl = Option.getOrUndefined(
-      Option.map(config.publicUrl, (base) => `${base}${CALLBACK_PATH}?ref=${ref}`)
-    )
-    const callBackUrl = request.callBackUrl ?? ourCallBackUrl
-    const recoverable = request.callBackUrl === undefined && ourCallBackUrl !== undefined
-    const body = {
-      model: MODEL,
-      ...(callBackUrl === undefined ? {} : { callBackUrl }),
-      input: {
-        prompt: request.prompt,
-        aspect_ratio: request.aspectRatio,
-        nsfw_checker: config.kieNsfwChecker
-      }
-    }
-    // The registry row lets a callback be matched to this attempt even if
-    // the answer is lost. Not essential: polling still works without it.
-    yield* bestEffort(callbacks.registerPending(ref), "registering the task")
-    const taskId = yield* budget.withPermit(createOnce(body, ref, recoverable)).pipe(
-      Effect.tapError((error) =>
-        error.retryable
-          ? Effect.logWarning(`[KIE] ${error.message} (retryable: nothing was created)`)
-          : Effect.void
-      ),
-      Effect.retry({ schedule: kieRetrySchedule, while: (error) => error.retryable }),
-      Effect.tapError((error) =>
-        error._tag === "KieCreateTaskUncertain"
-          ? Effect.logError(`[KIE] ${error.message}`)
-          : bestEffort(callbacks.forget(ref), "forgetting the task")
+  const createTask = <E = never>(request: CreateTaskRequest<E>): Effect.Effect<string, KieCreateTaskError | E> =>
+    Effect.gen(function*() {
+      yield* validate(request)
+      const ref = yield* callbacks.newRef
+      const ourCallBackUrl = Option.getOrUndefined(
+        Option.map(config.publicUrl, (base) => `${base}${CALLBACK_PATH}?ref=${ref}`)
       )
-    )
-    yield* bestEffort(callbacks.bindTask(ref, taskId), "storing the task id")
-    yield* Effect.logInfo("[KIE] task created", { taskId })
-    return taskId
-  })
+      const callBackUrl = request.callBackUrl ?? ourCallBackUrl
+      const recoverable = request.callBackUrl === undefined && ourCallBackUrl !== undefined
+      const body = {
+        model: MODEL,
+        ...(callBackUrl === undefined ? {} : { callBackUrl }),
+        input: {
+          prompt: request.prompt,
+          aspect_ratio: request.aspectRatio,
+          nsfw_checker: config.kieNsfwChecker
+        }
+      }
+      // The registry row lets a callback be matched to this attempt even if
+      // the answer is lost. Not essential: polling still works without it.
+      yield* bestEffort(callbacks.registerPending(ref), "registering the task")
+      const send = createOnce(body, ref, recoverable)
+      const attempt: Effect.Effect<string, KieCreateTaskError | E> = request.beforeSend === undefined
+        ? send
+        : Effect.andThen(request.beforeSend(ref), send)
+      const taskId = yield* budget.withPermit(attempt).pipe(
+        Effect.tapError((error) =>
+          isKieError(error) && error.retryable
+            ? Effect.logWarning(`[KIE] ${error.message} (retryable: nothing was created)`)
+            : Effect.void
+        ),
+        Effect.retry({ schedule: kieRetrySchedule, while: (error) => isKieError(error) && error.retryable }),
+        Effect.tapError((error) =>
+          isKieError(error) && error._tag === "KieCreateTaskUncertain"
+            ? Effect.logError(`[KIE] ${error.message}`)
+            : bestEffort(callbacks.forget(ref), "forgetting the task")
+        )
+      )
+      yield* bestEffort(callbacks.bindTask(ref, taskId), "storing the task id")
+      yield* Effect.logInfo("[KIE] task created", { taskId })
+      return taskId
+    }).pipe(Effect.withSpan("Kie.createTask"))
 
   const bestEffort = <E extends { readonly message: string }>(effect: Effect.Effect<void, E>, what: string) =>
     effect.pipe(
@@ -451,7 +475,9 @@ export const make = Effect.gen(function*() {
   const recoverTask = (ref: string) =>
     callbacks.findTaskIdByRef(ref).pipe(Effect.catch(() => Effect.succeed(Option.none<string>())))
 
-  return Kie.of({ createTask, getTask, awaitResult, recoverTask })
+  const getTaskOnce = (taskId: string) => getOnce(taskId).pipe(Effect.withSpan("Kie.getTaskOnce"))
+
+  return Kie.of({ createTask, getTask, getTaskOnce, awaitResult, recoverTask })
 })
 
 export class Kie extends Context.Service<Kie, KieShape>()("zimage-bot/Kie") {

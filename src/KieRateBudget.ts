@@ -52,6 +52,13 @@ export interface KieRateBudgetShape {
    */
   readonly penalize: Effect.Effect<void>
   readonly snapshot: Effect.Effect<KieRateBudgetSnapshot>
+  /**
+   * Completes once a request started now would get a slot at once (a slot is
+   * free and nobody is waiting for one). Takes nothing. Lets a caller that
+   * picks *what* to send at the last moment (the fair generation queue) wait
+   * for capacity first and choose afterwards.
+   */
+  readonly awaitFreeSlot: Effect.Effect<void>
 }
 
 interface Slot {
@@ -100,6 +107,21 @@ export const make = (options: {
         for (const slot of slots) earliest = Math.min(earliest, slot.expiresAt)
         yield* Number.isFinite(earliest)
           ? Effect.raceFirst(Effect.sleep(Duration.millis(earliest - now)), Deferred.await(wake))
+          : Deferred.await(wake)
+      }
+    })
+
+    const awaitFreeSlot: Effect.Effect<void> = Effect.gen(function*() {
+      while (true) {
+        const now = yield* Clock.currentTimeMillis
+        prune(now)
+        // A waiter holds no slot yet but takes the next free one.
+        if (slots.length + waiting < count) return
+        const wake = changed
+        let earliest = Infinity
+        for (const slot of slots) earliest = Math.min(earliest, slot.expiresAt)
+        yield* Number.isFinite(earliest)
+          ? Effect.raceFirst(Effect.sleep(Duration.millis(Math.max(0, earliest - now))), Deferred.await(wake))
           : Deferred.await(wake)
       }
     })
@@ -157,7 +179,7 @@ export const make = (options: {
         }
       }))
 
-    return { withPermit, penalize, snapshot }
+    return { withPermit, penalize, snapshot, awaitFreeSlot }
   })
 
 export class KieRateBudget extends Context.Service<KieRateBudget, KieRateBudgetShape>()("zimage-bot/KieRateBudget") {

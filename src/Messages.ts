@@ -91,6 +91,8 @@ const texts = {
     unknownCommand: "Не знаю такой команды. Нажмите /start или /help.",
     timedOut: "генерация заняла слишком много времени",
     unavailable: "сервис генерации временно недоступен, попробуйте позже",
+    unconfirmed: "сервис генерации не подтвердил запрос, попробуйте ещё раз",
+    deliveryFailed: "не удалось получить готовую картинку, попробуйте ещё раз",
     originalCaption: "Оригинал без сжатия",
     commands: { start: "Начать", help: "Помощь", cancel: "Отменить ввод" }
   },
@@ -128,6 +130,8 @@ const texts = {
     unknownCommand: "I don't know that command. Send /start or /help.",
     timedOut: "the generation took too long",
     unavailable: "the image service is temporarily unavailable, please try later",
+    unconfirmed: "the image service did not confirm the request, please try again",
+    deliveryFailed: "could not fetch the finished picture, please try again",
     originalCaption: "Uncompressed original",
     commands: { start: "Start", help: "Help", cancel: "Cancel the input" }
   }

@@ -15,5 +15,6 @@ export const migrations: Migrations = {
   "0002_telegram_chats": Telegram.migration,
   "0003_kie_tasks": KieCallback.migration,
   "0004_chat_sessions": ChatSessions.migration,
-  "0005_generations": Generations.migration
+  "0005_generations": Generations.migration,
+  "0006_generation_engine": Generations.migrationEngine
 }

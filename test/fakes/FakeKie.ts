@@ -20,6 +20,12 @@
  *   (`X-Webhook-Timestamp` in Unix seconds, `X-Webhook-Signature` =
  *   base64(HMAC-SHA256(taskId + "." + timestamp, key))) when a key is set.
  *   With `autoCallback: true` it does so right after answering createTask.
+ * - Result files: `GET /results/<name>` serves a real image (a small PNG by
+ *   default, `serveResult(name, bytes)` for others), like Kie's temporary
+ *   file host; `scriptResults(...)` makes the next downloads answer 404
+ *   (an expired URL) or hang. A success URL written as a path
+ *   (`{ success: ["/results/a.png"] }`) is reported as an absolute URL on
+ *   this fake, so clients can download it.
  * - Every request is counted and logged (the Authorization header is reduced
  *   to whether it was right).
  *
@@ -28,6 +34,7 @@
  */
 import { Effect } from "effect"
 import { createHmac } from "node:crypto"
+import { makePng } from "../support/images.ts"
 import * as http from "node:http"
 import type { AddressInfo, Socket } from "node:net"
 
@@ -90,6 +97,12 @@ export interface FakeTaskScript {
   readonly final?: FakeTerminal
 }
 
+/** A success whose result this fake serves itself (see `/results/`). */
+export const localResult = (name = "result.png"): FakeTerminal => ({ success: [`/results/${name}`] })
+
+/** What one download of a result file gets. */
+export type FakeResultStep = "ok" | { readonly status: number } | FakeHang
+
 export const defaultTaskScript: FakeTaskScript = {
   steps: ["waiting", "generating", { success: ["https://tempfile.example/fake-result.png"] }]
 }
@@ -105,6 +118,8 @@ export interface FakeKieOptions {
   readonly autoCallback?: boolean
   /** Epoch millis, for the rate window and callback timestamps. */
   readonly now?: () => number
+  /** The bytes of every result file not set with `serveResult`; a 64×64 PNG by default. */
+  readonly resultImage?: Buffer
 }
 
 // ---------------------------------------------------------------------------
@@ -130,7 +145,7 @@ export interface FakeRequest {
   readonly body: string
 }
 
-export type CallKind = "createTask" | "recordInfo" | "other"
+export type CallKind = "createTask" | "recordInfo" | "result" | "other"
 
 export interface FakeCounters {
   /** createTask requests received, whatever the answer. */
@@ -141,6 +156,8 @@ export interface FakeCounters {
   unauthorized: number
   rejected422: number
   recordInfo: number
+  /** Downloads of result files, whatever the answer. */
+  result: number
   other: number
   callbacksSent: number
 }
@@ -168,6 +185,8 @@ export interface SendCallbackOptions {
 }
 
 const ASPECT_RATIOS = ["1:1", "4:3", "3:4", "16:9", "9:16"]
+let defaultImage: Buffer | undefined
+const defaultResultImage = () => (defaultImage ??= makePng(64, 64))
 const CALLBACK_TIMEOUT_MS = 10_000
 
 const isTerminal = (step: FakeTaskStep): step is FakeTerminal =>
@@ -185,6 +204,7 @@ export class FakeKie {
     unauthorized: 0,
     rejected422: 0,
     recordInfo: 0,
+    result: 0,
     other: 0,
     callbacksSent: 0
   }
@@ -199,6 +219,8 @@ export class FakeKie {
   private readonly recordInfoSteps: Array<FakeTaskStep> = []
   private readonly nextTaskScripts: Array<FakeTaskScript> = []
   private readonly taskScripts = new Map<string, FakeTaskScript>()
+  private readonly resultFiles = new Map<string, Buffer>()
+  private readonly resultSteps: Array<FakeResultStep> = []
   private readonly waiters: Array<{ kind: CallKind; n: number; resolve: () => void }> = []
   private taskSeq = 0
   private listeningPort = 0
@@ -259,6 +281,23 @@ export class FakeKie {
   scriptNextTasks(...scripts: ReadonlyArray<FakeTaskScript>): this {
     this.nextTaskScripts.push(...scripts)
     return this
+  }
+
+  /** The bytes served at `/results/<name>`. */
+  serveResult(name: string, bytes: Buffer): this {
+    this.resultFiles.set(name, bytes)
+    return this
+  }
+
+  /** Answers for the next result downloads, one each, before normal ones. */
+  scriptResults(...steps: ReadonlyArray<FakeResultStep>): this {
+    this.resultSteps.push(...steps)
+    return this
+  }
+
+  /** A result URL on this fake, as Kie would report it. */
+  resultUrl(name = "result.png"): string {
+    return `${this.url}/results/${name}`
   }
 
   /** The script of a task by id (also for ids the fake never created). */
@@ -326,7 +365,13 @@ export class FakeKie {
   }
 
   callCount(kind: CallKind): number {
-    return kind === "createTask" ? this.counters.createTask : kind === "recordInfo" ? this.counters.recordInfo : this.counters.other
+    return kind === "createTask"
+      ? this.counters.createTask
+      : kind === "recordInfo"
+      ? this.counters.recordInfo
+      : kind === "result"
+      ? this.counters.result
+      : this.counters.other
   }
 
   // -------------------------------------------------------------------------
@@ -349,10 +394,11 @@ export class FakeKie {
       return { ...base, state, resultJson: "", failCode: "", failMsg: "", costTime: null, completeTime: null }
     }
     if ("success" in state) {
+      const urls = state.success.map((url) => (url.startsWith("/") ? `${this.url}${url}` : url))
       return {
         ...base,
         state: "success",
-        resultJson: JSON.stringify({ resultUrls: state.success }),
+        resultJson: JSON.stringify({ resultUrls: urls }),
         failCode: "",
         failMsg: "",
         costTime: 12,
@@ -471,6 +517,7 @@ export class FakeKie {
   private count(kind: CallKind) {
     if (kind === "createTask") this.counters.createTask++
     else if (kind === "recordInfo") this.counters.recordInfo++
+    else if (kind === "result") this.counters.result++
     else this.counters.other++
     const n = this.callCount(kind)
     for (let i = this.waiters.length - 1; i >= 0; i--) {
@@ -498,8 +545,12 @@ export class FakeKie {
       ? "createTask"
       : req.method === "GET" && url.pathname === "/api/v1/jobs/recordInfo"
       ? "recordInfo"
+      : req.method === "GET" && url.pathname.startsWith("/results/")
+      ? "result"
       : "other"
     this.count(kind)
+    // The file host needs no key, like Kie's temporary URLs.
+    if (kind === "result") return this.result(res, decodeURIComponent(url.pathname.slice("/results/".length)))
     if (kind === "other") return this.reply(res, 404, { code: 404, msg: "Not Found", data: null })
     if (!authorized) {
       this.counters.unauthorized++
@@ -584,6 +635,18 @@ export class FakeKie {
     if ("hang" in step) return (res as any).markHung()
     if ("reset" in step) return req.socket.destroy()
     setTimeout(answer, step.delayMs)
+  }
+
+  private result(res: http.ServerResponse, name: string) {
+    const step = this.resultSteps.shift() ?? "ok"
+    if (step !== "ok" && "hang" in step) return (res as any).markHung()
+    if (step !== "ok") {
+      res.writeHead(step.status, { "content-type": "text/plain" })
+      return res.end(`status ${step.status}`)
+    }
+    const bytes = this.resultFiles.get(name) ?? this.options.resultImage ?? defaultResultImage()
+    res.writeHead(200, { "content-type": "image/png", "content-length": bytes.length })
+    res.end(bytes)
   }
 
   private recordInfo(res: http.ServerResponse, taskId: string | null) {
