@@ -268,6 +268,13 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
   let draining = false
   let transientStreak = 0
   let accountProblem: string | undefined
+  /**
+   * createTask requests sent so far this term, and how many had been sent
+   * when the current pause began: an answer to a request sent before that
+   * (submissions overlap) neither lifts nor lengthens the pause.
+   */
+  let sent = 0
+  let sentBeforePause = 0
   const pollProblems = makeProblemLog()
   const pauseProblems = makeProblemLog()
 
@@ -309,6 +316,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
 
   const startPause = (kind: SubmissionPause["kind"], duration: Duration.Duration, error: KieError) =>
     Effect.gen(function*() {
+      sentBeforePause = sent
       const now = yield* Clock.currentTimeMillis
       const untilMillis = now + Duration.toMillis(duration)
       yield* Ref.set(
@@ -334,7 +342,12 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
       }
     })
 
-  const submissionsWork = Effect.gen(function*() {
+  /** A request sent before the current pause began: its answer says nothing new. */
+  const sentBeforeThePause = (sendNumber: number) =>
+    Effect.map(activePause, (pause) => Option.isSome(pause) && sendNumber <= sentBeforePause)
+
+  const submissionsWork = (sendNumber: number) => Effect.gen(function*() {
+    if (yield* sentBeforeThePause(sendNumber)) return
     transientStreak = 0
     if (accountProblem !== undefined) {
       accountProblem = undefined
@@ -350,12 +363,13 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
     code: string,
     message: string,
     reason: string | undefined,
-    outcome: FinishOutcome = "failed"
+    outcome: FinishOutcome = "failed",
+    from: Generation["status"] = g.status
   ) =>
     Effect.gen(function*() {
       const marked = yield* bookkeeping(`generation ${g.id} as failed`, generations.markFailed(g.id, code, message, reason))
       if (Option.isNone(marked) || !marked.value) return false
-      yield* logState(g.id, `${g.status} → failed (${code})`, g.kieTaskId, message)
+      yield* logState(g.id, `${from} → failed (${code})`, g.kieTaskId, message)
       yield* finished(outcome)
       yield* startJob(`notify:${g.id}`, notify(g.id))
       return true
@@ -367,14 +381,20 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
   const submit = (g: Generation, entered: Deferred.Deferred<void>) =>
     Effect.gen(function*() {
       let announced = false
+      let sendNumber = 0
       const outcome = yield* Effect.result(kie.createTask<SubmissionCancelled | SqlError>({
         prompt: g.prompt,
         aspectRatio: g.aspectRatio,
         beforeSend: (ref) =>
           Effect.gen(function*() {
             if (draining) return yield* new SubmissionCancelled({ message: "the engine is stopping" })
+            // Another submission may have paused Kie while this one waited for its slot.
+            if (Option.isSome(yield* activePause)) {
+              return yield* new SubmissionCancelled({ message: "submissions are paused" })
+            }
             const marked = yield* generations.markSubmitting(g.id, ref)
             if (!marked) return yield* new SubmissionCancelled({ message: "the generation is no longer waiting" })
+            sendNumber = ++sent
             submissions.set(g.id, "sending")
             yield* Deferred.succeed(entered, undefined)
             if (!announced) {
@@ -391,7 +411,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
           `task ${taskId} of generation ${g.id}`,
           generations.markSubmitted(g.id, taskId, DateTime.addDuration(now, config.kiePollInterval))
         )
-        yield* submissionsWork
+        yield* submissionsWork(sendNumber)
         if (Option.isNone(recorded)) return // the registry has ref → task id; the sweep recovers it
         if (recorded.value) yield* logState(g.id, "submitting → submitted", taskId)
         else yield* Effect.logWarning(`[GEN] task ${taskId} was created for generation ${g.id}, which no longer waited for it`)
@@ -401,6 +421,11 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
       const error = outcome.failure
       switch (error._tag) {
         case "SubmissionCancelled":
+          // Before a retry of the same call: the earlier attempts proved nothing was created.
+          if (announced) {
+            yield* bookkeeping(`generation ${g.id} as queued again`, generations.requeue(g.id))
+            yield* logState(g.id, "submitting → queued", null, error.message)
+          }
           return yield* Effect.logDebug(`[GEN] generation ${g.id} not submitted: ${error.message}`)
         case "SqlError":
           // The row stays queued, or `submitting` with nothing sent (then it is treated as unknown).
@@ -413,15 +438,27 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
         )
         return yield* wake(sweepWake)
       }
+      const stale = yield* sentBeforeThePause(sendNumber)
       if (NOTHING_CREATED.has(kieError._tag)) {
         yield* bookkeeping(`generation ${g.id} as queued again`, generations.requeue(g.id))
         yield* logState(g.id, "submitting → queued", null, `${kieError._tag}, nothing was created`)
+        if (stale) return
         transientStreak++
         return yield* startPause("transient", transientPause(transientStreak), kieError)
       }
-      yield* failGeneration(g, kieError._tag, kieError.message, kieError.userReason[g.lang])
-      if (ACCOUNT_PROBLEMS.has(kieError._tag)) yield* startPause("account", ACCOUNT_PAUSE, kieError)
-      else if (kieError._tag === "KieUnexpectedResponse") {
+      yield* failGeneration(
+        g,
+        kieError._tag,
+        kieError.message,
+        kieError.userReason[g.lang],
+        "failed",
+        announced ? "submitting" : "queued"
+      )
+      if (ACCOUNT_PROBLEMS.has(kieError._tag)) {
+        const current = yield* Ref.get(status.pause)
+        const alreadyKnown = stale && Option.isSome(current) && current.value.kind === "account"
+        if (!alreadyKnown) yield* startPause("account", ACCOUNT_PAUSE, kieError)
+      } else if (kieError._tag === "KieUnexpectedResponse" && !stale) {
         transientStreak++
         yield* startPause("transient", transientPause(transientStreak), kieError)
       }
@@ -857,7 +894,8 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
         }
         return
       }
-      const settledAt = DateTime.addDuration(g.updatedAt, Duration.sum(config.kieRequestTimeout, UNCERTAIN_SETTLE))
+      const sentAt = Option.getOrElse(g.submittedAt, () => g.updatedAt)
+      const settledAt = DateTime.addDuration(sentAt, Duration.sum(config.kieRequestTimeout, UNCERTAIN_SETTLE))
       if (webhookMode || DateTime.isLessThan(now, settledAt)) return
       yield* failGeneration(
         g,

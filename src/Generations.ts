@@ -163,6 +163,7 @@ export interface Generation {
   readonly failReason: string | null
   readonly createdAt: DateTime.Utc
   readonly deadlineAt: DateTime.Utc
+  /** When createTask was (last) sent for it. */
   readonly submittedAt: Option.Option<DateTime.Utc>
   readonly completedAt: Option.Option<DateTime.Utc>
   readonly notifiedAt: Option.Option<DateTime.Utc>
@@ -248,7 +249,11 @@ export interface GenerationsShape {
    */
   readonly nextQueued: (limit: number, excluding: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   readonly queuePositions: Effect.Effect<ReadonlyArray<QueuePosition>, SqlError>
-  /** queued → submitting, just before createTask is sent. False if the row moved on meanwhile. */
+  /**
+   * queued → submitting, just before createTask is sent (again, for a retry
+   * of the same call); `submitted_at` is when it was last sent. False if the
+   * row moved on meanwhile.
+   */
   readonly markSubmitting: (id: string, ref: string) => Effect.Effect<boolean, SqlError>
   /** submitting → submitted with the task id, in one statement. */
   readonly markSubmitted: (id: string, taskId: string, firstPollAt: DateTime.Utc) => Effect.Effect<boolean, SqlError>
@@ -400,13 +405,15 @@ const make = Effect.gen(function*() {
   const markSubmitting = (id: string, ref: string) =>
     Effect.flatMap(now, (at) =>
       updated(sql`
-        UPDATE generations SET status = 'submitting', submit_ref = ${ref}, updated_at = ${asDate(at)}
+        UPDATE generations SET status = 'submitting', submit_ref = ${ref}, submitted_at = ${asDate(at)},
+          updated_at = ${asDate(at)}
         WHERE id = ${id}::bigint AND status IN ('queued', 'submitting') RETURNING id`))
 
   const markSubmitted = (id: string, taskId: string, firstPollAt: DateTime.Utc) =>
     Effect.flatMap(now, (at) =>
       updated(sql`
-        UPDATE generations SET status = 'submitted', kie_task_id = ${taskId}, submitted_at = ${asDate(at)},
+        UPDATE generations SET status = 'submitted', kie_task_id = ${taskId},
+          submitted_at = coalesce(submitted_at, ${asDate(at)}),
           next_poll_at = ${asDate(firstPollAt)}, updated_at = ${asDate(at)}
         WHERE id = ${id}::bigint AND status IN ('queued', 'submitting') RETURNING id`))
 

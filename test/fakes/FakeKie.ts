@@ -271,6 +271,12 @@ export class FakeKie {
     return this
   }
 
+  /** Forgets the createTask answers scripted and not used yet. */
+  clearCreateScript(): this {
+    this.createSteps.length = 0
+    return this
+  }
+
   /** Answers for the next recordInfo requests (any task), before the task scripts. */
   scriptRecordInfo(...steps: ReadonlyArray<FakeTaskStep>): this {
     this.recordInfoSteps.push(...steps)

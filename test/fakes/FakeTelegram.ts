@@ -198,6 +198,13 @@ export interface FakeTelegramShape {
   readonly commands: () => unknown
   /** getUpdates requests being held right now (0 or 1). */
   readonly heldPolls: () => number
+  /**
+   * Resolves once no request is being answered (held polls and injected
+   * hangs aside) and nothing new arrived for `quietMs`; bounded by
+   * `timeoutMs`. Lets a TestClock test wait for the real I/O a clock step set
+   * off instead of guessing a delay.
+   */
+  readonly idle: (quietMs?: number, timeoutMs?: number) => Promise<void>
 }
 
 // ---------------------------------------------------------------------------
@@ -348,6 +355,9 @@ const start = async (options: FakeTelegramOptions) => {
   const sockets = new Set<import("node:net").Socket>()
   const hung = new Set<http.ServerResponse>()
   let closed = false
+  /** Requests being answered (not held or hung); changes on every arrival and answer. */
+  let busy = 0
+  let activity = 0
 
   const notify = <A>(waiters: Set<Waiter<A>>, value: A) => {
     for (const waiter of [...waiters]) {
@@ -723,6 +733,17 @@ const start = async (options: FakeTelegramOptions) => {
   }
 
   const server = http.createServer((req, res) => {
+    busy++
+    activity++
+    let settled = false
+    const settle = () => {
+      if (settled) return
+      settled = true
+      busy--
+      activity++
+    }
+    res.on("finish", settle)
+    res.on("close", settle)
     void (async () => {
       const url = new URL(req.url ?? "/", "http://127.0.0.1")
       const match = /^\/bot([^/]+)\/([A-Za-z]+)$/.exec(url.pathname)
@@ -756,6 +777,7 @@ const start = async (options: FakeTelegramOptions) => {
             fail(call, res, injected.code, injected.description, injected.parameters)
             break
           case "Hang":
+            settle()
             hung.add(res)
             res.on("close", () => hung.delete(res))
             break
@@ -886,6 +908,16 @@ const start = async (options: FakeTelegramOptions) => {
     answeredCallbackQueries: () => [...answered],
     commands: () => commands,
     heldPolls: () => (held === undefined ? 0 : 1),
+    idle: async (quietMs = 15, timeoutMs = 2_000) => {
+      const deadline = Date.now() + timeoutMs
+      let seen = -1
+      while (Date.now() < deadline) {
+        const quiet = busy - (held === undefined ? 0 : 1) <= 0
+        if (quiet && activity === seen) return
+        seen = quiet ? activity : -1
+        await new Promise((resolve) => setTimeout(resolve, quietMs))
+      }
+    },
     close: async () => {
       closed = true
       if (held !== undefined) clearTimeout(held.timer)
