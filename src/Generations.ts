@@ -291,7 +291,7 @@ export interface GenerationsShape {
   readonly overdue: (limit: number, succeededGrace?: Duration.Duration) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** Finished generations whose status message still shows progress (delivered, or failed and told). */
   readonly openStatusMessages: (limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
-  /** Unfinished generations with a status message last edited at or before `editedBefore`. */
+  /** Unfinished generations with a status message last edited at or before `editedBefore`, least recently edited first. */
   readonly statusesToRefresh: (editedBefore: DateTime.Utc, limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** Generations a user is waiting for: not yet delivered or failed. */
   readonly inFlight: Effect.Effect<number, SqlError>
@@ -512,7 +512,7 @@ const make = Effect.gen(function*() {
     sql`SELECT * FROM generations
         WHERE status IN ('queued', 'submitting', 'submitted', 'succeeded') AND status_message_id IS NOT NULL
           AND (status_edited_at IS NULL OR status_edited_at <= ${asDate(editedBefore)})
-        ORDER BY created_at, id LIMIT ${limit}`.pipe(Effect.flatMap(decodeRows))
+        ORDER BY status_edited_at NULLS FIRST, id LIMIT ${limit}`.pipe(Effect.flatMap(decodeRows))
 
   const inFlight = sql<{ n: bigint }>`
     SELECT count(*) AS n FROM generations WHERE status IN ('queued', 'submitting', 'submitted', 'succeeded')`.pipe(
