@@ -6,6 +6,7 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import { Generations } from "../src/Generations.ts"
+import { healthFields } from "../src/GenerationsHealth.ts"
 import { KieCallbacks } from "../src/KieCallback.ts"
 import { Telegram } from "../src/Telegram.ts"
 import type { GenerationStatus } from "../src/Generations.ts"
@@ -210,6 +211,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           assert.strictEqual((yield* h.row(first[0]!.id)).failCode, "KieInsufficientCredits")
           const errors = h.logs.lines().filter((l) => l.level === "ERROR" && l.message.includes("an operator must act"))
           assert.lengthOf(errors, 1)
+          const health = yield* healthFields
+          assert.strictEqual(health.generation_engine, "running")
+          assert.isString(health.kie_paused_until, "/health shows the pause")
+          assert.strictEqual(health.inflight_generations, 0)
 
           // The pause ends (2 minutes); the next generation goes through.
           yield* h.advance(121)

@@ -1,5 +1,6 @@
 import { assert, describe, layer } from "@effect/vitest"
-import { Duration, Effect, Layer, Option } from "effect"
+import { DateTime, Duration, Effect, Layer, Option } from "effect"
+import { TestClock } from "effect/testing"
 import { Generations } from "../src/Generations.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
@@ -63,6 +64,71 @@ describe("Generations", () => {
         const positions = yield* generations.queuePositions
         const byId = new Map(positions.map((p) => [p.id, p.position]))
         assert.isBelow(byId.get(b1.generation.id)!, byId.get(a2.generation.id)!)
+      }))
+
+    it.effect("one per user at a time: a user's generations already at Kie count as turns taken", () =>
+      Effect.gen(function*() {
+        const generations = yield* Generations
+        const wide = { ...limits, maxActivePerUser: 10, dailyLimit: 0 }
+        const a1 = yield* generations.create(input(300, 300), wide)
+        const a2 = yield* generations.create(input(300, 301), wide)
+        yield* TestClock.adjust("1 second")
+        const b1 = yield* generations.create(input(400, 302), wide)
+        const ours = (rows: ReadonlyArray<{ readonly id: string }>) =>
+          rows.map((g) => g.id).filter((id) => [a1, a2, b1].some((r) => r.generation.id === id))
+        assert.deepStrictEqual(ours(yield* generations.nextQueued(50, [])), [a1, b1, a2].map((r) => r.generation.id))
+        // a1 goes to Kie: a2 is user 300's second turn, so b1 (younger) goes first.
+        assert.isTrue(yield* generations.markSubmitting(a1.generation.id, "ref-a1"))
+        assert.deepStrictEqual(ours(yield* generations.nextQueued(50, [])), [b1, a2].map((r) => r.generation.id))
+        const positions = new Map((yield* generations.queuePositions).map((p) => [p.id, p.position]))
+        assert.isBelow(positions.get(b1.generation.id)!, positions.get(a2.generation.id)!)
+        // Finished at Kie (succeeded): the turn is over, age decides again.
+        yield* generations.markSubmitted(a1.generation.id, "task-a1", DateTime.makeUnsafe(0))
+        yield* generations.markSucceeded(a1.generation.id, ["http://x/a1.png"])
+        assert.deepStrictEqual(ours(yield* generations.nextQueued(50, [])), [a2, b1].map((r) => r.generation.id))
+        for (const r of [a2, b1]) yield* generations.markFailed(r.generation.id, "test", "cleanup")
+      }))
+
+    it.effect("deadlines: overdue once past deadline_at; a succeeded one only after the grace", () =>
+      Effect.gen(function*() {
+        const generations = yield* Generations
+        const short = { maxActivePerUser: 10, dailyLimit: 0, timeout: Duration.seconds(60) }
+        const queued = yield* generations.create(input(500, 500), short)
+        const done = yield* generations.create(input(501, 501), short)
+        yield* generations.markSubmitting(done.generation.id, "ref-done")
+        yield* generations.markSubmitted(done.generation.id, "task-done", DateTime.makeUnsafe(0))
+        yield* generations.markSucceeded(done.generation.id, ["http://x/done.png"])
+        const overdueIds = Effect.map(generations.overdue(100, Duration.minutes(10)), (rows) => rows.map((g) => g.id))
+        assert.notInclude(yield* overdueIds, queued.generation.id)
+        yield* TestClock.adjust("61 seconds")
+        assert.include(yield* overdueIds, queued.generation.id)
+        assert.notInclude(yield* overdueIds, done.generation.id, "its picture exists: it gets the grace")
+        yield* TestClock.adjust("10 minutes")
+        assert.include(yield* overdueIds, done.generation.id)
+        for (const r of [queued, done]) yield* generations.markFailed(r.generation.id, "timeout", "test", "reason")
+        const failed = yield* generations.find(queued.generation.id)
+        assert.strictEqual(Option.getOrThrow(failed).failReason, "reason")
+      }))
+
+    it.effect("status messages: markNotified consumes the one that became the notice; a late one is open until cleared", () =>
+      Effect.gen(function*() {
+        const generations = yield* Generations
+        const { generation } = yield* generations.create(input(600, 600), { ...limits, dailyLimit: 0 })
+        yield* generations.setStatusMessage(generation.id, 41, "⏳")
+        yield* generations.markFailed(generation.id, "x", "y", "z")
+        const open = Effect.map(generations.openStatusMessages(100), (rows) => rows.map((g) => g.id))
+        assert.notInclude(yield* open, generation.id, "not told yet: the notice will use it")
+        yield* generations.markNotified(generation.id, 41)
+        const told = Option.getOrThrow(yield* generations.find(generation.id))
+        assert.isNull(told.statusMessageId)
+        assert.isTrue(Option.isSome(told.notifiedAt))
+        // The chat flow records a status message after all: open until the engine removes it.
+        yield* generations.setStatusMessage(generation.id, 42, "⏳")
+        assert.include(yield* open, generation.id)
+        yield* generations.clearStatusMessage(generation.id, 41)
+        assert.include(yield* open, generation.id, "clearing another message id changes nothing")
+        yield* generations.clearStatusMessage(generation.id, 42)
+        assert.notInclude(yield* open, generation.id)
       }))
   })
 })

@@ -9,7 +9,7 @@ import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/AppConfig.ts"
 import { isKieError, Kie, type KieError, type KieShape, userReason } from "../src/Kie.ts"
 import type { KieCallbacks } from "../src/KieCallback.ts"
-import type { KieRateBudget } from "../src/KieRateBudget.ts"
+import { KieRateBudget } from "../src/KieRateBudget.ts"
 import { makeLogger } from "../src/Logging.ts"
 import { FakeKie, type FakeKieOptions } from "./fakes/FakeKie.ts"
 import { advanceUntil, KieStack, KieTestDatabase, tick } from "./support/KieTestStack.ts"
@@ -297,9 +297,50 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
             assert.strictEqual(fake.counters.rateLimited, 0)
           }))
       }))
+
+    it.effect("beforeSend runs inside the permit with the callBackUrl's ref, once per attempt; its failure sends nothing", () =>
+      withKie({ env: webhookEnv }, ({ fake, kie }) =>
+        Effect.gen(function*() {
+          const seen: Array<{ ref: string; used: number }> = []
+          const budget = yield* KieRateBudget
+          fake.scriptCreate({ error: 500, msg: "once" })
+          const taskId = yield* successOf(
+            fake,
+            kie.createTask({
+              prompt: "p",
+              aspectRatio: "1:1",
+              beforeSend: (ref) => Effect.map(budget.snapshot, (s) => void seen.push({ ref, used: s.used }))
+            })
+          )
+          assert.lengthOf(seen, 2, "the retry runs it again")
+          assert.strictEqual(seen[0]!.ref, seen[1]!.ref, "one ref per call")
+          assert.isTrue(seen.every((s) => s.used >= 1), "inside the permit")
+          assert.strictEqual(fake.tasks.get(taskId)!.callBackUrl, `https://bot.example/kie/callback?ref=${seen[0]!.ref}`)
+
+          const before = fake.counters.createTask
+          const declined = yield* kie.createTask({
+            prompt: "p",
+            aspectRatio: "1:1",
+            beforeSend: () => Effect.fail("not now" as const)
+          }).pipe(Effect.flip)
+          assert.strictEqual(declined, "not now")
+          assert.strictEqual(fake.counters.createTask, before, "nothing was sent")
+        })))
   })
 
   describe("getTask", () => {
+    it.effect("getTaskOnce is one request, no retry", () =>
+      withKie({}, ({ fake, kie }) =>
+        Effect.gen(function*() {
+          fake.addTask("task_once", { steps: ["generating"] })
+          fake.scriptRecordInfo({ error: 500 })
+          const error = yield* kie.getTaskOnce("task_once").pipe(Effect.flip)
+          assert.strictEqual(error._tag, "KieServerError")
+          assert.strictEqual(fake.counters.recordInfo, 1)
+          const state = yield* kie.getTaskOnce("task_once")
+          assert.strictEqual(state._tag, "Generating")
+        })))
+
     it.effect("decodes each state; `recordInfo is null` is still waiting", () =>
       withKie({}, ({ fake, kie }) =>
         Effect.gen(function*() {

@@ -13,6 +13,43 @@ const settle = Effect.gen(function*() {
 })
 
 describe("KieRateBudget", () => {
+  it.effect("awaitFreeSlot: at once while a slot is free; otherwise when one frees up; it takes none itself", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 2, window: "10 seconds", margin: "50 millis" })
+      yield* budget.awaitFreeSlot
+      yield* budget.withPermit(Effect.void)
+      yield* budget.awaitFreeSlot
+      assert.strictEqual((yield* budget.snapshot).used, 1, "waiting for a free slot takes none")
+      yield* budget.withPermit(Effect.void)
+      const waiter = yield* Effect.forkChild(budget.awaitFreeSlot)
+      yield* settle
+      assert.isUndefined(waiter.pollUnsafe(), "both slots are taken")
+      yield* TestClock.adjust("10 seconds")
+      yield* settle
+      assert.isUndefined(waiter.pollUnsafe(), "not before window + margin")
+      yield* TestClock.adjust("50 millis")
+      yield* Fiber.join(waiter)
+      assert.strictEqual((yield* budget.snapshot).used, 0)
+    }))
+
+  it.effect("awaitFreeSlot counts a caller already waiting for the slot that frees", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 1, window: "1 second", margin: 0 })
+      const gate = yield* Deferred.make<void>()
+      const inFlight = yield* Effect.forkChild(budget.withPermit(Deferred.await(gate)))
+      const queued = yield* Effect.forkChild(budget.withPermit(Effect.void))
+      yield* settle
+      const waiter = yield* Effect.forkChild(budget.awaitFreeSlot)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(inFlight)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(queued)
+      yield* settle
+      assert.isUndefined(waiter.pollUnsafe(), "the queued caller took the freed slot")
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(waiter)
+    }))
+
   it.effect("21 calls in 10 s: 20 run at once, the 21st waits for window + margin after the first completed", () =>
     Effect.gen(function*() {
       const budget = yield* KieRateBudget.make({ count: 20, window: "10 seconds", margin: "50 millis" })
