@@ -52,8 +52,18 @@ export type ChatAction =
   }
   /** Take the keyboard off a message so it cannot be pressed twice. */
   | { readonly _tag: "RemoveKeyboard"; readonly messageId: number }
-  /** Start a generation (limits are checked by whoever carries this out). */
-  | { readonly _tag: "StartGeneration"; readonly prompt: string; readonly aspectRatio: AspectRatio }
+  /**
+   * Start a generation. Limits are checked by whoever carries this out: when
+   * one is hit, the user is told and the chat stays where it was, keyboard
+   * and all, so they can press again later.
+   */
+  | {
+    readonly _tag: "StartGeneration"
+    readonly prompt: string
+    readonly aspectRatio: AspectRatio
+    /** The ratio keyboard to take away once the generation is recorded. */
+    readonly keyboardMessageId: number | undefined
+  }
   /** Start a generation from an earlier one (its prompt and ratio), if it is ours and finished. */
   | { readonly _tag: "RepeatGeneration"; readonly generationId: string; readonly mode: "again" | "retry"; readonly queryId: string }
 
@@ -163,8 +173,12 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
             state: Idle,
             actions: [
               { _tag: "AnswerCallback", queryId: input.queryId },
-              ...(input.messageId !== undefined ? [{ _tag: "RemoveKeyboard", messageId: input.messageId } as const] : []),
-              { _tag: "StartGeneration", prompt: state.prompt, aspectRatio: input.data.ratio }
+              {
+                _tag: "StartGeneration",
+                prompt: state.prompt,
+                aspectRatio: input.data.ratio,
+                keyboardMessageId: input.messageId
+              }
             ]
           }
         }

@@ -1,5 +1,7 @@
 /**
- * The HTTP server on PORT, serving the route layers it is given.
+ * The HTTP server on PORT, serving the route layers it is given. The
+ * `HttpServer` service stays visible to the layers around it (its bound
+ * address, e.g. with PORT=0 in tests).
  */
 import { NodeHttpServer } from "@effect/platform-node"
 import { Duration, Effect, Layer } from "effect"
@@ -9,7 +11,7 @@ import { AppConfig } from "./AppConfig.ts"
 
 export const layer = <E, R>(routes: Layer.Layer<never, E, R>) =>
   HttpRouter.serve(routes, { disableLogger: true }).pipe(
-    Layer.provide(Layer.unwrap(Effect.gen(function*() {
+    Layer.provideMerge(Layer.unwrap(Effect.gen(function*() {
       const config = yield* AppConfig
       return NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 65_000 }), {
         port: config.port,

@@ -62,8 +62,7 @@ describe("chat flow logic", () => {
     assert.deepStrictEqual(r.state, Idle)
     assert.deepStrictEqual(r.actions, [
       { _tag: "AnswerCallback", queryId: "q" },
-      { _tag: "RemoveKeyboard", messageId: 3 },
-      { _tag: "StartGeneration", prompt: "рыжий кот в шлеме", aspectRatio: "16:9" }
+      { _tag: "StartGeneration", prompt: "рыжий кот в шлеме", aspectRatio: "16:9", keyboardMessageId: 3 }
     ])
   })
 

@@ -1,0 +1,42 @@
+/**
+ * The whole service as one layer: what `main.ts` launches and what end-to-end
+ * tests build in-process against fake Telegram and Kie servers.
+ *
+ * Data flows one way: webhook/poller → inbox → dispatcher → chat flow →
+ * generations → generation engine → Telegram. Everything leader-only runs in
+ * `LeaderLock`'s leadership scope; the rest runs on every instance.
+ */
+import { Layer } from "effect"
+import * as BotCommands from "./BotCommands.ts"
+import { ChatFlowLive } from "./ChatFlow.ts"
+import { ChatSessions } from "./ChatSessions.ts"
+import * as Database from "./Database.ts"
+import { Generations } from "./Generations.ts"
+import { Health, HealthRoute } from "./Health.ts"
+import * as HttpServer from "./HttpServer.ts"
+import { Inbox } from "./Inbox.ts"
+import { Kie } from "./Kie.ts"
+import { KieCallbackRoute, KieCallbacks } from "./KieCallback.ts"
+import { KieRateBudget } from "./KieRateBudget.ts"
+import * as LeaderLock from "./LeaderLock.ts"
+import * as LeaderServices from "./LeaderServices.ts"
+import { migrations } from "./Migrations.ts"
+import { Telegram } from "./Telegram.ts"
+import { WebhookRoute } from "./TelegramWebhook.ts"
+
+const Routes = Layer.mergeAll(HealthRoute, WebhookRoute, KieCallbackRoute)
+
+const KieLive = Kie.layer.pipe(Layer.provideMerge(KieCallbacks.layer), Layer.provideMerge(KieRateBudget.layer))
+
+/** Services that run only on the ACTIVE instance, inside the leadership scope. */
+const LeaderOnly = Layer.mergeAll(LeaderServices.layer, BotCommands.layer).pipe(Layer.provide(ChatFlowLive))
+
+// The HTTP server and the leader lock are siblings, so on SIGTERM they are
+// released concurrently: the lock is handed over while the server drains.
+export const AppLive = Layer.mergeAll(HttpServer.layer(Routes), LeaderLock.layer(LeaderOnly)).pipe(
+  Layer.provideMerge(KieLive),
+  Layer.provideMerge(Layer.mergeAll(Inbox.layer, Telegram.layer, ChatSessions.layer, Generations.layer)),
+  Layer.provideMerge(Health.layer),
+  Layer.provideMerge(Database.layer(migrations))
+)
+

@@ -1,0 +1,30 @@
+/**
+ * ACTIVE only: registers the bot's commands (/start, /help, /cancel) with
+ * setMyCommands, in Russian (also the default for every other language) and
+ * English, each time this instance becomes ACTIVE. Failures are retried in
+ * the background and never hold up leadership.
+ */
+import { Effect, Layer, Schedule } from "effect"
+import { botCommands } from "./Messages.ts"
+import { makeProblemLog } from "./ProblemLog.ts"
+import { Telegram, type TelegramError } from "./Telegram.ts"
+
+export const botCommandsRetry = Schedule.min([Schedule.exponential("2 seconds"), Schedule.spaced("5 minutes")]).pipe(
+  Schedule.jittered
+)
+
+export const layer: Layer.Layer<never, never, Telegram> = Layer.effectDiscard(Effect.gen(function*() {
+  const telegram = yield* Telegram
+  const problems = makeProblemLog()
+  const register = Effect.all([
+    telegram.setMyCommands({ commands: botCommands("ru") }),
+    telegram.setMyCommands({ commands: botCommands("ru"), language_code: "ru" }),
+    telegram.setMyCommands({ commands: botCommands("en"), language_code: "en" })
+  ], { discard: true }).pipe(
+    Effect.tapError((error: TelegramError) => problems.failing(`[COMMANDS] setMyCommands failed, retrying: ${error.message}`)),
+    Effect.retry(botCommandsRetry),
+    Effect.tap(() => Effect.logInfo("[COMMANDS] bot commands registered (ru, en)")),
+    Effect.withSpan("BotCommands.register")
+  )
+  yield* Effect.forkScoped(register)
+}))

@@ -1,0 +1,344 @@
+/**
+ * The chat flow end to end: the whole service in-process, real HTTP on
+ * loopback, a real database, the fake Bot API (long polling and webhook
+ * modes) and the fake Kie. Texts and callback data are the public contract.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Arbitrary, Effect, Option, Schema } from "effect"
+import { TestClock } from "effect/testing"
+import { SqlClient } from "effect/sql/SqlClient"
+import { ChatSessions } from "../src/ChatSessions.ts"
+import { isValidState } from "../src/ChatFlowLogic.ts"
+import { PROMPT_MAX_LENGTH, t } from "../src/Messages.ts"
+import * as FakeTelegram from "./fakes/FakeTelegram.ts"
+import { awaitInboxIdle, freePort, startApp, startAppScoped } from "./support/TestApp.ts"
+import { TEST_WEBHOOK_SECRET } from "./support/TestConfig.ts"
+import { freshDatabaseUrl } from "./support/TestDatabase.ts"
+
+type Fake = FakeTelegram.FakeTelegramShape
+
+/** Buttons of a recorded call's reply_markup as [text, callback_data] pairs. */
+const buttons = (call: FakeTelegram.RecordedCall): Array<[string, string]> => {
+  const markup = call.params.reply_markup as { inline_keyboard?: Array<Array<{ text: string; callback_data: string }>> }
+  return (markup?.inline_keyboard ?? []).flat().map((b) => [b.text, b.callback_data])
+}
+
+/** Sends `update`, waits for the bot's next `method` call in that chat. */
+const exchange = (fake: Fake, update: Record<string, unknown>, method: string, chatId: number) =>
+  Effect.gen(function*() {
+    const after = fake.mark()
+    lastPushed.set(fake, fake.pushUpdate(update))
+    return yield* fake.awaitCall(method, (c) => Number(c.params.chat_id) === chatId, { after, timeoutMs: 10_000 })
+  })
+
+const answeredWith = (fake: Fake, queryId: string) =>
+  fake.awaitCall("answerCallbackQuery", (c) => c.params.callback_query_id === queryId, { timeoutMs: 10_000 })
+
+/** /start → button → prompt → ratio keyboard: returns the ratio keyboard's message id. */
+const upToRatio = (fake: Fake, chatId: number, prompt: string, languageCode = "ru") =>
+  Effect.gen(function*() {
+    const welcome = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "/start", languageCode }), "sendMessage", chatId)
+    const ask = yield* exchange(
+      fake,
+      FakeTelegram.callbackQuery({ chatId, data: "zimage:start", languageCode, messageId: messageIdOf(welcome) }),
+      "sendMessage",
+      chatId
+    )
+    const ratio = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: prompt, languageCode }), "sendMessage", chatId)
+    return { welcome, ask, ratio, keyboardMessageId: messageIdOf(ratio) }
+  })
+
+/** The id of the update `exchange` last pushed to each fake. */
+const lastPushed = new WeakMap<Fake, number>()
+
+const messageIdOf = (call: FakeTelegram.RecordedCall) =>
+  (call.response?.body as { result: { message_id: number } }).result.message_id
+
+const pressRatio = (fake: Fake, chatId: number, ratio: string, messageId: number, languageCode = "ru") =>
+  Effect.gen(function*() {
+    const id = `ratio-${chatId}-${messageId}-${ratio}`
+    const status = yield* exchange(
+      fake,
+      FakeTelegram.callbackQuery({ chatId, data: `zimage:ratio:${ratio}`, messageId, id, languageCode }),
+      "sendMessage",
+      chatId
+    )
+    const answered = yield* answeredWith(fake, id)
+    return { status, answered }
+  })
+
+const generationsOf = (app: { run: <A, E>(e: Effect.Effect<A, E, any>) => Effect.Effect<A, E> }, chatId: number) =>
+  app.run(Effect.gen(function*() {
+    const sql = yield* SqlClient
+    return yield* sql<{ prompt: string; aspect_ratio: string; status: string; lang: string }>`
+      SELECT prompt, aspect_ratio, status, lang FROM generations WHERE chat_id = ${chatId} ORDER BY id`
+  }))
+
+describe("chat flow, long polling", () => {
+  it.live("walks the contract flow with the exact texts and callback data", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl })
+      const chatId = 5001
+
+      const { welcome, ask, ratio, keyboardMessageId } = yield* upToRatio(fake, chatId, "рыжий кот в космическом шлеме")
+      assert.strictEqual(welcome.params.text, t("ru").welcome)
+      assert.deepStrictEqual(buttons(welcome), [["🖼 Создать картинку", "zimage:start"]])
+      assert.strictEqual(ask.params.text, "Опишите картинку")
+      assert.strictEqual(ratio.params.text, t("ru").chooseRatio)
+      assert.deepStrictEqual(buttons(ratio), [
+        ["1:1", "zimage:ratio:1:1"],
+        ["16:9", "zimage:ratio:16:9"],
+        ["9:16", "zimage:ratio:9:16"],
+        ["4:3", "zimage:ratio:4:3"],
+        ["3:4", "zimage:ratio:3:4"]
+      ])
+
+      const { status } = yield* pressRatio(fake, chatId, "16:9", keyboardMessageId)
+      assert.isTrue(String(status.params.text).startsWith("⏳ Генерирую..."))
+      yield* awaitInboxIdle(app, lastPushed.get(fake)!)
+      const recorded = yield* generationsOf(app, chatId)
+      assert.deepStrictEqual(recorded.map((g) => [g.prompt, g.aspect_ratio, g.lang]), [
+        ["рыжий кот в космическом шлеме", "16:9", "ru"]
+      ])
+      // The ratio keyboard is taken away so it cannot start a second generation.
+      yield* fake.awaitCall("editMessageReplyMarkup", (c) => Number(c.params.message_id) === keyboardMessageId)
+      const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId)))
+      assert.deepStrictEqual(Option.map(session, (s) => s.state._tag), Option.some("Idle"))
+    }))
+
+  it.live("speaks English to English-speaking users", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl })
+      const chatId = 5002
+      const { welcome, ask, keyboardMessageId } = yield* upToRatio(fake, chatId, "a red fox", "en-GB")
+      assert.strictEqual(welcome.params.text, t("en").welcome)
+      assert.deepStrictEqual(buttons(welcome), [[t("en").createButton, "zimage:start"]])
+      assert.strictEqual(ask.params.text, t("en").askPrompt)
+      const { status } = yield* pressRatio(fake, chatId, "1:1", keyboardMessageId, "en-GB")
+      assert.strictEqual(status.params.text, t("en").generating)
+      assert.strictEqual((yield* generationsOf(app, chatId))[0]!.lang, "en")
+    }))
+
+  it.live("bad input gets a clear hint and changes nothing", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl })
+      const chatId = 5003
+      yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "/start" }), "sendMessage", chatId)
+      yield* exchange(fake, FakeTelegram.callbackQuery({ chatId, data: "zimage:start" }), "sendMessage", chatId)
+
+      const tooLong = yield* exchange(
+        fake,
+        FakeTelegram.textMessage({ chatId, text: "я".repeat(PROMPT_MAX_LENGTH + 5) }),
+        "sendMessage",
+        chatId
+      )
+      assert.strictEqual(tooLong.params.text, t("ru").promptTooLong(PROMPT_MAX_LENGTH + 5))
+      const blank = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "  \n " }), "sendMessage", chatId)
+      assert.strictEqual(blank.params.text, t("ru").promptEmpty)
+      const sticker = FakeTelegram.textMessage({ chatId, text: "x" })
+      const message = sticker.message as Record<string, unknown>
+      delete message.text
+      message.sticker = { file_id: "CAACAgIAAxkBAAE", width: 512, height: 512, is_animated: false }
+      const notText = yield* exchange(fake, sticker, "sendMessage", chatId)
+      assert.strictEqual(notText.params.text, t("ru").notText)
+
+      // Still waiting for a prompt: a good one is accepted.
+      const ratio = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "закат" }), "sendMessage", chatId)
+      assert.strictEqual(ratio.params.text, t("ru").chooseRatio)
+
+      // An old keyboard, a tampered ratio and unknown data: "expired", nothing recorded.
+      for (const [data, messageId] of [
+        ["zimage:ratio:1:1", messageIdOf(ratio) - 1],
+        ["zimage:ratio:5:4", messageIdOf(ratio)],
+        ["zimage:something", messageIdOf(ratio)]
+      ] as const) {
+        const id = `stale-${data}-${messageId}`
+        fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data, messageId, id }))
+        const answered = yield* answeredWith(fake, id)
+        assert.strictEqual(answered.params.text, t("ru").expired)
+      }
+      assert.lengthOf(yield* generationsOf(app, chatId), 0)
+      const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId)))
+      assert.deepStrictEqual(Option.map(session, (s) => s.state), Option.some({
+        _tag: "WaitingAspectRatio" as const,
+        prompt: "закат",
+        keyboardMessageId: messageIdOf(ratio)
+      }))
+
+      // Someone who never pressed /start gets the welcome.
+      const stranger = yield* exchange(fake, FakeTelegram.textMessage({ chatId: 5004, text: "привет" }), "sendMessage", 5004)
+      assert.strictEqual(stranger.params.text, t("ru").welcome)
+    }))
+
+  it.live("one generation in flight per user, and the daily limit, are told plainly", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl, DAILY_GENERATION_LIMIT: "1" })
+      const chatId = 5005
+      const first = yield* upToRatio(fake, chatId, "первая")
+      yield* pressRatio(fake, chatId, "1:1", first.keyboardMessageId)
+      const ratio = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "/start" }), "sendMessage", chatId)
+      const ask = yield* exchange(fake, FakeTelegram.callbackQuery({ chatId, data: "zimage:start", messageId: messageIdOf(ratio) }), "sendMessage", chatId)
+      assert.strictEqual(ask.params.text, "Опишите картинку")
+      const keyboard = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "вторая" }), "sendMessage", chatId)
+      const { status } = yield* pressRatio(fake, chatId, "1:1", messageIdOf(keyboard))
+      assert.strictEqual(status.params.text, t("ru").busy)
+      assert.lengthOf(yield* generationsOf(app, chatId), 1)
+
+      // The first one finishes; the daily limit (1) now stops the second.
+      const generations = yield* generationsOf(app, chatId)
+      assert.strictEqual(generations[0]!.status, "queued")
+      yield* app.run(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`UPDATE generations SET status = 'failed', fail_code = 'test' WHERE chat_id = ${chatId}`
+        yield* sql`UPDATE generations SET status = 'delivered', kie_task_id = 'done-1' WHERE chat_id = ${chatId}`
+      }))
+      const again = yield* pressRatio(fake, chatId, "4:3", messageIdOf(keyboard))
+      assert.strictEqual(again.status.params.text, t("ru").dailyLimit(1))
+    }))
+
+  // The whole service on the TestClock: the wait for retry_after is virtual.
+  it.effect("honours Telegram's 429 retry_after", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl })
+      fake.failNext("sendMessage", FakeTelegram.failure.rateLimited(1), 1)
+      const chatId = 5006
+      const start = fake.mark()
+      fake.pushUpdate(FakeTelegram.textMessage({ chatId, text: "/start" }))
+      const limited = yield* fake.awaitCall("sendMessage", (c) => Number(c.params.chat_id) === chatId, { after: start })
+      // Virtual time stands still, so the retry can only come from moving it:
+      // step it 100 ms at a time and count the steps until the retry arrives.
+      const isRetry = (c: FakeTelegram.RecordedCall) => c.seq > limited.seq && Number(c.params.chat_id) === chatId
+      let steps = 0
+      while (fake.calls("sendMessage").filter(isRetry).length === 0 && steps < 30) {
+        yield* TestClock.adjust("100 millis")
+        steps++
+        yield* fake.awaitCall("sendMessage", isRetry, { after: limited.seq, timeoutMs: 200 }).pipe(Effect.option)
+      }
+      assert.isAtLeast(steps, 10, "the retry waited retry_after (1 s) of virtual time")
+      const retried = fake.calls("sendMessage").filter(isRetry)[0]!
+      const calls = [limited, retried]
+      assert.strictEqual(calls[0]!.response?.status, 429)
+      assert.strictEqual(retried.params.text, t("ru").welcome)
+    }))
+
+  it.live("the conversation survives a restart of the service mid-flow", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const databaseUrl = yield* freshDatabaseUrl
+      const chatId = 5007
+      const first = yield* startAppScoped({ ...fake.env, DATABASE_URL: databaseUrl })
+      const { keyboardMessageId } = yield* upToRatio(fake, chatId, "маяк в шторм")
+      yield* first.stop
+      const second = yield* startApp({ ...fake.env, DATABASE_URL: databaseUrl })
+      const { status } = yield* pressRatio(fake, chatId, "9:16", keyboardMessageId)
+      assert.strictEqual(status.params.text, t("ru").generating)
+      assert.deepStrictEqual((yield* generationsOf(second, chatId)).map((g) => [g.prompt, g.aspect_ratio]), [["маяк в шторм", "9:16"]])
+    }))
+})
+
+describe("chat flow, webhook mode", () => {
+  it.live("Telegram delivers to /telegram/webhook and the flow answers", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const port = yield* freePort
+      yield* startApp({
+        ...fake.env,
+        DATABASE_URL: yield* freshDatabaseUrl,
+        PORT: String(port),
+        PUBLIC_URL: `http://127.0.0.1:${port}`,
+        TELEGRAM_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET
+      })
+      yield* fake.awaitCall("setWebhook", undefined, { timeoutMs: 10_000 })
+      assert.strictEqual(fake.webhook()?.url, `http://127.0.0.1:${port}/telegram/webhook`)
+      const chatId = 5101
+      const { keyboardMessageId } = yield* upToRatio(fake, chatId, "горы на рассвете")
+      const { status } = yield* pressRatio(fake, chatId, "3:4", keyboardMessageId)
+      assert.strictEqual(status.params.text, t("ru").generating)
+      assert.isTrue(fake.deliveries().every((d) => d.status === 200))
+      const commands = yield* fake.awaitCall("setMyCommands", (c) => c.params.language_code === "en")
+      assert.deepStrictEqual(
+        (commands.params.commands as Array<{ command: string }>).map((c) => c.command),
+        ["start", "help", "cancel"]
+      )
+    }))
+})
+
+describe("chat flow, random updates", () => {
+  const Event = Schema.Struct({
+    kind: Schema.Literals([
+      "start", "help", "cancel", "text", "long", "sticker", "press-start", "press-ratio", "press-old", "press-junk", "again"
+    ]),
+    n: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 50 }))
+  })
+
+  const updateFor = (event: typeof Event.Type, chatId: number, lastMessageId: number): Record<string, unknown> => {
+    switch (event.kind) {
+      case "start":
+      case "help":
+      case "cancel":
+        return FakeTelegram.textMessage({ chatId, text: `/${event.kind}` })
+      case "text":
+        return FakeTelegram.textMessage({ chatId, text: `prompt ${event.n}` })
+      case "long":
+        return FakeTelegram.textMessage({ chatId, text: "x".repeat(PROMPT_MAX_LENGTH + 1 + event.n) })
+      case "sticker": {
+        const update = FakeTelegram.textMessage({ chatId, text: "x" })
+        const message: Record<string, unknown> = { ...(update.message as Record<string, unknown>), sticker: { file_id: "s" } }
+        delete message.text
+        return { message }
+      }
+      default:
+        return FakeTelegram.callbackQuery({
+          chatId,
+          messageId: event.kind === "press-old" ? Math.max(1, lastMessageId - 1 - (event.n % 3)) : lastMessageId,
+          data: event.kind === "press-start"
+            ? "zimage:start"
+            : event.kind === "press-ratio" || event.kind === "press-old"
+            ? ["zimage:ratio:1:1", "zimage:ratio:16:9", "zimage:ratio:9:16", "zimage:ratio:4:3", "zimage:ratio:3:4"][event.n % 5]!
+            : event.kind === "again"
+            ? `zimage:again:${event.n}`
+            : `junk-${event.n}`
+        })
+    }
+  }
+
+  it.live("random sequences of updates to one chat never crash a worker and always leave a valid state", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl, MAX_ACTIVE_GENERATIONS_PER_USER: "100" })
+      let nextChat = 7000
+      const result = yield* Arbitrary.checkEffect(
+        Arbitrary.array(Arbitrary.schema(Event), { minLength: 6, maxLength: 30 }),
+        (events) =>
+          Effect.gen(function*() {
+            // A fresh chat per evaluation, so evaluations (and shrinking) are independent.
+            const chatId = nextChat++
+            const queries: Array<string> = []
+            let lastId = 0
+            for (const event of events) {
+              const messages = fake.messages(chatId)
+              const update = updateFor(event, chatId, messages.length > 0 ? messages[messages.length - 1]!.messageId : 1)
+              const query = (update.callback_query as { id?: string } | undefined)?.id
+              if (query !== undefined) queries.push(query)
+              lastId = fake.pushUpdate(update)
+            }
+            const dead = yield* awaitInboxIdle(app, lastId)
+            const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId)))
+            const answered = fake.calls("answerCallbackQuery")
+              .map((c) => String(c.params.callback_query_id))
+              .filter((id) => queries.includes(id))
+            return dead === 0 &&
+              Option.match(session, { onNone: () => true, onSome: (s) => isValidState(s.state) }) &&
+              answered.length === queries.length && new Set(answered).size === queries.length
+          }),
+        { runs: 40 }
+      )
+      const failure = Arbitrary.formatCheckFailure(result)
+      assert.isUndefined(failure, failure)
+    }))
+})
