@@ -11,7 +11,9 @@ import * as BotCommands from "./BotCommands.ts"
 import { ChatFlowLive } from "./ChatFlow.ts"
 import { ChatSessions } from "./ChatSessions.ts"
 import * as Database from "./Database.ts"
+import * as GenerationEngine from "./GenerationEngine.ts"
 import { Generations } from "./Generations.ts"
+import * as GenerationsHealth from "./GenerationsHealth.ts"
 import { Health, HealthRoute } from "./Health.ts"
 import * as HttpServer from "./HttpServer.ts"
 import { Inbox } from "./Inbox.ts"
@@ -29,12 +31,18 @@ const Routes = Layer.mergeAll(HealthRoute, WebhookRoute, KieCallbackRoute)
 const KieLive = Kie.layer.pipe(Layer.provideMerge(KieCallbacks.layer), Layer.provideMerge(KieRateBudget.layer))
 
 /** Services that run only on the ACTIVE instance, inside the leadership scope. */
-const LeaderOnly = Layer.mergeAll(LeaderServices.layer, BotCommands.layer).pipe(Layer.provide(ChatFlowLive))
+const LeaderOnly = Layer.mergeAll(
+  LeaderServices.layer,
+  BotCommands.layer,
+  GenerationEngine.layerWithDownloads
+).pipe(Layer.provide(ChatFlowLive))
 
 // The HTTP server and the leader lock are siblings, so on SIGTERM they are
 // released concurrently: the lock is handed over while the server drains.
 export const AppLive = Layer.mergeAll(HttpServer.layer(Routes), LeaderLock.layer(LeaderOnly)).pipe(
   Layer.provideMerge(KieLive),
+  // On every instance: /health counts generations; the engine reports its state into it.
+  Layer.provideMerge(GenerationsHealth.layer),
   Layer.provideMerge(Layer.mergeAll(Inbox.layer, Telegram.layer, ChatSessions.layer, Generations.layer)),
   Layer.provideMerge(Health.layer),
   Layer.provideMerge(Database.layer(migrations))

@@ -190,7 +190,8 @@ describe("chat flow, long polling", () => {
 
       // The first one finishes; the daily limit (1) now stops the second.
       const generations = yield* generationsOf(app, chatId)
-      assert.strictEqual(generations[0]!.status, "queued")
+      // Still in flight (the engine may already be trying to send it to Kie, which is not there).
+      assert.include(["queued", "submitting"], generations[0]!.status)
       yield* app.run(Effect.gen(function*() {
         const sql = yield* SqlClient
         yield* sql`UPDATE generations SET status = 'failed', fail_code = 'test' WHERE chat_id = ${chatId}`
