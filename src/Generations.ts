@@ -15,8 +15,21 @@
  *   leader may or may not have a Kie task: it is never blindly resubmitted.
  * - `submitted`: `kie_task_id` stored in the same statement; resumed by
  *   polling that id, never by a second createTask.
- * - `succeeded`: result URLs stored; delivery pending.
- * - `delivered` / `failed`: terminal.
+ * - `succeeded`: result URLs stored; delivery pending. `photo_message_id`
+ *   (the result message) and `document_message_id` (the original) are
+ *   recorded the moment Telegram accepts each, so a resumed delivery never
+ *   sends them again.
+ * - `delivered` / `failed`: terminal. A failed row carries a machine
+ *   `fail_code`, an operator `fail_message` and the `fail_reason` its user is
+ *   told (in their language); `notified_at` once they were told.
+ *
+ * `status_message_id` is the chat's "⏳ Генерирую..." message while it shows
+ * progress; the engine clears it once that message became the failure notice
+ * or was removed, so a finished row that still has one needs cleaning up.
+ *
+ * Fair order: a user's n-th waiting generation, counting the ones already at
+ * Kie, is in round n; rounds go in turn, oldest first within a round. So
+ * nobody gets a second picture sent while someone else waits for a first.
  *
  * Every timestamp written here comes from the Effect `Clock` (UTC), so the
  * engine's deadlines follow a TestClock in tests.
