@@ -469,6 +469,20 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           assert.strictEqual(h.kie.counters.result, 0, "nothing downloaded")
         })))
 
+    it.effect("graceful release: a delivery in flight is finished before the engine stops", () =>
+      withEngine({}, (h) =>
+        Effect.gen(function*() {
+          const g = yield* h.create({ userId: 207 })
+          h.kie.scriptResults({ delayMs: 300 })
+          const leader = yield* h.startEngine
+          yield* h.advanceUntil(Effect.sync(() => h.kie.counters.result === 1), { what: "download started" })
+          assert.strictEqual((yield* h.row(g.id)).status, "succeeded")
+          yield* leader.release
+          assert.strictEqual((yield* h.row(g.id)).status, "delivered", "the release waited for the delivery")
+          assert.lengthOf(h.media(207, "photo"), 1)
+          assert.isTrue(h.logs.lines().some((l) => l.message.startsWith("[GEN] draining: 0 createTask request(s) and 1 ")))
+        })))
+
     it.effect("graceful release: a submission waiting for the budget stays queued and is sent by the next leader", () =>
       withEngine({ env: { KIE_CREATE_RATE: "1/10s" } }, (h) =>
         Effect.gen(function*() {

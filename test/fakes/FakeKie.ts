@@ -23,7 +23,7 @@
  * - Result files: `GET /results/<name>` serves a real image (a small PNG by
  *   default, `serveResult(name, bytes)` for others), like Kie's temporary
  *   file host; `scriptResults(...)` makes the next downloads answer 404
- *   (an expired URL) or hang. A success URL written as a path
+ *   (an expired URL), hang, or answer after a real delay. A success URL written as a path
  *   (`{ success: ["/results/a.png"] }`) is reported as an absolute URL on
  *   this fake, so clients can download it.
  * - Every request is counted and logged (the Authorization header is reduced
@@ -101,7 +101,7 @@ export interface FakeTaskScript {
 export const localResult = (name = "result.png"): FakeTerminal => ({ success: [`/results/${name}`] })
 
 /** What one download of a result file gets. */
-export type FakeResultStep = "ok" | { readonly status: number } | FakeHang
+export type FakeResultStep = "ok" | { readonly status: number } | FakeHang | FakeDelay
 
 export const defaultTaskScript: FakeTaskScript = {
   steps: ["waiting", "generating", { success: ["https://tempfile.example/fake-result.png"] }]
@@ -646,6 +646,10 @@ export class FakeKie {
   private result(res: http.ServerResponse, name: string) {
     const step = this.resultSteps.shift() ?? "ok"
     if (step !== "ok" && "hang" in step) return (res as any).markHung()
+    if (step !== "ok" && "delayMs" in step) {
+      setTimeout(() => this.result(res, name), step.delayMs)
+      return
+    }
     if (step !== "ok") {
       res.writeHead(step.status, { "content-type": "text/plain" })
       return res.end(`status ${step.status}`)
