@@ -43,7 +43,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine burst", (it
           const started = Date.now()
           const delivered = Effect.map(
             Effect.forEach(all, (g) => h.row(g.id)),
-            (rows) => rows.every((r) => r.status === "delivered")
+            (rows) => rows.every((r) => r.status === "delivered" && r.statusMessageId === null)
           )
           const steps = yield* h.advanceUntil(delivered, { maxSteps: 400, what: "all delivered" })
           const elapsedReal = Date.now() - started

@@ -82,6 +82,11 @@ describe("GenerationEngine across processes", () => {
       yield* Effect.promise(() =>
         second.service.waitForLine((l) => l.includes("succeeded → delivered") && l.includes(taskId), 20_000)
       )
+      yield* telegram.awaitCall(
+        "deleteMessage",
+        (c) => c.params.chat_id === chatId && c.params.message_id === messageId(status),
+        { timeoutMs: 20_000 }
+      )
       const health = yield* Effect.promise(() => getJson(second.port, "/health"))
       assert.deepInclude(health.body, { active: true, inflight_generations: 0, generation_engine: "running" })
 

@@ -4,7 +4,7 @@
  * createTask budget, backoffs).
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Option } from "effect"
+import { Effect, Fiber, Option } from "effect"
 import { Generations } from "../src/Generations.ts"
 import { healthFields } from "../src/GenerationsHealth.ts"
 import { KieCallbacks } from "../src/KieCallback.ts"
@@ -20,6 +20,9 @@ import { KieTestDatabase } from "./support/KieTestStack.ts"
 const statusOf = (h: EngineHarness, id: string) => Effect.map(h.row(id), (g) => g.status)
 const reached = (h: EngineHarness, id: string, status: GenerationStatus) =>
   Effect.map(statusOf(h, id), (s) => s === status)
+/** Delivered, and its status message removed (that comes right after). */
+const finalized = (h: EngineHarness, id: string) =>
+  Effect.map(h.row(id), (g) => g.status === "delivered" && g.statusMessageId === null)
 
 layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
   describe("the way through", () => {
@@ -30,7 +33,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           h.kie.serveResult("result.png", png)
           const g = yield* h.create({ userId: 101, prompt: "a red fox in the snow", aspectRatio: "16:9" })
           yield* h.startEngine
-          yield* h.advanceUntil(reached(h, g.id, "delivered"), { what: "delivered" })
+          yield* h.advanceUntil(finalized(h, g.id), { what: "delivered, status message removed" })
 
           assert.strictEqual(h.kie.counters.createTask, 1)
           const task = [...h.kie.tasks.values()][0]!
@@ -200,7 +203,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           const reasonRu = "Сервис генерации временно недоступен. Попробуйте позже."
           // Told in the status message, or (the one failed before its status message was
           // recorded) in a new message, the late status message then removed: one notice either way.
-          yield* h.advance(6)
+          const onlyNotices = Effect.sync(() =>
+            [501, 503].every((chat) => h.telegram.messages(chat).filter((m) => m.kind === "text").length === 1)
+          )
+          yield* h.advanceUntil(onlyNotices, { maxSteps: 15, what: "late status messages removed" })
           for (const [g, chat] of [[first[0]!, 501], [during, 503]] as const) {
             const texts = h.telegram.messages(chat).filter((m) => m.kind === "text")
             assert.lengthOf(texts, 1, `chat ${chat}: only the notice remains`)
@@ -445,7 +451,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           yield* first.lose
 
           yield* h.startEngine
-          yield* h.advanceUntil(reached(h, g.id, "delivered"), { what: "delivered by the second leader" })
+          yield* h.advanceUntil(finalized(h, g.id), { what: "delivered by the second leader" })
           assert.lengthOf(h.telegram.calls("sendPhoto"), 1, "no second photo")
           assert.lengthOf(h.media(203, "photo"), 1)
           assert.lengthOf(h.media(203, "document"), 1, "the original, once")
@@ -473,11 +479,15 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
       withEngine({}, (h) =>
         Effect.gen(function*() {
           const g = yield* h.create({ userId: 207 })
-          h.kie.scriptResults({ delayMs: 300 })
+          let open: () => void = () => {}
+          h.kie.scriptResults({ until: new Promise<void>((resolve) => (open = resolve)) })
           const leader = yield* h.startEngine
           yield* h.advanceUntil(Effect.sync(() => h.kie.counters.result === 1), { what: "download started" })
-          assert.strictEqual((yield* h.row(g.id)).status, "succeeded")
-          yield* leader.release
+          const releasing = yield* Effect.forkChild(leader.release)
+          yield* h.logs.awaitLine((l) => l.message.startsWith("[GEN] draining:"))
+          assert.strictEqual((yield* h.row(g.id)).status, "succeeded", "still downloading")
+          open()
+          yield* Fiber.join(releasing)
           assert.strictEqual((yield* h.row(g.id)).status, "delivered", "the release waited for the delivery")
           assert.lengthOf(h.media(207, "photo"), 1)
           assert.isTrue(h.logs.lines().some((l) => l.message.startsWith("[GEN] draining: 0 createTask request(s) and 1 ")))

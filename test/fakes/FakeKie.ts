@@ -23,7 +23,7 @@
  * - Result files: `GET /results/<name>` serves a real image (a small PNG by
  *   default, `serveResult(name, bytes)` for others), like Kie's temporary
  *   file host; `scriptResults(...)` makes the next downloads answer 404
- *   (an expired URL), hang, or answer after a real delay. A success URL written as a path
+ *   (an expired URL), hang, or answer after a real delay or once a gate opens. A success URL written as a path
  *   (`{ success: ["/results/a.png"] }`) is reported as an absolute URL on
  *   this fake, so clients can download it.
  * - Every request is counted and logged (the Authorization header is reduced
@@ -101,7 +101,12 @@ export interface FakeTaskScript {
 export const localResult = (name = "result.png"): FakeTerminal => ({ success: [`/results/${name}`] })
 
 /** What one download of a result file gets. */
-export type FakeResultStep = "ok" | { readonly status: number } | FakeHang | FakeDelay
+/** Answer once `until` settles (a gate the test opens). */
+export interface FakeGate {
+  readonly until: Promise<unknown>
+}
+
+export type FakeResultStep = "ok" | { readonly status: number } | FakeHang | FakeDelay | FakeGate
 
 export const defaultTaskScript: FakeTaskScript = {
   steps: ["waiting", "generating", { success: ["https://tempfile.example/fake-result.png"] }]
@@ -648,6 +653,12 @@ export class FakeKie {
     if (step !== "ok" && "hang" in step) return (res as any).markHung()
     if (step !== "ok" && "delayMs" in step) {
       setTimeout(() => this.result(res, name), step.delayMs)
+      return
+    }
+    if (step !== "ok" && "until" in step) {
+      // Not "busy" while held: `idle()` must not wait for the gate.
+      ;(res as any).markHung()
+      void step.until.finally(() => this.result(res, name))
       return
     }
     if (step !== "ok") {
