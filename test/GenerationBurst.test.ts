@@ -104,10 +104,6 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine burst", (it
             assert.lengthOf(h.media(userId, "photo"), 2, `user ${userId}`)
             for (const g of gs) assert.isUndefined(h.telegram.messages(userId).find((m) => m.messageId === g.statusMessageId))
           }
-          yield* Effect.logInfo(
-            `burst: 100 createTask in ${(lastCreate / 1000).toFixed(2)} s of clock (budget 20/10s), ` +
-              `all delivered after ${steps} s of clock, ${shown} position edits, ${elapsedReal} ms real`
-          ).pipe(Effect.annotateLogs({ test: "burst" }))
           console.log(
             `[burst] 100 createTask within ${(lastCreate / 1000).toFixed(2)} s of TestClock (budget 20/10s); ` +
               `all delivered after ${steps} s; ${shown} position edits; ${elapsedReal} ms real time`

@@ -69,7 +69,6 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
               `[GEN] generation ${g.id}: succeeded → delivered`
             ]
           )
-          if (process.env.ECHO) console.log(h.logs.lines().map((l) => `${l.level} ${l.message}`).join("\n"))
           assert.notInclude(h.logs.lines().filter((l) => l.level === "INFO").map((l) => l.raw).join("\n"), "red fox")
         })))
   })

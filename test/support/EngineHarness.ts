@@ -8,6 +8,7 @@
  * test's database, and gives `body` a harness to create generations (with a
  * status message, as the chat flow does), start and stop engines in their own
  * "leadership scope", and drive the clock until something holds.
+ * `ECHO_LOGS=1` prints every captured log line (debugging a failing test).
  */
 import { Clock, Context, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
