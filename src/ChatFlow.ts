@@ -122,7 +122,7 @@ const make = Effect.gen(function*() {
     )
 
   /**
-   * Records a generation and shows its status message. `false` when a limit
+   * Records a generation and shows its status message. `None` when a limit
    * stopped it (the user has been told why).
    */
   const startGeneration = Effect.fn("ChatFlow.startGeneration")(function*(
@@ -144,7 +144,7 @@ const make = Effect.gen(function*() {
         )),
       Effect.catchTag("SqlError", (error) => new UpdateHandlerError({ message: `recording a generation: ${error.message}` }))
     )
-    if (Option.isNone(result)) return false
+    if (Option.isNone(result)) return Option.none<Generation>()
     const { created, generation } = result.value
     if (created) yield* Effect.logInfo("[FLOW] generation recorded", { generationId: generation.id })
     if (generation.statusMessageId === null) {
@@ -153,7 +153,7 @@ const make = Effect.gen(function*() {
         Effect.catchTag("SqlError", (error) => new UpdateHandlerError({ message: error.message }))
       )
     }
-    return true
+    return Option.some(generation)
   })
 
   /** "🔁 Ещё вариант" (after a delivered one) or "🔄 Попробовать снова" (after a failed one). */
@@ -166,15 +166,31 @@ const make = Effect.gen(function*() {
     const source = yield* generations.find(action.generationId).pipe(
       Effect.catchTag("SqlError", (error) => new UpdateHandlerError({ message: error.message }))
     )
+    // Our own generation, finished the right way; a failed one retried only once
+    // (this very update may be re-running after a crash, so its own retry counts as unused).
     const usable = Option.filter(source, (g: Generation) =>
       g.userId === incoming.from.id &&
       (action.mode === "again" ? g.status === "delivered" : g.status === "failed"))
     if (Option.isNone(usable)) return yield* answer(action.queryId, t(lang).expired)
+    const retriedBy = usable.value.retriedBy
+    if (action.mode === "retry" && retriedBy !== null) {
+      const retry = yield* generations.find(retriedBy).pipe(
+        Effect.catchTag("SqlError", (error) => new UpdateHandlerError({ message: error.message }))
+      )
+      if (Option.isNone(retry) || retry.value.sourceUpdateId !== updateId) {
+        return yield* answer(action.queryId, t(lang).expired)
+      }
+    }
     yield* answer(action.queryId)
     const started = yield* startGeneration(incoming, lang, usable.value.prompt, usable.value.aspectRatio, updateId)
-    // The failure message's retry button has done its job.
-    if (started && action.mode === "retry" && incoming.input._tag === "Callback" && incoming.input.messageId !== undefined) {
-      yield* removeKeyboard(incoming.chatId, incoming.input.messageId)
+    if (Option.isSome(started) && action.mode === "retry") {
+      yield* generations.markRetried(usable.value.id, started.value.id).pipe(
+        Effect.catchTag("SqlError", (error) => new UpdateHandlerError({ message: error.message }))
+      )
+      // The failure message's retry button has done its job.
+      if (incoming.input._tag === "Callback" && incoming.input.messageId !== undefined) {
+        yield* removeKeyboard(incoming.chatId, incoming.input.messageId)
+      }
     }
   })
 
@@ -215,7 +231,7 @@ const make = Effect.gen(function*() {
           break
         case "StartGeneration": {
           const started = yield* startGeneration(incoming, lang, action.prompt, action.aspectRatio, context.updateId)
-          if (!started) state = before
+          if (Option.isNone(started)) state = before
           else if (action.keyboardMessageId !== undefined) yield* removeKeyboard(incoming.chatId, action.keyboardMessageId)
           break
         }

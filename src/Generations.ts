@@ -115,6 +115,15 @@ export const migrationEngine = Effect.gen(function*() {
   yield* sql`CREATE INDEX generations_poll_due ON generations (next_poll_at) WHERE status = 'submitted'`
 })
 
+/**
+ * Migration 0007: `retried_by`, the generation a "🔄 Попробовать снова" press
+ * started from this failed one, so a second press of that old button is stale.
+ */
+export const migrationRetries = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  yield* sql`ALTER TABLE generations ADD COLUMN retried_by bigint`
+})
+
 // ---------------------------------------------------------------------------
 // Rows
 
@@ -144,6 +153,8 @@ const Row = Schema.Struct({
   fail_code: Schema.NullOr(Schema.String),
   fail_message: Schema.NullOr(Schema.String),
   fail_reason: Schema.NullOr(Schema.String),
+  retried_by: Schema.NullOr(Id),
+  source_update_id: Schema.NullOr(Int8),
   created_at: Schema.Unknown,
   deadline_at: Schema.Unknown,
   submitted_at: Schema.Unknown,
@@ -174,6 +185,10 @@ export interface Generation {
   readonly failMessage: string | null
   /** What the user is told, in their language. */
   readonly failReason: string | null
+  /** The generation that retried this failed one, if its retry button was used. */
+  readonly retriedBy: string | null
+  /** The update that asked for this generation. */
+  readonly sourceUpdateId: number | null
   readonly createdAt: DateTime.Utc
   readonly deadlineAt: DateTime.Utc
   /** When createTask was (last) sent for it. */
@@ -202,6 +217,8 @@ const toGeneration = (row: typeof Row.Type): Generation => ({
   failCode: row.fail_code,
   failMessage: row.fail_message,
   failReason: row.fail_reason,
+  retriedBy: row.retried_by,
+  sourceUpdateId: row.source_update_id,
   // Written by us from the Clock; an unreadable value would be a bug, and
   // epoch 0 makes such a row look overdue rather than immortal.
   createdAt: Option.getOrElse(UtcTime.fromUnknown(row.created_at), () => DateTime.makeUnsafe(0)),
@@ -288,6 +305,8 @@ export interface GenerationsShape {
    * message that now shows the failure, no longer a progress message.
    */
   readonly markNotified: (id: string, consumedStatusMessage?: number) => Effect.Effect<void, SqlError>
+  /** Records that failed generation `id` was retried as `retryId`; false if it was retried by another already. */
+  readonly markRetried: (id: string, retryId: string) => Effect.Effect<boolean, SqlError>
   /** The status message `messageId` was finalized (deleted or replaced); forget it. */
   readonly clearStatusMessage: (id: string, messageId: number) => Effect.Effect<void, SqlError>
   readonly schedulePoll: (id: string, at: DateTime.Utc) => Effect.Effect<void, SqlError>
@@ -467,6 +486,13 @@ const make = Effect.gen(function*() {
           completed_at = ${asDate(at)}, next_poll_at = NULL, updated_at = ${asDate(at)}
         WHERE id = ${id}::bigint AND status IN ('queued', 'submitting', 'submitted', 'succeeded') RETURNING id`))
 
+  const markRetried = (id: string, retryId: string) =>
+    Effect.flatMap(now, (at) =>
+      updated(sql`
+        UPDATE generations SET retried_by = ${retryId}::bigint, updated_at = ${asDate(at)}
+        WHERE id = ${id}::bigint AND status = 'failed' AND (retried_by IS NULL OR retried_by = ${retryId}::bigint)
+        RETURNING id`))
+
   const markNotified = (id: string, consumedStatusMessage?: number) =>
     Effect.flatMap(now, (at) =>
       sql`UPDATE generations SET notified_at = ${asDate(at)}, updated_at = ${asDate(at)},
@@ -563,6 +589,7 @@ const make = Effect.gen(function*() {
     markDelivered,
     markFailed,
     markNotified,
+    markRetried,
     clearStatusMessage,
     schedulePoll,
     dueForPolling,

@@ -16,5 +16,6 @@ export const migrations: Migrations = {
   "0003_kie_tasks": KieCallback.migration,
   "0004_chat_sessions": ChatSessions.migration,
   "0005_generations": Generations.migration,
-  "0006_generation_engine": Generations.migrationEngine
+  "0006_generation_engine": Generations.migrationEngine,
+  "0007_generation_retries": Generations.migrationRetries
 }

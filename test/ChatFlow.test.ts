@@ -10,9 +10,10 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { ChatSessions } from "../src/ChatSessions.ts"
 import { isValidState } from "../src/ChatFlowLogic.ts"
 import { PROMPT_MAX_LENGTH, t } from "../src/Messages.ts"
+import { FakeKie, localResult } from "./fakes/FakeKie.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { awaitInboxIdle, freePort, startApp, startAppScoped } from "./support/TestApp.ts"
-import { TEST_WEBHOOK_SECRET } from "./support/TestConfig.ts"
+import { TEST_KIE_KEY, TEST_WEBHOOK_SECRET } from "./support/TestConfig.ts"
 import { freshDatabaseUrl } from "./support/TestDatabase.ts"
 
 type Fake = FakeTelegram.FakeTelegramShape
@@ -239,6 +240,95 @@ describe("chat flow, long polling", () => {
       const { status } = yield* pressRatio(fake, chatId, "9:16", keyboardMessageId)
       assert.strictEqual(status.params.text, t("ru").generating)
       assert.deepStrictEqual((yield* generationsOf(second, chatId)).map((g) => [g.prompt, g.aspect_ratio]), [["маяк в шторм", "9:16"]])
+    }))
+})
+
+describe("chat flow, to the picture", () => {
+  /** The app with a fake Kie whose tasks finish after one poll; polls every 100 ms of real time. */
+  const withKie = Effect.gen(function*() {
+    const fake = yield* FakeTelegram.make()
+    const kie = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY, defaultTask: { steps: ["generating", localResult()] } })
+    const app = yield* startApp({
+      ...fake.env,
+      DATABASE_URL: yield* freshDatabaseUrl,
+      KIE_BASE_URL: kie.url,
+      KIE_POLL_INTERVAL_MS: "100"
+    })
+    return { fake, kie, app }
+  })
+
+  const awaitFor = (fake: Fake, method: string, chatId: number, after: number) =>
+    fake.awaitCall(method, (c) => Number(c.params.chat_id) === chatId, { after, timeoutMs: 20_000 })
+
+  it.live("success: a photo captioned ✅ Готово! with more-variants buttons, plus the original file", () =>
+    Effect.gen(function*() {
+      const { app, fake, kie } = yield* withKie
+      const chatId = 5201
+      const { keyboardMessageId } = yield* upToRatio(fake, chatId, "кот-космонавт")
+      const before = fake.mark()
+      yield* pressRatio(fake, chatId, "1:1", keyboardMessageId)
+      const photo = yield* awaitFor(fake, "sendPhoto", chatId, before)
+      assert.include(String(photo.params.caption), "✅ Готово!")
+      const [again, fresh] = buttons(photo)
+      assert.strictEqual(again![0], t("ru").againButton)
+      assert.match(again![1], /^zimage:again:\d+$/)
+      assert.deepStrictEqual(fresh, [t("ru").newButton, "zimage:start"])
+      assert.strictEqual(photo.files.length, 1, "the image is uploaded, not linked")
+      const original = yield* awaitFor(fake, "sendDocument", chatId, before)
+      assert.strictEqual(original.files.length, 1)
+      assert.strictEqual(kie.counters.createTask, 1)
+      const task = [...kie.tasks.values()][0]!
+      assert.deepStrictEqual(task.body.input, { prompt: "кот-космонавт", aspect_ratio: "1:1", nsfw_checker: true })
+
+      // "🔁 Ещё вариант": the same prompt and ratio once more.
+      const next = fake.mark()
+      fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data: again![1], messageId: messageIdOf(photo), id: "again-1" }))
+      assert.strictEqual((yield* answeredWith(fake, "again-1")).params.text, undefined)
+      const second = yield* awaitFor(fake, "sendPhoto", chatId, next)
+      assert.include(String(second.params.caption), "✅ Готово!")
+      // Once delivered, the engine removes the status message.
+      yield* awaitFor(fake, "deleteMessage", chatId, second.seq)
+      assert.deepStrictEqual((yield* generationsOf(app, chatId)).map((g) => [g.prompt, g.aspect_ratio, g.status]), [
+        ["кот-космонавт", "1:1", "delivered"],
+        ["кот-космонавт", "1:1", "delivered"]
+      ])
+    }))
+
+  it.live("failure: the reason in plain words and 🔄 Попробовать снова, which retries the same prompt and ratio", () =>
+    Effect.gen(function*() {
+      const { app, fake, kie } = yield* withKie
+      kie.scriptNextTasks({ steps: [{ fail: { code: "500", msg: "Internal Error" } }] })
+      const chatId = 5202
+      const { keyboardMessageId } = yield* upToRatio(fake, chatId, "дом у моря")
+      const before = fake.mark()
+      yield* pressRatio(fake, chatId, "4:3", keyboardMessageId)
+      // The status message turns into the failure notice.
+      const notice = yield* fake.awaitCall(
+        "editMessageText",
+        (c) => Number(c.params.chat_id) === chatId && buttons(c).length > 0,
+        { after: before, timeoutMs: 20_000 }
+      )
+      assert.isTrue(String(notice.params.text).startsWith("❌ Не получилось создать картинку: "))
+      const [[label, data]] = buttons(notice) as [[string, string]]
+      assert.strictEqual(label, "🔄 Попробовать снова")
+      assert.match(data, /^zimage:retry:\d+$/)
+
+      const retry = fake.mark()
+      fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data, messageId: Number(notice.params.message_id), id: "retry-1" }))
+      const photo = yield* awaitFor(fake, "sendPhoto", chatId, retry)
+      assert.include(String(photo.params.caption), "✅ Готово!")
+      yield* awaitFor(fake, "deleteMessage", chatId, photo.seq)
+      assert.deepStrictEqual((yield* generationsOf(app, chatId)).map((g) => [g.prompt, g.aspect_ratio, g.status]), [
+        ["дом у моря", "4:3", "failed"],
+        ["дом у моря", "4:3", "delivered"]
+      ])
+      // The used retry button is stale now (a double tap, an old client):
+      // pressing it again only says "expired", and so does an unknown id.
+      for (const [id, stale] of [["retry-again", data], ["retry-unknown", "zimage:retry:999999"]] as const) {
+        fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data: stale, messageId: Number(notice.params.message_id), id }))
+        assert.strictEqual((yield* answeredWith(fake, id)).params.text, t("ru").expired)
+      }
+      assert.lengthOf(yield* generationsOf(app, chatId), 2)
     }))
 })
 
