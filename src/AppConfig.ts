@@ -304,9 +304,11 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
       })
     }
 
+    // Read through the ConfigProvider like everything else (Render sets RENDER_INSTANCE_ID).
+    const renderInstanceId = yield* optional("RENDER_INSTANCE_ID", ok)
     const instanceId = Option.getOrElse(
       yield* optional("INSTANCE_ID", ok),
-      () => `${process.env.RENDER_INSTANCE_ID || hostname()}:${process.pid}`
+      () => `${Option.getOrElse(renderInstanceId, () => hostname())}:${process.pid}`
     )
 
     return {
