@@ -10,7 +10,7 @@
  * would otherwise stay open until `keepAliveTimeout` and hold the shutdown
  * for the whole SHUTDOWN_TIMEOUT_MS.
  */
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
 import { createServer, type Server, type ServerResponse } from "node:http"

@@ -19,7 +19,7 @@
  * we build is scrubbed of it anyway, and no HTTP client error object (which
  * holds the request and its headers) is kept in our errors.
  */
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, Option, Redacted, Result, Schedule } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import type * as HttpClientError from "effect/http/HttpClientError"

@@ -18,7 +18,7 @@
  * then one `[SHUTDOWN]` error line and exit code 1, before Render's SIGKILL.
  * A second SIGINT (Ctrl+C twice in a terminal) exits at once with code 130.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Duration, Effect, Exit, Layer, Logger, References } from "effect"
 import { ServeError } from "effect/http/HttpServerError"
 import { SqlError } from "effect/sql/SqlError"
