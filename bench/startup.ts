@@ -171,7 +171,7 @@ const row = (name: string, runs: ReadonlyArray<Run>): [string, Array<number>, Ar
   runs.map((r) => r.exit)
 ]
 
-/** One statement through the server's own psql-less path: a throw-away PgClient would pull Effect SQL in; use the service's driver. */
+/** Runs one statement on `url` with the service's own driver (no psql needed). */
 const psql = async (url: string, statement: string) => {
   const { PgClient } = await import("@effect/sql-pg")
   const { Layer, Redacted } = await import("effect")

@@ -114,14 +114,21 @@ const processedAs = {
   dead: Metric.withAttributes(Metrics.updatesProcessed, { outcome: "dead" })
 }
 
+/**
+ * Rows a bookkeeping write changed: its count, 1 for `true`, 0 when the write
+ * failed or the row was no longer this term's.
+ */
+const rowsChanged = (recorded: Option.Option<number | boolean>): number =>
+  Option.match(recorded, { onNone: () => 0, onSome: (value) => (typeof value === "number" ? value : value ? 1 : 0) })
+
 /** Counts rows recorded as finished (only once the write succeeded). */
-const countFinished = (outcome: "done" | "dead", recorded: Option.Option<unknown>, count = 1) =>
-  Option.isSome(recorded) ? Metric.update(processedAs[outcome], count) : Effect.void
+const countFinished = (outcome: "done" | "dead", recorded: Option.Option<number | boolean>) =>
+  rowsChanged(recorded) > 0 ? Metric.update(processedAs[outcome], rowsChanged(recorded)) : Effect.void
 
 /** Counts one finished update and observes its time from claim to finish. */
-const countItem = (item: Item, outcome: "done" | "dead", recorded: Option.Option<unknown>) =>
+const countItem = (item: Item, outcome: "done" | "dead", recorded: Option.Option<number | boolean>) =>
   Effect.gen(function*() {
-    if (Option.isNone(recorded)) return
+    if (rowsChanged(recorded) === 0) return
     yield* Metric.update(processedAs[outcome], 1)
     const now = yield* Clock.currentTimeMillis
     yield* Metric.update(Metrics.updateProcessingSeconds, Math.max(0, now - item.claimedAtMillis) / 1000)
@@ -338,8 +345,7 @@ export const layer: Layer.Layer<
       if (finished.length > 0) {
         yield* countFinished(
           "done",
-          yield* bookkeeping(`${finished.length} update(s) of unhandled kinds as done`, inbox.complete(term, finished)),
-          finished.length
+          yield* bookkeeping(`${finished.length} update(s) of unhandled kinds as done`, inbox.complete(term, finished))
         )
         yield* Effect.logDebug(`[DISPATCH] ${finished.length} update(s) of kinds the bot does not handle marked done`)
       }

@@ -134,7 +134,8 @@ export const launch = <E>(app: Layer.Layer<Database, E, AppConfig>): void => {
     teardown: (exit, onExit) => {
       const code = exitCode(exit)
       if (shutdown !== undefined) {
-        logOutside(loaded, code === 0 ? "Info" : "Error", `[SHUTDOWN] done in ${Date.now() - shutdown.at} ms; exit code ${code}`)
+        const elapsed = Date.now() - shutdown.at
+        logOutside(loaded, code === 0 ? "Info" : "Error", `[SHUTDOWN] done in ${elapsed} ms; exit code ${code}`)
       }
       onExit(code)
     }

@@ -58,7 +58,8 @@ export const leaderActive = Metric.gauge("zimage_leader_active", {
   description: "1 while this instance is ACTIVE (holds the leader lock), else 0"
 })
 export const leaderTransitions = Metric.counter("zimage_leader_transitions_total", {
-  description: "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services failed to start)",
+  description:
+    "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services did not start)",
   incremental: true
 })
 
