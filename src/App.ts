@@ -22,11 +22,12 @@ import { KieCallbackRoute, KieCallbacks } from "./KieCallback.ts"
 import { KieRateBudget } from "./KieRateBudget.ts"
 import * as LeaderLock from "./LeaderLock.ts"
 import * as LeaderServices from "./LeaderServices.ts"
+import { MetricsRefresh, MetricsRoute } from "./Metrics.ts"
 import { migrations } from "./Migrations.ts"
 import { Telegram } from "./Telegram.ts"
 import { WebhookRoute } from "./TelegramWebhook.ts"
 
-const Routes = Layer.mergeAll(HealthRoute, WebhookRoute, KieCallbackRoute)
+const Routes = Layer.mergeAll(HealthRoute, MetricsRoute, WebhookRoute, KieCallbackRoute)
 
 const KieLive = Kie.layer.pipe(Layer.provideMerge(KieCallbacks.layer), Layer.provideMerge(KieRateBudget.layer))
 
@@ -37,14 +38,27 @@ const LeaderOnly = Layer.mergeAll(
   GenerationEngine.layerWithDownloads
 ).pipe(Layer.provide(ChatFlowLive))
 
-// The HTTP server and the leader lock are siblings, so on SIGTERM they are
-// released concurrently: the lock is handed over while the server drains.
+/**
+ * Shutdown order (SIGTERM): layers are released in reverse dependency order.
+ *
+ * 1. The HTTP server and the leader lock are siblings, released concurrently:
+ *    the server stops accepting connections and lets requests in flight
+ *    finish (a webhook answers 200 only after its commit), while the lock
+ *    closes the leadership scope with a success exit (the dispatcher stops
+ *    claiming and drains, every leader-only service winds down within
+ *    SHUTDOWN_TIMEOUT_MS, leaving generations to resume from their rows),
+ *    then unlocks and announces the release so a standby takes over at once.
+ *    Webhook requests do not need the lock, so they never hold up the handover.
+ * 2. Then what both use: Kie, Telegram, the inbox, generations, health, metrics.
+ * 3. Last, the database: the pool closes (and an embedded server stops).
+ * `Launcher` bounds the whole sequence with SHUTDOWN_DEADLINE_MS.
+ */
 export const AppLive = Layer.mergeAll(HttpServer.layer(Routes), LeaderLock.layer(LeaderOnly)).pipe(
   Layer.provideMerge(KieLive),
   // On every instance: /health counts generations; the engine reports its state into it.
   Layer.provideMerge(GenerationsHealth.layer),
   Layer.provideMerge(Layer.mergeAll(Inbox.layer, Telegram.layer, ChatSessions.layer, Generations.layer)),
-  Layer.provideMerge(Health.layer),
+  Layer.provideMerge(Layer.mergeAll(Health.layer, MetricsRefresh.layer)),
   Layer.provideMerge(Database.layer(migrations))
 )
 

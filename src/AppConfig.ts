@@ -64,7 +64,15 @@ export interface AppConfigShape {
   readonly logFormat: LogFormat
   readonly instanceId: string
   readonly leaderLockKey: bigint
+  /** How long leader-only work (handlers, generations) may take to finish after SIGTERM. */
   readonly shutdownTimeout: Duration.Duration
+  /**
+   * Hard limit on the whole shutdown, counted from the signal: past it the
+   * process logs one line and exits 1. Longer than `shutdownTimeout` (the
+   * lock release and the pool close come after the drain); keep it below
+   * Render's `maxShutdownDelaySeconds`, after which Render sends SIGKILL.
+   */
+  readonly shutdownDeadline: Duration.Duration
   // Chat flow
   readonly sendOriginalDocument: boolean
   readonly maxActiveGenerationsPerUser: number
@@ -250,6 +258,14 @@ export const webhookSecretToken = (secretValue: string): string =>
     ? secretValue
     : createHash("sha256").update(secretValue).digest("base64url")
 
+/**
+ * Default SHUTDOWN_DEADLINE_MS = SHUTDOWN_TIMEOUT_MS + this: after the drain,
+ * the leader lock's release takes at most ~5 s (unlock and announce, 2 s each,
+ * then the socket closes) and the pool and the HTTP server close in well under
+ * a second; the rest is slack.
+ */
+export const SHUTDOWN_DEADLINE_MARGIN = Duration.seconds(10)
+
 // ---------------------------------------------------------------------------
 
 export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zimage-bot/AppConfig") {
@@ -274,9 +290,25 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
     )
 
     const port = yield* withDefault("PORT", 10000, parseInteger(0, 65535))
+    const shutdownTimeout = yield* withDefault("SHUTDOWN_TIMEOUT_MS", Duration.seconds(20), parseMillis(0, 300_000))
+    const shutdownDeadline = yield* withDefault(
+      "SHUTDOWN_DEADLINE_MS",
+      Duration.sum(shutdownTimeout, SHUTDOWN_DEADLINE_MARGIN),
+      parseMillis(1, 600_000)
+    )
+    if (!Duration.isGreaterThan(shutdownDeadline, shutdownTimeout)) {
+      return yield* new ConfigInvalid({
+        variable: "SHUTDOWN_DEADLINE_MS",
+        message: "SHUTDOWN_DEADLINE_MS must be greater than SHUTDOWN_TIMEOUT_MS (the lock release and the pool close " +
+          "come after the drain)"
+      })
+    }
+
+    // Read through the ConfigProvider like everything else (Render sets RENDER_INSTANCE_ID).
+    const renderInstanceId = yield* optional("RENDER_INSTANCE_ID", ok)
     const instanceId = Option.getOrElse(
       yield* optional("INSTANCE_ID", ok),
-      () => `${process.env.RENDER_INSTANCE_ID || hostname()}:${process.pid}`
+      () => `${Option.getOrElse(renderInstanceId, () => hostname())}:${process.pid}`
     )
 
     return {
@@ -316,7 +348,8 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
       logFormat: yield* withDefault("LOG_FORMAT", process.stdout.isTTY ? "pretty" : "json", parseLogFormat),
       instanceId,
       leaderLockKey: yield* withDefault("LEADER_LOCK_KEY", lockKeyFromName("zimage-bot/leader"), parseLockKey),
-      shutdownTimeout: yield* withDefault("SHUTDOWN_TIMEOUT_MS", Duration.seconds(20), parseMillis(0, 300_000)),
+      shutdownTimeout,
+      shutdownDeadline,
       sendOriginalDocument: yield* withDefault("SEND_ORIGINAL_DOCUMENT", true, parseBoolean),
       maxActiveGenerationsPerUser: yield* withDefault("MAX_ACTIVE_GENERATIONS_PER_USER", 1, parseInteger(1, 100)),
       dailyGenerationLimit: yield* withDefault("DAILY_GENERATION_LIMIT", 0, parseInteger(0, 100_000)),

@@ -98,6 +98,15 @@ export const migrate = (migrations: Migrations) =>
 /** The pool: on DATABASE_URL, or on a freshly started embedded server. */
 const PoolLive = Layer.unwrap(Effect.gen(function*() {
   const config = yield* AppConfig
+  // Added before the pool is built, so it runs once the pool (and an embedded
+  // server) has closed: the last step of a shutdown.
+  yield* Effect.addFinalizer(() =>
+    Effect.logInfo(
+      Option.isSome(config.databaseUrl)
+        ? "[DB] connection pool closed"
+        : "[DB] connection pool closed, embedded PostgreSQL stopped"
+    )
+  )
   const common = {
     maxConnections: config.databasePoolSize,
     connectTimeout: Duration.seconds(5),

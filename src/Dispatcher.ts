@@ -36,6 +36,7 @@ import {
   Exit,
   FiberSet,
   Layer,
+  Metric,
   Option,
   Queue,
   Schedule,
@@ -45,6 +46,7 @@ import {
 import { AppConfig } from "./AppConfig.ts"
 import { CHANNEL, type ClaimedUpdate, Inbox } from "./Inbox.ts"
 import { LeaderTerm } from "./LeaderTerm.ts"
+import * as Metrics from "./Metrics.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram } from "./Telegram.ts"
 import { isHandledKind, Update } from "./TelegramUpdate.ts"
@@ -103,7 +105,34 @@ interface Item {
   state: ItemState
   /** Whether a handler run started for it in this term (its claim's attempt was used). */
   started: boolean
+  /** Clock time of the claim, for `zimage_update_processing_seconds`. */
+  readonly claimedAtMillis: number
 }
+
+const processedAs = {
+  done: Metric.withAttributes(Metrics.updatesProcessed, { outcome: "done" }),
+  dead: Metric.withAttributes(Metrics.updatesProcessed, { outcome: "dead" })
+}
+
+/**
+ * Rows a bookkeeping write changed: its count, 1 for `true`, 0 when the write
+ * failed or the row was no longer this term's.
+ */
+const rowsChanged = (recorded: Option.Option<number | boolean>): number =>
+  Option.match(recorded, { onNone: () => 0, onSome: (value) => (typeof value === "number" ? value : value ? 1 : 0) })
+
+/** Counts rows recorded as finished (only once the write succeeded). */
+const countFinished = (outcome: "done" | "dead", recorded: Option.Option<number | boolean>) =>
+  rowsChanged(recorded) > 0 ? Metric.update(processedAs[outcome], rowsChanged(recorded)) : Effect.void
+
+/** Counts one finished update and observes its time from claim to finish. */
+const countItem = (item: Item, outcome: "done" | "dead", recorded: Option.Option<number | boolean>) =>
+  Effect.gen(function*() {
+    if (rowsChanged(recorded) === 0) return
+    yield* Metric.update(processedAs[outcome], 1)
+    const now = yield* Clock.currentTimeMillis
+    yield* Metric.update(Metrics.updateProcessingSeconds, Math.max(0, now - item.claimedAtMillis) / 1000)
+  })
 
 export const layer: Layer.Layer<
   never,
@@ -189,14 +218,16 @@ export const layer: Layer.Layer<
     if (attempt > config.updateMaxAttempts) {
       // Claimed again after claims that never finished (a crash or a lost leadership each time).
       const message = `gave up after ${attempt - 1} claims that did not finish (crash or lost leadership)`
-      yield* bookkeeping(`update ${updateId} as dead`, inbox.markDead(term, updateId, message))
+      const recorded = yield* bookkeeping(`update ${updateId} as dead`, inbox.markDead(term, updateId, message))
+      yield* countItem(item, "dead", recorded)
       return yield* Effect.logError(`[DISPATCH] update ${updateId} dead: ${message}`)
     }
     const nextDelay = yield* Schedule.toStep(handlerRetryBackoff)
     for (;;) {
       const outcome = yield* Effect.result(runOnce(item, attempt))
       if (outcome._tag === "Success") {
-        yield* bookkeeping(`update ${updateId} as done`, inbox.complete(term, [updateId]))
+        const recorded = yield* bookkeeping(`update ${updateId} as done`, inbox.complete(term, [updateId]))
+        yield* countItem(item, "done", recorded)
         return
       }
       // Still "running" until the failure is recorded: a drain waits for that write.
@@ -205,10 +236,15 @@ export const layer: Layer.Layer<
         `[DISPATCH] update ${updateId} failed (run ${attempt} of ${config.updateMaxAttempts}): ${failure.message}`
       )
       if (attempt >= config.updateMaxAttempts) {
-        yield* bookkeeping(`update ${updateId} as dead`, inbox.markDead(term, updateId, failure.message))
+        yield* countItem(
+          item,
+          "dead",
+          yield* bookkeeping(`update ${updateId} as dead`, inbox.markDead(term, updateId, failure.message))
+        )
         return yield* Effect.logError(`[DISPATCH] update ${updateId} dead after ${attempt} runs: ${failure.message}`)
       }
       yield* bookkeeping(`the failure of update ${updateId}`, inbox.recordFailure(term, updateId, failure.message))
+      yield* Metric.update(Metrics.updateRetries, 1)
       setState(item, "backoff")
       const delay = yield* nextDelay(yield* Clock.currentTimeMillis, undefined).pipe(
         Effect.map(([, delay]) => delay),
@@ -238,9 +274,13 @@ export const layer: Layer.Layer<
           Effect.catchCause((cause) =>
             Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.gen(function*() {
               yield* Effect.logError(`[DISPATCH] internal error on update ${item.claimed.updateId}`, cause)
-              yield* bookkeeping(
-                `update ${item.claimed.updateId} as dead`,
-                inbox.markDead(term, item.claimed.updateId, `internal error: ${describeFailure(cause)}`)
+              yield* countItem(
+                item,
+                "dead",
+                yield* bookkeeping(
+                  `update ${item.claimed.updateId} as dead`,
+                  inbox.markDead(term, item.claimed.updateId, `internal error: ${describeFailure(cause)}`)
+                )
               )
             })
           )
@@ -272,6 +312,7 @@ export const layer: Layer.Layer<
         return total
       }
       const claimed = yield* inbox.claim(term, room)
+      const claimedAtMillis = yield* Clock.currentTimeMillis
       total += claimed.length
       const finished: Array<number> = []
       const routed: Array<Item> = []
@@ -279,7 +320,10 @@ export const layer: Layer.Layer<
         const decoded = decodeUpdate(row.payload)
         if (Exit.isFailure(decoded)) {
           const message = `undecodable update: ${describeFailure(decoded.cause).slice(0, 500)}`
-          yield* bookkeeping(`update ${row.updateId} as dead`, inbox.markDead(term, row.updateId, message))
+          yield* countFinished(
+            "dead",
+            yield* bookkeeping(`update ${row.updateId} as dead`, inbox.markDead(term, row.updateId, message))
+          )
           yield* Effect.logError(`[DISPATCH] update ${row.updateId} dead: ${message}`)
           continue
         }
@@ -294,11 +338,15 @@ export const layer: Layer.Layer<
           chatKey,
           worker: workerFor(chatKey, workers),
           state: "queued",
-          started: false
+          started: false,
+          claimedAtMillis
         })
       }
       if (finished.length > 0) {
-        yield* bookkeeping(`${finished.length} update(s) of unhandled kinds as done`, inbox.complete(term, finished))
+        yield* countFinished(
+          "done",
+          yield* bookkeeping(`${finished.length} update(s) of unhandled kinds as done`, inbox.complete(term, finished))
+        )
         yield* Effect.logDebug(`[DISPATCH] ${finished.length} update(s) of kinds the bot does not handle marked done`)
       }
       // An update from a chat proves the bot can write to it again, before its handler tries.

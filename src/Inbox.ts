@@ -19,10 +19,11 @@
  * Inserts NOTIFY `telegram_updates` in the same statement, which wakes the
  * dispatcher the moment the row is committed.
  */
-import { Cause, Context, DateTime, Effect, Layer, Option, Predicate, Schema, SchemaTransformation } from "effect"
+import { Cause, Context, DateTime, Effect, Layer, Metric, Option, Predicate, Schema, SchemaTransformation } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { Health } from "./Health.ts"
+import * as Metrics from "./Metrics.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
 import { routingOf, type UpdateEnvelope } from "./TelegramUpdate.ts"
 import * as UtcTime from "./UtcTime.ts"
@@ -412,28 +413,48 @@ export class Inbox extends Context.Service<Inbox, InboxShape>()("zimage-bot/Inbo
 
   /**
    * The inbox, plus its `/health` fields: `queue_depth` (stored, not yet
-   * finished), `updates_processing`, `dead_updates`, `oldest_pending_age_s`.
-   * Health times the probe out, so a slow database never hangs `/health`.
+   * finished), `updates_processing`, `dead_updates`, `oldest_pending_age_s`;
+   * and its `/metrics` gauges `zimage_queue_depth` and
+   * `zimage_queue_oldest_pending_seconds`, read from the table at scrape time
+   * (so they are right on PASSIVE instances too).
+   * Health and metrics time their probes out, so a slow database never hangs them.
    */
   static readonly layer = Layer.effect(
     Inbox,
     Effect.gen(function*() {
       const inbox = yield* make
       const health = yield* Health
+      const metrics = yield* Metrics.MetricsRefresh
+      const current = Effect.gen(function*() {
+        const stats = yield* inbox.stats
+        const now = yield* DateTime.now
+        const oldestPendingAgeSeconds = Option.match(stats.oldestPendingReceivedAt, {
+          onNone: () => 0,
+          onSome: (at) => UtcTime.toSeconds(UtcTime.age(now, at))
+        })
+        return { stats, oldestPendingAgeSeconds }
+      })
       yield* health.register(
-        Effect.gen(function*() {
-          const stats = yield* inbox.stats
-          const now = yield* DateTime.now
-          return {
+        current.pipe(
+          Effect.map(({ oldestPendingAgeSeconds, stats }) => ({
             queue_depth: stats.queueDepth,
             updates_processing: stats.processing,
             dead_updates: stats.dead,
-            oldest_pending_age_s: Option.match(stats.oldestPendingReceivedAt, {
-              onNone: () => 0,
-              onSome: (at) => UtcTime.toSeconds(UtcTime.age(now, at))
-            })
-          }
-        }).pipe(Effect.orElseSucceed(() => ({})))
+            oldest_pending_age_s: oldestPendingAgeSeconds
+          })),
+          Effect.orElseSucceed(() => ({}))
+        )
+      )
+      yield* metrics.register(
+        current.pipe(
+          Effect.flatMap(({ oldestPendingAgeSeconds, stats }) =>
+            Effect.andThen(
+              Metric.update(Metrics.queueDepth, stats.queueDepth),
+              Metric.update(Metrics.queueOldestPendingSeconds, oldestPendingAgeSeconds)
+            )
+          ),
+          Effect.ignore
+        )
       )
       return inbox
     })

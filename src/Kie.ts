@@ -23,7 +23,7 @@
  * we build is scrubbed of it anyway, and no HTTP client error object (which
  * holds the request and its headers) is kept in our errors.
  */
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, Option, Redacted, Result, Schedule } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import type * as HttpClientError from "effect/http/HttpClientError"
@@ -46,6 +46,7 @@ import {
   KieValidationFailed
 } from "./KieErrors.ts"
 import { KieRateBudget } from "./KieRateBudget.ts"
+import * as Metrics from "./Metrics.ts"
 import {
   AspectRatio,
   clip,
@@ -271,6 +272,15 @@ export const make = Effect.gen(function*() {
       )
     })
 
+  /**
+   * Counts one request sent to Kie in `zimage_kie_calls_total{method,result}`:
+   * `result` is "ok" or the error's tag (`insufficient_credits`,
+   * `rate_limited`, `create_task_uncertain`, …). Each retry is a request of its
+   * own; a request refused before sending (validation) is not counted.
+   */
+  const counted = <A, E>(method: "createTask" | "recordInfo", request: Effect.Effect<A, E>) =>
+    request.pipe(Effect.onExit(Metrics.countExit(Metrics.kieCalls, method, "Kie")))
+
   /** One createTask attempt: a task id, or the error it proves. */
   const createOnce = (
     body: Record<string, unknown>,
@@ -305,7 +315,7 @@ export const make = Effect.gen(function*() {
       if (error._tag === "KieBadPayload") return yield* uncertain("unreadable-answer", ref, recoverable, error.message)
       if (error._tag === "KieRateLimited") yield* budget.penalize
       return yield* Effect.fail(error as KieCreateTaskError)
-    }).pipe(Effect.mapError(scrubError))
+    }).pipe(Effect.mapError(scrubError), (attempt) => counted("createTask", attempt))
 
   const createTask = <E = never>(request: CreateTaskRequest<E>): Effect.Effect<string, KieCreateTaskError | E> =>
     Effect.gen(function*() {
@@ -382,7 +392,7 @@ export const make = Effect.gen(function*() {
       const decoded = decodeRecordInfoBody(taskId, result.status, parseJson(result.text), result.text)
       if (Result.isSuccess(decoded)) return decoded.success
       return yield* Effect.fail(decoded.failure as KieGetTaskError)
-    }).pipe(Effect.mapError(scrubError))
+    }).pipe(Effect.mapError(scrubError), (attempt) => counted("recordInfo", attempt))
 
   const getTask = Effect.fn("Kie.getTask")(function*(taskId: string) {
     return yield* getOnce(taskId).pipe(

@@ -6,9 +6,20 @@
  * not come up) ends the process with exactly one log line and exit code 1,
  * never a stack trace. A signal ends it with exit code 0 once every layer has
  * been released.
+ *
+ * Shutdown (SIGTERM from Render, or SIGINT): the signal interrupts the main
+ * fiber, which releases the application layer in dependency order (see
+ * `main.ts`): the HTTP server and the leader lock first, concurrently (the
+ * server finishes requests in flight, the lock's leader-only services drain,
+ * then the lock is released), then the services they use, then the database
+ * pool. It is logged as `[SHUTDOWN] <signal> received` and
+ * `[SHUTDOWN] done in N ms; exit code 0`. A hard deadline
+ * (SHUTDOWN_DEADLINE_MS from the signal) bounds it even if something hangs:
+ * then one `[SHUTDOWN]` error line and exit code 1, before Render's SIGKILL.
+ * A second SIGINT (Ctrl+C twice in a terminal) exits at once with code 130.
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Effect, Exit, Layer, Logger } from "effect"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import { Cause, Duration, Effect, Exit, Layer, Logger, References } from "effect"
 import { ServeError } from "effect/http/HttpServerError"
 import { SqlError } from "effect/sql/SqlError"
 import { AppConfig, type AppConfigShape, ConfigInvalid, secretsOf } from "./AppConfig.ts"
@@ -40,6 +51,23 @@ const fallbackLogger = (config: AppConfigShape | undefined) =>
     secrets: config === undefined ? [] : secretsOf(config)
   })
 
+const levelOf = { trace: "Trace", debug: "Debug", info: "Info", warn: "Warn", error: "Error" } as const
+
+/**
+ * Writes one line outside the application's runtime (from a signal handler or
+ * the teardown), with the same format, redaction and level as its logger.
+ */
+const logOutside = (config: AppConfigShape | undefined, level: "Info" | "Error", message: string): void => {
+  const log = level === "Error" ? Effect.logError(message) : Effect.logInfo(message)
+  Effect.runSync(log.pipe(
+    Effect.provide(Logger.layer([fallbackLogger(config)])),
+    Effect.provideService(References.MinimumLogLevel, levelOf[config?.logLevel ?? "info"])
+  ))
+}
+
+/** Used when a signal arrives before the configuration was read. */
+const defaultShutdownDeadline = Duration.seconds(30)
+
 const exitCode = <E, A>(exit: Exit.Exit<E, A>) =>
   Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
 
@@ -50,6 +78,36 @@ const exitCode = <E, A>(exit: Exit.Exit<E, A>) =>
  */
 export const launch = <E>(app: Layer.Layer<Database, E, AppConfig>): void => {
   let loaded: AppConfigShape | undefined
+  let shutdown: { readonly signal: NodeJS.Signals; readonly at: number } | undefined
+
+  // Registered before runMain's own handlers (which interrupt the main
+  // fiber), so the first line of a shutdown is this one.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (shutdown !== undefined) {
+      if (signal !== "SIGINT") return
+      logOutside(loaded, "Error", "[SHUTDOWN] second SIGINT: exiting now with code 130")
+      return process.exit(130)
+    }
+    shutdown = { signal, at: Date.now() }
+    const deadline = loaded?.shutdownDeadline ?? defaultShutdownDeadline
+    logOutside(
+      loaded,
+      "Info",
+      `[SHUTDOWN] ${signal} received: finishing in-flight work (up to ${
+        loaded === undefined ? "?" : Duration.format(loaded.shutdownTimeout)
+      }), then releasing the leader lock and closing the database; hard deadline ${Duration.format(deadline)}`
+    )
+    setTimeout(() => {
+      logOutside(
+        loaded,
+        "Error",
+        `[SHUTDOWN] graceful shutdown still running ${Duration.format(deadline)} after ${signal}; exiting with code 1`
+      )
+      process.exit(1)
+    }, Duration.toMillis(deadline)).unref()
+  }
+  process.on("SIGTERM", onSignal)
+  process.on("SIGINT", onSignal)
   const program = Effect.gen(function*() {
     const config = yield* AppConfig.load
     loaded = config
@@ -73,6 +131,13 @@ export const launch = <E>(app: Layer.Layer<Database, E, AppConfig>): void => {
   )
   NodeRuntime.runMain(program, {
     disableErrorReporting: true,
-    teardown: (exit, onExit) => onExit(exitCode(exit))
+    teardown: (exit, onExit) => {
+      const code = exitCode(exit)
+      if (shutdown !== undefined) {
+        const elapsed = Date.now() - shutdown.at
+        logOutside(loaded, code === 0 ? "Info" : "Error", `[SHUTDOWN] done in ${elapsed} ms; exit code ${code}`)
+      }
+      onExit(code)
+    }
   })
 }

@@ -45,6 +45,7 @@ import {
   Exit,
   Fiber,
   Layer,
+  Metric,
   Option,
   Predicate,
   Queue,
@@ -58,6 +59,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig } from "./AppConfig.ts"
 import { Database } from "./Database.ts"
 import { Health } from "./Health.ts"
+import * as Metrics from "./Metrics.ts"
 
 // ---------------------------------------------------------------------------
 // Public surface
@@ -389,6 +391,20 @@ const sessionOptions = (pool: PgClient.PgClientConfig, instanceId: string): PgCo
 
 type StepDownReason = "lock_lost" | "released" | "leader_services_failed"
 
+/** `zimage_leader_transitions_total{kind}` of each way a term ends. */
+const transitionKind: Record<StepDownReason, string> = {
+  lock_lost: "lost",
+  released: "released",
+  leader_services_failed: "failed"
+}
+
+/** Keeps `zimage_leader_active` and `zimage_leader_transitions_total` in step with `active`. */
+const recordTransition = (active: boolean, kind: string) =>
+  Effect.andThen(
+    Metric.update(Metrics.leaderActive, active ? 1 : 0),
+    Metric.update(Metric.withAttributes(Metrics.leaderTransitions, { kind }), 1)
+  )
+
 /**
  * Holds/contends for the advisory lock (key = AppConfig.leaderLockKey) for the life of the layer.
  * Each time this instance becomes ACTIVE it builds `leaderOnly` inside a fresh "leadership scope";
@@ -444,6 +460,7 @@ export const layer = <E, R>(
           const now = yield* DateTime.now
           yield* SubscriptionRef.set(status, { phase: "starting" as const, activeSince: Option.some(now) })
           yield* SubscriptionRef.set(active, true)
+          yield* recordTransition(true, "acquired")
           yield* Effect.logInfo("[STATE_SYNC] active_state: False -> True (reason=lock_acquired)")
         })
 
@@ -455,6 +472,7 @@ export const layer = <E, R>(
             s.phase === "stopped" ? s : { phase: "stepping_down", activeSince: Option.none() })
           const was = yield* SubscriptionRef.getAndSet(active, false)
           if (!was) return
+          yield* recordTransition(false, transitionKind[reason])
           const log = reason === "released" ? Effect.logInfo : Effect.logWarning
           yield* log("[LOCK_CONTROLLER] State transition: ACTIVE → PASSIVE")
           yield* log(`[STATE_SYNC] active_state: True -> False (reason=${reason})`)

@@ -6,7 +6,7 @@
  * refreshed from their sources when `/metrics` is scraped, so they are right
  * on every instance, ACTIVE or PASSIVE.
  */
-import { Context, Effect, Layer, Metric, Ref } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Metric, Ref } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
 
@@ -32,6 +32,9 @@ export const updateProcessingSeconds = Metric.histogram("zimage_update_processin
 export const queueDepth = Metric.gauge("zimage_queue_depth", {
   description: "Telegram updates stored and not yet finished"
 })
+export const queueOldestPendingSeconds = Metric.gauge("zimage_queue_oldest_pending_seconds", {
+  description: "Age of the oldest update waiting to be dispatched (0 when none waits)"
+})
 export const generationsFinished = Metric.counter("zimage_generations_total", {
   description: "Generations finished, by outcome (delivered, failed, timeout)",
   incremental: true
@@ -55,13 +58,62 @@ export const leaderActive = Metric.gauge("zimage_leader_active", {
   description: "1 while this instance is ACTIVE (holds the leader lock), else 0"
 })
 export const leaderTransitions = Metric.counter("zimage_leader_transitions_total", {
-  description: "Leadership changes of this instance, by kind (acquired, lost, released)",
+  description:
+    "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services did not start)",
   incremental: true
 })
 
 /** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
 export const countCall = (metric: typeof kieCalls, method: string, result: string) =>
   Metric.update(Metric.withAttributes(metric, { method, result }), 1)
+
+/** `TelegramRateLimited` → `rate_limited` (with `prefix` "Telegram"). */
+const snake = (tag: string, prefix: string) =>
+  (tag.startsWith(prefix) ? tag.slice(prefix.length) : tag)
+    .replace(/([a-z0-9])([A-Z])/g, "$1_$2")
+    .toLowerCase()
+
+/**
+ * The `result` label of a finished call: "ok", the error's tag in snake case
+ * without `prefix` (a closed set: the client's error union), or "defect".
+ * `undefined` for an interruption, which is not a result of the call.
+ */
+export const resultOf = (exit: Exit.Exit<unknown, unknown>, prefix: string): string | undefined => {
+  if (Exit.isSuccess(exit)) return "ok"
+  if (Cause.hasInterruptsOnly(exit.cause)) return undefined
+  const error = Cause.findErrorOption(exit.cause)
+  if (error._tag === "Some") {
+    const tag = (error.value as { readonly _tag?: unknown })._tag
+    return typeof tag === "string" && /^[A-Za-z]{1,64}$/.test(tag) ? snake(tag, prefix) : "error"
+  }
+  return "defect"
+}
+
+/** Counts a finished call of `method` on `metric` by its exit; interruptions are not counted. */
+export const countExit = (metric: typeof kieCalls, method: string, prefix: string) =>
+<A, E>(exit: Exit.Exit<A, E>): Effect.Effect<void> => {
+  const result = resultOf(exit, prefix)
+  return result === undefined ? Effect.void : countCall(metric, method, result)
+}
+
+/**
+ * Series that exist from the start at 0, so that `rate()`/`increase()` and
+ * alerts on them work before the first event (a counter series that appears
+ * only on its first increment hides that increment from `increase()`).
+ */
+const initialSeries = Effect.all([
+  Metric.update(Metric.withAttributes(updatesReceived, { source: "webhook" }), 0),
+  Metric.update(Metric.withAttributes(updatesReceived, { source: "polling" }), 0),
+  Metric.update(Metric.withAttributes(updatesProcessed, { outcome: "done" }), 0),
+  Metric.update(Metric.withAttributes(updatesProcessed, { outcome: "dead" }), 0),
+  Metric.update(updateRetries, 0),
+  Metric.update(queueDepth, 0),
+  Metric.update(queueOldestPendingSeconds, 0),
+  Metric.update(leaderActive, 0),
+  ...["acquired", "lost", "released", "failed"].map((kind) =>
+    Metric.update(Metric.withAttributes(leaderTransitions, { kind }), 0)
+  )
+], { discard: true })
 
 /**
  * Gauges refreshed at scrape time. Services register an effect that sets
@@ -74,6 +126,7 @@ export class MetricsRefresh extends Context.Service<MetricsRefresh, {
   static readonly layer = Layer.effect(
     MetricsRefresh,
     Effect.gen(function*() {
+      yield* initialSeries
       const refreshers = yield* Ref.make<ReadonlyArray<Effect.Effect<void>>>([])
       return MetricsRefresh.of({
         register: (refresh) => Ref.update(refreshers, (all) => [...all, refresh]),

@@ -12,9 +12,10 @@
  * Conflict (another getUpdates consumer, or a webhook set by another
  * deployment) with `conflictBackoff`, anything else with `pollBackoff`.
  */
-import { Clock, Duration, Effect, Layer, Schedule } from "effect"
+import { Clock, Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { AppConfig } from "./AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
+import * as Metrics from "./Metrics.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram, type TelegramError } from "./Telegram.ts"
 import { allowedUpdates } from "./TelegramUpdate.ts"
@@ -33,6 +34,9 @@ export const conflictBackoff = Schedule.min([Schedule.exponential("5 seconds"), 
 )
 
 const describe = (error: TelegramError): string => error.message
+
+/** New updates stored from getUpdates (duplicates are not counted). */
+const receivedByPolling = Metric.withAttributes(Metrics.updatesReceived, { source: "polling" })
 
 export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = Layer.effectDiscard(
   Effect.gen(function*() {
@@ -111,6 +115,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
         const updates = result.success
         if (updates.length === 0) continue
         const stored = yield* storeBatch(updates)
+        yield* Metric.update(receivedByPolling, stored)
         yield* recovered
         offset = Math.max(...updates.map((update) => update.update_id)) + 1
         yield* Effect.logDebug(`[POLL] stored ${stored} of ${updates.length} update(s); next offset ${offset}`)

@@ -24,6 +24,7 @@ import { createHash } from "node:crypto"
 import { Api, GrammyError, HttpError } from "grammy"
 import type { Message, Opts, UserFromGetMe, WebhookInfo } from "grammy/types"
 import { AppConfig } from "./AppConfig.ts"
+import * as Metrics from "./Metrics.ts"
 import { UpdateEnvelope } from "./TelegramUpdate.ts"
 
 // ---------------------------------------------------------------------------
@@ -360,7 +361,9 @@ const make = Effect.gen(function*() {
 
   /**
    * One Bot API call: short-circuit for blocked chats, timeout, abort on
-   * interruption, typed errors, decoded result, 429 retries.
+   * interruption, typed errors, decoded result, 429 retries. Every request
+   * sent is counted in `zimage_telegram_calls_total{method,result}` (each 429
+   * retry is a request of its own; a call skipped for a blocked chat is not).
    */
   const call = <S extends Schema.Decoder<unknown>>(
     method: string,
@@ -377,6 +380,7 @@ const make = Effect.gen(function*() {
         orElse: () => Effect.fail(networkError(method, `no answer within ${Duration.format(options.timeout)}`))
       }),
       Effect.flatMap(decodeResult(method, options.result)),
+      Effect.onExit(Metrics.countExit(Metrics.telegramCalls, method, "Telegram")),
       Effect.retry(rateLimitRetry),
       Effect.tapError((error) => error._tag === "TelegramChatBlocked" ? markBlocked(error) : Effect.void)
     )

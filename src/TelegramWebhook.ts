@@ -15,11 +15,12 @@
  * The answer body never carries a `method`, so Telegram never reads it as a
  * webhook reply.
  */
-import { ByteSize, Effect, Option, Redacted, Schema } from "effect"
+import { ByteSize, Effect, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "./AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
+import * as Metrics from "./Metrics.ts"
 import { UpdateEnvelope } from "./TelegramUpdate.ts"
 
 export const WEBHOOK_PATH = "/telegram/webhook"
@@ -37,6 +38,9 @@ const answer = (status: number, body: Record<string, unknown>) =>
   HttpServerResponse.jsonUnsafe(body, { status, headers: { "cache-control": "no-store" } })
 
 const decodeEnvelope = Schema.decodeUnknownOption(UpdateEnvelope)
+
+/** New updates stored from webhooks (duplicates are not counted). */
+const receivedByWebhook = Metric.withAttributes(Metrics.updatesReceived, { source: "webhook" })
 
 const parseJson = (bytes: ArrayBuffer): Option.Option<unknown> => {
   try {
@@ -74,6 +78,7 @@ export const handleWebhook = Effect.gen(function*() {
   }
   const inbox = yield* Inbox
   return yield* inbox.store([update.value]).pipe(
+    Effect.tap((stored) => Metric.update(receivedByWebhook, stored)),
     Effect.map((stored) => answer(200, { ok: true, duplicate: stored === 0 })),
     // The inbox logs the outage once; each refused update is only worth a debug line.
     Effect.catchTag("InboxUnavailable", (error) =>

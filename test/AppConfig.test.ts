@@ -203,4 +203,25 @@ describe("AppConfig", () => {
       "GET /bot<redacted>/sendMessage"
     )
   })
+
+  it.effect("SHUTDOWN_DEADLINE_MS: SHUTDOWN_TIMEOUT_MS + 10 s by default, and must be longer than it", () =>
+    Effect.gen(function*() {
+      const defaults = yield* loadConfig(required)
+      assert.strictEqual(Duration.toMillis(defaults.shutdownTimeout), 20_000)
+      assert.strictEqual(Duration.toMillis(defaults.shutdownDeadline), 30_000)
+      const shorter = yield* loadConfig({ ...required, SHUTDOWN_TIMEOUT_MS: "5000" })
+      assert.strictEqual(Duration.toMillis(shorter.shutdownDeadline), 15_000)
+      const explicit = yield* loadConfig({ ...required, SHUTDOWN_TIMEOUT_MS: "5000", SHUTDOWN_DEADLINE_MS: "9000" })
+      assert.strictEqual(Duration.toMillis(explicit.shutdownDeadline), 9_000)
+      const error = yield* failure({ ...required, SHUTDOWN_TIMEOUT_MS: "5000", SHUTDOWN_DEADLINE_MS: "5000" })
+      assert.strictEqual(error.variable, "SHUTDOWN_DEADLINE_MS")
+    }))
+
+  it.effect("the instance id comes from INSTANCE_ID, else RENDER_INSTANCE_ID (or the host name) and the pid", () =>
+    Effect.gen(function*() {
+      const render = yield* loadConfig({ ...required, RENDER_INSTANCE_ID: "srv-abc-123" })
+      assert.strictEqual(render.instanceId, `srv-abc-123:${process.pid}`)
+      const explicit = yield* loadConfig({ ...required, RENDER_INSTANCE_ID: "srv-abc-123", INSTANCE_ID: "bot-a" })
+      assert.strictEqual(explicit.instanceId, "bot-a")
+    }))
 })

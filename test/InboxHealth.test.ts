@@ -3,6 +3,7 @@ import { Deferred, Effect, Fiber, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { Health, HealthRoute } from "../src/Health.ts"
 import { Inbox } from "../src/Inbox.ts"
+import { MetricsRefresh } from "../src/Metrics.ts"
 import { message } from "./support/Pipeline.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
@@ -10,7 +11,7 @@ import { serverUrl, TestHttpServerLive } from "./support/TestHttpServer.ts"
 
 const HealthLive = TestHttpServerLive(HealthRoute).pipe(
   Layer.provideMerge(Inbox.layer),
-  Layer.provideMerge(Health.layer),
+  Layer.provideMerge(Layer.mergeAll(Health.layer, MetricsRefresh.layer)),
   Layer.provideMerge(TestDatabaseLive),
   Layer.provideMerge(TestConfigLive())
 )

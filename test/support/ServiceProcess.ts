@@ -20,14 +20,38 @@ export interface ServiceProcess {
   readonly exited: Promise<number | string>
   /** The HTTP port, once the "Listening on" line has appeared. */
   readonly port: () => Promise<number>
+  /** Signals the spawned process only (with `via: "npm"`, npm, not the service). */
   readonly kill: (signal: NodeJS.Signals) => void
+  /** Cleanup: SIGKILL to the spawned process and everything it started (its process group). */
+  readonly killAll: () => void
 }
 
-export const startService = (env: Record<string, string>): ServiceProcess => {
-  const child = spawn(process.execPath, [path.join(root, "src/main.ts")], {
+export interface StartOptions {
+  /**
+   * `"node"` (default): `node src/main.ts`, so `pid` is the service itself.
+   * `"npm"`: `npm start`, Render's start command, so signals go to npm, which
+   * must pass them on.
+   */
+  readonly via?: "node" | "npm" | undefined
+}
+
+export const startService = (env: Record<string, string>, options: StartOptions = {}): ServiceProcess => {
+  // npm runs the start script with node_modules/.bin first on PATH, so with the
+  // `node` devDependency, as on Render.
+  const [command, args] = options.via === "npm"
+    ? ["npm", ["start", "--silent"]]
+    : [process.execPath, [path.join(root, "src/main.ts")]]
+  const child = spawn(command, args, {
     cwd: root,
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", LOG_FORMAT: "json", ...env },
-    stdio: ["ignore", "pipe", "pipe"]
+    env: {
+      PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ""}`,
+      HOME: process.env.HOME ?? "/tmp",
+      LOG_FORMAT: "json",
+      ...env
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+    // Its own process group, so `killAll` also reaches a service npm failed to stop.
+    detached: options.via === "npm"
   })
   const collected: Array<string> = []
   const waiters = new Set<{ match: (line: string) => boolean; resolve: (line: string) => void }>()
@@ -90,6 +114,14 @@ export const startService = (env: Record<string, string>): ServiceProcess => {
     port,
     kill: (signal) => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+    },
+    killAll: () => {
+      try {
+        if (options.via === "npm") process.kill(-child.pid!, "SIGKILL")
+        else child.kill("SIGKILL")
+      } catch {
+        // already gone
+      }
     }
   }
 }
