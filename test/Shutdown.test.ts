@@ -101,26 +101,27 @@ describe("shutdown", () => {
       yield* Effect.promise(() => service.waitForLine((l) => l.includes("[LOCK] ✅ ACTIVE MODE")))
 
       const sql = yield* sqlOn(databaseUrl)
-      // Hold a lock that makes the webhook's INSERT wait, until the shutdown is under way.
+      // Insert the same update_id in a transaction left open: the webhook's
+      // INSERT … ON CONFLICT waits for it, while everything else (the
+      // dispatcher, the reconciler) goes on, since nothing else is locked.
       const letGo = yield* Deferred.make<void>()
+      const inserted = yield* Deferred.make<void>()
       const holder = yield* sql.withTransaction(Effect.gen(function*() {
-        yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
+        yield* sql`INSERT INTO telegram_updates (update_id, kind, payload, received_at)
+                   VALUES (7001, 'message', '{}'::jsonb, now())`
+        yield* Deferred.succeed(inserted, undefined)
         yield* Deferred.await(letGo)
-      })).pipe(Effect.forkChild)
-      yield* eventually(
-        "the table lock",
-        sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-          WHERE c.relname = 'telegram_updates' AND l.mode = 'ExclusiveLock' AND l.granted`.pipe(
-          Effect.map((rows) => rows[0]!.n === 1)
-        )
-      )
+        return yield* Effect.fail("roll back" as const)
+      })).pipe(Effect.flip, Effect.forkChild)
+      yield* Deferred.await(inserted)
 
       const request = postWebhook(port, update(7001))
-      // The INSERT is in flight: it waits for the test's lock.
+      // The INSERT is in flight: it waits for the test's transaction.
       yield* eventually(
-        "the webhook's INSERT to wait for the lock",
-        sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-          WHERE c.relname = 'telegram_updates' AND NOT l.granted`.pipe(Effect.map((rows) => rows[0]!.n === 1))
+        "the webhook's INSERT to wait for the test's transaction",
+        sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`.pipe(
+          Effect.map((rows) => rows[0]!.n === 1)
+        )
       )
 
       service.kill("SIGTERM")
@@ -182,10 +183,13 @@ describe("shutdown", () => {
         ...env,
         DATABASE_URL: proxy.url,
         SHUTDOWN_TIMEOUT_MS: "2000",
-        SHUTDOWN_DEADLINE_MS: "6000"
+        SHUTDOWN_DEADLINE_MS: "9000"
       }, { via: "npm" })
       yield* Effect.addFinalizer(() => Effect.sync(() => service.killAll()))
       yield* Effect.promise(() => service.waitForLine((l) => l.includes("[LOCK] ✅ ACTIVE MODE")))
+      // Freeze once the leader-only services are up (the generation engine
+      // logs when it has started), so the shutdown meets a running leader.
+      yield* Effect.promise(() => service.waitForLine((l) => l.includes("[GEN] engine started")))
       proxy.freeze()
       const signalledAt = Date.now()
       service.kill("SIGTERM")
@@ -194,11 +198,14 @@ describe("shutdown", () => {
       const logged = messages(service.lines())
       // The pool's close waits on sockets that never answer: the deadline ends it.
       assert.strictEqual(code, 1)
-      assert.isAtLeast(elapsed, 6000)
-      assert.isBelow(elapsed, 12_000)
+      assert.isAtLeast(elapsed, 9000)
+      assert.isBelow(elapsed, 15_000)
       const errors = logged.filter((entry) => entry.level === "ERROR")
+      // The leader-only services cannot finish their database work either: their
+      // drain is cut at SHUTDOWN_TIMEOUT_MS + 1 s, then the process at the deadline.
       assert.deepStrictEqual(errors.map((entry) => entry.message), [
-        "[SHUTDOWN] graceful shutdown still running 6s after SIGTERM; exiting with code 1"
+        "[LOCK] leader-only services did not stop within 3s; continuing without them",
+        "[SHUTDOWN] graceful shutdown still running 9s after SIGTERM; exiting with code 1"
       ])
       // Before that, the instance stopped being ACTIVE and closed its lock session
       // (the server releases the lock when it notices), and the HTTP server closed.
