@@ -95,16 +95,18 @@ const renderEnvironment = (generated: string): Record<string, string> => {
 }
 
 describe("render.yaml", () => {
-  it("a Node web service: build installs devDependencies, npm start, /health, Node 24", () => {
+  it("a Node web service: build installs devDependencies and bundles, start runs the bundle, /health, Node 24", () => {
     assert.strictEqual(service.type, "web")
     assert.strictEqual(service.runtime, "node")
-    assert.strictEqual(service.buildCommand, "npm ci --include=dev")
+    assert.strictEqual(service.buildCommand, "npm ci --include=dev && npm run build")
     assert.strictEqual(envVar("NODE_ENV").key, "NODE_ENV")
-    assert.strictEqual(service.startCommand, "npm start")
+    assert.strictEqual(service.startCommand, "npm run start:dist")
     assert.strictEqual(service.healthCheckPath, "/health")
     const pkg = JSON.parse(read("package.json"))
     // `exec`: npm's shell is replaced by node, so Render's SIGTERM reaches the service.
     assert.strictEqual(pkg.scripts.start, "exec node src/main.ts")
+    assert.match(pkg.scripts["start:dist"], /^exec node .*dist\/main\.js$/)
+    assert.strictEqual(pkg.scripts.build, "node scripts/build.ts")
     // Node 24: Render reads .node-version; npm scripts run the `node` devDependency.
     assert.strictEqual(read(".node-version").trim(), "24")
     assert.match(pkg.devDependencies.node, /^24\./)

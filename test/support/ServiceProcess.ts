@@ -29,10 +29,11 @@ export interface ServiceProcess {
 export interface StartOptions {
   /**
    * `"node"` (default): `node src/main.ts`, so `pid` is the service itself.
-   * `"npm"`: `npm start`, Render's start command, so signals go to npm, which
-   * must pass them on.
+   * `"npm"`: `npm start`, so signals go to npm, which must pass them on.
+   * `"npm-dist"`: `npm run start:dist`, Render's start command (the bundle
+   * built by `npm run build`).
    */
-  readonly via?: "node" | "npm" | undefined
+  readonly via?: "node" | "npm" | "npm-dist" | undefined
 }
 
 export const startService = (env: Record<string, string>, options: StartOptions = {}): ServiceProcess => {
@@ -40,6 +41,8 @@ export const startService = (env: Record<string, string>, options: StartOptions 
   // `node` devDependency, as on Render.
   const [command, args] = options.via === "npm"
     ? ["npm", ["start", "--silent"]]
+    : options.via === "npm-dist"
+    ? ["npm", ["run", "start:dist", "--silent"]]
     : [process.execPath, [path.join(root, "src/main.ts")]]
   const child = spawn(command, args, {
     cwd: root,
@@ -51,7 +54,7 @@ export const startService = (env: Record<string, string>, options: StartOptions 
     },
     stdio: ["ignore", "pipe", "pipe"],
     // Its own process group, so `killAll` also reaches a service npm failed to stop.
-    detached: options.via === "npm"
+    detached: options.via === "npm" || options.via === "npm-dist"
   })
   const collected: Array<string> = []
   const waiters = new Set<{ match: (line: string) => boolean; resolve: (line: string) => void }>()
@@ -117,7 +120,7 @@ export const startService = (env: Record<string, string>, options: StartOptions 
     },
     killAll: () => {
       try {
-        if (options.via === "npm") process.kill(-child.pid!, "SIGKILL")
+        if (options.via === "npm" || options.via === "npm-dist") process.kill(-child.pid!, "SIGKILL")
         else child.kill("SIGKILL")
       } catch {
         // already gone
