@@ -6,11 +6,12 @@
  * the update's replies were sent, together with the id of that update. An
  * update at or below it was fully handled before and is skipped.
  */
-import { Context, DateTime, Effect, Layer, Option, Schema, SchemaTransformation } from "effect"
+import { Context, DateTime, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChatState } from "./ChatFlowLogic.ts"
 import type { Lang } from "./Messages.ts"
+import { Int8 } from "./SqlColumns.ts"
 
 /** Migration 0004. */
 export const migration = Effect.gen(function*() {
@@ -29,9 +30,6 @@ export const migration = Effect.gen(function*() {
     )`
 })
 
-const Int8 = Schema.BigInt.pipe(
-  Schema.decodeTo(Schema.Int, SchemaTransformation.transform({ decode: (b) => Number(b), encode: (n) => BigInt(n) }))
-)
 
 const Row = Schema.Struct({
   state: Schema.Literals(["idle", "waiting_prompt", "waiting_aspect_ratio"]),

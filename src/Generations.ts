@@ -34,10 +34,11 @@
  * Every timestamp written here comes from the Effect `Clock` (UTC), so the
  * engine's deadlines follow a TestClock in tests.
  */
-import { Context, DateTime, Duration, Effect, Layer, Option, Schema, SchemaTransformation } from "effect"
+import { Context, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { AspectRatio, Lang } from "./Messages.ts"
+import { Int8, Int8Id as Id } from "./SqlColumns.ts"
 import * as UtcTime from "./UtcTime.ts"
 
 export const CHANNEL = "generations"
@@ -127,12 +128,6 @@ export const migrationRetries = Effect.gen(function*() {
 // ---------------------------------------------------------------------------
 // Rows
 
-const Int8 = Schema.BigInt.pipe(
-  Schema.decodeTo(Schema.Int, SchemaTransformation.transform({ decode: (b) => Number(b), encode: (n) => BigInt(n) }))
-)
-const Id = Schema.BigInt.pipe(
-  Schema.decodeTo(Schema.String, SchemaTransformation.transform({ decode: (b) => b.toString(), encode: (s) => BigInt(s) }))
-)
 
 const Row = Schema.Struct({
   id: Id,

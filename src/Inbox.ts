@@ -19,12 +19,13 @@
  * Inserts NOTIFY `telegram_updates` in the same statement, which wakes the
  * dispatcher the moment the row is committed.
  */
-import { Cause, Context, DateTime, Effect, Layer, Metric, Option, Predicate, Schema, SchemaTransformation } from "effect"
+import { Cause, Context, DateTime, Effect, Layer, Metric, Option, Predicate, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { Health } from "./Health.ts"
 import * as Metrics from "./Metrics.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
+import { Int8 } from "./SqlColumns.ts"
 import { routingOf, type UpdateEnvelope } from "./TelegramUpdate.ts"
 import * as UtcTime from "./UtcTime.ts"
 
@@ -75,9 +76,6 @@ export const migration = Effect.gen(function*() {
 // ---------------------------------------------------------------------------
 // Rows
 
-const Int8 = Schema.BigInt.pipe(
-  Schema.decodeTo(Schema.Int, SchemaTransformation.transform({ decode: (b) => Number(b), encode: (n) => BigInt(n) }))
-)
 const ClaimedRow = Schema.Struct({
   update_id: Int8,
   chat_id: Schema.NullOr(Int8),
