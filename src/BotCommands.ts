@@ -4,14 +4,13 @@
  * English, each time this instance becomes ACTIVE. Failures are retried in
  * the background and never hold up leadership.
  */
-import { Effect, Layer, Schedule } from "effect"
+import { Effect, Layer } from "effect"
 import { botCommands } from "./Messages.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram, type TelegramError } from "./Telegram.ts"
+import { cappedExponential } from "./Backoff.ts"
 
-export const botCommandsRetry = Schedule.min([Schedule.exponential("2 seconds"), Schedule.spaced("5 minutes")]).pipe(
-  Schedule.jittered
-)
+export const botCommandsRetry = cappedExponential("2 seconds", "5 minutes")
 
 export const layer: Layer.Layer<never, never, Telegram> = Layer.effectDiscard(Effect.gen(function*() {
   const telegram = yield* Telegram

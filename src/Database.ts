@@ -9,12 +9,13 @@
  * longer than DATABASE_STARTUP_TIMEOUT_MS end startup through `awaitStartup`.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Deferred, Duration, Effect, Layer, Option, Predicate, Redacted, Ref, Schedule, Schema } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, Option, Predicate, Redacted, Ref, Schema } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig, lockKeyFromName } from "./AppConfig.ts"
 import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+import { cappedExponential } from "./Backoff.ts"
 
 export class DatabaseUnavailable extends Schema.TaggedError<DatabaseUnavailable>()("DatabaseUnavailable", {
   message: Schema.String
@@ -35,10 +36,7 @@ export class Database extends Context.Service<Database, {
 }>()("zimage-bot/Database") {}
 
 /** Backoff while the database is unreachable at startup. */
-export const startupRetrySchedule = Schedule.min([
-  Schedule.exponential("200 millis"),
-  Schedule.spaced("5 seconds")
-]).pipe(Schedule.jittered)
+export const startupRetrySchedule = cappedExponential("200 millis", "5 seconds")
 
 /** Migrations by `<number>_<name>`, run once each in number order. */
 export type Migrations = Record<string, Effect.Effect<void, unknown, SqlClient>>

@@ -51,6 +51,7 @@ import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram } from "./Telegram.ts"
 import { isHandledKind, Update } from "./TelegramUpdate.ts"
 import { UpdateHandler } from "./UpdateHandler.ts"
+import { bookkeepingRetry, cappedExponential, listenRetry } from "./Backoff.ts"
 
 /** Backstop claim when no notification arrived for this long. */
 export const DISPATCH_SWEEP_INTERVAL = Duration.seconds(5)
@@ -59,19 +60,7 @@ export const CLAIM_BATCH_SIZE = 64
 /** Claimed, unfinished updates held in memory per worker. */
 export const IN_FLIGHT_PER_WORKER = 16
 /** Delay before the next run of a failed update. */
-export const handlerRetryBackoff = Schedule.min([
-  Schedule.exponential("1 second"),
-  Schedule.spaced("30 seconds")
-]).pipe(Schedule.jittered)
-/** Retrying a bookkeeping write (done / dead / failure) through a database blip: about 2 minutes. */
-export const bookkeepingRetry = Schedule.min([
-  Schedule.exponential("100 millis"),
-  Schedule.spaced("5 seconds")
-]).pipe(Schedule.jittered, Schedule.upTo({ times: 30 }))
-/** Re-LISTEN after the notification connection failed. */
-export const listenRetry = Schedule.min([Schedule.exponential("500 millis"), Schedule.spaced("10 seconds")]).pipe(
-  Schedule.jittered
-)
+export const handlerRetryBackoff = cappedExponential("1 second", "30 seconds")
 
 /** A stable worker index for a chat: FNV-1a over its decimal id, identical on every instance. */
 export const workerFor = (key: string, workers: number): number => {

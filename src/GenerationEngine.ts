@@ -127,6 +127,7 @@ import { generationSecondsHistogram, generationsFinished } from "./Metrics.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
 import { DownloadFailed, hostOf, ResultDownload } from "./ResultDownload.ts"
 import { Telegram, type TelegramError } from "./Telegram.ts"
+import { bookkeepingRetry, cappedExponential, listenRetry } from "./Backoff.ts"
 
 // ---------------------------------------------------------------------------
 // Policies
@@ -167,19 +168,7 @@ export const transientPause = (streak: number): Duration.Duration =>
 /** Downloading the result: 3 more tries, 2 s, 4 s, 8 s apart (jittered). */
 export const downloadRetry = Schedule.exponential("2 seconds").pipe(Schedule.jittered, Schedule.upTo({ times: 3 }))
 /** Sending the result after a transient Telegram error: up to 6 more tries, 2 s doubling to 30 s. */
-export const sendRetry = Schedule.min([Schedule.exponential("2 seconds"), Schedule.spaced("30 seconds")]).pipe(
-  Schedule.jittered,
-  Schedule.upTo({ times: 6 })
-)
-/** Recording a state change through a database blip: about two minutes. */
-export const bookkeepingRetry = Schedule.min([
-  Schedule.exponential("100 millis"),
-  Schedule.spaced("5 seconds")
-]).pipe(Schedule.jittered, Schedule.upTo({ times: 30 }))
-/** Re-LISTEN after the notification connection failed. */
-export const listenRetry = Schedule.min([Schedule.exponential("500 millis"), Schedule.spaced("10 seconds")]).pipe(
-  Schedule.jittered
-)
+export const sendRetry = cappedExponential("2 seconds", "30 seconds").pipe(Schedule.upTo({ times: 6 }))
 
 /** Our own `beforeSend` declined: nothing was sent to Kie. */
 export class SubmissionCancelled extends Schema.TaggedError<SubmissionCancelled>()("SubmissionCancelled", {

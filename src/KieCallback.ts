@@ -53,6 +53,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "./AppConfig.ts"
 import { decodeCallbackBody, isTerminal, type TaskState } from "./KieSchema.ts"
+import { cappedExponential } from "./Backoff.ts"
 
 /** The NOTIFY channel; the payload is the task id. */
 export const CALLBACK_CHANNEL = "kie_callback"
@@ -64,10 +65,7 @@ export const SIGNATURE_MAX_AGE: Duration.Duration = Duration.minutes(5)
 export const REGISTRY_RETENTION: Duration.Duration = Duration.days(7)
 
 /** Reconnecting the LISTEN connection: quick at first, then every 30 s at most. */
-export const listenRetrySchedule = Schedule.min([
-  Schedule.exponential("500 millis"),
-  Schedule.spaced("30 seconds")
-]).pipe(Schedule.jittered)
+export const listenRetrySchedule = cappedExponential("500 millis", "30 seconds")
 
 /** How often old registry rows are deleted. */
 export const pruneSchedule = Schedule.spaced("1 hour")

@@ -60,6 +60,7 @@ import { AppConfig } from "./AppConfig.ts"
 import { Database } from "./Database.ts"
 import { Health } from "./Health.ts"
 import * as Metrics from "./Metrics.ts"
+import { cappedExponential } from "./Backoff.ts"
 
 // ---------------------------------------------------------------------------
 // Public surface
@@ -131,20 +132,14 @@ const heartbeatInterval = Duration.seconds(1)
 export const heartbeatSchedule = Schedule.spaced(heartbeatInterval)
 
 /** While the lock session cannot be opened (database down, refusing connections). */
-export const sessionRetrySchedule = Schedule.min([
-  Schedule.exponential("1 second"),
-  Schedule.spaced("10 seconds")
-]).pipe(Schedule.jittered)
+export const sessionRetrySchedule = cappedExponential("1 second", "10 seconds")
 
 /**
  * After leader-only services failed to start: back off so a persistent
  * failure (a bad token, say) does not make the instances pass the lock around
  * in a tight loop.
  */
-export const leaderFailureBackoff = Schedule.min([
-  Schedule.exponential("2 seconds"),
-  Schedule.spaced("60 seconds")
-]).pipe(Schedule.jittered)
+export const leaderFailureBackoff = cappedExponential("2 seconds", "60 seconds")
 
 /** Bound of every statement on the lock session (heartbeat, try, unlock). */
 export const sessionQueryTimeout = Duration.seconds(2)

@@ -19,19 +19,16 @@ import * as Metrics from "./Metrics.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram, type TelegramError } from "./Telegram.ts"
 import { allowedUpdates } from "./TelegramUpdate.ts"
+import { cappedExponential } from "./Backoff.ts"
 
 /** Seconds Telegram holds a getUpdates call open when there is nothing to return. */
 export const POLL_TIMEOUT_SECONDS = 25
 export const POLL_LIMIT = 100
 
 /** Network errors, 5xx, an unreachable database: retry soon, then less often. */
-export const pollBackoff = Schedule.min([Schedule.exponential("1 second"), Schedule.spaced("30 seconds")]).pipe(
-  Schedule.jittered
-)
+export const pollBackoff = cappedExponential("1 second", "30 seconds")
 /** 409 Conflict: someone else is consuming updates; give them room. */
-export const conflictBackoff = Schedule.min([Schedule.exponential("5 seconds"), Schedule.spaced("60 seconds")]).pipe(
-  Schedule.jittered
-)
+export const conflictBackoff = cappedExponential("5 seconds", "60 seconds")
 
 const describe = (error: TelegramError): string => error.message
 

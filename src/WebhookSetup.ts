@@ -6,12 +6,13 @@
  * only when something differs (including a rotated secret), never dropping
  * pending updates. Failures are retried with `webhookSetupRetry`.
  */
-import { Effect, Layer, Option, Schedule } from "effect"
+import { Effect, Layer, Option } from "effect"
 import { AppConfig } from "./AppConfig.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
 import { Telegram, type TelegramError } from "./Telegram.ts"
 import { allowedUpdates } from "./TelegramUpdate.ts"
 import { WEBHOOK_PATH } from "./TelegramWebhook.ts"
+import { cappedExponential } from "./Backoff.ts"
 
 /**
  * Telegram's default. Each connection is one POST that only stores a row,
@@ -20,9 +21,7 @@ import { WEBHOOK_PATH } from "./TelegramWebhook.ts"
 export const WEBHOOK_MAX_CONNECTIONS = 40
 
 /** Retry setWebhook/getWebhookInfo failures: soon at first, then every minute. */
-export const webhookSetupRetry = Schedule.min([Schedule.exponential("2 seconds"), Schedule.spaced("60 seconds")]).pipe(
-  Schedule.jittered
-)
+export const webhookSetupRetry = cappedExponential("2 seconds", "60 seconds")
 
 export const layer: Layer.Layer<never, never, AppConfig | Telegram> = Layer.effectDiscard(
   Effect.gen(function*() {
