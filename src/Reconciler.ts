@@ -5,6 +5,10 @@
  * - Updates left `processing` by another term (a dead or deposed leader) for
  *   longer than STUCK_UPDATE_THRESHOLD_MS go back to `pending`; the chat's
  *   later updates were held back meanwhile, so order survives the failover.
+ *   Once this term is DEPOSED_TERM_GRACE old, rows another term claimed
+ *   before this one began go back at once, threshold or not: that leader lost
+ *   the lock before this term took it and has stopped its handlers by then, so
+ *   after a crash a chat waits about 15 s, not the 90 s threshold.
  * - `pending` updates older than ORPHAN_UPDATE_THRESHOLD_MS are logged as
  *   orphans, each once per term, and the dispatcher is woken for them.
  * - Finished updates older than INBOX_RETENTION_HOURS are deleted in batches.
@@ -13,13 +17,23 @@
  * `TestClock`. Ages go through `UtcTime`: a naive timestamp is UTC, an age is
  * never negative or NaN.
  */
-import { DateTime, Effect, Layer, Option, Schedule } from "effect"
+import { DateTime, Duration, Effect, Layer, Option, Schedule } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig } from "./AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
 import { LeaderTerm } from "./LeaderTerm.ts"
 import { makeProblemLog } from "./ProblemLog.ts"
 import * as UtcTime from "./UtcTime.ts"
+
+/**
+ * How old a term must be before it takes back every row claimed before it
+ * began. A deposed leader stops its leader-only fibers within about 8 s of
+ * losing the lock (heartbeat every 1 s, a 2 s query timeout, a 5 s bound on
+ * stopping: see LeaderLock); this leaves room beyond that. A process frozen
+ * longer than this (SIGSTOP, a stalled VM) could still send a reply twice;
+ * its database writes are fenced by `claimed_by` either way.
+ */
+export const DEPOSED_TERM_GRACE = Duration.seconds(15)
 
 /** Rows handled per kind per pass; a larger backlog takes several passes. */
 export const RECONCILE_BATCH = 500
@@ -58,16 +72,20 @@ export const make = Effect.gen(function*() {
   const config = yield* AppConfig
   const inbox = yield* Inbox
   const term = (yield* LeaderTerm).id
+  const termStart = yield* DateTime.now
   const loggedOrphans = new Set<number>()
+
+  /** Rows of other terms claimed before this are taken back. */
+  const stuckCutoff = (now: DateTime.Utc): DateTime.Utc => {
+    const byThreshold = DateTime.subtractDuration(now, config.stuckUpdateThreshold)
+    const termOldEnough = Duration.isGreaterThanOrEqualTo(UtcTime.age(now, termStart), DEPOSED_TERM_GRACE)
+    return termOldEnough && DateTime.isGreaterThan(termStart, byThreshold) ? termStart : byThreshold
+  }
 
   const pass: Effect.Effect<PassReport, SqlError> = Effect.gen(function*() {
     const now = yield* DateTime.now
 
-    const stuck = yield* inbox.requeueStuck(
-      term,
-      DateTime.subtractDuration(now, config.stuckUpdateThreshold),
-      RECONCILE_BATCH
-    )
+    const stuck = yield* inbox.requeueStuck(term, stuckCutoff(now), RECONCILE_BATCH)
     const requeued = stuck.map((row): Requeued => ({
       updateId: row.updateId,
       claimedBy: row.claimedBy,

@@ -1,5 +1,5 @@
 import { assert, layer } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
+import { Duration, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { LeaderTerm } from "../src/LeaderTerm.ts"
@@ -155,6 +155,46 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       yield* TestClock.adjust("61 seconds")
       yield* logs.awaitLine((l) => l.message.startsWith("[RECONCILE] pass done"), { after: afterSecond })
       assert.lengthOf(logs.lines().filter((l) => l.message.includes(`orphan update ${id}`)), 1, "logged once")
+    }))
+
+  it.effect("a term DEPOSED_TERM_GRACE old takes back rows claimed before it began, threshold or not", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const termStart = Date.UTC(2031, 4, 1)
+      const [crashed, crashedOtherChat, zombie] = [++nextId, ++nextId, ++nextId]
+      const insert = (id: number, chatId: number, claimedAt: number) =>
+        sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, claimed_at, claimed_by)
+            VALUES (${id}, ${chatId}, 'message', ${JSON.stringify(message(id, chatId))}::jsonb, ${new Date(claimedAt - 100)},
+                    'processing', ${new Date(claimedAt)}, ${DEAD_TERM})`
+      // Claimed by the crashed leader 2 s before this term took the lock.
+      yield* insert(crashed, 5, termStart - 2_000)
+      yield* insert(crashedOtherChat, 6, termStart - 1_000)
+      // Claimed by another term after this one began: a deposed leader still running, left to the threshold.
+      yield* insert(zombie, 7, termStart + 1_000)
+      const reconciler = yield* passAt(
+        termStart,
+        Reconciler.make.pipe(Effect.provide(Layer.succeed(LeaderTerm, { id: THIS_TERM })))
+      )
+      const graceMs = Duration.toMillis(Reconciler.DEPOSED_TERM_GRACE)
+      const early = yield* passAt(termStart + graceMs - 1, reconciler.pass)
+      assert.deepStrictEqual(early.requeued, [], "too early: the old leader may still be stopping")
+
+      const logs = makeLogCapture()
+      const atGrace = yield* passAt(termStart + graceMs, reconciler.pass).pipe(Effect.provide(logs.layer))
+      assert.deepStrictEqual(atGrace.requeued.map((r) => r.updateId), [crashed, crashedOtherChat])
+      assert.isDefined(
+        logs.lines().find((l) => l.message.startsWith(`[RECONCILE] update ${crashed} was stuck in processing for 17 s`))
+      )
+      const after = yield* rows
+      assert.deepStrictEqual(
+        after.map((r) => [r.update_id, r.status]),
+        [[crashed, "pending"], [crashedOtherChat, "pending"], [zombie, "processing"]]
+      )
+
+      // The zombie's row still comes back by the threshold.
+      const late = yield* passAt(termStart + 1_000 + STUCK_MS + 1, reconciler.pass)
+      assert.deepStrictEqual(late.requeued.map((r) => r.updateId), [zombie])
     }))
 
   it.effect("deletes finished updates past INBOX_RETENTION_HOURS, keeps the rest", () =>
