@@ -326,6 +326,8 @@ export interface FakeTelegramOptions {
   readonly token?: string
   /** Delay before a failed webhook delivery is retried (real time). */
   readonly webhookRetryDelayMs?: number
+  /** Every answer leaves this long after the request arrived, like the network to api.telegram.org. */
+  readonly latencyMs?: number
 }
 
 export const make = (options: FakeTelegramOptions = {}): Effect.Effect<FakeTelegramShape, never, Scope.Scope> =>
@@ -368,12 +370,19 @@ const start = async (options: FakeTelegramOptions) => {
     }
   }
 
+  const latencyMs = options.latencyMs ?? 0
   const send = (call: RecordedCall | undefined, res: http.ServerResponse, status: number, body: unknown) => {
     if (res.writableEnded || res.destroyed) return
     if (call !== undefined) call.response = { status, body }
     const text = JSON.stringify(body)
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
-    res.end(text)
+    const write = () => {
+      if (res.writableEnded || res.destroyed) return
+      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
+      res.end(text)
+    }
+    // The answer is decided (and recorded) now; only its bytes travel slowly.
+    if (latencyMs > 0) setTimeout(write, latencyMs)
+    else write()
   }
   const ok = (call: RecordedCall, res: http.ServerResponse, result: unknown, description?: string) =>
     send(call, res, 200, { ok: true, result, ...(description === undefined ? {} : { description }) })
