@@ -1051,6 +1051,16 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
   )
 
   const counts = yield* generations.counts.pipe(Effect.option)
+  // Kie's window still counts what the previous leader sent: take those slots first.
+  const startedAt = yield* DateTime.now
+  const earlierSlots = yield* generations.sentSince(
+    DateTime.subtractDuration(startedAt, Duration.sum(config.kieCreateRate.window, Duration.seconds(5)))
+  ).pipe(
+    Effect.flatMap((sends) => budget.recordEarlierSends(sends.map(DateTime.toEpochMillis))),
+    Effect.catch((error) =>
+      Effect.as(Effect.logWarning(`[GEN] could not read recent createTask requests (the budget starts empty): ${error.message}`), 0)
+    )
+  )
   yield* Ref.set(status.running, true)
   yield* Effect.logInfo(
     `[GEN] engine started${
@@ -1059,7 +1069,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
         onSome: (c) =>
           `: resuming ${c.queued} queued, ${c.submitting} submitting, ${c.submitted} submitted, ${c.succeeded} succeeded`
       })
-    }`
+    }; ${earlierSlots} createTask budget slot(s) held for requests sent in the last window`
   )
   yield* FiberSet.run(background, listenLoop)
   yield* FiberSet.run(background, callbackLoop)

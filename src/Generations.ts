@@ -324,6 +324,8 @@ export interface GenerationsShape {
   readonly inFlight: Effect.Effect<number, SqlError>
   /** Unfinished generations by status. */
   readonly counts: Effect.Effect<GenerationCounts, SqlError>
+  /** When createTask requests were last sent, for those sent after `since` (by any instance). */
+  readonly sentSince: (since: DateTime.Utc) => Effect.Effect<ReadonlyArray<DateTime.Utc>, SqlError>
 }
 
 export interface GenerationCounts {
@@ -567,7 +569,14 @@ const make = Effect.gen(function*() {
     })
   )
 
+  const sentSince = (since: DateTime.Utc) =>
+    sql<{ submitted_at: unknown }>`
+      SELECT submitted_at FROM generations WHERE submitted_at > ${asDate(since)} ORDER BY submitted_at`.pipe(
+      Effect.map((rows) => rows.flatMap((row) => Option.toArray(UtcTime.fromUnknown(row.submitted_at))))
+    )
+
   return Generations.of({
+    sentSince,
     create,
     find,
     findByTaskId,

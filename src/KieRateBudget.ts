@@ -59,7 +59,24 @@ export interface KieRateBudgetShape {
    * for capacity first and choose afterwards.
    */
   readonly awaitFreeSlot: Effect.Effect<void>
+  /**
+   * createTask requests another process sent (an earlier leader, read from
+   * the database when this one takes over), as epoch millis: each holds a
+   * slot until `sentAt + window + margin + EARLIER_SEND_SLACK`. Without this a
+   * new leader starts with an empty window while Kie's still counts its
+   * predecessor's requests, and its first burst is answered 429. Returns the
+   * slots taken (never more than the budget has).
+   */
+  readonly recordEarlierSends: (sentAt: ReadonlyArray<number>) => Effect.Effect<number>
 }
+
+/**
+ * How long after it was sent an earlier leader's request may have reached
+ * Kie. Only its send time is stored; the completion time, which the module
+ * comment's argument needs, is not. A request slower than this on its way
+ * can still meet a 429, which is retried: nothing was created.
+ */
+export const EARLIER_SEND_SLACK = Duration.seconds(1)
 
 interface Slot {
   /** Epoch millis at which the slot is free again; `Infinity` while in flight. */
@@ -179,7 +196,24 @@ export const make = (options: {
         }
       }))
 
-    return { withPermit, penalize, snapshot, awaitFreeSlot }
+    const slackMillis = Duration.toMillis(EARLIER_SEND_SLACK)
+    const recordEarlierSends = (sentAt: ReadonlyArray<number>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.sync(() => {
+          prune(now)
+          let taken = 0
+          for (const at of sentAt) {
+            const expiresAt = at + holdMillis + slackMillis
+            if (expiresAt > now && slots.length < count) {
+              slots.push({ expiresAt })
+              taken++
+            }
+          }
+          signalChange()
+          return taken
+        }))
+
+    return { withPermit, penalize, snapshot, awaitFreeSlot, recordEarlierSends }
   })
 
 export class KieRateBudget extends Context.Service<KieRateBudget, KieRateBudgetShape>()("zimage-bot/KieRateBudget") {

@@ -89,6 +89,27 @@ describe("Generations", () => {
         for (const r of [a2, b1]) yield* generations.markFailed(r.generation.id, "test", "cleanup")
       }))
 
+    it.effect("sentSince: when createTask requests were sent after the given instant, oldest first", () =>
+      Effect.gen(function*() {
+        const generations = yield* Generations
+        const many = { maxActivePerUser: 10, dailyLimit: 0, timeout: Duration.minutes(5) }
+        // Away from the rows earlier tests sent.
+        yield* TestClock.adjust("1 hour")
+        const start = yield* DateTime.now
+        const [a, b, never] = yield* Effect.forEach([600, 601, 602], (u) => generations.create(input(u, u), many))
+        yield* generations.markSubmitting(a!.generation.id, "ref-a")
+        yield* TestClock.adjust("4 seconds")
+        yield* generations.markSubmitting(b!.generation.id, "ref-b")
+        yield* generations.markSubmitted(b!.generation.id, "task-b", DateTime.makeUnsafe(0))
+        assert.strictEqual(never!.generation.status, "queued")
+        const sent = (since: DateTime.Utc) =>
+          Effect.map(generations.sentSince(since), (times) => times.map((t) => DateTime.toEpochMillis(t)))
+        const t0 = DateTime.toEpochMillis(start)
+        assert.deepStrictEqual(yield* sent(DateTime.subtractDuration(start, Duration.seconds(1))), [t0, t0 + 4_000])
+        assert.deepStrictEqual(yield* sent(start), [t0 + 4_000], "strictly after")
+        assert.deepStrictEqual(yield* sent(DateTime.addDuration(start, Duration.seconds(5))), [])
+      }))
+
     it.effect("deadlines: overdue once past deadline_at; a succeeded one only after the grace", () =>
       Effect.gen(function*() {
         const generations = yield* Generations

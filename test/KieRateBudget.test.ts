@@ -120,6 +120,38 @@ describe("KieRateBudget", () => {
       yield* Fiber.join(next)
     }))
 
+  it.effect("an earlier leader's sends hold slots until sentAt + window + margin + slack; expired ones none", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 3, window: "10 seconds", margin: "50 millis" })
+      yield* TestClock.setTime(100_000)
+      // Sent 9 s ago, 2 s ago, and 20 s ago (long out of the window).
+      assert.strictEqual(yield* budget.recordEarlierSends([91_000, 98_000, 80_000]), 2)
+      assert.strictEqual((yield* budget.snapshot).used, 2)
+      const started = yield* Ref.make<Array<number>>([])
+      const call = budget.withPermit(Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
+        Ref.update(started, (xs) => [...xs, now])))
+      const fibers = yield* Effect.forEach([0, 1, 2], () => Effect.forkChild(call))
+      yield* settle
+      assert.deepStrictEqual(yield* Ref.get(started), [100_000], "one slot was free")
+      // 91 000 + 10 000 + 50 + 1 000 = 102 050: the next slot frees then, not at 101 050.
+      yield* TestClock.setTime(102_049)
+      yield* settle
+      assert.lengthOf(yield* Ref.get(started), 1)
+      yield* TestClock.setTime(102_050)
+      yield* settle
+      assert.deepStrictEqual(yield* Ref.get(started), [100_000, 102_050])
+      yield* TestClock.setTime(109_050)
+      yield* Fiber.joinAll(fibers)
+      assert.deepStrictEqual(yield* Ref.get(started), [100_000, 102_050, 109_050])
+    }))
+
+  it.effect("earlier sends never take more than the whole budget", () =>
+    Effect.gen(function*() {
+      const budget = yield* KieRateBudget.make({ count: 2, window: "1 second", margin: 0 })
+      assert.strictEqual(yield* budget.recordEarlierSends([0, 0, 0, 0]), 2)
+      assert.strictEqual((yield* budget.snapshot).used, 2)
+    }))
+
   it.effect("after a 429 the whole budget pauses for a full window", () =>
     Effect.gen(function*() {
       const budget = yield* KieRateBudget.make({ count: 20, window: "10 seconds", margin: "50 millis" })
