@@ -83,7 +83,9 @@ const program = Effect.gen(function*() {
     `${report.updates} updates in ${report.chats} chats (${report.updatesClaimedMoreThanOnce} claimed more than once, ` +
       `${report.resentReplies} replies re-sent); ${report.generations} generations, ${report.photosDelivered} photos, ` +
       `${report.kieTasksCreated} Kie tasks, ${report.kieRateLimited} createTask answered 429; ` +
-      `${report.instancesStarted} instances started; ${report.logLines} log lines in ${logDir}; ` +
+      `${report.retriedGenerations} retried by their users; users waited for an answer ` +
+      `${(report.answerWait.p50 / 1000).toFixed(2)} s median, ${(report.answerWait.p99 / 1000).toFixed(1)} s p99, ` +
+      `${(report.answerWait.max / 1000).toFixed(1)} s at most; ${report.instancesStarted} instances started; ${report.logLines} log lines in ${logDir}; ` +
       `${(report.durationMs / 1000).toFixed(1)} s`
   )
   const failed = report.checks.filter((c) => !c.ok)

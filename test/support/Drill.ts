@@ -98,6 +98,8 @@ export interface DrillReport {
   readonly generationsWithTask: number
   readonly distinctTaskIds: number
   readonly kieRateLimited: number
+  /** How long users waited for an answer (ms): the median, the 99th percentile and the longest. */
+  readonly answerWait: { readonly p50: number; readonly p99: number; readonly max: number }
   readonly faults: ReadonlyArray<FaultRecord>
   readonly instancesStarted: number
   readonly logLines: number
@@ -110,7 +112,7 @@ export interface DrillReport {
 
 const ACTIVE_LINE = "[LOCK] ✅ ACTIVE MODE"
 /** How long a user waits for one answer before the drill records them as stuck. */
-const STEP_TIMEOUT_MS = 30_000
+const STEP_TIMEOUT_MS = 60_000
 const BURST_BASE = 100_000
 const USER_BASE = 200_000
 const ru = t("ru")
@@ -128,15 +130,31 @@ const chatOf = (call: FakeTelegram.RecordedCall) => Number(call.params.chat_id)
 const messageIdOf = (call: FakeTelegram.RecordedCall) =>
   (call.response?.body as { result: { message_id: number } }).result.message_id
 
-/** Collapses each run of equal neighbours; returns the collapsed list and how many were dropped. */
-const collapse = (texts: ReadonlyArray<string>) => {
-  const out: Array<string> = []
-  const repeatedAt: Array<number> = []
-  for (const text of texts) {
-    if (out.length > 0 && out[out.length - 1] === text) repeatedAt.push(out.length - 1)
-    else out.push(text)
+/**
+ * Walks a chat's replies against what in-order handling gives: a reply equal
+ * to the expected one moves on; one equal to the previous expected reply is a
+ * re-send of that update's answer (its index is returned); anything else
+ * means the chat's updates were handled out of order (or wrongly).
+ */
+const align = (
+  replies: ReadonlyArray<string>,
+  expected: ReadonlyArray<string>,
+  match: (got: string, want: string) => boolean
+) => {
+  let k = 0
+  const resentOf: Array<number> = []
+  for (const reply of replies) {
+    if (k < expected.length && match(reply, expected[k]!)) k++
+    else if (k > 0 && match(reply, expected[k - 1]!)) resentOf.push(k - 1)
+    else return { inOrder: false, resentOf }
   }
-  return { out, repeatedAt }
+  return { inOrder: k === expected.length, resentOf }
+}
+
+const percentiles = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const at = (q: number) => sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
+  return { p50: at(0.5), p99: at(0.99), max: sorted.at(-1) ?? 0 }
 }
 
 const secretsOf = () => {
@@ -242,6 +260,10 @@ export const runDrill = (options: DrillOptions) =>
       })
 
     const stuckUsers: Array<string> = []
+    /** Ratio presses on a keyboard a re-run had replaced (answered "expired"; the user pressed the newer one). */
+    const stalePresses: Array<number> = []
+    /** How long each user waited for each answer, ms. */
+    const answerTimes: Array<number> = []
     /** Chats whose first generation failed and whose user pressed the retry button. */
     const retried: Array<number> = []
     const retryDataOf = (call: FakeTelegram.RecordedCall) => {
@@ -277,31 +299,56 @@ export const runDrill = (options: DrillOptions) =>
         const step = (update: Record<string, unknown>, expected: (text: string) => boolean) =>
           Effect.gen(function*() {
             const mark = telegram.mark()
+            const sentAt = performance.now()
             ids.push(telegram.pushUpdate(update))
-            return yield* telegram.awaitCall(
+            const answer = yield* telegram.awaitCall(
               "sendMessage",
               (c) => chatOf(c) === chatId && expected(String(c.params.text)),
               { after: mark, timeoutMs: Math.min(remaining(), STEP_TIMEOUT_MS) }
             )
+            answerTimes.push(performance.now() - sentAt)
+            return answer
           })
         const welcome = yield* step(FakeTelegram.textMessage({ chatId, text: "/start" }), (s) => s === ru.welcome)
         yield* step(
           FakeTelegram.callbackQuery({ chatId, data: "zimage:start", messageId: messageIdOf(welcome) }),
           (s) => s === ru.askPrompt
         )
-        const ratios = yield* step(
+        yield* step(
           FakeTelegram.textMessage({ chatId, text: `a red fox in the snow, user ${i}` }),
           (s) => s === ru.chooseRatio
         )
+        // The user presses a ratio on the newest keyboard. When a kill cut off the
+        // prompt's handler after its keyboard went out, the re-run sends a second
+        // one and the first is stale: pressing it is answered "expired", and the
+        // user, like a person, presses the newer one.
         const mark = telegram.mark()
-        yield* step(
-          FakeTelegram.callbackQuery({ chatId, data: "zimage:ratio:1:1", messageId: messageIdOf(ratios) }),
-          (s) => s.startsWith("⏳")
-        )
+        for (let press = 1;; press++) {
+          const newest = telegram.calls("sendMessage").filter((c) => chatOf(c) === chatId && c.params.text === ru.chooseRatio).at(-1)!
+          const queryId = `drill-${chatId}-${press}`
+          const pressed = telegram.mark()
+          const update = FakeTelegram.callbackQuery({ chatId, data: "zimage:ratio:1:1", messageId: messageIdOf(newest), id: queryId })
+          const updateId = telegram.pushUpdate(update)
+          const answer = yield* telegram.awaitCall(
+            "answerCallbackQuery",
+            (c) => c.params.callback_query_id === queryId,
+            { after: pressed, timeoutMs: Math.min(remaining(), STEP_TIMEOUT_MS) }
+          )
+          if (answer.params.text === ru.expired && press < 3) {
+            stalePresses.push(updateId)
+            continue
+          }
+          ids.push(updateId)
+          yield* telegram.awaitCall("sendMessage", (c) => chatOf(c) === chatId && String(c.params.text).startsWith("⏳"), {
+            after: pressed,
+            timeoutMs: Math.min(remaining(), STEP_TIMEOUT_MS)
+          })
+          break
+        }
         const outcome = yield* awaitOutcome(chatId, mark)
         if (outcome._tag === "Retry") {
           retried.push(chatId)
-          telegram.pushUpdate(FakeTelegram.callbackQuery({ chatId, data: outcome.data, messageId: outcome.messageId }))
+          ids.push(telegram.pushUpdate(FakeTelegram.callbackQuery({ chatId, data: outcome.data, messageId: outcome.messageId })))
           const again = yield* awaitOutcome(chatId, telegram.mark())
           if (again._tag === "Retry") stuckUsers.push(`user ${i}: told to retry twice`)
         }
@@ -383,7 +430,7 @@ export const runDrill = (options: DrillOptions) =>
       )
       const photos = telegram.calls("sendPhoto").length
       if (
-        last.stored >= totalUpdates + retried.length && last.open === 0 && last.generationsOpen === 0 &&
+        last.stored >= totalUpdates + retried.length + stalePresses.length && last.open === 0 && last.generationsOpen === 0 &&
         photos >= options.generations
       ) {
         break
@@ -422,21 +469,31 @@ export const runDrill = (options: DrillOptions) =>
     let resentReplies = 0
     const repliesOf = (chatId: number) =>
       telegram.calls("sendMessage").filter((c) => chatOf(c) === chatId).map((c) => String(c.params.text))
-    const checkChat = (chatId: number, ids: ReadonlyArray<number>, expected: ReadonlyArray<string>, match: (got: string, want: string) => boolean) => {
-      const { out, repeatedAt } = collapse(repliesOf(chatId))
-      const inOrder = out.length === expected.length && out.every((got, k) => match(got, expected[k]!))
-      if (!inOrder) orderViolations.push(`chat ${chatId}: ${JSON.stringify(out.map((s) => s.slice(0, 24)))}`)
-      resentReplies += repeatedAt.length
-      for (const k of repeatedAt) {
+    const checkChat = (
+      chatId: number,
+      ids: ReadonlyArray<number>,
+      expected: ReadonlyArray<string>,
+      match: (got: string, want: string) => boolean
+    ) => {
+      const replies = repliesOf(chatId)
+      const { inOrder, resentOf } = align(replies, expected, match)
+      if (!inOrder) orderViolations.push(`chat ${chatId}: ${JSON.stringify(replies.map((r) => r.slice(0, 24)))}`)
+      resentReplies += resentOf.length
+      for (const k of resentOf) {
         const updateId = ids[k]
         if (updateId === undefined || (attemptsOf.get(updateId) ?? 0) < 2) {
           unexplainedResends.push(`chat ${chatId}, update ${updateId}: reply ${k} sent twice, claimed once`)
         }
       }
     }
-    for (const [chatId, ids] of burstUpdates) checkChat(chatId, ids, BURST_REPLIES, (a, b) => a === b)
+    const same = (a: string, b: string) => a === b
+    for (const [chatId, ids] of burstUpdates) checkChat(chatId, ids, BURST_REPLIES, same)
     const userReplies = [ru.welcome, ru.askPrompt, ru.chooseRatio, "⏳"]
-    for (const [chatId, ids] of userUpdates) checkChat(chatId, ids, userReplies, (a, b) => a === b || (b === "⏳" && a.startsWith(b)))
+    const status = (a: string, b: string) => a === b || (b === "⏳" && a.startsWith(b))
+    for (const [chatId, ids] of userUpdates) {
+      // A retry press answers with a new status message.
+      checkChat(chatId, ids, retried.includes(chatId) ? [...userReplies, "⏳"] : userReplies, status)
+    }
 
     const photosByChat = new Map<number, number>()
     for (const call of telegram.calls("sendPhoto")) photosByChat.set(chatOf(call), (photosByChat.get(chatOf(call)) ?? 0) + 1)
@@ -487,6 +544,7 @@ export const runDrill = (options: DrillOptions) =>
       generationsWithTask: taskIds.length,
       distinctTaskIds: new Set(taskIds).size,
       kieRateLimited: kie.counters.rateLimited,
+      answerWait: percentiles(answerTimes),
       faults,
       instancesStarted: all.length,
       logLines,
@@ -496,12 +554,20 @@ export const runDrill = (options: DrillOptions) =>
     }
     const checks = [
       {
-        name: "every user got each answer (within 30 s)",
+        name: "every user got each answer (within 60 s)",
         ok: stuckUsers.length === 0,
         detail: stuckUsers.length === 0 ? `${options.generations} users` : stuckUsers.slice(0, 3).join("; ")
       },
-      { name: "every update stored once", ok: rows.length === totalUpdates, detail: `${rows.length} of ${totalUpdates}` },
-      { name: "every update finished, none dead", ok: done === totalUpdates && dead === 0, detail: `${done} done, ${dead} dead` },
+      {
+        name: "every update stored once",
+        ok: rows.length === totalUpdates + retried.length + stalePresses.length,
+        detail: `${rows.length} of ${totalUpdates} + ${retried.length} retry presses + ${stalePresses.length} stale presses`
+      },
+      {
+        name: "every update finished, none dead",
+        ok: done === rows.length && dead === 0,
+        detail: `${done} done, ${dead} dead`
+      },
       {
         name: "per-chat order (replies as in-order handling gives them)",
         ok: orderViolations.length === 0,
