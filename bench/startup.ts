@@ -1,19 +1,17 @@
 /**
  * Startup time of the real process: from spawn to the first `GET /health`
- * 200, to `[DB] ready` and to `[LOCK] ✅ ACTIVE MODE`, with an external
- * PostgreSQL (a database on a server this script starts) and with the
- * embedded one (first start with initdb, then restarts on the same
- * directory). Also the time to load the modules (spawn → exit on a missing
- * variable). Prints one table; medians of RUNS runs.
+ * 200, to `[DB] ready` and to `[LOCK] ✅ ACTIVE MODE`. `startOnce` is the one
+ * way the benches time a start (`bench/run.ts` uses it for its cold-start
+ * rows); run directly, this script prints its own, wider table: with an
+ * external PostgreSQL (a database on a server this script starts) and with
+ * the embedded one (first start with initdb, then restarts on the same
+ * directory), and the time to load the modules (spawn → exit on a missing
+ * variable). Medians of RUNS runs.
  *
  *   npx node bench/startup.ts            # RUNS=7 by default
  *   RUNS=3 ENTRY=dist/main.js npx node bench/startup.ts
- *   BUNDLE=1 npx node bench/startup.ts   # also a one-file bundle of src/main.ts
- *
- * BUNDLE=1 is an experiment: it bundles with rolldown, which is only present
- * as a dependency of vitest's vite, not declared by this project.
+ *   BUNDLE=1 npx node bench/startup.ts   # also the production bundle (scripts/build.ts)
  */
-import { Effect, Exit, Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -21,12 +19,14 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
-import * as EmbeddedPostgres from "../src/EmbeddedPostgres.ts"
+import { bundle as buildBundle } from "../scripts/build.ts"
+import { acquireServer, createDatabase } from "./pg.ts"
+import { spread } from "./stats.ts"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const RUNS = Number(process.env.RUNS ?? 7)
 let ENTRY = process.env.ENTRY ?? "src/main.ts"
-const baseEnv = {
+export const baseEnv = {
   PATH: process.env.PATH ?? "",
   HOME: process.env.HOME ?? "/tmp",
   TELEGRAM_BOT_TOKEN: "1234567890:AAFakeTokenForBenchOnly_abcdefghijklmn",
@@ -37,7 +37,7 @@ const baseEnv = {
   LOG_FORMAT: "json"
 }
 
-const freePort = () =>
+export const freePort = () =>
   new Promise<number>((resolve) => {
     const server = net.createServer().listen(0, "127.0.0.1", () => {
       const { port } = server.address() as net.AddressInfo
@@ -45,21 +45,30 @@ const freePort = () =>
     })
   })
 
-interface Run {
+export interface Run {
+  /** Milliseconds from spawn. */
   readonly health: number
   readonly dbReady: number
   readonly active: number
+  /** Milliseconds from SIGTERM to the exit. */
   readonly exit: number
+}
+
+export interface StartOptions {
+  /** The script to run, relative to the repository root. */
+  readonly entry?: string
+  /** Called once ACTIVE, before SIGTERM (e.g. to read the idle RSS). */
+  readonly whileActive?: (pid: number, port: number) => Promise<void>
 }
 
 const healthOk = (port: number) =>
   fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status === 200, () => false)
 
 /** One start: spawn, poll /health every 5 ms, watch the log, then SIGTERM and wait for the exit. */
-const startOnce = async (env: Record<string, string>): Promise<Run> => {
+export const startOnce = async (env: Record<string, string>, options: StartOptions = {}): Promise<Run> => {
   const port = await freePort()
   const t0 = performance.now()
-  const child = spawn(process.execPath, [path.join(root, ENTRY)], {
+  const child = spawn(process.execPath, [path.join(root, options.entry ?? ENTRY)], {
     cwd: root,
     env: { ...baseEnv, PORT: String(port), ...env },
     stdio: ["ignore", "pipe", "pipe"]
@@ -86,6 +95,14 @@ const startOnce = async (env: Record<string, string>): Promise<Run> => {
     child.kill("SIGKILL")
     throw new Error(`no /health 200 or ACTIVE within 120 s:\n${output}`)
   }
+  if (options.whileActive !== undefined) {
+    try {
+      await options.whileActive(child.pid!, port)
+    } catch (error) {
+      child.kill("SIGKILL")
+      throw error
+    }
+  }
   const stopAt = performance.now()
   child.kill("SIGTERM")
   const code = await exited
@@ -105,15 +122,7 @@ const loadOnce = async (): Promise<number> => {
   return performance.now() - t0
 }
 
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
-const fmt = (values: ReadonlyArray<number>) =>
-  values.length === 0
-    ? "-"
-    : `${median(values).toFixed(0)} ms (${Math.min(...values).toFixed(0)}–${Math.max(...values).toFixed(0)})`
+const fmt = spread
 
 const main = async () => {
   const rows: Array<[string, Array<number>, Array<number>, Array<number>, Array<number>]> = []
@@ -125,16 +134,11 @@ const main = async () => {
   // External PostgreSQL: a server of our own, a fresh database per run.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "zimage-startup-"))
   fs.chmodSync(dir, 0o755)
-  const scope = Effect.runSync(Scope.make())
+  const server = await acquireServer({ fromEnv: false, unsafeFast: true })
   try {
-    const server = await Effect.runPromise(
-      EmbeddedPostgres.acquire({ dataDir: path.join(dir, "server"), unsafeFast: true }).pipe(Scope.provide(scope))
-    )
     const external: Array<Run> = []
     for (let i = 0; i < RUNS; i++) {
-      const admin = server.urlFor("postgres")
-      await psql(admin, `CREATE DATABASE bench_${i}`)
-      external.push(await startOnce({ DATABASE_URL: server.urlFor(`bench_${i}`) }))
+      external.push(await startOnce({ DATABASE_URL: await createDatabase(server, `bench_${i}`) }))
     }
     rows.push(row("external PostgreSQL (fresh database, migrations run)", external))
     const restart: Array<Run> = []
@@ -149,7 +153,7 @@ const main = async () => {
     for (let i = 0; i < RUNS; i++) again.push(await startOnce({ EMBEDDED_PG_DIR: embeddedDir }))
     rows.push(row("embedded PostgreSQL, restart", again))
   } finally {
-    await Effect.runPromise(Scope.close(scope, Exit.void))
+    await server.close()
     fs.rmSync(dir, { recursive: true, force: true })
   }
 
@@ -171,46 +175,28 @@ const row = (name: string, runs: ReadonlyArray<Run>): [string, Array<number>, Ar
   runs.map((r) => r.exit)
 ]
 
-/** Runs one statement on `url` with the service's own driver (no psql needed). */
-const psql = async (url: string, statement: string) => {
-  const { PgClient } = await import("@effect/sql-pg")
-  const { Layer, Redacted } = await import("effect")
-  const { SqlClient } = await import("effect/sql/SqlClient")
-  await Effect.runPromise(
-    Effect.gen(function*() {
-      const sql = yield* SqlClient
-      yield* sql.unsafe(statement)
-    }).pipe(Effect.provide(Layer.orDie(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 }))))
-  )
-}
-
-/** Bundles src/main.ts into `<root>/.bench-dist` (inside the repo, so node_modules and ../package.json resolve). */
+/** The production bundle (scripts/build.ts) in `<root>/.bench-dist`, removed afterwards. */
 const bundle = async () => {
-  const { build } = await import("rolldown")
-  const dir = path.join(root, ".bench-dist")
-  fs.rmSync(dir, { recursive: true, force: true })
   const started = performance.now()
-  await build({
-    input: path.join(root, "src/main.ts"),
-    platform: "node",
-    // undici is CommonJS re-exported with `export *`, which does not survive bundling.
-    external: (id: string) => id === "undici" || id.startsWith("undici/"),
-    output: { dir, format: "esm", sourcemap: true },
-    logLevel: "warn"
-  })
-  console.log(`bundled in ${(performance.now() - started).toFixed(0)} ms: ${
-    fs.readdirSync(dir).map((f) => `${f} ${(fs.statSync(path.join(dir, f)).size / 1024).toFixed(0)} KiB`).join(", ")
-  }`)
-  return { entry: ".bench-dist/main.js", dispose: () => fs.rmSync(dir, { recursive: true, force: true }) }
+  const entry = await buildBundle(".bench-dist")
+  console.log(`bundled in ${(performance.now() - started).toFixed(0)} ms: ${path.relative(root, entry)} ${
+    (fs.statSync(entry).size / 1024).toFixed(0)
+  } KiB`)
+  return {
+    entry: path.relative(root, entry),
+    dispose: () => fs.rmSync(path.dirname(entry), { recursive: true, force: true })
+  }
 }
 
-await main()
-if (process.env.BUNDLE === "1") {
-  const bundled = await bundle()
-  try {
-    ENTRY = bundled.entry
-    await main()
-  } finally {
-    bundled.dispose()
+if (import.meta.main) {
+  await main()
+  if (process.env.BUNDLE === "1") {
+    const bundled = await bundle()
+    try {
+      ENTRY = bundled.entry
+      await main()
+    } finally {
+      bundled.dispose()
+    }
   }
 }

@@ -34,6 +34,11 @@ export interface StartOptions {
    * built by `npm run build`).
    */
   readonly via?: "node" | "npm" | "npm-dist" | undefined
+  /**
+   * With `via: "node"`: the script to run, relative to the repository root
+   * (e.g. a bundle such as `dist/main.js`); `src/main.ts` by default.
+   */
+  readonly entry?: string | undefined
 }
 
 export const startService = (env: Record<string, string>, options: StartOptions = {}): ServiceProcess => {
@@ -43,7 +48,7 @@ export const startService = (env: Record<string, string>, options: StartOptions 
     ? ["npm", ["start", "--silent"]]
     : options.via === "npm-dist"
     ? ["npm", ["run", "start:dist", "--silent"]]
-    : [process.execPath, [path.join(root, "src/main.ts")]]
+    : [process.execPath, [path.join(root, options.entry ?? "src/main.ts")]]
   const child = spawn(command, args, {
     cwd: root,
     env: {

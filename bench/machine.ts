@@ -1,0 +1,63 @@
+/** What the bench ran on, and the memory of a process. */
+import * as fs from "node:fs"
+import * as os from "node:os"
+
+export interface Machine {
+  readonly cpu: string
+  readonly cores: number
+  readonly ramGiB: number
+  readonly os: string
+  readonly node: string
+}
+
+export const machine = (): Machine => {
+  let cpu = os.cpus()[0]?.model ?? "unknown CPU"
+  try {
+    const line = fs.readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => l.startsWith("model name"))
+    if (line !== undefined) cpu = line.split(":")[1]!.trim()
+  } catch {
+    // not Linux: keep os.cpus()
+  }
+  return {
+    cpu: cpu.replace(/\s+/g, " "),
+    cores: os.availableParallelism(),
+    ramGiB: os.totalmem() / 1024 ** 3,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version
+  }
+}
+
+/** Resident set size of `pid` in bytes (VmRSS in /proc/<pid>/status). */
+export const rssOf = (pid: number): number => {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8")
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(status)
+  if (match === null) throw new Error(`no VmRSS for pid ${pid}`)
+  return Number(match[1]) * 1024
+}
+
+/** 1-minute load average and the CPU time other processes used, to judge how quiet the machine was. */
+export const loadAverage = (): string => os.loadavg().map((l) => l.toFixed(2)).join(" ")
+
+/** CPU time (user + system) `pid` has used so far, ms; /proc clock ticks are 10 ms. */
+export const processCpuMs = (pid: number): number => {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+  // Fields after the command name (which may contain spaces): utime is the 14th field, stime the 15th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return (Number(fields[11]) + Number(fields[12])) * 10
+}
+
+/** Adds up the CPU time a reading function reports across the stretches `during` wraps. */
+export const cpuTally = (read: () => number) => {
+  let total = 0
+  return {
+    during: async <A>(run: () => Promise<A>): Promise<A> => {
+      const before = read()
+      try {
+        return await run()
+      } finally {
+        total += read() - before
+      }
+    },
+    total: () => total
+  }
+}
