@@ -64,8 +64,9 @@ export interface KieRateBudgetShape {
    * the database when this one takes over), as epoch millis: each holds a
    * slot until `sentAt + window + margin + EARLIER_SEND_SLACK`. Without this a
    * new leader starts with an empty window while Kie's still counts its
-   * predecessor's requests, and its first burst is answered 429. Returns the
-   * slots taken (never more than the budget has).
+   * predecessor's requests, and its first burst is answered 429. At most
+   * `count` slots are held; beyond that the ones that free last are kept.
+   * Returns how many of these sends hold a slot.
    */
   readonly recordEarlierSends: (sentAt: ReadonlyArray<number>) => Effect.Effect<number>
 }
@@ -201,16 +202,15 @@ export const make = (options: {
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.sync(() => {
           prune(now)
-          let taken = 0
-          for (const at of sentAt) {
-            const expiresAt = at + holdMillis + slackMillis
-            if (expiresAt > now && slots.length < count) {
-              slots.push({ expiresAt })
-              taken++
-            }
-          }
+          const earlier = sentAt.map((at): Slot => ({ expiresAt: at + holdMillis + slackMillis })).filter((slot) =>
+            slot.expiresAt > now
+          )
+          // More than the budget holds (the process's own sends may be among
+          // them, counted twice): keep the slots that free last, which is the
+          // cautious choice. In-flight slots (Infinity) always stay.
+          slots = [...slots, ...earlier].sort((a, b) => b.expiresAt - a.expiresAt).slice(0, count)
           signalChange()
-          return taken
+          return earlier.filter((slot) => slots.includes(slot)).length
         }))
 
     return { withPermit, penalize, snapshot, awaitFreeSlot, recordEarlierSends }

@@ -145,11 +145,26 @@ describe("KieRateBudget", () => {
       assert.deepStrictEqual(yield* Ref.get(started), [100_000, 102_050, 109_050])
     }))
 
-  it.effect("earlier sends never take more than the whole budget", () =>
+  it.effect("earlier sends never take more than the whole budget; the slots that free last are kept", () =>
     Effect.gen(function*() {
       const budget = yield* KieRateBudget.make({ count: 2, window: "1 second", margin: 0 })
-      assert.strictEqual(yield* budget.recordEarlierSends([0, 0, 0, 0]), 2)
+      yield* TestClock.setTime(10_000)
+      // The process's own request, completed now: its slot frees at 11 000.
+      yield* budget.withPermit(Effect.void)
+      // The database lists it again (sent at 10 000: held to 12 000 with the slack), twice, and a later send (to 12 500).
+      assert.strictEqual(yield* budget.recordEarlierSends([10_000, 10_000, 10_500]), 2, "the two that free last")
       assert.strictEqual((yield* budget.snapshot).used, 2)
+      const started = yield* Ref.make<Array<number>>([])
+      const fiber = yield* Effect.forkChild(
+        budget.withPermit(Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
+          Ref.update(started, (xs) => [...xs, now])))
+      )
+      yield* TestClock.setTime(11_999)
+      yield* settle
+      assert.deepStrictEqual(yield* Ref.get(started), [], "the slot of 11 000 was replaced: 12 000 and 12 500 remain")
+      yield* TestClock.setTime(12_000)
+      yield* Fiber.join(fiber)
+      assert.deepStrictEqual(yield* Ref.get(started), [12_000])
     }))
 
   it.effect("after a 429 the whole budget pauses for a full window", () =>
