@@ -23,6 +23,7 @@
  * Progress goes to stderr; the table to stdout.
  */
 import { Effect, Exit, Scope } from "effect"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { performance } from "node:perf_hooks"
@@ -42,7 +43,6 @@ import {
 } from "./load.ts"
 import { cpuTally, loadAverage, machine, processCpuMs, rssOf } from "./machine.ts"
 import { acquireServer, connect, createDatabase, dropCreated, type PgServer, serverFacts, withDb } from "./pg.ts"
-import * as Inbox from "../src/Inbox.ts"
 import { baseEnv, freePort, type Run, startOnce } from "./startup.ts"
 import { latencies, median, mib, ms, percentiles, rate, spread } from "./stats.ts"
 
@@ -319,6 +319,7 @@ const ingestion = async () => {
   const raw = await connect(url, POOL_SIZE)
   const lock = await raw.holdLock(lockKey)
   const service = await spawnService("bench-ingest", { DATABASE_URL: url, LEADER_LOCK_KEY: String(lockKey) }, "passive")
+  const floor = await startHttpFloor()
   try {
     await sleep(2_000)
     const idle = rssOf(service.process.pid)
@@ -348,10 +349,8 @@ const ingestion = async () => {
             AS r(update_id bigint, chat_id bigint, user_id bigint, kind text, payload jsonb)
           ON CONFLICT (update_id) DO NOTHING
           RETURNING update_id
-        ), announced AS (
-          SELECT pg_notify('${Inbox.CHANNEL}', '') FROM ins LIMIT 1
         )
-        SELECT (SELECT count(*) FROM ins)::int AS stored, (SELECT count(*) FROM announced)::int AS announced`,
+        SELECT count(*)::int AS stored FROM ins`,
         [new Date(), JSON.stringify([{
           update_id: id,
           chat_id: chatId,
@@ -398,13 +397,16 @@ const ingestion = async () => {
       const poster = webhookPoster(service, concurrency)
       const serviceCpu = cpuTally(() => processCpuMs(service.process.pid))
       const benchCpu = cpuTally(() => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 })
-      const [hook, inboxSql, ins] = await interleave(ROUNDS, [
+      const floorPoster = jsonPoster(`${floor.url}/telegram/webhook`, {}, concurrency)
+      const [hook, inboxSql, ins, bare] = await interleave(ROUNDS, [
         () => serviceCpu.during(() => benchCpu.during(() =>
           closedLoop(webhook(poster), { concurrency, seconds: roundSeconds }))),
         () => closedLoop(inboxStatement, { concurrency, seconds: roundSeconds }),
-        () => closedLoop(insert, { concurrency, seconds: roundSeconds })
+        () => closedLoop(insert, { concurrency, seconds: roundSeconds }),
+        () => closedLoop(webhook(floorPoster), { concurrency, seconds: roundSeconds })
       ])
       poster.close()
+      floorPoster.close()
       const ratio = throughput(hook!) / throughput(ins!)
       const perAck = (tally: { total: () => number }) => (tally.total() / hook!.ok * 1000).toFixed(0)
       add({
@@ -417,7 +419,16 @@ const ingestion = async () => {
         met: ratio >= 0.6 && failureCount(hook!) === 0
       })
       add({
-        figure: `the inbox's INSERT statement (with pg_notify) run directly, ${concurrency} callers`,
+        figure: `bare node:http server (JSON.parse, no database), ${concurrency} senders`,
+        state: "–",
+        result: `${rate(throughput(bare!))} = ${(throughput(bare!) / throughput(ins!) * 100).toFixed(0)} % of raw INSERT: ` +
+          `the ceiling HTTP and the load generator leave on this machine; the webhook reaches ` +
+          `${(throughput(hook!) / throughput(bare!) * 100).toFixed(0)} % of it; ${failureText(bare!)}`,
+        latency: latencies(bare!.latencies),
+        goal: ""
+      })
+      add({
+        figure: `the inbox's INSERT statement run directly, ${concurrency} callers`,
         state: "–",
         result: `${rate(throughput(inboxSql!))} = ${(throughput(inboxSql!) / throughput(ins!) * 100).toFixed(0)} % of raw INSERT; ${failureText(inboxSql!)}`,
         latency: latencies(inboxSql!.latencies),
@@ -433,8 +444,29 @@ const ingestion = async () => {
     }
   } finally {
     await stopService(service)
+    await floor.stop()
     await lock.release()
     await raw.close()
+  }
+}
+
+/** bench/httpFloor.ts as a process of its own. */
+const startHttpFloor = async () => {
+  const port = await freePort()
+  const child = spawn(process.execPath, [path.join(root, "bench/httpFloor.ts"), String(port)], {
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("listening") && resolve())
+    child.once("exit", (code) => reject(new Error(`bench/httpFloor.ts exited with ${code}`)))
+  })
+  return {
+    url: `http://127.0.0.1:${port}`,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once("exit", () => resolve())
+        child.kill("SIGTERM")
+      })
   }
 }
 
@@ -816,12 +848,15 @@ ${table()}
   with the service and PostgreSQL, so the absolute numbers are lower than on a machine where they are apart; the ratios are the point.
 - **Webhook vs raw INSERT.** The webhook figures are taken on a PASSIVE instance (the bench holds the advisory lock on
   its \`LEADER_LOCK_KEY\`), so only receiving and storing is measured: secret check, body read, JSON parse, Schema
-  decode, \`INSERT … ON CONFLICT DO NOTHING\` with \`pg_notify\`, commit, \`200\`. The baseline is an autocommit
+  decode, \`INSERT … ON CONFLICT DO NOTHING\`, commit, \`200\` (the wake-up \`NOTIFY\` follows, coalesced, outside the
+  request). The baseline is an autocommit
   \`INSERT\` of the same update JSON as \`jsonb\` into a table of its own (id, payload, timestamp), with the same
   driver (\`@effect/sql-pg\`), a pool of the same size as the service's (\`DATABASE_POOL_SIZE\`, ${POOL_SIZE}), the same
   concurrency. A third contender runs the inbox's own statement (\`src/Inbox.ts\` \`store\`: \`jsonb_to_recordset\`,
-  \`ON CONFLICT\`, \`pg_notify\`) directly from the bench into \`telegram_updates\`, to split the gap between the
-  database's share and the service's. The contenders alternate in ${ROUNDS} rounds (order flipped every round) and each figure sums its
+  \`ON CONFLICT\`) directly from the bench into \`telegram_updates\`, to split the gap between the database's share
+  and the service's. A fourth is a bare \`node:http\` server in a process of its own (\`bench/httpFloor.ts\`: read the
+  body, \`JSON.parse\`, \`200\`; no database), loaded by the same client: the ceiling that HTTP and a load generator
+  sharing the same two cores leave for any webhook. The contenders alternate in ${ROUNDS} rounds (order flipped every round) and each figure sums its
   rounds, so a slow stretch of the machine hits both. Warm-up traffic before is not counted.
 - **Open loop.** At a fixed offered rate, request *i* is due at *start + i / rate* whether or not earlier ones
   answered, and its latency is counted from that due time (no coordinated omission). The webhook sender uses

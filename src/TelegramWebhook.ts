@@ -15,7 +15,7 @@
  * The answer body never carries a `method`, so Telegram never reads it as a
  * webhook reply.
  */
-import { ByteSize, Effect, Metric, Option, Redacted, Schema } from "effect"
+import { ByteSize, Effect, Layer, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "./AppConfig.ts"
@@ -29,10 +29,16 @@ export const SECRET_HEADER = "x-telegram-bot-api-secret-token"
 
 const digest = (value: string) => createHash("sha256").update(value, "utf8").digest()
 
-/** Constant-time comparison; hashing first makes different lengths take the same time too. */
-export const secretMatches = (expected: Option.Option<Redacted.Redacted<string>>, given: string | undefined) =>
-  Option.isSome(expected) && given !== undefined &&
-  timingSafeEqual(digest(Redacted.value(expected.value)), digest(given))
+/**
+ * A constant-time check of the secret header; hashing first makes different
+ * lengths take the same time too. The expected digest is computed once: a
+ * SHA-256 per request is a measurable share of a webhook's CPU time.
+ */
+export const makeSecretCheck = (expected: Option.Option<Redacted.Redacted<string>>) => {
+  const expectedDigest = Option.map(expected, (secret) => digest(Redacted.value(secret)))
+  return (given: string | undefined): boolean =>
+    Option.isSome(expectedDigest) && given !== undefined && timingSafeEqual(expectedDigest.value, digest(given))
+}
 
 const answer = (status: number, body: Record<string, unknown>) =>
   HttpServerResponse.jsonUnsafe(body, { status, headers: { "cache-control": "no-store" } })
@@ -50,42 +56,45 @@ const parseJson = (bytes: ArrayBuffer): Option.Option<unknown> => {
   }
 }
 
-export const handleWebhook = Effect.gen(function*() {
-  const config = yield* AppConfig
-  const request = yield* HttpServerRequest.HttpServerRequest
-  if (!secretMatches(config.telegramWebhookSecret, request.headers[SECRET_HEADER])) {
-    return answer(401, { ok: false, error: "unauthorized" })
-  }
-  const declared = request.headers["content-length"]
-  if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > MAX_BODY_BYTES) {
-    return answer(413, { ok: false, error: "payload too large (limit 1 MiB)" })
-  }
-  const body = yield* request.arrayBuffer.pipe(
-    Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(BigInt(MAX_BODY_BYTES))),
-    Effect.map((bytes) => ({ _tag: "Read" as const, bytes })),
-    Effect.catchTag("HttpServerError", (error) =>
-      Effect.succeed(
-        error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
-          ? { _tag: "TooLarge" as const }
-          : { _tag: "Unreadable" as const }
-      ))
-  )
-  if (body._tag === "TooLarge") return answer(413, { ok: false, error: "payload too large (limit 1 MiB)" })
-  if (body._tag === "Unreadable") return answer(400, { ok: false, error: "unreadable body" })
-  const update = Option.flatMap(parseJson(body.bytes), decodeEnvelope)
-  if (Option.isNone(update)) {
-    return answer(400, { ok: false, error: "expected a JSON object with an integer update_id" })
-  }
-  const inbox = yield* Inbox
-  return yield* inbox.store([update.value]).pipe(
-    Effect.tap((stored) => Metric.update(receivedByWebhook, stored)),
-    Effect.map((stored) => answer(200, { ok: true, duplicate: stored === 0 })),
-    // The inbox logs the outage once; each refused update is only worth a debug line.
-    Effect.catchTag("InboxUnavailable", (error) =>
-      Effect.logDebug(`[WEBHOOK] update ${update.value.update_id} not stored, answering 503: ${error.message}`).pipe(
-        Effect.as(answer(503, { ok: false, error: "temporarily unavailable, retry later" }))
-      ))
-  )
-}).pipe(Effect.withSpan("TelegramWebhook.handle"))
+const handleWebhook = (secretMatches: (given: string | undefined) => boolean) =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    if (!secretMatches(request.headers[SECRET_HEADER])) {
+      return answer(401, { ok: false, error: "unauthorized" })
+    }
+    const declared = request.headers["content-length"]
+    if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > MAX_BODY_BYTES) {
+      return answer(413, { ok: false, error: "payload too large (limit 1 MiB)" })
+    }
+    const body = yield* request.arrayBuffer.pipe(
+      Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(BigInt(MAX_BODY_BYTES))),
+      Effect.map((bytes) => ({ _tag: "Read" as const, bytes })),
+      Effect.catchTag("HttpServerError", (error) =>
+        Effect.succeed(
+          error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
+            ? { _tag: "TooLarge" as const }
+            : { _tag: "Unreadable" as const }
+        ))
+    )
+    if (body._tag === "TooLarge") return answer(413, { ok: false, error: "payload too large (limit 1 MiB)" })
+    if (body._tag === "Unreadable") return answer(400, { ok: false, error: "unreadable body" })
+    const update = Option.flatMap(parseJson(body.bytes), decodeEnvelope)
+    if (Option.isNone(update)) {
+      return answer(400, { ok: false, error: "expected a JSON object with an integer update_id" })
+    }
+    const inbox = yield* Inbox
+    return yield* inbox.store([update.value]).pipe(
+      Effect.tap((stored) => Metric.update(receivedByWebhook, stored)),
+      Effect.map((stored) => answer(200, { ok: true, duplicate: stored === 0 })),
+      // The inbox logs the outage once; each refused update is only worth a debug line.
+      Effect.catchTag("InboxUnavailable", (error) =>
+        Effect.logDebug(`[WEBHOOK] update ${update.value.update_id} not stored, answering 503: ${error.message}`).pipe(
+          Effect.as(answer(503, { ok: false, error: "temporarily unavailable, retry later" }))
+        ))
+    )
+  }).pipe(Effect.withSpan("TelegramWebhook.handle"))
 
-export const WebhookRoute = HttpRouter.add("POST", WEBHOOK_PATH, handleWebhook)
+export const WebhookRoute = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* AppConfig
+  return HttpRouter.add("POST", WEBHOOK_PATH, handleWebhook(makeSecretCheck(config.telegramWebhookSecret)))
+}))
