@@ -1,5 +1,6 @@
 /**
- * Bundles the service into `dist/main.js` (one ES module plus a source map)
+ * Bundles the service into `dist/main.js` (one ES module plus a source map,
+ * used only with NODE_OPTIONS=--enable-source-maps)
  * with rolldown, for production: Node then loads one file instead of
  * resolving a few thousand modules of `effect` and friends, which cuts the
  * time from start to `/health` 200 by more than half (see README, "Startup").
