@@ -1051,7 +1051,8 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
   )
 
   const counts = yield* generations.counts.pipe(Effect.option)
-  // Kie's window still counts what the previous leader sent: take those slots first.
+  // Kie's window still counts what the previous leader sent: take those slots first. Looking back
+  // a little further than a slot is ever held (window + margin + EARLIER_SEND_SLACK) is enough.
   const startedAt = yield* DateTime.now
   const earlierSlots = yield* generations.sentSince(
     DateTime.subtractDuration(startedAt, Duration.sum(config.kieCreateRate.window, Duration.seconds(5)))

@@ -125,6 +125,16 @@ export const migrationRetries = Effect.gen(function*() {
   yield* sql`ALTER TABLE generations ADD COLUMN retried_by bigint`
 })
 
+/**
+ * Migration 0008: an index for `sentSince`, which a new leader runs to count
+ * its predecessor's recent createTask requests; the table keeps every
+ * generation, so a scan would grow with it.
+ */
+export const migrationSentAt = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  yield* sql`CREATE INDEX generations_submitted_at ON generations (submitted_at) WHERE submitted_at IS NOT NULL`
+})
+
 // ---------------------------------------------------------------------------
 // Rows
 

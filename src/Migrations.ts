@@ -17,5 +17,6 @@ export const migrations: Migrations = {
   "0004_chat_sessions": ChatSessions.migration,
   "0005_generations": Generations.migration,
   "0006_generation_engine": Generations.migrationEngine,
-  "0007_generation_retries": Generations.migrationRetries
+  "0007_generation_retries": Generations.migrationRetries,
+  "0008_generations_submitted_at": Generations.migrationSentAt
 }
