@@ -5,21 +5,19 @@
  * the ACTIVE instance is SIGKILLed three times and its database connections
  * are cut once. Prints every check and exits 1 if any failed.
  *
- * The database: CHAOS_DATABASE_URL (a server URL; a fresh database is created
- * on it and dropped afterwards), else an embedded PostgreSQL started for the run.
+ * The database: a fresh one on the server BENCH_DATABASE_URL / DATABASE_URL
+ * names, dropped afterwards, else on an embedded PostgreSQL started for the
+ * run (bench/pg.ts, as for `npm run bench`).
  *
  *   npm run chaos
  *   CHAOS_GENERATIONS=20 CHAOS_BURST_CHATS=40 npm run chaos   # smaller
  */
-import { PgClient } from "@effect/sql-pg"
-import { Effect, Exit, Layer, Redacted, Scope } from "effect"
-import { SqlClient } from "effect/sql/SqlClient"
+import { Effect } from "effect"
 import { randomBytes } from "node:crypto"
-import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as EmbeddedPostgres from "../src/EmbeddedPostgres.ts"
 import { type Fault, runDrill } from "../test/support/Drill.ts"
+import { acquireServer, createDatabase, dropCreated } from "./pg.ts"
 
 const numberFrom = (name: string, fallback: number) => {
   const raw = process.env[name]
@@ -32,37 +30,15 @@ const burstChats = numberFrom("CHAOS_BURST_CHATS", 120)
 const generations = numberFrom("CHAOS_GENERATIONS", 100)
 const faults: ReadonlyArray<Fault> = ["kill", "cut", "kill", "kill"]
 
-const withDatabase = (url: string, database: string) => {
-  const parsed = new URL(url)
-  parsed.pathname = `/${database}`
-  return parsed.href
-}
+const server = await acquireServer({ unsafeFast: true })
+console.log(`database: ${server.kind === "embedded" ? "embedded PostgreSQL started for the run" : "the server BENCH_DATABASE_URL / DATABASE_URL names"}`)
+const name = `chaos_${randomBytes(4).toString("hex")}`
 
-const admin = (url: string, statement: string) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient
-    yield* sql.unsafe(statement)
-  }).pipe(Effect.provide(Layer.orDie(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 }))), Effect.orDie)
-
-const program = Effect.gen(function*() {
-  let serverUrl = process.env.CHAOS_DATABASE_URL
-  if (serverUrl === undefined || serverUrl === "") {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "zimage-chaos-"))
-    fs.chmodSync(dir, 0o755)
-    yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
-    const server = yield* EmbeddedPostgres.acquire({ dataDir: path.join(dir, "pg"), unsafeFast: true })
-    serverUrl = server.urlFor("postgres")
-    console.log(`database: embedded PostgreSQL in ${dir}`)
-  }
-  const name = `chaos_${randomBytes(4).toString("hex")}`
-  yield* Effect.acquireRelease(
-    admin(serverUrl, `CREATE DATABASE ${name}`),
-    () => admin(serverUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-  )
+const program = (databaseUrl: string) => Effect.gen(function*() {
   const logDir = path.join(os.tmpdir(), `zimage-chaos-logs-${name}`)
   console.log(`drill: ${burstChats * 5 + generations * 4} updates (${burstChats} burst chats, ${generations} users with a generation), faults: ${faults.join(", ")}`)
   const report = yield* runDrill({
-    databaseUrl: withDatabase(serverUrl, name),
+    databaseUrl,
     burstChats,
     generations,
     faults,
@@ -93,8 +69,11 @@ const program = Effect.gen(function*() {
   return failed.length === 0
 })
 
-const scope = Effect.runSync(Scope.make())
-const ok = await Effect.runPromise(program.pipe(Scope.provide(scope))).finally(() =>
-  Effect.runPromise(Scope.close(scope, Exit.void))
-)
+let ok = false
+try {
+  ok = await Effect.runPromise(Effect.scoped(program(await createDatabase(server, name))))
+} finally {
+  await dropCreated(server)
+  await server.close()
+}
 process.exit(ok ? 0 : 1)

@@ -402,14 +402,14 @@ export const runDrill = (options: DrillOptions) =>
     say(`all ${totalUpdates} updates sent; waiting for the work to finish`)
 
     // -- wait for the end, from the database ------------------------------------------
+    // One connection of the drill's own for the whole check, not one per poll.
+    const database = yield* Layer.build(
+      Layer.orDie(PgClient.layer({ url: Redacted.make(options.databaseUrl), maxConnections: 1 }))
+    )
     const query = <A>(f: (sql: SqlClient) => Effect.Effect<A, unknown>) =>
       Effect.gen(function*() {
-        const sql = yield* SqlClient
-        return yield* f(sql)
-      }).pipe(
-        Effect.provide(Layer.orDie(PgClient.layer({ url: Redacted.make(options.databaseUrl), maxConnections: 1 }))),
-        Effect.orDie
-      )
+        return yield* f(yield* SqlClient)
+      }).pipe(Effect.provide(database), Effect.orDie)
     interface Progress {
       readonly stored: number
       readonly open: number
