@@ -94,6 +94,13 @@ export interface LeaderStatus {
   readonly phase: LeaderPhase
   /** When this instance last became ACTIVE; `None` while PASSIVE. */
   readonly activeSince: Option.Option<DateTime.Utc>
+  /**
+   * A heartbeat statement is in flight. While ACTIVE this is also visible as
+   * the "checking" phase; while stepping down the phase stays
+   * "stepping_down", so this is how a caller sees that the lock session is
+   * mid round trip.
+   */
+  readonly heartbeatInFlight: boolean
 }
 
 export class LeaderState extends Context.Service<LeaderState, {
@@ -426,7 +433,8 @@ export const layer = <E, R>(
       const active = yield* SubscriptionRef.make(false)
       const status = yield* SubscriptionRef.make<LeaderStatus>({
         phase: "waiting_for_database",
-        activeSince: Option.none()
+        activeSince: Option.none(),
+        heartbeatInFlight: false
       })
       const state = LeaderState.of({ active, isActive: SubscriptionRef.get(active), status, lockKey: key })
 
@@ -453,7 +461,11 @@ export const layer = <E, R>(
           )
           yield* Effect.logInfo("[LOCK_CONTROLLER] State transition: PASSIVE → ACTIVE")
           const now = yield* DateTime.now
-          yield* SubscriptionRef.set(status, { phase: "starting" as const, activeSince: Option.some(now) })
+          yield* SubscriptionRef.set(status, {
+            phase: "starting" as const,
+            activeSince: Option.some(now),
+            heartbeatInFlight: false
+          })
           yield* SubscriptionRef.set(active, true)
           yield* recordTransition(true, "acquired")
           yield* Effect.logInfo("[STATE_SYNC] active_state: False -> True (reason=lock_acquired)")
@@ -464,7 +476,7 @@ export const layer = <E, R>(
         Effect.gen(function*() {
           // Status first, so whoever sees `active` turn false also sees a busy phase.
           yield* SubscriptionRef.update(status, (s): LeaderStatus =>
-            s.phase === "stopped" ? s : { phase: "stepping_down", activeSince: Option.none() })
+            s.phase === "stopped" ? s : { ...s, phase: "stepping_down", activeSince: Option.none() })
           const was = yield* SubscriptionRef.getAndSet(active, false)
           if (!was) return
           yield* recordTransition(false, transitionKind[reason])
@@ -565,9 +577,18 @@ export const layer = <E, R>(
        * services start, while they run, and while they drain.
        */
       const supervise = (session: LockSession): Effect.Effect<never, LeadershipLost> => {
+        const setInFlight = (inFlight: boolean) =>
+          SubscriptionRef.update(status, (s): LeaderStatus => ({
+            ...s,
+            phase: inFlight && s.phase === "active" ? "checking" : s.phase,
+            heartbeatInFlight: inFlight
+          }))
         const check = Effect.gen(function*() {
-          yield* switchPhase("active", "checking")
-          const { held } = yield* session.first(sql.stillHeld, HeldRow).pipe(Effect.mapError(toLost))
+          yield* setInFlight(true)
+          const { held } = yield* session.first(sql.stillHeld, HeldRow).pipe(
+            Effect.mapError(toLost),
+            Effect.ensuring(setInFlight(false))
+          )
           if (!held) {
             return yield* new LeadershipLost({ message: "the lock session no longer holds the lock" })
           }

@@ -11,7 +11,15 @@ import { Clock, Effect, Exit, Fiber, Layer, Redacted, Scope, Stream, Subscriptio
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import * as LeaderLock from "../src/LeaderLock.ts"
-import { isActive, settled, startHolder, tick, tickUntil, waitFor } from "./support/LeaderHolders.ts"
+import {
+  heartbeatSettled,
+  isActive,
+  settled,
+  startHolder,
+  tick,
+  tickUntil,
+  waitFor
+} from "./support/LeaderHolders.ts"
 import { startPgProxy } from "./support/PgProxy.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { adminDatabaseUrl, TestDatabaseLive } from "./support/TestDatabase.ts"
@@ -312,15 +320,18 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "120 se
         assert.isTrue(isActive(a))
         const closing = yield* Effect.forkChild(Scope.close(a.scope, Exit.void))
         yield* waitFor(a.leader.status, (s) => s.phase === "stepping_down", "a stepping down")
-        // SHUTDOWN_TIMEOUT_MS (3 s) plus 1 s of grace on a's clock. Only b is
-        // waited for between steps: a is blocked on its stuck service.
+        // SHUTDOWN_TIMEOUT_MS (3 s) plus 1 s of grace on a's clock. a is
+        // blocked on its stuck service, so between steps b is waited for as
+        // usual and a only until its heartbeat (still running) is answered.
         let ticks = 0
         while (!a.messages().some((m) => m.includes("leader-only services did not stop within 4s"))) {
           assert.isBelow(ticks, 6, "the drain was never cut off")
           yield* tick([b])
+          yield* heartbeatSettled(a)
           ticks++
         }
         assert.strictEqual(ticks, 4)
+        assert.isFalse(a.messages().some((m) => m.includes("lost while stopping")), a.messages().join("\n"))
         // Then unlock, PASSIVE, and the standby takes over on the release
         // notification: real I/O only, no more virtual time.
         yield* Fiber.join(closing).pipe(Effect.timeout("5 seconds"), TestClock.withLive)

@@ -66,6 +66,15 @@ export const settled = (holder: Holder) =>
     `${holder.name} to settle (phase ${SubscriptionRef.getUnsafe(holder.leader.status).phase})`
   )
 
+/**
+ * Waits until the holder has no heartbeat in flight. For a holder stuck
+ * stepping down (never back in a waiting phase) whose lock session is still
+ * checked every second: without this, two ticks could pass during one slow
+ * real round trip and time the heartbeat out on virtual time alone.
+ */
+export const heartbeatSettled = (holder: Holder) =>
+  waitFor(holder.leader.status, (s) => !s.heartbeatInFlight, `${holder.name}'s heartbeat to finish`)
+
 /** Advances the clock one second at a time, letting every holder finish its I/O after each step. */
 export const tick = (holders: ReadonlyArray<Holder>, seconds = 1) =>
   Effect.gen(function*() {
