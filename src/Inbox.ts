@@ -25,8 +25,30 @@
  * At most one NOTIFY is in flight and one more waits, so a burst of stores
  * costs two. A lost NOTIFY costs latency, never an update: the dispatcher
  * also sweeps every few seconds.
+ *
+ * Stores are group-committed: concurrent webhooks share one INSERT and one
+ * commit (`storeWriters` statements at most in flight, each taking everything
+ * queued meanwhile), and each caller still hears only once its own rows are
+ * committed. A batch that fails because of its rows (not the database) is
+ * retried request by request, so one bad update never fails its neighbours.
  */
-import { Cause, Context, DateTime, Effect, Layer, Metric, Option, Predicate, Queue, Schema } from "effect"
+import {
+  Cause,
+  Context,
+  Data,
+  DateTime,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Metric,
+  Option,
+  Predicate,
+  Queue,
+  Schema
+} from "effect"
+import type { TimeoutError } from "effect/Cause"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { Health } from "./Health.ts"
@@ -195,10 +217,54 @@ export interface InboxShape {
   readonly wake: Effect.Effect<void, SqlError>
 }
 
+/** How long a store may wait for its commit, queueing included. */
+const storeTimeout = Duration.seconds(5)
+
+/**
+ * Statements storing updates at once. Concurrent webhooks share them (group
+ * commit): while they are busy, new updates queue, and the next free writer
+ * stores everything queued in one statement and one commit. Under load that
+ * saves a round trip, a transaction and a commit per update; an update that
+ * finds the writer idle is stored at once, as before.
+ *
+ * One writer measured best (`npm run bench`, 2 cores): with 8 webhook senders
+ * 2,415 acks/s (1 writer) against 1,709/s (2) and 1,799/s (3); with 32 senders
+ * 4,127/s, 2,961/s and 2,764/s. The single-threaded service is CPU-bound, and
+ * bigger batches cost less CPU per update; 256 updates per statement still
+ * allow tens of thousands per second.
+ */
+export const storeWriters = 1
+/** Bounds one statement's parameter (Telegram sends one update per webhook). */
+const maxUpdatesPerStatement = 256
+
+/** Stores still queued or in hand when the inbox closes (shutdown). */
+class InboxClosed extends Data.TaggedError("InboxClosed")<{}> {}
+const closedExit = Exit.fail(new InboxClosed())
+
+type StoreFailure = SqlError | TimeoutError | InboxClosed
+
+interface StoreRequest {
+  readonly updates: ReadonlyArray<UpdateEnvelope>
+  readonly result: Deferred.Deferred<number, StoreFailure>
+}
+
+/**
+ * A failure caused by the rows themselves (SQLSTATE class 22, data
+ * exception, or 23, integrity violation), not by the database being
+ * unavailable: worth retrying each request of the batch alone.
+ */
+const isRowFault = (cause: Cause.Cause<unknown>): boolean => {
+  const error = Cause.squash(cause)
+  if (!Predicate.isTagged(error, "SqlError")) return false
+  const code = ((error as SqlError).reason.cause as { code?: unknown } | undefined)?.code
+  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"))
+}
+
 /** A short reason for a failed store: the database's message, never the payload. */
 const describeStoreFailure = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
-  if (Cause.isTimeoutError(error)) return "the database did not answer within 5s"
+  if (Cause.isTimeoutError(error)) return `the database did not answer within ${Duration.format(storeTimeout)}`
+  if (Predicate.isTagged(error, "InboxClosed")) return "the inbox is shutting down"
   if (Predicate.isTagged(error, "SqlError")) return (error as SqlError).message
   return "unexpected error"
 }
@@ -220,37 +286,88 @@ const make = Effect.gen(function*() {
     Effect.forkScoped
   )
 
-  const store = Effect.fn("Inbox.store")(function*(updates: ReadonlyArray<UpdateEnvelope>) {
-    if (updates.length === 0) return 0
-    const receivedAt = yield* now
-    // One text parameter holding every row: no per-column arrays (whose all-null
-    // columns the driver cannot type) and one round trip for any batch size.
-    const rowsJson = toJsonText(updates.map((update) => {
-      const routing = routingOf(update)
-      return {
-        update_id: update.update_id,
-        chat_id: routing.chatId,
-        user_id: routing.userId,
-        kind: routing.kind,
-        payload: update
-      }
-    }))
-    const rows = yield* sql<{ stored: number }>`
-      WITH ins AS (
+  /** One statement for any number of rows; returns the `update_id`s that were new. */
+  const insertNew = (updates: ReadonlyArray<UpdateEnvelope>) =>
+    Effect.gen(function*() {
+      const receivedAt = yield* now
+      // One text parameter holding every row: no per-column arrays (whose all-null
+      // columns the driver cannot type) and one round trip for any batch size.
+      const rowsJson = toJsonText(updates.map((update) => {
+        const routing = routingOf(update)
+        return {
+          update_id: update.update_id,
+          chat_id: routing.chatId,
+          user_id: routing.userId,
+          kind: routing.kind,
+          payload: update
+        }
+      }))
+      const rows = yield* sql<{ update_id: unknown }>`
         INSERT INTO telegram_updates (update_id, chat_id, user_id, kind, payload, received_at)
         SELECT r.update_id, r.chat_id, r.user_id, r.kind, r.payload, ${receivedAt}
         FROM jsonb_to_recordset(${rowsJson}::jsonb)
           AS r(update_id bigint, chat_id bigint, user_id bigint, kind text, payload jsonb)
         ON CONFLICT (update_id) DO NOTHING
-        RETURNING update_id
+        RETURNING update_id`
+      return new Set(rows.map((row) => Number(row.update_id)))
+    })
+
+  // Group commit (see the module comment): every store joins a queue; each
+  // writer takes everything queued and stores it in one statement.
+  const requests = yield* Queue.unbounded<StoreRequest>()
+
+  const finish = (request: StoreRequest, exit: Exit.Exit<number, StoreFailure>) =>
+    Deferred.doneUnsafe(request.result, exit)
+
+  /** Stores the requests' updates together; on a fault of the rows themselves, each request alone. */
+  const writeBatch = (batch: ReadonlyArray<StoreRequest>): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(
+        insertNew(batch.flatMap((request) => request.updates)).pipe(Effect.timeout(storeTimeout))
       )
-      SELECT count(*)::int AS stored FROM ins`
-    const stored = rows[0]?.stored ?? 0
-    if (stored > 0) yield* announce
-    return stored
+      if (Exit.isSuccess(exit)) {
+        const fresh = exit.value
+        const anyNew = fresh.size > 0
+        // Deleting as it counts: an update_id sent twice in one batch is new once.
+        for (const request of batch) {
+          finish(request, Exit.succeed(request.updates.filter((update) => fresh.delete(update.update_id)).length))
+        }
+        if (anyNew) yield* announce
+        return
+      }
+      if (batch.length > 1 && isRowFault(exit.cause)) {
+        // One bad row must not cost its neighbours their 200.
+        for (const request of batch) yield* writeBatch([request])
+        return
+      }
+      for (const request of batch) finish(request, Exit.failCause(exit.cause))
+    }).pipe(
+      // Interrupted (shutdown): nobody may wait on a batch that will not finish.
+      Effect.onInterrupt(() => Effect.sync(() => batch.forEach((request) => finish(request, closedExit))))
+    )
+
+  yield* Queue.takeBetween(requests, 1, maxUpdatesPerStatement).pipe(
+    Effect.flatMap(writeBatch),
+    Effect.forever,
+    Effect.forkScoped,
+    Effect.replicateEffect(storeWriters)
+  )
+  yield* Effect.addFinalizer(() =>
+    Queue.clear(requests).pipe(
+      Effect.map((left) => left.forEach((request) => finish(request, closedExit))),
+      Effect.andThen(Queue.shutdown(requests)),
+      Effect.ignore
+    )
+  )
+
+  const store = Effect.fn("Inbox.store")(function*(updates: ReadonlyArray<UpdateEnvelope>) {
+    if (updates.length === 0) return 0
+    const result = yield* Deferred.make<number, StoreFailure>()
+    if (!(yield* Queue.offer(requests, { updates, result }))) return yield* new InboxClosed()
+    return yield* Deferred.await(result)
   }, (effect) =>
     effect.pipe(
-      Effect.timeout("5 seconds"),
+      Effect.timeout(storeTimeout),
       Effect.tap(() => storeProblems.recovered("[INBOX] storing updates works again")),
       Effect.catchCause((cause) =>
         Effect.gen(function*() {

@@ -1,0 +1,139 @@
+/**
+ * Inbox.store's group commit against the real test PostgreSQL.
+ *
+ * To make the batches deterministic, a test first holds an EXCLUSIVE lock on
+ * `telegram_updates` so that every writer is stuck in its INSERT, then queues
+ * the stores it wants batched, then lets go. A BEFORE STATEMENT trigger counts
+ * INSERT statements on a sequence, which (unlike a table) keeps counting the
+ * statements that fail and roll back.
+ */
+import { assert, describe, layer } from "@effect/vitest"
+import { Effect, Exit, Fiber, Layer } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import { Inbox, storeWriters } from "../src/Inbox.ts"
+import { message } from "./support/Pipeline.ts"
+import { TestConfigLive } from "./support/TestConfig.ts"
+import { TestDatabaseLive } from "./support/TestDatabase.ts"
+
+/** Writers the inbox runs, seen here as blocked INSERTs. */
+const WRITERS = storeWriters
+/** One update per writer, each of which it stores while the table is locked. */
+const BLOCKER_IDS = Array.from({ length: WRITERS }, (_, i) => 9001 + i)
+
+const countInsertStatements = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  yield* sql`CREATE SEQUENCE IF NOT EXISTS inbox_insert_statements`
+  yield* sql.unsafe(`
+    CREATE OR REPLACE FUNCTION count_inbox_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM nextval('inbox_insert_statements'); RETURN NULL; END $$`)
+  yield* sql.unsafe(`
+    CREATE OR REPLACE TRIGGER count_inbox_insert BEFORE INSERT ON telegram_updates
+    FOR EACH STATEMENT EXECUTE FUNCTION count_inbox_insert()`)
+  yield* sql`ALTER SEQUENCE inbox_insert_statements RESTART`
+  return Effect.gen(function*() {
+    const [row] = yield* sql<{ last_value: string; is_called: boolean }>`
+      SELECT last_value::text, is_called FROM inbox_insert_statements`
+    return row!.is_called ? Number(row!.last_value) : 0
+  })
+})
+
+const storedIds = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  const rows = yield* sql<{ id: string }>`SELECT update_id::text AS id FROM telegram_updates ORDER BY update_id`
+  return rows.map((row) => Number(row.id))
+})
+
+/** INSERTs into the inbox that are waiting for a lock right now. */
+const blockedInserts = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  // Inside a transaction pg_stat_activity is read once and cached; this drops that copy.
+  yield* sql`SELECT pg_stat_clear_snapshot()`
+  const [row] = yield* sql<{ n: number }>`
+    SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO telegram_updates%'`
+  return row!.n
+})
+
+/**
+ * Runs `queued` (forked stores) while every writer is stuck behind a table
+ * lock, so that they all wait in the inbox's queue; then releases the lock.
+ * Returns the blockers' and the queued stores' fibers.
+ */
+const whileWritersBlocked = <A, E>(queued: () => Effect.Effect<ReadonlyArray<Fiber.Fiber<A, E>>, never, Inbox>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const inbox = yield* Inbox
+    return yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
+      // One at a time, so that each writer takes exactly one of them.
+      const blockers = yield* Effect.forEach(BLOCKER_IDS, (id, i) =>
+        Effect.gen(function*() {
+          const fiber = yield* Effect.forkChild(inbox.store([message(id, id)] as any))
+          // Bounded: each round is a real round trip.
+          let blocked = 0
+          for (let round = 0; round < 500 && blocked <= i; round++) blocked = yield* blockedInserts
+          assert.strictEqual(blocked, i + 1, "each writer in turn should be stuck behind the lock")
+          return fiber
+        }))
+      const fibers = yield* queued()
+      // One more round trip: the queued fibers have offered their stores by now.
+      assert.strictEqual(yield* blockedInserts, WRITERS)
+      return { blockers, fibers }
+    }))
+  })
+
+layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.provide(TestConfigLive())))((it) => {
+  describe("Inbox.store (group commit)", () => {
+    it.effect("stores waiting for a writer share one INSERT; each caller hears about its own updates", () =>
+      Effect.gen(function*() {
+        const statements = yield* countInsertStatements
+        const inbox = yield* Inbox
+        // 200 webhooks: updates 1..150, then 1..50 again (Telegram retrying),
+        // and one repeat of a blocker's update.
+        const ids = [...Array.from({ length: 150 }, (_, i) => i + 1), ...Array.from({ length: 50 }, (_, i) => i + 1), 9001]
+        const { blockers, fibers } = yield* whileWritersBlocked(() =>
+          Effect.forEach(ids, (id) => Effect.forkChild(inbox.store([message(id, id % 7)] as any)))
+        )
+        const blockerResults = yield* Effect.forEach(blockers, Fiber.join)
+        const results = yield* Effect.forEach(fibers, Fiber.join)
+
+        assert.deepStrictEqual(blockerResults, BLOCKER_IDS.map(() => 1))
+        // Each id is new for exactly one caller; the repeats and 9001 were duplicates.
+        const newPerId = new Map<number, number>()
+        ids.forEach((id, i) => newPerId.set(id, (newPerId.get(id) ?? 0) + results[i]!))
+        for (const [id, count] of newPerId) assert.strictEqual(count, id === 9001 ? 0 : 1, `update ${id}`)
+        assert.deepStrictEqual(
+          yield* storedIds,
+          [...Array.from({ length: 150 }, (_, i) => i + 1), ...BLOCKER_IDS]
+        )
+        // One statement per blocked writer, then one for all 201 queued stores.
+        assert.strictEqual(yield* statements, WRITERS + 1)
+      }))
+
+    it.effect("an update the database refuses fails only its own store, not the ones batched with it", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`DELETE FROM telegram_updates`
+        const statements = yield* countInsertStatements
+        const inbox = yield* Inbox
+        // 2^64 does not fit a bigint (SQLSTATE 22003). The webhook's decoder
+        // would refuse it; a caller of the inbox could still pass it.
+        const good = Array.from({ length: 10 }, (_, i) => 100 + i)
+        const { fibers } = yield* whileWritersBlocked(() =>
+          Effect.forEach(
+            [...good, 2 ** 64],
+            (id) => Effect.forkChild(Effect.exit(inbox.store([message(id, 5)] as any)))
+          )
+        )
+        const exits = yield* Effect.forEach(fibers, Fiber.join)
+
+        exits.slice(0, good.length).forEach((exit) => assert.deepStrictEqual(exit, Exit.succeed(1)))
+        const refused = exits[good.length]!
+        assert.isTrue(Exit.isFailure(refused))
+        assert.include(String(Exit.isFailure(refused) ? refused.cause : ""), "InboxUnavailable")
+        assert.deepStrictEqual(yield* storedIds, [...good, ...BLOCKER_IDS])
+        // One per blocked writer, the shared one that failed, then each of the 11 alone.
+        assert.strictEqual(yield* statements, WRITERS + 1 + good.length + 1)
+      }))
+  })
+})
