@@ -335,22 +335,20 @@ const ingestion = async () => {
         JSON.stringify({ update_id: id, ...startCommand(100_000 + (id % 10_000)) })
       ]).then(() => "ok")
     }
-    // src/Inbox.ts `store` as it runs for one webhook update, from the bench:
-    // the same statement into the same table (ids far above the webhook's).
+    // src/Inbox.ts `store` as it runs for one webhook update alone (a batch of
+    // one), from the bench: the same statement into the same table (ids far
+    // above the webhook's).
     let inboxId = 1_000_000_000_000
     const inboxStatement = () => {
       const id = inboxId++
       const chatId = 100_000 + (id % 10_000)
       return raw.query(
-        `WITH ins AS (
-          INSERT INTO telegram_updates (update_id, chat_id, user_id, kind, payload, received_at)
-          SELECT r.update_id, r.chat_id, r.user_id, r.kind, r.payload, $1
-          FROM jsonb_to_recordset($2::jsonb)
-            AS r(update_id bigint, chat_id bigint, user_id bigint, kind text, payload jsonb)
-          ON CONFLICT (update_id) DO NOTHING
-          RETURNING update_id
-        )
-        SELECT count(*)::int AS stored FROM ins`,
+        `INSERT INTO telegram_updates (update_id, chat_id, user_id, kind, payload, received_at)
+        SELECT r.update_id, r.chat_id, r.user_id, r.kind, r.payload, $1
+        FROM jsonb_to_recordset($2::jsonb)
+          AS r(update_id bigint, chat_id bigint, user_id bigint, kind text, payload jsonb)
+        ON CONFLICT (update_id) DO NOTHING
+        RETURNING update_id`,
         [new Date(), JSON.stringify([{
           update_id: id,
           chat_id: chatId,
@@ -848,12 +846,12 @@ ${table()}
   with the service and PostgreSQL, so the absolute numbers are lower than on a machine where they are apart; the ratios are the point.
 - **Webhook vs raw INSERT.** The webhook figures are taken on a PASSIVE instance (the bench holds the advisory lock on
   its \`LEADER_LOCK_KEY\`), so only receiving and storing is measured: secret check, body read, JSON parse, Schema
-  decode, \`INSERT … ON CONFLICT DO NOTHING\`, commit, \`200\` (the wake-up \`NOTIFY\` follows, coalesced, outside the
-  request). The baseline is an autocommit
+  decode, \`INSERT … ON CONFLICT DO NOTHING\` (shared with the webhooks that queued while the previous one ran:
+  the inbox group-commits), commit, \`200\` (the wake-up \`NOTIFY\` follows, coalesced, outside the request). The baseline is an autocommit
   \`INSERT\` of the same update JSON as \`jsonb\` into a table of its own (id, payload, timestamp), with the same
   driver (\`@effect/sql-pg\`), a pool of the same size as the service's (\`DATABASE_POOL_SIZE\`, ${POOL_SIZE}), the same
   concurrency. A third contender runs the inbox's own statement (\`src/Inbox.ts\` \`store\`: \`jsonb_to_recordset\`,
-  \`ON CONFLICT\`) directly from the bench into \`telegram_updates\`, to split the gap between the database's share
+  \`ON CONFLICT\`), one update per statement, directly from the bench into \`telegram_updates\`, to split the gap between the database's share
   and the service's. A fourth is a bare \`node:http\` server in a process of its own (\`bench/httpFloor.ts\`: read the
   body, \`JSON.parse\`, \`200\`; no database), loaded by the same client: the ceiling that HTTP and a load generator
   sharing the same two cores leave for any webhook. The contenders alternate in ${ROUNDS} rounds (order flipped every round) and each figure sums its
