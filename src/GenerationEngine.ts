@@ -254,6 +254,17 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
   const sentResults = new Map<string, number>()
   /** Last status edit per chat (epoch millis). */
   const chatEditedAt = new Map<number, number>()
+  /**
+   * A progress edit and the final edit of one status message must not cross:
+   * a status tick decides on its edits from rows it read before, so without
+   * this its "⏳ … 1:00" could reach Telegram after the failure notice and
+   * wipe its text and retry button. Progress edits being sent, by generation;
+   * and generations whose final edit has begun, which no progress edit may
+   * touch any more (cleared when a tick starts: rows read from then on are
+   * already final in the database).
+   */
+  const progressEditsInFlight = new Map<string, Deferred.Deferred<void>>()
+  const finalEditBegun = new Set<string>()
   let draining = false
   let transientStreak = 0
   let accountProblem: string | undefined
@@ -757,6 +768,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
   /** Deletes (or, failing that, finalizes) a status message that still shows progress. */
   const finalizeStatus = (g: Generation, messageId: number) =>
     Effect.gen(function*() {
+      yield* settleStatusMessage(g.id)
       const deleted = yield* Effect.result(telegram.deleteMessage({ chat_id: g.chatId, message_id: messageId }))
       if (Result.isFailure(deleted)) {
         const error = deleted.failure
@@ -829,6 +841,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
           yield* logState(g.id, consumed === undefined ? "user told (new message)" : "user told (status message)")
         })
       if (g.statusMessageId !== null) {
+        yield* settleStatusMessage(g.id)
         const edited = yield* Effect.result(
           telegram.editMessageText({ chat_id: g.chatId, message_id: g.statusMessageId, text, reply_markup })
         )
@@ -946,9 +959,36 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
     return texts.generatingElapsed(secondsBetween(g.createdAt, now))
   }
 
+  /** Before a final edit of a status message: no progress edit starts after this, and one being sent has ended. */
+  const settleStatusMessage = (id: string) =>
+    Effect.suspend(() => {
+      finalEditBegun.add(id)
+      const inFlight = progressEditsInFlight.get(id)
+      return inFlight === undefined ? Effect.void : Deferred.await(inFlight)
+    })
+
+  /** Sends a progress edit unless the generation's final edit has begun; registers it while it is out. */
+  const whileNotFinal = <A>(id: string, send: Effect.Effect<A>): Effect.Effect<Option.Option<A>> =>
+    Effect.suspend(() => {
+      if (finalEditBegun.has(id) || progressEditsInFlight.has(id)) return Effect.succeedNone
+      const done = Deferred.makeUnsafe<void>()
+      progressEditsInFlight.set(id, done)
+      return Effect.asSome(send).pipe(
+        Effect.ensuring(Effect.sync(() => {
+          progressEditsInFlight.delete(id)
+          Deferred.doneUnsafe(done, Exit.void)
+        }))
+      )
+    })
+
   const editStatus = (g: Generation, messageId: number, text: string) =>
     Effect.gen(function*() {
-      const edited = yield* Effect.result(telegram.editMessageText({ chat_id: g.chatId, message_id: messageId, text }))
+      const attempt = yield* whileNotFinal(
+        g.id,
+        Effect.result(telegram.editMessageText({ chat_id: g.chatId, message_id: messageId, text }))
+      )
+      if (Option.isNone(attempt)) return
+      const edited = attempt.value
       if (Result.isSuccess(edited)) return yield* generations.setStatusText(g.id, text)
       const error = edited.failure
       // Deleted by the user, or not editable: stop editing it; a failure notice will be a new message.
@@ -957,6 +997,8 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
     }).pipe(Effect.catch((error) => Effect.logDebug(`[GEN] status edit: ${error.message}`)))
 
   const statusTick = Effect.gen(function*() {
+    // The previous tick's edits have all ended; this tick reads fresh rows.
+    finalEditBegun.clear()
     const now = yield* DateTime.now
     const nowMillis = DateTime.toEpochMillis(now)
     const spacing = Duration.toMillis(STATUS_CHAT_SPACING)

@@ -161,6 +161,33 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           assert.lengthOf(h.telegram.calls().filter((c) => c.seq > mark), 0)
         })))
 
+    it.effect("a progress edit still on its way when the generation fails never overwrites the failure notice", () =>
+      withEngine({ env: { GENERATION_TIMEOUT_MS: "64000" }, fake: { defaultTask: { steps: ["generating"] } } }, (h) =>
+        Effect.gen(function*() {
+          const g = yield* h.create({ userId: 404 })
+          yield* h.startEngine
+          const progressEdit = (text: string) => () =>
+            h.telegram.calls("editMessageText").some((c) =>
+              c.params.message_id === g.statusMessageId && c.params.text === text
+            )
+          yield* h.advanceUntil(Effect.sync(progressEdit("⏳ Генерирую... 0:50")), { maxSteps: 70 })
+          // The next progress edit ("1:00") reaches Telegram only when we say
+          // so: the deadline (64 s) passes while it is on its way.
+          let arrive!: () => void
+          h.telegram.failNext("editMessageText", FakeTelegram.failure.delayed(new Promise((resolve) => (arrive = resolve))))
+          yield* h.advanceUntil(Effect.sync(progressEdit("⏳ Генерирую... 1:00")), { maxSteps: 15 })
+          yield* h.advanceUntil(reached(h, g.id, "failed"), { maxSteps: 10 })
+          yield* h.advance(3)
+          arrive()
+          yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => Option.isSome(r.notifiedAt)), { maxSteps: 10 })
+          const status = h.telegram.messages(404).find((m) => m.messageId === g.statusMessageId)!
+          assert.strictEqual(status.text, t("ru").failed(t("ru").timedOut))
+          assert.deepStrictEqual(status.replyMarkup, retryKeyboard("ru", g.id))
+          // Both edits reached Telegram: the progress edit first, the notice last.
+          const edits = h.telegram.calls("editMessageText").filter((c) => c.params.message_id === g.statusMessageId)
+          assert.strictEqual(edits.at(-1)!.params.text, t("ru").failed(t("ru").timedOut))
+        })))
+
     it.effect("a generation queued past its deadline is failed, never sent to Kie", () =>
       withEngine({ env: { GENERATION_TIMEOUT_MS: "10000", KIE_CREATE_RATE: "1/60s" } }, (h) =>
         Effect.gen(function*() {

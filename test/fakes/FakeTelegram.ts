@@ -127,6 +127,7 @@ export type FakeFailure =
   | { readonly _tag: "Disconnect" }
   | { readonly _tag: "NotJson" }
   | { readonly _tag: "Raw"; readonly status: number; readonly body: unknown }
+  | { readonly _tag: "Delayed"; readonly until: Promise<void> }
 
 export const failure = {
   rateLimited: (retryAfter: number): FakeFailure => ({
@@ -153,7 +154,13 @@ export const failure = {
   disconnect: (): FakeFailure => ({ _tag: "Disconnect" }),
   notJson: (): FakeFailure => ({ _tag: "NotJson" }),
   /** Any answer at all, e.g. a malformed `result`. */
-  raw: (status: number, body: unknown): FakeFailure => ({ _tag: "Raw", status, body })
+  raw: (status: number, body: unknown): FakeFailure => ({ _tag: "Raw", status, body }),
+  /**
+   * A slow network: the request is recorded on arrival, but Telegram acts on
+   * it (and answers) only once `until` resolves; then it is handled as usual.
+   * Meanwhile it does not count as busy for `idle`.
+   */
+  delayed: (until: Promise<void>): FakeFailure => ({ _tag: "Delayed", until })
 } as const
 
 export class FakeTelegramTimeout extends Data.TaggedError("FakeTelegramTimeout")<{ readonly message: string }> {}
@@ -779,6 +786,11 @@ const start = async (options: FakeTelegramOptions) => {
       })
       if (match === null) return fail(call, res, 404, "Not Found")
       if (match[1] !== token) return fail(call, res, 401, "Unauthorized")
+      const handle = () => {
+        const handler = handlers[call.method]
+        if (handler === undefined) fail(call, res, 404, "Not Found")
+        else handler(call, res)
+      }
       const injected = failures.get(call.method)?.shift()
       if (injected !== undefined) {
         switch (injected._tag) {
@@ -796,6 +808,15 @@ const start = async (options: FakeTelegramOptions) => {
           case "Raw":
             send(call, res, injected.status, injected.body)
             break
+          case "Delayed":
+            settle()
+            hung.add(res)
+            void injected.until.then(() => {
+              hung.delete(res)
+              activity++
+              if (!res.destroyed) handle()
+            })
+            break
           case "NotJson":
             call.response = { status: 502, body: "<html>Bad Gateway</html>" }
             res.writeHead(502, { "content-type": "text/html" })
@@ -803,9 +824,7 @@ const start = async (options: FakeTelegramOptions) => {
             break
         }
       } else {
-        const handler = handlers[call.method]
-        if (handler === undefined) fail(call, res, 404, "Not Found")
-        else handler(call, res)
+        handle()
       }
       notify(callWaiters, call)
     })()

@@ -91,6 +91,11 @@ export interface DrillReport {
   readonly generations: number
   /** First generations that failed (createTask cut off by a kill) and were retried by their users. */
   readonly retriedGenerations: number
+  /**
+   * Presses of a ratio keyboard that a re-run had sent again, pressed once
+   * more after the older one answered "expired": each is one more update.
+   */
+  readonly stalePresses: number
   readonly photosDelivered: number
   readonly duplicatePhotos: ReadonlyArray<number>
   readonly missingPhotos: ReadonlyArray<number>
@@ -537,6 +542,7 @@ export const runDrill = (options: DrillOptions) =>
       unexplainedResends,
       generations: generationRows.length,
       retriedGenerations: retried.length,
+      stalePresses: stalePresses.length,
       photosDelivered: telegram.calls("sendPhoto").length,
       duplicatePhotos,
       missingPhotos,
