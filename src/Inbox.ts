@@ -172,10 +172,12 @@ const timestamp = (value: unknown) => UtcTime.fromUnknown(value)
 
 export interface InboxShape {
   /**
-   * Stores a batch in one statement (duplicates ignored) and, when anything
-   * new was stored, announces it (a coalesced NOTIFY after the commit).
-   * Returns how many were new. Fails only with `InboxUnavailable` (database
-   * down, not migrated, …).
+   * Stores a batch (duplicates ignored), in one statement shared with the
+   * stores queued beside it (group commit), and, when anything new was
+   * stored, announces it (a coalesced NOTIFY after the commit). Returns, once
+   * the rows are committed, how many of these updates were new. Fails only
+   * with `InboxUnavailable` (database down, not migrated, shutting down, no
+   * commit within 5 s, …).
    */
   readonly store: (updates: ReadonlyArray<UpdateEnvelope>) => Effect.Effect<number, InboxUnavailable>
   /**
