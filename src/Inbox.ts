@@ -232,12 +232,15 @@ const storeTimeout = Duration.seconds(5)
  * One writer measured best (`npm run bench`, 2 cores): with 8 webhook senders
  * 2,415 acks/s (1 writer) against 1,709/s (2) and 1,799/s (3); with 32 senders
  * 4,127/s, 2,961/s and 2,764/s. The single-threaded service is CPU-bound, and
- * bigger batches cost less CPU per update; 256 updates per statement still
+ * bigger batches cost less CPU per update; 256 stores per statement still
  * allow tens of thousands per second.
  */
 export const storeWriters = 1
-/** Bounds one statement's parameter (Telegram sends one update per webhook). */
-const maxUpdatesPerStatement = 256
+/**
+ * Stores joined in one statement at most: bounds its parameter (a webhook
+ * brings one update; the poller, the only store of many, runs alone).
+ */
+const maxStoresPerStatement = 256
 
 /** Stores still queued or in hand when the inbox closes (shutdown). */
 class InboxClosed extends Data.TaggedError("InboxClosed")<{}> {}
@@ -348,7 +351,7 @@ const make = Effect.gen(function*() {
       Effect.onInterrupt(() => Effect.sync(() => batch.forEach((request) => finish(request, closedExit))))
     )
 
-  yield* Queue.takeBetween(requests, 1, maxUpdatesPerStatement).pipe(
+  yield* Queue.takeBetween(requests, 1, maxStoresPerStatement).pipe(
     Effect.flatMap(writeBatch),
     Effect.forever,
     Effect.forkScoped,
