@@ -10,7 +10,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as EmbeddedPostgres from "../src/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../src/database/EmbeddedPostgres.ts"
 
 export interface PgServer {
   readonly kind: "embedded" | "external"
@@ -76,7 +76,7 @@ export interface Db {
 
 /**
  * A pool of `maxConnections` on `url`, configured like the service's pool
- * (src/Database.ts): the same driver, no multiplexing, prepared statements.
+ * (src/database/Database.ts): the same driver, no multiplexing, prepared statements.
  */
 export const connect = async (url: string, maxConnections: number): Promise<Db> => {
   const runtime = ManagedRuntime.make(Layer.orDie(PgClient.layer({

@@ -335,7 +335,7 @@ const ingestion = async () => {
         JSON.stringify({ update_id: id, ...startCommand(100_000 + (id % 10_000)) })
       ]).then(() => "ok")
     }
-    // src/Inbox.ts `store` as it runs for one webhook update alone (a batch of
+    // src/inbox/Inbox.ts `store` as it runs for one webhook update alone (a batch of
     // one), from the bench: the same statement into the same table (ids far
     // above the webhook's).
     let inboxId = 1_000_000_000_000
@@ -850,7 +850,7 @@ ${table()}
   the inbox group-commits), commit, \`200\` (the wake-up \`NOTIFY\` follows, coalesced, outside the request). The baseline is an autocommit
   \`INSERT\` of the same update JSON as \`jsonb\` into a table of its own (id, payload, timestamp), with the same
   driver (\`@effect/sql-pg\`), a pool of the same size as the service's (\`DATABASE_POOL_SIZE\`, ${POOL_SIZE}), the same
-  concurrency. A third contender runs the inbox's own statement (\`src/Inbox.ts\` \`store\`: \`jsonb_to_recordset\`,
+  concurrency. A third contender runs the inbox's own statement (\`src/inbox/Inbox.ts\` \`store\`: \`jsonb_to_recordset\`,
   \`ON CONFLICT\`), one update per statement, directly from the bench into \`telegram_updates\`, to split the gap between the database's share
   and the service's. A fourth is a bare \`node:http\` server in a process of its own (\`bench/httpFloor.ts\`: read the
   body, \`JSON.parse\`, \`200\`; no database), loaded by the same client: the ceiling that HTTP and a load generator

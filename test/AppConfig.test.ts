@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Logger, Option, Redacted } from "effect"
-import { lockKeyFromName, secretsOf, webhookSecretToken } from "../src/AppConfig.ts"
-import { makeLogger, makeRedactor } from "../src/Logging.ts"
+import { lockKeyFromName, secretsOf, webhookSecretToken } from "../src/platform/AppConfig.ts"
+import { makeLogger, makeRedactor } from "../src/platform/Logging.ts"
 import { loadConfig, TEST_BOT_TOKEN, TEST_KIE_KEY } from "./support/TestConfig.ts"
 
 const required = { TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN, KIE_API_KEY: TEST_KIE_KEY }

@@ -7,8 +7,8 @@ import {
   Idle,
   isValidState,
   transition
-} from "../src/ChatFlowLogic.ts"
-import { ASPECT_RATIOS, CallbackData, parseCallbackData, PROMPT_MAX_LENGTH, t } from "../src/Messages.ts"
+} from "../src/chat/ChatFlowLogic.ts"
+import { ASPECT_RATIOS, CallbackData, parseCallbackData, PROMPT_MAX_LENGTH, t } from "../src/chat/Messages.ts"
 
 const ru = { lang: "ru", singleModelOnly: true } as const
 

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import * as Database from "../src/Database.ts"
+import * as Database from "../src/database/Database.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { freshDatabaseUrl } from "./support/TestDatabase.ts"
 

@@ -2,7 +2,7 @@ import { assert, layer } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
-import * as Dispatcher from "../src/Dispatcher.ts"
+import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import {
   becomeLeader,

@@ -7,8 +7,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import * as Database from "../src/Database.ts"
-import * as EmbeddedPostgres from "../src/EmbeddedPostgres.ts"
+import * as Database from "../src/database/Database.ts"
+import * as EmbeddedPostgres from "../src/database/EmbeddedPostgres.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 
 const here = path.dirname(fileURLToPath(import.meta.url))

@@ -1,8 +1,8 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import * as Dispatcher from "../src/Dispatcher.ts"
-import * as Reconciler from "../src/Reconciler.ts"
+import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
+import * as Reconciler from "../src/inbox/Reconciler.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import { becomeLeader, makeRecordingHandler, message, PipelineLive, rowOf, store } from "./support/Pipeline.ts"
 

@@ -10,7 +10,7 @@
  */
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import type { Generation } from "../src/Generations.ts"
+import type { Generation } from "../src/generations/Generations.ts"
 import { localResult } from "./fakes/FakeKie.ts"
 import { withEngine } from "./support/EngineHarness.ts"
 import { KieTestDatabase } from "./support/KieTestStack.ts"

@@ -1,7 +1,7 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { DateTime, Duration, Effect, Layer, Option } from "effect"
 import { TestClock } from "effect/testing"
-import { Generations } from "../src/Generations.ts"
+import { Generations } from "../src/generations/Generations.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
 

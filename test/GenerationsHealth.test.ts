@@ -4,9 +4,9 @@
  */
 import { assert, layer } from "@effect/vitest"
 import { Duration, Effect, Layer, Option, Ref } from "effect"
-import { Generations } from "../src/Generations.ts"
-import * as GenerationsHealth from "../src/GenerationsHealth.ts"
-import { Health } from "../src/Health.ts"
+import { Generations } from "../src/generations/Generations.ts"
+import * as GenerationsHealth from "../src/generations/GenerationsHealth.ts"
+import { Health } from "../src/platform/Health.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
 

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Schema } from "effect"
-import { fitsAsPhoto, imageInfo, PHOTO_MAX_BYTES } from "../src/ImageInfo.ts"
+import { fitsAsPhoto, imageInfo, PHOTO_MAX_BYTES } from "../src/media/ImageInfo.ts"
 import { makeJpegHeader, makePng, makeWebpHeader } from "./support/images.ts"
 
 describe("ImageInfo", () => {

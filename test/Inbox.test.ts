@@ -10,7 +10,7 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import { Inbox, storeWriters } from "../src/Inbox.ts"
+import { Inbox, storeWriters } from "../src/inbox/Inbox.ts"
 import { message } from "./support/Pipeline.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"

@@ -5,7 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Ref } from "effect"
 import { TestClock } from "effect/testing"
-import * as KieRateBudget from "../src/KieRateBudget.ts"
+import * as KieRateBudget from "../src/kie/KieRateBudget.ts"
 
 /** Lets forked fibers run until they block; no clock movement. */
 const settle = Effect.gen(function*() {

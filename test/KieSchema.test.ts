@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Result, Schema } from "effect"
-import { checkSignature, expectedSignature } from "../src/KieCallback.ts"
+import { checkSignature, expectedSignature } from "../src/kie/KieCallback.ts"
 import {
   decodeCallbackBody,
   decodeCreateTaskBody,
@@ -13,7 +13,7 @@ import {
   isKieError,
   safeFailMessage,
   TaskStateLiteral
-} from "../src/Kie.ts"
+} from "../src/kie/Kie.ts"
 
 /** Any JSON value. */
 const AnyJson = Schema.Json

@@ -10,7 +10,7 @@ import { PgClient, PgConnection } from "@effect/sql-pg"
 import { Clock, Effect, Exit, Fiber, Layer, Redacted, Scope, Stream, SubscriptionRef } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
-import * as LeaderLock from "../src/LeaderLock.ts"
+import * as LeaderLock from "../src/leadership/LeaderLock.ts"
 import {
   heartbeatSettled,
   isActive,

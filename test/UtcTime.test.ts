@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { DateTime, Duration, Option, Schema } from "effect"
-import * as UtcTime from "../src/UtcTime.ts"
+import * as UtcTime from "../src/platform/UtcTime.ts"
 
 /** Instants between 1970 and 2100, to the millisecond. */
 const Instant = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 4_102_444_800_000 }))

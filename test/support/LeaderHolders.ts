@@ -12,9 +12,9 @@ import type { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Exit, Layer, Logger, Scope, Stream, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
-import { Health } from "../../src/Health.ts"
-import * as LeaderLock from "../../src/LeaderLock.ts"
-import { makeLogger } from "../../src/Logging.ts"
+import { Health } from "../../src/platform/Health.ts"
+import * as LeaderLock from "../../src/leadership/LeaderLock.ts"
+import { makeLogger } from "../../src/platform/Logging.ts"
 import { TestConfigLive } from "./TestConfig.ts"
 
 export interface Holder {

@@ -5,7 +5,7 @@
  * redactor, so tests can also assert that no secret is ever logged.
  */
 import { Data, Effect, Layer, Logger, References } from "effect"
-import { makeLogger } from "../../src/Logging.ts"
+import { makeLogger } from "../../src/platform/Logging.ts"
 import { TEST_BOT_TOKEN, TEST_KIE_KEY, TEST_WEBHOOK_SECRET } from "./TestConfig.ts"
 
 export class LogLineTimeout extends Data.TaggedError("LogLineTimeout")<{ readonly message: string }> {}

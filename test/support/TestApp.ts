@@ -10,8 +10,8 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { isInetAddress } from "effect/net/NetAddress"
 import { createServer } from "node:net"
 import { AppLive } from "../../src/App.ts"
-import { Database } from "../../src/Database.ts"
-import { LeaderState } from "../../src/LeaderLock.ts"
+import { Database } from "../../src/database/Database.ts"
+import { LeaderState } from "../../src/leadership/LeaderLock.ts"
 import { TestConfigLive } from "./TestConfig.ts"
 
 export interface TestApp {

@@ -3,7 +3,7 @@
  * environment record so tests exercise the same parsing as production.
  */
 import { ConfigProvider, Effect, Layer } from "effect"
-import { AppConfig, type AppConfigShape } from "../../src/AppConfig.ts"
+import { AppConfig, type AppConfigShape } from "../../src/platform/AppConfig.ts"
 
 /** Looks like a real token so the redaction patterns are exercised; it is not one. */
 export const TEST_BOT_TOKEN = "1234567890:AAFakeTokenForTestsOnly_abcdefghijkl"

@@ -1,6 +1,6 @@
 /**
  * Serves route layers on 127.0.0.1 with an OS-assigned port, the way
- * `src/HttpServer.ts` does in production (same Node server options), and
+ * `src/platform/HttpServer.ts` does in production (same Node server options), and
  * exposes the base URL for requests over real loopback HTTP.
  */
 import { NodeHttpServer } from "@effect/platform-node"

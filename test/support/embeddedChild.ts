@@ -6,7 +6,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import * as EmbeddedPostgres from "../../src/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../../src/database/EmbeddedPostgres.ts"
 
 const dataDir = process.argv[2]!
 

@@ -3,7 +3,7 @@
  * `z-image`). See `shared/reference/kie-api.md` for the facts this follows.
  *
  * - `createTask` → `POST /api/v1/jobs/createTask`, inside the process-wide
- *   createTask budget (`KieRateBudget`). Retried with `kieRetrySchedule` only
+ *   createTask budget (`KieRateBudget`). Retried with `kieRetryPolicy` only
  *   on answers that prove no task was created (429, 455, 5xx, no connection).
  *   A request that may have reached Kie (timeout or broken connection after
  *   sending, a gateway timeout, an unreadable success) fails with
@@ -25,10 +25,11 @@
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, Option, Redacted, Result, Schedule } from "effect"
+import { backoff } from "../platform/Retry.ts"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import type * as HttpClientError from "effect/http/HttpClientError"
-import { AppConfig } from "./AppConfig.ts"
-import { version } from "./Health.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
+import { version } from "../platform/Health.ts"
 import { KieCallbacks } from "./KieCallback.ts"
 import {
   KieConnectionFailed,
@@ -46,7 +47,7 @@ import {
   KieValidationFailed
 } from "./KieErrors.ts"
 import { KieRateBudget } from "./KieRateBudget.ts"
-import * as Metrics from "./Metrics.ts"
+import * as Metrics from "../platform/Metrics.ts"
 import {
   AspectRatio,
   clip,
@@ -69,10 +70,7 @@ export * from "./KieSchema.ts"
  * jittered by ±20 % so instances do not retry in lockstep, at most 3 retries.
  * Applied only to errors whose `retryable` is true.
  */
-export const kieRetrySchedule = Schedule.exponential("1 second").pipe(
-  Schedule.jittered,
-  Schedule.upTo({ times: 3 })
-)
+export const kieRetryPolicy = backoff("1 second", "4 seconds").pipe(Schedule.upTo({ times: 3 }))
 
 /**
  * Sent explicitly: Cloudflare in front of Kie is reported to reject requests
@@ -348,7 +346,7 @@ export const make = Effect.gen(function*() {
             ? Effect.logWarning(`[KIE] ${error.message} (retryable: nothing was created)`)
             : Effect.void
         ),
-        Effect.retry({ schedule: kieRetrySchedule, while: (error) => isKieError(error) && error.retryable }),
+        Effect.retry({ schedule: kieRetryPolicy, while: (error) => isKieError(error) && error.retryable }),
         Effect.tapError((error) =>
           isKieError(error) && error._tag === "KieCreateTaskUncertain"
             ? Effect.logError(`[KIE] ${error.message}`)
@@ -396,7 +394,7 @@ export const make = Effect.gen(function*() {
 
   const getTask = Effect.fn("Kie.getTask")(function*(taskId: string) {
     return yield* getOnce(taskId).pipe(
-      Effect.retry({ schedule: kieRetrySchedule, while: (error) => error.retryable })
+      Effect.retry({ schedule: kieRetryPolicy, while: (error) => error.retryable })
     )
   })
 

@@ -22,7 +22,7 @@
  * free its slot early; the per-request timeout bounds that.
  */
 import { Clock, Context, Deferred, Duration, Effect, Layer, Semaphore } from "effect"
-import { AppConfig, type RateBudget } from "./AppConfig.ts"
+import { AppConfig, type RateBudget } from "../platform/AppConfig.ts"
 
 /** Added to the window after each completed request; see the module comment. */
 export const defaultSafetyMargin = (window: Duration.Duration): Duration.Duration =>

@@ -11,7 +11,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChatState } from "./ChatFlowLogic.ts"
 import type { Lang } from "./Messages.ts"
-import { Int8 } from "./SqlColumns.ts"
+import { Int8 } from "../database/SqlColumns.ts"
 
 /** Migration 0004. */
 export const migration = Effect.gen(function*() {

@@ -23,8 +23,8 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { createHash } from "node:crypto"
 import { Api, GrammyError, HttpError } from "grammy"
 import type { Message, Opts, UserFromGetMe, WebhookInfo } from "grammy/types"
-import { AppConfig } from "./AppConfig.ts"
-import * as Metrics from "./Metrics.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
+import * as Metrics from "../platform/Metrics.ts"
 import { UpdateEnvelope } from "./TelegramUpdate.ts"
 
 // ---------------------------------------------------------------------------
@@ -153,7 +153,7 @@ export const RATE_LIMIT_MAX_WAITS = 3
 export const RATE_LIMIT_MAX_WAIT = Duration.seconds(30)
 
 /** 429 → wait `retry_after`, at most `RATE_LIMIT_MAX_WAITS` times; anything else is not retried here. */
-export const rateLimitRetry = Schedule.recurs(RATE_LIMIT_MAX_WAITS).pipe(
+export const rateLimitPolicy = Schedule.recurs(RATE_LIMIT_MAX_WAITS).pipe(
   Schedule.setInputType<TelegramError>(),
   Schedule.while(({ input }) =>
     input._tag === "TelegramRateLimited" &&
@@ -381,7 +381,7 @@ const make = Effect.gen(function*() {
       }),
       Effect.flatMap(decodeResult(method, options.result)),
       Effect.onExit(Metrics.countExit(Metrics.telegramCalls, method, "Telegram")),
-      Effect.retry(rateLimitRetry),
+      Effect.retry(rateLimitPolicy),
       Effect.tapError((error) => error._tag === "TelegramChatBlocked" ? markBlocked(error) : Effect.void)
     )
     if (chatId === undefined) return request

@@ -13,7 +13,7 @@
  *   updates in order and takes the worker's permit only while a handler runs,
  *   so a chat waiting out a retry backoff holds back nobody but itself.
  * - Failures: a failed, defective or timed-out run is retried with
- *   `handlerRetryBackoff` until `UPDATE_MAX_ATTEMPTS` runs (counted in the
+ *   `handlerRetryPolicy` until `UPDATE_MAX_ATTEMPTS` runs (counted in the
  *   row, across restarts), then the update is `dead` with its error and the
  *   chat's later updates go on. Undecodable payloads are dead at once; kinds
  *   the chat flow does not handle are `done` at once.
@@ -43,15 +43,15 @@ import {
   Schema,
   Semaphore
 } from "effect"
-import { AppConfig } from "./AppConfig.ts"
-import { CHANNEL, type ClaimedUpdate, Inbox } from "./Inbox.ts"
-import { LeaderTerm } from "./LeaderTerm.ts"
-import * as Metrics from "./Metrics.ts"
-import { makeProblemLog } from "./ProblemLog.ts"
-import { Telegram } from "./Telegram.ts"
-import { isHandledKind, Update } from "./TelegramUpdate.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
+import { CHANNEL, type ClaimedUpdate, Inbox } from "../inbox/Inbox.ts"
+import { LeaderTerm } from "../leadership/LeaderTerm.ts"
+import * as Metrics from "../platform/Metrics.ts"
+import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { Telegram } from "../telegram/Telegram.ts"
+import { isHandledKind, Update } from "../telegram/TelegramUpdate.ts"
 import { UpdateHandler } from "./UpdateHandler.ts"
-import { bookkeepingRetry, cappedExponential, listenRetry } from "./Backoff.ts"
+import { bookkeepingPolicy, backoff, listenPolicy } from "../platform/Retry.ts"
 
 /** Backstop claim when no notification arrived for this long. */
 export const DISPATCH_SWEEP_INTERVAL = Duration.seconds(5)
@@ -60,7 +60,7 @@ export const CLAIM_BATCH_SIZE = 64
 /** Claimed, unfinished updates held in memory per worker. */
 export const IN_FLIGHT_PER_WORKER = 16
 /** Delay before the next run of a failed update. */
-export const handlerRetryBackoff = cappedExponential("1 second", "30 seconds")
+export const handlerRetryPolicy = backoff("1 second", "30 seconds")
 
 /** A stable worker index for a chat: FNV-1a over its decimal id, identical on every instance. */
 export const workerFor = (key: string, workers: number): number => {
@@ -171,7 +171,7 @@ export const layer: Layer.Layer<
 
   const bookkeeping = <A, E>(what: string, effect: Effect.Effect<A, E>) =>
     effect.pipe(
-      Effect.retry(bookkeepingRetry),
+      Effect.retry(bookkeepingPolicy),
       Effect.tapCause((cause) =>
         Cause.hasInterruptsOnly(cause)
           ? Effect.void
@@ -211,7 +211,7 @@ export const layer: Layer.Layer<
       yield* countItem(item, "dead", recorded)
       return yield* Effect.logError(`[DISPATCH] update ${updateId} dead: ${message}`)
     }
-    const nextDelay = yield* Schedule.toStep(handlerRetryBackoff)
+    const nextDelay = yield* Schedule.toStep(handlerRetryPolicy)
     for (;;) {
       const outcome = yield* Effect.result(runOnce(item, attempt))
       if (outcome._tag === "Success") {
@@ -383,7 +383,7 @@ export const layer: Layer.Layer<
         `[DISPATCH] LISTEN ${CHANNEL} failed, reconnecting (the sweep covers meanwhile): ${error.message}`
       )
     ),
-    Effect.retry(listenRetry)
+    Effect.retry(listenPolicy)
   )
 
   /** Graceful release: no new runs, running ones finish (bounded), the rest goes back to `pending`. */

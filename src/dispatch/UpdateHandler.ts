@@ -12,9 +12,9 @@
  * marked dead with the error and the chat's later updates go on.
  */
 import { Context, type Effect, Schema } from "effect"
-import type { Update } from "./TelegramUpdate.ts"
+import type { Update } from "../telegram/TelegramUpdate.ts"
 
-export type { CallbackQuery, Chat, Message, Update, User } from "./TelegramUpdate.ts"
+export type { CallbackQuery, Chat, Message, Update, User } from "../telegram/TelegramUpdate.ts"
 
 export class UpdateHandlerError extends Schema.TaggedError<UpdateHandlerError>()("UpdateHandlerError", {
   message: Schema.String

@@ -4,15 +4,15 @@
  * `allowed_updates` message and callback_query, and `WEBHOOK_MAX_CONNECTIONS`.
  * `Telegram.ensureWebhook` reads getWebhookInfo first and calls setWebhook
  * only when something differs (including a rotated secret), never dropping
- * pending updates. Failures are retried with `webhookSetupRetry`.
+ * pending updates. Failures are retried with `webhookSetupPolicy`.
  */
 import { Effect, Layer, Option } from "effect"
-import { AppConfig } from "./AppConfig.ts"
-import { makeProblemLog } from "./ProblemLog.ts"
-import { Telegram, type TelegramError } from "./Telegram.ts"
-import { allowedUpdates } from "./TelegramUpdate.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
+import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
+import { allowedUpdates } from "../telegram/TelegramUpdate.ts"
 import { WEBHOOK_PATH } from "./TelegramWebhook.ts"
-import { cappedExponential } from "./Backoff.ts"
+import { backoff } from "../platform/Retry.ts"
 
 /**
  * Telegram's default. Each connection is one POST that only stores a row,
@@ -21,7 +21,7 @@ import { cappedExponential } from "./Backoff.ts"
 export const WEBHOOK_MAX_CONNECTIONS = 40
 
 /** Retry setWebhook/getWebhookInfo failures: soon at first, then every minute. */
-export const webhookSetupRetry = cappedExponential("2 seconds", "60 seconds")
+export const webhookSetupPolicy = backoff("2 seconds", "60 seconds")
 
 export const layer: Layer.Layer<never, never, AppConfig | Telegram> = Layer.effectDiscard(
   Effect.gen(function*() {
@@ -41,7 +41,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Telegram> = Layer.effe
       Effect.tapError((error: TelegramError) =>
         problems.failing(`[WEBHOOK] could not set the webhook, retrying: ${error.message}`)
       ),
-      Effect.retry(webhookSetupRetry),
+      Effect.retry(webhookSetupPolicy),
       Effect.tap((outcome) =>
         Effect.logInfo(
           outcome === "set"

@@ -18,8 +18,8 @@
  */
 import { Context, DateTime, Effect, Layer, Metric, Option, Ref } from "effect"
 import { Generations } from "./Generations.ts"
-import { Health } from "./Health.ts"
-import { generationsInFlight, MetricsRefresh } from "./Metrics.ts"
+import { Health } from "../platform/Health.ts"
+import { generationsInFlight, MetricsRefresh } from "../platform/Metrics.ts"
 
 export interface SubmissionPause {
   readonly untilMillis: number

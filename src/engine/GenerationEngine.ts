@@ -106,10 +106,10 @@ import {
 } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { InputFile } from "grammy"
-import { AppConfig } from "./AppConfig.ts"
-import { CHANNEL, type Generation, Generations } from "./Generations.ts"
-import { GenerationEngineStatus, type SubmissionPause } from "./GenerationsHealth.ts"
-import { fitsAsPhoto, imageInfo } from "./ImageInfo.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
+import { CHANNEL, type Generation, Generations } from "../generations/Generations.ts"
+import { GenerationEngineStatus, type SubmissionPause } from "../generations/GenerationsHealth.ts"
+import { fitsAsPhoto, imageInfo } from "../media/ImageInfo.ts"
 import {
   decodeRecordData,
   isTerminal,
@@ -119,15 +119,15 @@ import {
   KieTaskFailed,
   type TaskState,
   type TerminalTaskState
-} from "./Kie.ts"
-import { KieCallbacks, type StoredCallback } from "./KieCallback.ts"
-import * as KieRateBudget from "./KieRateBudget.ts"
-import { doneKeyboard, retryKeyboard, t } from "./Messages.ts"
-import { generationSecondsHistogram, generationsFinished } from "./Metrics.ts"
-import { makeProblemLog } from "./ProblemLog.ts"
-import { DownloadFailed, hostOf, ResultDownload } from "./ResultDownload.ts"
-import { Telegram, type TelegramError } from "./Telegram.ts"
-import { bookkeepingRetry, cappedExponential, listenRetry } from "./Backoff.ts"
+} from "../kie/Kie.ts"
+import { KieCallbacks, type StoredCallback } from "../kie/KieCallback.ts"
+import * as KieRateBudget from "../kie/KieRateBudget.ts"
+import { doneKeyboard, retryKeyboard, t } from "../chat/Messages.ts"
+import { generationSecondsHistogram, generationsFinished } from "../platform/Metrics.ts"
+import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { DownloadFailed, hostOf, ResultDownload } from "../media/ResultDownload.ts"
+import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
+import { bookkeepingPolicy, backoff, listenPolicy } from "../platform/Retry.ts"
 
 // ---------------------------------------------------------------------------
 // Policies
@@ -166,9 +166,9 @@ export const transientPause = (streak: number): Duration.Duration =>
   Duration.millis(Math.min(120_000, 15_000 * 2 ** Math.max(0, streak - 1)))
 
 /** Downloading the result: 3 more tries, 2 s, 4 s, 8 s apart (jittered). */
-export const downloadRetry = Schedule.exponential("2 seconds").pipe(Schedule.jittered, Schedule.upTo({ times: 3 }))
+export const downloadPolicy = backoff("2 seconds", "8 seconds").pipe(Schedule.upTo({ times: 3 }))
 /** Sending the result after a transient Telegram error: up to 6 more tries, 2 s doubling to 30 s. */
-export const sendRetry = cappedExponential("2 seconds", "30 seconds").pipe(Schedule.upTo({ times: 6 }))
+export const sendPolicy = backoff("2 seconds", "30 seconds").pipe(Schedule.upTo({ times: 6 }))
 
 /** Our own `beforeSend` declined: nothing was sent to Kie. */
 export class SubmissionCancelled extends Schema.TaggedError<SubmissionCancelled>()("SubmissionCancelled", {
@@ -289,7 +289,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
   /** A state write retried through a blip; logged and `None` if the database stays away. */
   const bookkeeping = <A>(what: string, effect: Effect.Effect<A, SqlError>) =>
     effect.pipe(
-      Effect.retry(bookkeepingRetry),
+      Effect.retry(bookkeepingPolicy),
       Effect.tapError((error) => Effect.logError(`[GEN] could not record ${what}: ${error.message}`)),
       Effect.option
     )
@@ -655,7 +655,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
       for (const url of g.resultUrls) {
         const result = yield* Effect.result(downloads.download(url).pipe(
           Effect.tapError((error) => Effect.logWarning(`[GEN] generation ${g.id}: ${error.message}; retrying`)),
-          Effect.retry(downloadRetry)
+          Effect.retry(downloadPolicy)
         ))
         if (Result.isSuccess(result)) return Option.some(result.success)
         last = result.failure
@@ -677,7 +677,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
           ? Effect.logWarning(`[GEN] generation ${g.id}: ${what} failed, retrying: ${error.message}`)
           : Effect.void
       ),
-      Effect.retry({ schedule: sendRetry, while: (error) => TRANSIENT_TELEGRAM.has(error._tag) }),
+      Effect.retry({ schedule: sendPolicy, while: (error) => TRANSIENT_TELEGRAM.has(error._tag) }),
       Effect.result
     )
 
@@ -803,7 +803,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
         } else if (config.sendOriginalDocument && g.documentMessageId === null) {
           // Resumed after the photo went out: only the original is missing.
           yield* logState(g.id, "resuming delivery: the photo was sent, sending the original")
-          const bytes = yield* downloads.download(g.resultUrls[0] ?? "").pipe(Effect.retry(downloadRetry), Effect.option)
+          const bytes = yield* downloads.download(g.resultUrls[0] ?? "").pipe(Effect.retry(downloadPolicy), Effect.option)
           if (Option.isSome(bytes)) {
             const info = imageInfo(bytes.value)
             yield* sendOriginal(g, bytes.value, `zimage-${g.id}.${info?.format === "jpeg" ? "jpg" : info?.format ?? "png"}`)
@@ -1049,7 +1049,7 @@ export const layer: Layer.Layer<never, never, Requirements> = Layer.effectDiscar
     Effect.tapError((error) =>
       listenProblems.failing(`[GEN] LISTEN ${CHANNEL} failed, reconnecting (the sweep covers meanwhile): ${error.message}`)
     ),
-    Effect.retry(listenRetry)
+    Effect.retry(listenPolicy)
   )
 
   // -------------------------------------------------------------------------

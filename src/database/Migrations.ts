@@ -4,11 +4,11 @@
  * Never edit or renumber an applied migration: add a new one.
  */
 import type { Migrations } from "./Database.ts"
-import * as ChatSessions from "./ChatSessions.ts"
-import * as Generations from "./Generations.ts"
-import * as Inbox from "./Inbox.ts"
-import * as KieCallback from "./KieCallback.ts"
-import * as Telegram from "./Telegram.ts"
+import * as ChatSessions from "../chat/ChatSessions.ts"
+import * as Generations from "../generations/Generations.ts"
+import * as Inbox from "../inbox/Inbox.ts"
+import * as KieCallback from "../kie/KieCallback.ts"
+import * as Telegram from "../telegram/Telegram.ts"
 
 export const migrations: Migrations = {
   "0001_telegram_updates": Inbox.migration,

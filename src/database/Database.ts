@@ -13,9 +13,9 @@ import { Context, Deferred, Duration, Effect, Layer, Option, Predicate, Redacted
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import { AppConfig, lockKeyFromName } from "./AppConfig.ts"
+import { AppConfig, lockKeyFromName } from "../platform/AppConfig.ts"
 import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
-import { cappedExponential } from "./Backoff.ts"
+import { backoff } from "../platform/Retry.ts"
 
 export class DatabaseUnavailable extends Schema.TaggedError<DatabaseUnavailable>()("DatabaseUnavailable", {
   message: Schema.String
@@ -36,7 +36,7 @@ export class Database extends Context.Service<Database, {
 }>()("zimage-bot/Database") {}
 
 /** Backoff while the database is unreachable at startup. */
-export const startupRetrySchedule = cappedExponential("200 millis", "5 seconds")
+export const startupPolicy = backoff("200 millis", "5 seconds")
 
 /** Migrations by `<number>_<name>`, run once each in number order. */
 export type Migrations = Record<string, Effect.Effect<void, unknown, SqlClient>>
@@ -161,7 +161,7 @@ const make = (migrations: Migrations) =>
 
   yield* attempt.pipe(
     Effect.retry({
-      schedule: startupRetrySchedule,
+      schedule: startupPolicy,
       while: (error) => Effect.map(outOfTime, (late) => !isPermanent(error) && !late)
     }),
     Effect.matchEffect({

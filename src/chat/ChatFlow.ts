@@ -15,13 +15,13 @@
  * Kie, status edits, delivery, failure messages.
  */
 import { Data, Effect, Layer, Option, Predicate } from "effect"
-import { AppConfig } from "./AppConfig.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
 import { type ChatAction, type ChatInput, type ChatState, Idle, transition } from "./ChatFlowLogic.ts"
 import { ChatSessions } from "./ChatSessions.ts"
-import { type Generation, GenerationLimitReached, Generations } from "./Generations.ts"
+import { type Generation, GenerationLimitReached, Generations } from "../generations/Generations.ts"
 import { type AspectRatio, type Lang, langOf, parseCallbackData, t } from "./Messages.ts"
-import { Telegram, type TelegramError } from "./Telegram.ts"
-import { type Update, UpdateHandler, UpdateHandlerError, type User } from "./UpdateHandler.ts"
+import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
+import { type Update, UpdateHandler, UpdateHandlerError, type User } from "../dispatch/UpdateHandler.ts"
 
 /** The chat blocked the bot (or is gone): the update is finished, nothing can be sent. */
 class ChatUnreachable extends Data.TaggedError("ChatUnreachable")<{ readonly chatId: number }> {}

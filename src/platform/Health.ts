@@ -11,16 +11,24 @@ import { Context, Effect, Layer, Ref } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { readFileSync } from "node:fs"
 import { AppConfig } from "./AppConfig.ts"
-import { Database } from "./Database.ts"
+import { Database } from "../database/Database.ts"
 
 export type HealthFields = Readonly<Record<string, unknown>>
 
+/**
+ * The service's version from its `package.json`: two folders up from this
+ * module in the source tree, one up from the bundle in `dist/`.
+ */
 export const version: string = (() => {
-  try {
-    return String(JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version)
-  } catch {
-    return "unknown"
+  for (const candidate of ["../../package.json", "../package.json"]) {
+    try {
+      const manifest = JSON.parse(readFileSync(new URL(candidate, import.meta.url), "utf8"))
+      if (manifest.name === "zimage-bot") return String(manifest.version)
+    } catch {
+      // not there: try the next place
+    }
   }
+  return "unknown"
 })()
 
 export class Health extends Context.Service<Health, {

@@ -56,11 +56,11 @@ import {
   SubscriptionRef
 } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { AppConfig } from "./AppConfig.ts"
-import { Database } from "./Database.ts"
-import { Health } from "./Health.ts"
-import * as Metrics from "./Metrics.ts"
-import { cappedExponential } from "./Backoff.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
+import { Database } from "../database/Database.ts"
+import { Health } from "../platform/Health.ts"
+import * as Metrics from "../platform/Metrics.ts"
+import { backoff } from "../platform/Retry.ts"
 
 // ---------------------------------------------------------------------------
 // Public surface
@@ -136,17 +136,17 @@ export const contendInterval = Duration.seconds(1)
 
 /** While ACTIVE: one ownership check per second. */
 const heartbeatInterval = Duration.seconds(1)
-export const heartbeatSchedule = Schedule.spaced(heartbeatInterval)
+export const heartbeatPolicy = Schedule.spaced(heartbeatInterval)
 
 /** While the lock session cannot be opened (database down, refusing connections). */
-export const sessionRetrySchedule = cappedExponential("1 second", "10 seconds")
+export const sessionRetryPolicy = backoff("1 second", "10 seconds")
 
 /**
  * After leader-only services failed to start: back off so a persistent
  * failure (a bad token, say) does not make the instances pass the lock around
  * in a tight loop.
  */
-export const leaderFailureBackoff = cappedExponential("2 seconds", "60 seconds")
+export const leaderFailurePolicy = backoff("2 seconds", "60 seconds")
 
 /** Bound of every statement on the lock session (heartbeat, try, unlock). */
 export const sessionQueryTimeout = Duration.seconds(2)
@@ -505,7 +505,7 @@ export const layer = <E, R>(
             }
           })
         ),
-        Effect.retry({ schedule: sessionRetrySchedule }),
+        Effect.retry({ schedule: sessionRetryPolicy }),
         Effect.tap(() =>
           Effect.gen(function*() {
             if (yield* Ref.getAndSet(sessionDownReported, false)) {
@@ -596,7 +596,7 @@ export const layer = <E, R>(
         })
         // The first check one interval after the lock was taken, then one per interval.
         const heartbeats = Effect.sleep(heartbeatInterval).pipe(
-          Effect.andThen(Effect.repeat(check, heartbeatSchedule)),
+          Effect.andThen(Effect.repeat(check, heartbeatPolicy)),
           Effect.andThen(Effect.never)
         )
         return Effect.raceFirst(heartbeats, Effect.mapError(session.dropped, toLost))
@@ -746,7 +746,7 @@ export const layer = <E, R>(
         yield* setPhase("waiting_for_database")
         yield* database.ready
         return yield* term.pipe(
-          Effect.retry({ schedule: leaderFailureBackoff }),
+          Effect.retry({ schedule: leaderFailurePolicy }),
           Effect.forever
         )
       }).pipe(

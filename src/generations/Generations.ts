@@ -37,9 +37,9 @@
 import { Context, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import type { AspectRatio, Lang } from "./Messages.ts"
-import { Int8, Int8Id as Id } from "./SqlColumns.ts"
-import * as UtcTime from "./UtcTime.ts"
+import type { AspectRatio, Lang } from "../chat/Messages.ts"
+import { Int8, Int8Id as Id } from "../database/SqlColumns.ts"
+import * as UtcTime from "../platform/UtcTime.ts"
 
 export const CHANNEL = "generations"
 

@@ -51,12 +51,12 @@ import {
 import type { TimeoutError } from "effect/Cause"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import { Health } from "./Health.ts"
-import * as Metrics from "./Metrics.ts"
-import { makeProblemLog } from "./ProblemLog.ts"
-import { Int8 } from "./SqlColumns.ts"
-import { routingOf, type UpdateEnvelope } from "./TelegramUpdate.ts"
-import * as UtcTime from "./UtcTime.ts"
+import { Health } from "../platform/Health.ts"
+import * as Metrics from "../platform/Metrics.ts"
+import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { Int8 } from "../database/SqlColumns.ts"
+import { routingOf, type UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
+import * as UtcTime from "../platform/UtcTime.ts"
 
 /** The NOTIFY channel a stored update is announced on. */
 export const CHANNEL = "telegram_updates"

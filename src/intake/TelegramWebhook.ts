@@ -18,10 +18,10 @@
 import { ByteSize, Effect, Layer, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
-import { AppConfig } from "./AppConfig.ts"
-import { Inbox } from "./Inbox.ts"
-import * as Metrics from "./Metrics.ts"
-import { UpdateEnvelope } from "./TelegramUpdate.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
+import { Inbox } from "../inbox/Inbox.ts"
+import * as Metrics from "../platform/Metrics.ts"
+import { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 
 export const WEBHOOK_PATH = "/telegram/webhook"
 export const MAX_BODY_BYTES = 1024 * 1024

@@ -6,11 +6,11 @@
  */
 import { Effect, Layer } from "effect"
 import { botCommands } from "./Messages.ts"
-import { makeProblemLog } from "./ProblemLog.ts"
-import { Telegram, type TelegramError } from "./Telegram.ts"
-import { cappedExponential } from "./Backoff.ts"
+import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
+import { backoff } from "../platform/Retry.ts"
 
-export const botCommandsRetry = cappedExponential("2 seconds", "5 minutes")
+export const botCommandsPolicy = backoff("2 seconds", "5 minutes")
 
 export const layer: Layer.Layer<never, never, Telegram> = Layer.effectDiscard(Effect.gen(function*() {
   const telegram = yield* Telegram
@@ -21,7 +21,7 @@ export const layer: Layer.Layer<never, never, Telegram> = Layer.effectDiscard(Ef
     telegram.setMyCommands({ commands: botCommands("en"), language_code: "en" })
   ], { discard: true }).pipe(
     Effect.tapError((error: TelegramError) => problems.failing(`[COMMANDS] setMyCommands failed, retrying: ${error.message}`)),
-    Effect.retry(botCommandsRetry),
+    Effect.retry(botCommandsPolicy),
     Effect.tap(() => Effect.logInfo("[COMMANDS] bot commands registered (ru, en)")),
     Effect.withSpan("BotCommands.register")
   )

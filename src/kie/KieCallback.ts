@@ -51,9 +51,9 @@ import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto"
-import { AppConfig } from "./AppConfig.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
 import { decodeCallbackBody, isTerminal, type TaskState } from "./KieSchema.ts"
-import { cappedExponential } from "./Backoff.ts"
+import { backoff } from "../platform/Retry.ts"
 
 /** The NOTIFY channel; the payload is the task id. */
 export const CALLBACK_CHANNEL = "kie_callback"
@@ -65,10 +65,10 @@ export const SIGNATURE_MAX_AGE: Duration.Duration = Duration.minutes(5)
 export const REGISTRY_RETENTION: Duration.Duration = Duration.days(7)
 
 /** Reconnecting the LISTEN connection: quick at first, then every 30 s at most. */
-export const listenRetrySchedule = cappedExponential("500 millis", "30 seconds")
+export const listenRetrySchedule = backoff("500 millis", "30 seconds")
 
 /** How often old registry rows are deleted. */
-export const pruneSchedule = Schedule.spaced("1 hour")
+export const prunePolicy = Schedule.spaced("1 hour")
 
 // ---------------------------------------------------------------------------
 // Migration
@@ -266,7 +266,7 @@ export class KieCallbacks extends Context.Service<KieCallbacks, KieCallbacksShap
         if (deleted > 0) yield* Effect.logInfo(`[KIE] pruned ${deleted} old task registry rows`)
       }).pipe(
         Effect.catch((error) => Effect.logWarning(`[KIE] pruning the task registry failed: ${error.message}`)),
-        Effect.repeat(pruneSchedule),
+        Effect.repeat(prunePolicy),
         Effect.delay("1 minute"),
         Effect.forkScoped
       )

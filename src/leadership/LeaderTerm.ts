@@ -7,7 +7,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { randomUUID } from "node:crypto"
-import { AppConfig } from "./AppConfig.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
 
 export class LeaderTerm extends Context.Service<LeaderTerm, {
   /** `<instance id>/<random>`, unique per term. */

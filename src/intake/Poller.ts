@@ -10,25 +10,25 @@
  *
  * Errors back off with named schedules and are logged once per change: 409
  * Conflict (another getUpdates consumer, or a webhook set by another
- * deployment) with `conflictBackoff`, anything else with `pollBackoff`.
+ * deployment) with `conflictPolicy`, anything else with `pollPolicy`.
  */
 import { Clock, Duration, Effect, Layer, Metric, Schedule } from "effect"
-import { AppConfig } from "./AppConfig.ts"
-import { Inbox } from "./Inbox.ts"
-import * as Metrics from "./Metrics.ts"
-import { makeProblemLog } from "./ProblemLog.ts"
-import { Telegram, type TelegramError } from "./Telegram.ts"
-import { allowedUpdates } from "./TelegramUpdate.ts"
-import { cappedExponential } from "./Backoff.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
+import { Inbox } from "../inbox/Inbox.ts"
+import * as Metrics from "../platform/Metrics.ts"
+import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
+import { allowedUpdates } from "../telegram/TelegramUpdate.ts"
+import { backoff } from "../platform/Retry.ts"
 
 /** Seconds Telegram holds a getUpdates call open when there is nothing to return. */
 export const POLL_TIMEOUT_SECONDS = 25
 export const POLL_LIMIT = 100
 
 /** Network errors, 5xx, an unreachable database: retry soon, then less often. */
-export const pollBackoff = cappedExponential("1 second", "30 seconds")
+export const pollPolicy = backoff("1 second", "30 seconds")
 /** 409 Conflict: someone else is consuming updates; give them room. */
-export const conflictBackoff = cappedExponential("5 seconds", "60 seconds")
+export const conflictPolicy = backoff("5 seconds", "60 seconds")
 
 const describe = (error: TelegramError): string => error.message
 
@@ -46,13 +46,13 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
 
     /** Backoff state: a step per schedule, restarted once polling works again. */
     const problems = makeProblemLog()
-    let step = yield* Schedule.toStep(pollBackoff)
-    let conflictStep = yield* Schedule.toStep(conflictBackoff)
+    let step = yield* Schedule.toStep(pollPolicy)
+    let conflictStep = yield* Schedule.toStep(conflictPolicy)
 
     const recovered = Effect.gen(function*() {
       if (!(yield* problems.recovered("[POLL] polling works again"))) return
-      step = yield* Schedule.toStep(pollBackoff)
-      conflictStep = yield* Schedule.toStep(conflictBackoff)
+      step = yield* Schedule.toStep(pollPolicy)
+      conflictStep = yield* Schedule.toStep(conflictPolicy)
     })
 
     const backOff = (problem: string, conflict: boolean) =>

@@ -19,11 +19,11 @@
  */
 import { DateTime, Duration, Effect, Layer, Option, Schedule } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { AppConfig } from "./AppConfig.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
-import { LeaderTerm } from "./LeaderTerm.ts"
-import { makeProblemLog } from "./ProblemLog.ts"
-import * as UtcTime from "./UtcTime.ts"
+import { LeaderTerm } from "../leadership/LeaderTerm.ts"
+import { makeProblemLog } from "../platform/ProblemLog.ts"
+import * as UtcTime from "../platform/UtcTime.ts"
 
 /**
  * How old a term must be before it takes back every row claimed before it
