@@ -1,7 +1,7 @@
 /**
  * Every setting of the service, read once at startup from the environment.
  *
- * The variable names and defaults of the public contract (shared/DESIGN.md §2)
+ * The variable names and defaults of the public contract (`docs/contract.md`)
  * are fixed; the extra variables at the bottom have safe defaults. A missing or
  * malformed variable fails with one `ConfigInvalid` that names it and never
  * echoes its value, because several of them are secrets.

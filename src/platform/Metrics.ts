@@ -13,55 +13,31 @@ import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
 const seconds = Metric.boundariesFromIterable([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30])
 const generationSeconds = Metric.boundariesFromIterable([5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600])
 
-export const updatesReceived = Metric.counter("zimage_updates_received_total", {
-  description: "Telegram updates stored in the inbox, by source (webhook, polling); duplicates excluded",
-  incremental: true
-})
-export const updatesProcessed = Metric.counter("zimage_updates_processed_total", {
-  description: "Telegram updates finished, by outcome (done, dead)",
-  incremental: true
-})
-export const updateRetries = Metric.counter("zimage_update_retries_total", {
-  description: "Failed handler attempts that were retried",
-  incremental: true
-})
+/** A counter that only goes up (Prometheus `_total`). */
+const counter = (name: string, description: string) => Metric.counter(name, { description, incremental: true })
+
+/** A gauge set to a current value. */
+const gauge = (name: string, description: string) => Metric.gauge(name, { description })
+
+export const updatesReceived = counter("zimage_updates_received_total", "Telegram updates stored in the inbox, by source (webhook, polling); duplicates excluded")
+export const updatesProcessed = counter("zimage_updates_processed_total", "Telegram updates finished, by outcome (done, dead)")
+export const updateRetries = counter("zimage_update_retries_total", "Failed handler attempts that were retried")
 export const updateProcessingSeconds = Metric.histogram("zimage_update_processing_seconds", {
   description: "Time from claiming an update to finishing it",
   boundaries: seconds
 })
-export const queueDepth = Metric.gauge("zimage_queue_depth", {
-  description: "Telegram updates stored and not yet finished"
-})
-export const queueOldestPendingSeconds = Metric.gauge("zimage_queue_oldest_pending_seconds", {
-  description: "Age of the oldest update waiting to be dispatched (0 when none waits)"
-})
-export const generationsFinished = Metric.counter("zimage_generations_total", {
-  description: "Generations finished, by outcome (delivered, failed, timeout)",
-  incremental: true
-})
+export const queueDepth = gauge("zimage_queue_depth", "Telegram updates stored and not yet finished")
+export const queueOldestPendingSeconds = gauge("zimage_queue_oldest_pending_seconds", "Age of the oldest update waiting to be dispatched (0 when none waits)")
+export const generationsFinished = counter("zimage_generations_total", "Generations finished, by outcome (delivered, failed, timeout)")
 export const generationSecondsHistogram = Metric.histogram("zimage_generation_seconds", {
   description: "Time from a generation's creation to its delivery",
   boundaries: generationSeconds
 })
-export const generationsInFlight = Metric.gauge("zimage_generations_in_flight", {
-  description: "Generations not yet delivered or failed"
-})
-export const kieCalls = Metric.counter("zimage_kie_calls_total", {
-  description: "Kie.ai API calls, by method and result",
-  incremental: true
-})
-export const telegramCalls = Metric.counter("zimage_telegram_calls_total", {
-  description: "Telegram Bot API calls, by method and result",
-  incremental: true
-})
-export const leaderActive = Metric.gauge("zimage_leader_active", {
-  description: "1 while this instance is ACTIVE (holds the leader lock), else 0"
-})
-export const leaderTransitions = Metric.counter("zimage_leader_transitions_total", {
-  description:
-    "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services did not start)",
-  incremental: true
-})
+export const generationsInFlight = gauge("zimage_generations_in_flight", "Generations not yet delivered or failed")
+export const kieCalls = counter("zimage_kie_calls_total", "Kie.ai API calls, by method and result")
+export const telegramCalls = counter("zimage_telegram_calls_total", "Telegram Bot API calls, by method and result")
+export const leaderActive = gauge("zimage_leader_active", "1 while this instance is ACTIVE (holds the leader lock), else 0")
+export const leaderTransitions = counter("zimage_leader_transitions_total", "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services did not start)")
 
 /** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
 export const countCall = (metric: typeof kieCalls, method: string, result: string) =>

@@ -2,7 +2,7 @@
  * Timestamps read from anywhere (a database row, a JSON field, a log) turned
  * into UTC instants, and ages that are always a sensible number.
  *
- * The seed crashed subtracting a naive datetime from an aware one. Here a
+ * Subtracting a naive datetime from an aware one is a classic crash. Here a
  * timestamp without a zone is UTC, never the host's local time (which is what
  * `new Date("2024-01-01 10:00")` would assume), and an age is never negative
  * (clock skew between instances) or NaN (an unreadable value).

@@ -1,6 +1,6 @@
 /**
  * A fake Kie.ai Market "jobs" API on 127.0.0.1, for tests of anything that
- * talks to Kie. It behaves like the reference (`shared/reference/kie-api.md`):
+ * talks to Kie. It behaves like Kie as `docs/external-apis.md` describes it:
  *
  * - `POST /api/v1/jobs/createTask` and `GET /api/v1/jobs/recordInfo?taskId=`
  *   answer `{code,msg,data}`; errors are in the body `code` with HTTP 200 by
