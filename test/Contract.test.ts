@@ -13,7 +13,9 @@
  * - bot commands: what `botCommands` registers;
  * - log markers: every literal in `src/` that starts with `[NAME]` (a
  *   template's `${…}` inside the brackets is written `n`, as in `[WORKER_n]`);
- * - metric names: every `zimage_…` literal in `src/platform/Metrics.ts`.
+ * - metric names: every `zimage_…` literal in `src/platform/Metrics.ts`;
+ * - `/health` fields and `/metrics` series: what the whole app, started on a
+ *   test database, answers.
  *
  * Each must appear in its section of the doc, and each row of those sections'
  * tables must still name something the code has. The checks are plain
@@ -25,6 +27,9 @@ import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { parseAst } from "rolldown/parseAst"
 import { AppConfig } from "../src/platform/AppConfig.ts"
+import * as FakeTelegram from "./fakes/FakeTelegram.ts"
+import { startApp } from "./support/TestApp.ts"
+import { freshDatabaseUrl } from "./support/TestDatabase.ts"
 import {
   botCommands,
   doneKeyboard,
@@ -231,6 +236,17 @@ const checkMetrics = (doc: string, inSource: ReadonlySet<string>): ContractDrift
   return drift([...inSource].filter((m) => !rows.has(m)), [...rows].filter((m) => !inSource.has(m)))
 }
 
+/** `kie_pause` is there only while submissions are paused; the doc says so. */
+const CONDITIONAL_HEALTH_FIELDS = new Set(["kie_pause"])
+
+const checkHealth = (doc: string, answered: ReadonlySet<string>): ContractDrift => {
+  const rows = new Set(firstCells(section(doc, "### `GET /health`")))
+  return drift(
+    [...answered].filter((f) => !rows.has(f)),
+    [...rows].filter((f) => !answered.has(f) && !CONDITIONAL_HEALTH_FIELDS.has(f))
+  )
+}
+
 const noDrift: ContractDrift = { undocumented: [], stale: [] }
 
 // ---------------------------------------------------------------------------
@@ -316,10 +332,33 @@ describe("docs/contract.md", () => {
     expect(checkMarkers(without("`[STATE_SYNC]`"), markersInSource()).undocumented).toContain("[STATE_SYNC]")
     expect(checkMetrics(without("`zimage_leader_active`"), metricsInSource()).undocumented)
       .toContain("zimage_leader_active")
+    expect(checkHealth(without("`uptime_s`"), new Set(["status", "uptime_s"])).undocumented).toContain("uptime_s")
+    expect(checkHealth(doc, new Set(["status"])).stale).toContain("uptime_s")
+    expect(checkHealth(doc, new Set(["status"])).stale).not.toContain("kie_pause")
 
     const withMarkerGone = new Set([...markersInSource()].filter((m) => m !== "[HTTP]"))
     expect(checkMarkers(doc, withMarkerGone).stale).toContain("[HTTP]")
     const withVariableGone = new Set([...envVarsInSource()].filter((n) => n !== "KIE_NSFW_CHECKER"))
     expect(checkEnvVars(doc, withVariableGone).stale).toContain("KIE_NSFW_CHECKER")
   })
+})
+
+describe("docs/contract.md against a running app", () => {
+  it.live("documents every /health field and /metrics series the app answers with", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl })
+      const body = (path: string) =>
+        Effect.promise(() => fetch(`http://127.0.0.1:${app.port}${path}`).then((response) => response.text()))
+
+      const fields = new Set(Object.keys(JSON.parse(yield* body("/health")) as Record<string, unknown>))
+      expect(fields).toContain("queue_depth")
+      expect(checkHealth(doc, fields)).toEqual(noDrift)
+
+      const exposition = yield* body("/metrics")
+      const series = new Set([...exposition.matchAll(/^# TYPE (zimage_[a-z0-9_]+) /gm)].map((m) => m[1]!))
+      expect(series).toContain("zimage_leader_active")
+      // Every series the app exports is one Metrics.ts declares, hence documented by the test above.
+      expect([...series].filter((name) => !metricsInSource().has(name))).toEqual([])
+    }), { timeout: 60_000 })
 })
