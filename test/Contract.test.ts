@@ -19,7 +19,7 @@
  *
  * Each must appear in its section of the doc, and each row of those sections'
  * tables must still name something the code has. The checks are plain
- * functions, so the last tests can show that removing a row is caught.
+ * functions, so one test can show that removing a row is caught.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect } from "effect"
