@@ -16,6 +16,7 @@ import {
   welcomeKeyboard
 } from "./Messages.ts"
 
+/** Where a chat is in the conversation (stored in `chat_sessions`). */
 export type ChatState =
   | { readonly _tag: "Idle" }
   | { readonly _tag: "WaitingPrompt" }
@@ -26,8 +27,10 @@ export type ChatState =
     readonly keyboardMessageId: number | null
   }
 
+/** Nothing asked for: the state of a new chat and after /start, /cancel or a recorded generation. */
 export const Idle: ChatState = { _tag: "Idle" }
 
+/** What the user did, as the flow sees it. */
 export type ChatInput =
   | { readonly _tag: "Command"; readonly command: string }
   | { readonly _tag: "Text"; readonly text: string }
@@ -41,6 +44,7 @@ export type ChatInput =
     readonly messageId: number | undefined
   }
 
+/** What the flow does in answer, in order; `ChatFlow.ts` carries it out. */
 export type ChatAction =
   | { readonly _tag: "AnswerCallback"; readonly queryId: string; readonly text?: string | undefined }
   | {
@@ -67,11 +71,13 @@ export type ChatAction =
   /** Start a generation from an earlier one (its prompt and ratio), if it is ours and finished. */
   | { readonly _tag: "RepeatGeneration"; readonly generationId: string; readonly mode: "again" | "retry"; readonly queryId: string }
 
+/** The state reached and the actions that get there. */
 export interface Transition {
   readonly state: ChatState
   readonly actions: ReadonlyArray<ChatAction>
 }
 
+/** What the flow needs to know beyond state and input. */
 export interface FlowSettings {
   readonly lang: Lang
   readonly singleModelOnly: boolean
@@ -101,6 +107,7 @@ const acceptPrompt = (text: string, settings: FlowSettings): Transition => ({
   actions: [{ _tag: "Send", text: t(settings.lang).chooseRatio, keyboard: ratioKeyboard, isRatioKeyboard: true }]
 })
 
+/** The conversation: what `input` does to a chat in `state`. Pure. */
 export const transition = (state: ChatState, input: ChatInput, settings: FlowSettings): Transition => {
   const text = t(settings.lang)
   switch (input._tag) {

@@ -12,6 +12,7 @@ import * as UtcTime from "../../platform/UtcTime.ts"
 /** Every status, in the order a generation goes through them (`failed` may follow any unfinished one). */
 export const STATUSES = ["queued", "submitting", "submitted", "succeeded", "delivered", "failed"] as const
 
+/** Where a generation is in its life (see `Generations.ts`). */
 export type GenerationStatus = typeof STATUSES[number]
 
 /** The statuses of a generation its user still waits for: neither delivered nor failed. */
