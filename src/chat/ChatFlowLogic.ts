@@ -102,6 +102,12 @@ export const promptProblem = (text: string, lang: Lang): string | undefined => {
   return undefined
 }
 
+/** Taking away the ratio keyboard of a chat that leaves the ratio choice (none if it was never sent). */
+const removeRatioKeyboard = (state: ChatState): Array<ChatAction> =>
+  state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
+    ? [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId }]
+    : []
+
 const acceptPrompt = (text: string, settings: FlowSettings): Transition => ({
   state: { _tag: "WaitingAspectRatio", prompt: text.trim(), keyboardMessageId: null },
   actions: [{ _tag: "Send", text: t(settings.lang).chooseRatio, keyboard: ratioKeyboard, isRatioKeyboard: true }]
@@ -118,13 +124,7 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
         case "help":
           return stay(state, send(text.help))
         case "cancel":
-          return stay(
-            Idle,
-            ...(state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
-              ? [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId } as const]
-              : []),
-            send(text.cancelled)
-          )
+          return stay(Idle, ...removeRatioKeyboard(state), send(text.cancelled))
         default:
           return stay(state, send(text.unknownCommand))
       }
@@ -140,9 +140,7 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
           if (problem !== undefined) return stay(state, send(problem))
           // A new description while choosing a ratio replaces the old one.
           const accepted = acceptPrompt(input.text, settings)
-          return state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
-            ? { ...accepted, actions: [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId }, ...accepted.actions] }
-            : accepted
+          return { ...accepted, actions: [...removeRatioKeyboard(state), ...accepted.actions] }
         }
       }
     }
@@ -164,9 +162,7 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
             state: { _tag: "WaitingPrompt" },
             actions: [
               { _tag: "AnswerCallback", queryId: input.queryId },
-              ...(state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
-                ? [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId } as const]
-                : []),
+              ...removeRatioKeyboard(state),
               send(text.askPrompt)
             ]
           }

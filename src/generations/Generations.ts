@@ -26,6 +26,9 @@
  *   `fail_code`, an operator `fail_message` and the `fail_reason` its user is
  *   told (in their language); `notified_at` once they were told.
  *
+ * Each arrow is one guarded `UPDATE` that reports whether it applied; the
+ * table of them (from, to, what else is written) heads `sql/mark.ts`.
+ *
  * `status_message_id` is the chat's "⏳ Генерирую..." message while it shows
  * progress; the engine clears it once that message became the failure notice
  * or was removed, so a finished row that still has one needs cleaning up.
