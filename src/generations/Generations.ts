@@ -66,8 +66,11 @@ export interface GenerationsShape {
     input: NewGeneration,
     limits: Limits
   ) => Effect.Effect<{ readonly generation: Generation; readonly created: boolean }, GenerationLimitReached | SqlError>
+  /** The generation `id`, if it exists. */
   readonly find: (id: string) => Effect.Effect<Option.Option<Generation>, SqlError>
+  /** The generation Kie knows as `taskId`, if any. */
   readonly findByTaskId: (taskId: string) => Effect.Effect<Option.Option<Generation>, SqlError>
+  /** Records the chat's status message and the text it shows. */
   readonly setStatusMessage: (id: string, messageId: number, text: string) => Effect.Effect<void, SqlError>
   /** Records the text last shown in the status message. */
   readonly setStatusText: (id: string, text: string) => Effect.Effect<void, SqlError>
@@ -76,6 +79,7 @@ export interface GenerationsShape {
    * per user at a time (a user's generations already at Kie count as turns taken).
    */
   readonly nextQueued: (limit: number, excluding: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  /** Every queued generation's place in that order (1 = next). */
   readonly queuePositions: Effect.Effect<ReadonlyArray<QueuePosition>, SqlError>
   /**
    * queued → submitting, just before createTask is sent (again, for a retry
@@ -87,11 +91,13 @@ export interface GenerationsShape {
   readonly markSubmitted: (id: string, taskId: string, firstPollAt: DateTime.Utc) => Effect.Effect<boolean, SqlError>
   /** Back to queued: createTask proved that nothing was created (e.g. Kie said 429 or 5xx). */
   readonly requeue: (id: string) => Effect.Effect<boolean, SqlError>
+  /** submitted → succeeded with the result URLs; polling stops. */
   readonly markSucceeded: (id: string, resultUrls: ReadonlyArray<string>) => Effect.Effect<boolean, SqlError>
   /** Records the message that carries the result (photo, or document when too large). */
   readonly setPhotoMessage: (id: string, messageId: number) => Effect.Effect<void, SqlError>
   /** Records the message with the uncompressed original. */
   readonly setDocumentMessage: (id: string, messageId: number) => Effect.Effect<void, SqlError>
+  /** succeeded → delivered. */
   readonly markDelivered: (id: string) => Effect.Effect<boolean, SqlError>
   /**
    * Any non-terminal status → failed, with a machine `code`, an operator
@@ -107,12 +113,15 @@ export interface GenerationsShape {
   readonly markRetried: (id: string, retryId: string) => Effect.Effect<boolean, SqlError>
   /** The status message `messageId` was finalized (deleted or replaced); forget it. */
   readonly clearStatusMessage: (id: string, messageId: number) => Effect.Effect<void, SqlError>
+  /** When to ask Kie about a `submitted` generation next (no-op once it moved on). */
   readonly schedulePoll: (id: string, at: DateTime.Utc) => Effect.Effect<void, SqlError>
   /** `submitted` generations whose next poll is due, soonest first. */
   readonly dueForPolling: (limit: number, excluding?: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** When the next poll of a `submitted` generation (other than `excluding`) is due. */
   readonly nextPollAt: (excluding: ReadonlyArray<string>) => Effect.Effect<Option.Option<DateTime.Utc>, SqlError>
+  /** Generations in `status`, oldest first. */
   readonly withStatus: (status: GenerationStatus, limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  /** Failed generations whose user was not told yet. */
   readonly failedUnnotified: (limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /**
    * Non-terminal generations whose deadline has passed; `succeeded` ones only

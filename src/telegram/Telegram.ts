@@ -152,6 +152,7 @@ const chatMethods = (call: Call, timeout: Duration.Duration) => {
       timeout: file !== undefined && typeof file !== "string" ? uploadTimeout : timeout,
       chatId: numericChat(params)
     })
+  // The result was checked against `MessageResult`; grammY's type names the rest of it.
   const as = <A>() => (value: unknown) => value as A
   return {
     sendMessage: Effect.fn("Telegram.sendMessage")((params: Opts<"sendMessage">) =>
