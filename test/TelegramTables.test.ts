@@ -58,7 +58,7 @@ describe("Telegram tables", () => {
         ])
       }))
 
-    it.effect("WebhookFingerprint: none until stored; applied only when Telegram's view and the fingerprint match", () =>
+    it.effect("WebhookFingerprint: none until stored; applied only when Telegram and the fingerprint agree", () =>
       Effect.gen(function*() {
         const fingerprints = yield* WebhookFingerprint.make
         const fingerprint = WebhookFingerprint.fingerprintOf(spec, token)

@@ -163,9 +163,11 @@ const make = Effect.gen(function*() {
     markDelivered: Effect.fn("Generations.markDelivered")(function*(id: string) {
       return yield* Mark.markDelivered(sql, id)
     }),
-    markFailed: Effect.fn("Generations.markFailed")(function*(id: string, code: string, message: string, reason?: string) {
-      return yield* Mark.markFailed(sql, id, code, message, reason)
-    }),
+    markFailed: Effect.fn("Generations.markFailed")(
+      function*(id: string, code: string, message: string, reason?: string) {
+        return yield* Mark.markFailed(sql, id, code, message, reason)
+      }
+    ),
     markNotified: (id, consumedStatusMessage) => Mark.markNotified(sql, id, consumedStatusMessage),
     markRetried: (id, retryId) => Mark.markRetried(sql, id, retryId),
     clearStatusMessage: (id, messageId) => SetMessage.clearStatusMessage(sql, id, messageId),
