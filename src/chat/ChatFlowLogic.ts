@@ -16,6 +16,7 @@ import {
   welcomeKeyboard
 } from "./Messages.ts"
 
+/** Where a chat is in the conversation (stored in `chat_sessions`). */
 export type ChatState =
   | { readonly _tag: "Idle" }
   | { readonly _tag: "WaitingPrompt" }
@@ -26,8 +27,10 @@ export type ChatState =
     readonly keyboardMessageId: number | null
   }
 
+/** Nothing asked for: the state of a new chat and after /start, /cancel or a recorded generation. */
 export const Idle: ChatState = { _tag: "Idle" }
 
+/** What the user did, as the flow sees it. */
 export type ChatInput =
   | { readonly _tag: "Command"; readonly command: string }
   | { readonly _tag: "Text"; readonly text: string }
@@ -41,6 +44,7 @@ export type ChatInput =
     readonly messageId: number | undefined
   }
 
+/** What the flow does in answer, in order; `ChatFlow.ts` carries it out. */
 export type ChatAction =
   | { readonly _tag: "AnswerCallback"; readonly queryId: string; readonly text?: string | undefined }
   | {
@@ -67,11 +71,13 @@ export type ChatAction =
   /** Start a generation from an earlier one (its prompt and ratio), if it is ours and finished. */
   | { readonly _tag: "RepeatGeneration"; readonly generationId: string; readonly mode: "again" | "retry"; readonly queryId: string }
 
+/** The state reached and the actions that get there. */
 export interface Transition {
   readonly state: ChatState
   readonly actions: ReadonlyArray<ChatAction>
 }
 
+/** What the flow needs to know beyond state and input. */
 export interface FlowSettings {
   readonly lang: Lang
   readonly singleModelOnly: boolean
@@ -96,11 +102,18 @@ export const promptProblem = (text: string, lang: Lang): string | undefined => {
   return undefined
 }
 
+/** Taking away the ratio keyboard of a chat that leaves the ratio choice (none if it was never sent). */
+const removeRatioKeyboard = (state: ChatState): Array<ChatAction> =>
+  state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
+    ? [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId }]
+    : []
+
 const acceptPrompt = (text: string, settings: FlowSettings): Transition => ({
   state: { _tag: "WaitingAspectRatio", prompt: text.trim(), keyboardMessageId: null },
   actions: [{ _tag: "Send", text: t(settings.lang).chooseRatio, keyboard: ratioKeyboard, isRatioKeyboard: true }]
 })
 
+/** The conversation: what `input` does to a chat in `state`. Pure. */
 export const transition = (state: ChatState, input: ChatInput, settings: FlowSettings): Transition => {
   const text = t(settings.lang)
   switch (input._tag) {
@@ -111,13 +124,7 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
         case "help":
           return stay(state, send(text.help))
         case "cancel":
-          return stay(
-            Idle,
-            ...(state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
-              ? [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId } as const]
-              : []),
-            send(text.cancelled)
-          )
+          return stay(Idle, ...removeRatioKeyboard(state), send(text.cancelled))
         default:
           return stay(state, send(text.unknownCommand))
       }
@@ -133,9 +140,7 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
           if (problem !== undefined) return stay(state, send(problem))
           // A new description while choosing a ratio replaces the old one.
           const accepted = acceptPrompt(input.text, settings)
-          return state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
-            ? { ...accepted, actions: [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId }, ...accepted.actions] }
-            : accepted
+          return { ...accepted, actions: [...removeRatioKeyboard(state), ...accepted.actions] }
         }
       }
     }
@@ -157,9 +162,7 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
             state: { _tag: "WaitingPrompt" },
             actions: [
               { _tag: "AnswerCallback", queryId: input.queryId },
-              ...(state._tag === "WaitingAspectRatio" && state.keyboardMessageId !== null
-                ? [{ _tag: "RemoveKeyboard", messageId: state.keyboardMessageId } as const]
-                : []),
+              ...removeRatioKeyboard(state),
               send(text.askPrompt)
             ]
           }

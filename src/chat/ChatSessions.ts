@@ -5,31 +5,38 @@
  * `last_update_id` makes handling idempotent: the state is written last, after
  * the update's replies were sent, together with the id of that update. An
  * update at or below it was fully handled before and is skipped.
+ *
+ * The table's SQL (its DDL and two statements) stays in this file rather than
+ * in a `sql/` folder: the module is nothing but the table, and each statement
+ * sits next to the row schema that decodes it.
+ *
+ * | `state`                | `prompt`  | `keyboard_message_id`         |
+ * | ---------------------- | --------- | ----------------------------- |
+ * | `idle`                 | null      | null                          |
+ * | `waiting_prompt`       | null      | null                          |
+ * | `waiting_aspect_ratio` | the text  | the ratio keyboard, if sent   |
  */
 import { Context, DateTime, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChatState } from "./ChatFlowLogic.ts"
 import type { Lang } from "./Messages.ts"
-import { Int8 } from "../database/SqlColumns.ts"
+import { ddl, Int8 } from "../database/SqlColumns.ts"
 
-/** Migration 0004. */
-export const migration = Effect.gen(function*() {
-  const sql = yield* SqlClient
-  yield* sql`
-    CREATE TABLE chat_sessions (
-      chat_id bigint PRIMARY KEY,
-      user_id bigint,
-      state text NOT NULL CHECK (state IN ('idle', 'waiting_prompt', 'waiting_aspect_ratio')),
-      prompt text,
-      keyboard_message_id bigint,
-      lang text NOT NULL DEFAULT 'ru',
-      last_update_id bigint NOT NULL DEFAULT 0,
-      updated_at timestamptz NOT NULL,
-      CHECK (state <> 'waiting_aspect_ratio' OR prompt IS NOT NULL)
-    )`
-})
-
+/** Migration 0004: one row per chat. */
+export const migration = ddl(
+  `CREATE TABLE chat_sessions (
+    chat_id bigint PRIMARY KEY,
+    user_id bigint,
+    state text NOT NULL CHECK (state IN ('idle', 'waiting_prompt', 'waiting_aspect_ratio')),
+    prompt text,
+    keyboard_message_id bigint,
+    lang text NOT NULL DEFAULT 'ru',
+    last_update_id bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL,
+    CHECK (state <> 'waiting_aspect_ratio' OR prompt IS NOT NULL)
+  )`
+)
 
 const Row = Schema.Struct({
   state: Schema.Literals(["idle", "waiting_prompt", "waiting_aspect_ratio"]),
@@ -40,6 +47,7 @@ const Row = Schema.Struct({
 })
 const decodeRow = Schema.decodeUnknownEffect(Row)
 
+/** A chat's place in the conversation. */
 export interface ChatSession {
   readonly state: ChatState
   readonly lang: Lang
@@ -69,6 +77,7 @@ const columnsOf = (state: ChatState) => {
   }
 }
 
+/** The `chat_sessions` table's service. Needs `SqlClient` (migration 0004 applied). */
 export class ChatSessions extends Context.Service<ChatSessions, {
   /** The chat's session; `None` for a chat we have never talked to. */
   readonly get: (chatId: number) => Effect.Effect<Option.Option<ChatSession>, SqlError>

@@ -1,8 +1,11 @@
 /**
- * Schemas for PostgreSQL columns as `@effect/sql-pg` returns them, shared by
- * the table modules. `bigint` (int8) columns arrive as JS `bigint`.
+ * Schemas for PostgreSQL columns as `@effect/sql-pg` returns them, and the
+ * migration helper, shared by the table modules. `bigint` (int8) columns
+ * arrive as JS `bigint`.
  */
-import { Schema, SchemaTransformation } from "effect"
+import { Effect, Schema, SchemaTransformation } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
 
 /**
  * An int8 holding a Telegram id or a count, as a JS number. Telegram
@@ -16,3 +19,19 @@ export const Int8 = Schema.BigInt.pipe(
 export const Int8Id = Schema.BigInt.pipe(
   Schema.decodeTo(Schema.String, SchemaTransformation.transform({ decode: (b) => b.toString(), encode: (s) => BigInt(s) }))
 )
+
+/**
+ * A schema migration made of DDL statements, run in the order given, each as
+ * written (no parameters: PostgreSQL takes none in DDL).
+ *
+ * When to use: every table module's migrations, so each is just its DDL text
+ * (`export const migration = ddl(\`CREATE TABLE ...\`, \`CREATE INDEX ...\`)`).
+ *
+ * Gotchas: an applied migration never changes; write its statements out in
+ * full rather than building them from constants that may change later.
+ */
+export const ddl = (...statements: ReadonlyArray<string>): Effect.Effect<void, SqlError, SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    for (const statement of statements) yield* sql.unsafe(statement)
+  })

@@ -21,6 +21,7 @@ import { Generations } from "./Generations.ts"
 import { Health } from "../platform/Health.ts"
 import { generationsInFlight, MetricsRefresh } from "../platform/Metrics.ts"
 
+/** Why and until when the engine holds back createTask requests. */
 export interface SubmissionPause {
   readonly untilMillis: number
   /** `transient`: Kie unavailable; `account`: credits, usage cap, key or model problem (an operator must act). */
@@ -33,6 +34,7 @@ export interface SubmissionPause {
   readonly userReason: { readonly ru: string; readonly en: string }
 }
 
+/** The engine's in-process state, written by the engine and read by `/health`. */
 export class GenerationEngineStatus extends Context.Service<GenerationEngineStatus, {
   readonly running: Ref.Ref<boolean>
   readonly pause: Ref.Ref<Option.Option<SubmissionPause>>

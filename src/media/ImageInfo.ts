@@ -4,8 +4,10 @@
  * Only headers are read; nothing is decoded.
  */
 
+/** The image formats whose headers this module reads. */
 export type ImageFormat = "png" | "jpeg" | "webp"
 
+/** An image's format and pixel size, from its header. */
 export interface ImageInfo {
   readonly format: ImageFormat
   readonly width: number
@@ -61,11 +63,14 @@ const webp = (b: Uint8Array): ImageInfo | undefined => {
   return undefined
 }
 
+/** The format and size of PNG, JPEG or WebP bytes; `undefined` for anything else or a cut-off header. */
 export const imageInfo = (bytes: Uint8Array): ImageInfo | undefined => png(bytes) ?? jpeg(bytes) ?? webp(bytes)
 
 /** Telegram's limits for an uploaded photo (Bot API sendPhoto). */
 export const PHOTO_MAX_BYTES = 10 * 1024 * 1024
+/** Width plus height may be at most this for a photo. */
 export const PHOTO_MAX_DIMENSION_SUM = 10_000
+/** The longer side may be at most this many times the shorter for a photo. */
 export const PHOTO_MAX_RATIO = 20
 /** Telegram's limit for an uploaded document. */
 export const DOCUMENT_MAX_BYTES = 50 * 1024 * 1024
@@ -78,5 +83,6 @@ export const fitsAsPhoto = (size: number, info: ImageInfo | undefined): boolean 
   info.width + info.height <= PHOTO_MAX_DIMENSION_SUM &&
   Math.max(info.width / info.height, info.height / info.width) <= PHOTO_MAX_RATIO
 
+/** The MIME type of an upload in `format` (JPEG when unknown). */
 export const mimeType = (format: ImageFormat | undefined): string =>
   format === "png" ? "image/png" : format === "webp" ? "image/webp" : "image/jpeg"

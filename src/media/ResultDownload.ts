@@ -18,13 +18,16 @@ import { DOCUMENT_MAX_BYTES } from "./ImageInfo.ts"
 
 /** The whole transfer of one image. */
 export const DOWNLOAD_TIMEOUT = Duration.seconds(60)
+/** Redirects followed at most. */
 export const MAX_REDIRECTS = 3
 
+/** A download that did not give usable bytes; `reason` says which bound or step failed. */
 export class DownloadFailed extends Schema.TaggedError<DownloadFailed>()("DownloadFailed", {
   reason: Schema.Literals(["bad-url", "status", "too-large", "empty", "timeout", "transport"]),
   message: Schema.String
 }) {}
 
+/** Downloading one result image. */
 export interface ResultDownloadShape {
   readonly download: (url: string, maxBytes?: number) => Effect.Effect<Uint8Array, DownloadFailed>
 }
@@ -90,6 +93,7 @@ const make = Effect.gen(function*() {
   return ResultDownload.of({ download })
 })
 
+/** Downloads result images within the bounds above. */
 export class ResultDownload extends Context.Service<ResultDownload, ResultDownloadShape>()("zimage-bot/ResultDownload") {
   /** On the HttpClient it is given. */
   static readonly layerNoHttp = Layer.effect(ResultDownload, make)

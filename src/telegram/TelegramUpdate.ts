@@ -12,76 +12,70 @@ import { Option, Schema } from "effect"
 /** Any further fields, kept as they came. */
 const rest = [Schema.Record(Schema.String, Schema.Unknown)] as const
 
+/** An object with these fields checked and any further fields kept as they came. */
+const open = <const Fields extends Schema.Struct.Fields>(fields: Fields) =>
+  Schema.StructWithRest(Schema.Struct(fields), rest)
+
 const optional = Schema.optionalKey
 
 /** An `update_id`: Telegram's ids are positive integers that increase. */
 export const UpdateId = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 
 /** The minimum an incoming update must have: a JSON object with an integer `update_id`. */
-export const UpdateEnvelope = Schema.StructWithRest(Schema.Struct({ update_id: UpdateId }), rest)
+export const UpdateEnvelope = open({ update_id: UpdateId })
 export type UpdateEnvelope = typeof UpdateEnvelope.Type
 
-export const User = Schema.StructWithRest(
-  Schema.Struct({
-    id: Schema.Int,
-    is_bot: Schema.Boolean,
-    first_name: Schema.String,
-    last_name: optional(Schema.String),
-    username: optional(Schema.String),
-    language_code: optional(Schema.String)
-  }),
-  rest
-)
+/** The optional name fields a user and a chat (the private chat with that user) both have. */
+const names = { last_name: optional(Schema.String), username: optional(Schema.String) }
+
+/** A Telegram user (the sender of a message or of a callback). */
+export const User = open({
+  id: Schema.Int,
+  is_bot: Schema.Boolean,
+  first_name: Schema.String,
+  ...names,
+  language_code: optional(Schema.String)
+})
 export type User = typeof User.Type
 
-export const Chat = Schema.StructWithRest(
-  Schema.Struct({
-    id: Schema.Int,
-    type: Schema.String,
-    title: optional(Schema.String),
-    username: optional(Schema.String),
-    first_name: optional(Schema.String),
-    last_name: optional(Schema.String)
-  }),
-  rest
-)
+/** A chat: private (with `first_name`), group, supergroup or channel (with `title`). */
+export const Chat = open({
+  id: Schema.Int,
+  type: Schema.String,
+  title: optional(Schema.String),
+  first_name: optional(Schema.String),
+  ...names
+})
 export type Chat = typeof Chat.Type
 
-export const MessageEntity = Schema.StructWithRest(
-  Schema.Struct({ type: Schema.String, offset: Schema.Int, length: Schema.Int }),
-  rest
-)
+/** A formatting entity of a message's text (a command, a link...). */
+export const MessageEntity = open({ type: Schema.String, offset: Schema.Int, length: Schema.Int })
 
 /**
  * A message. Also fits the `InaccessibleMessage` a callback query may carry
  * (Telegram then sends only `chat`, `message_id` and `date: 0`).
  */
-export const Message = Schema.StructWithRest(
-  Schema.Struct({
-    message_id: Schema.Int,
-    date: Schema.Int,
-    chat: Chat,
-    from: optional(User),
-    message_thread_id: optional(Schema.Int),
-    text: optional(Schema.String),
-    caption: optional(Schema.String),
-    entities: optional(Schema.Array(MessageEntity))
-  }),
-  rest
-)
+export const Message = open({
+  message_id: Schema.Int,
+  date: Schema.Int,
+  chat: Chat,
+  from: optional(User),
+  message_thread_id: optional(Schema.Int),
+  text: optional(Schema.String),
+  caption: optional(Schema.String),
+  entities: optional(Schema.Array(MessageEntity))
+})
 export type Message = typeof Message.Type
 
-export const CallbackQuery = Schema.StructWithRest(
-  Schema.Struct({
-    id: Schema.String,
-    from: User,
-    message: optional(Message),
-    inline_message_id: optional(Schema.String),
-    chat_instance: Schema.String,
-    data: optional(Schema.String)
-  }),
-  rest
-)
+/** A press of an inline keyboard button. */
+export const CallbackQuery = open({
+  id: Schema.String,
+  from: User,
+  message: optional(Message),
+  inline_message_id: optional(Schema.String),
+  chat_instance: Schema.String,
+  data: optional(Schema.String)
+})
 export type CallbackQuery = typeof CallbackQuery.Type
 
 /**
@@ -89,14 +83,11 @@ export type CallbackQuery = typeof CallbackQuery.Type
  * `callback_query` only (`allowedUpdates`); any other kind still decodes, with
  * its fields kept untyped.
  */
-export const Update = Schema.StructWithRest(
-  Schema.Struct({
-    update_id: UpdateId,
-    message: optional(Message),
-    callback_query: optional(CallbackQuery)
-  }),
-  rest
-)
+export const Update = open({
+  update_id: UpdateId,
+  message: optional(Message),
+  callback_query: optional(CallbackQuery)
+})
 export type Update = typeof Update.Type
 
 /** The update kinds the bot asks Telegram for (setWebhook / getUpdates `allowed_updates`). */
@@ -118,6 +109,7 @@ const Carrier = Schema.Struct({
 })
 const decodeCarrier = Schema.decodeUnknownOption(Carrier)
 
+/** Where an update of any kind belongs: what the inbox stores beside it. */
 export interface Routing {
   /** The first field beside `update_id`, e.g. `message`; `unknown` if there is none. */
   readonly kind: string

@@ -1,0 +1,72 @@
+/**
+ * How the chat flow talks back, and what its failures mean to the dispatcher.
+ *
+ * Details: a failure either means "try the update again later"
+ * (`UpdateHandlerError`: the dispatcher retries with backoff) or, for a chat
+ * that blocked the bot, that nothing more can be said there (`ChatUnreachable`:
+ * the update is finished). Calls whose failure must not hold up the flow (an
+ * old callback query, a keyboard already gone) are best effort: logged at
+ * debug level and forgotten.
+ */
+import { Data, Effect } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
+import type { Message } from "grammy/types"
+import { UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
+import type { TelegramError, TelegramShape } from "../telegram/Telegram.ts"
+import type { ChatAction } from "./ChatFlowLogic.ts"
+
+/** The chat blocked the bot (or is gone): the update is finished, nothing can be sent. */
+export class ChatUnreachable extends Data.TaggedError("ChatUnreachable")<{ readonly chatId: number }> {}
+
+/** A Telegram failure as "retry the update later", or `ChatUnreachable` for a blocked chat. */
+export const orRetry = <A>(what: string, effect: Effect.Effect<A, TelegramError>) =>
+  effect.pipe(Effect.mapError((error) =>
+    error._tag === "TelegramChatBlocked"
+      ? new ChatUnreachable({ chatId: error.chatId })
+      : new UpdateHandlerError({ message: `${what}: ${error.message}` })
+  ))
+
+/** A database failure as "retry the update later". */
+export const orRetrySql = <A, R>(effect: Effect.Effect<A, SqlError, R>): Effect.Effect<A, UpdateHandlerError, R> =>
+  Effect.mapError(effect, (error) => new UpdateHandlerError({ message: error.message }))
+
+/** The replies the flow makes. */
+export interface ChatReplies {
+  /** Sends `text`, with the action's keyboard if it has one. */
+  readonly send: (
+    chatId: number,
+    text: string,
+    keyboard?: ChatAction & { _tag: "Send" }
+  ) => Effect.Effect<Message.TextMessage, ChatUnreachable | UpdateHandlerError>
+  /** Takes the inline keyboard off a message (best effort). */
+  readonly removeKeyboard: (chatId: number, messageId: number) => Effect.Effect<void>
+  /** Answers a callback query, with a notice if `text` is given (best effort). */
+  readonly answer: (queryId: string, text?: string) => Effect.Effect<void>
+}
+
+/** The replies, through `telegram`. */
+export const makeChatReplies = (telegram: TelegramShape): ChatReplies => {
+  const bestEffort = (what: string, effect: Effect.Effect<void, TelegramError>) =>
+    effect.pipe(Effect.catch((error) => Effect.logDebug(`[FLOW] ${what} skipped: ${error.message}`)))
+  return {
+    send: (chatId, text, keyboard) =>
+      orRetry(
+        "sendMessage",
+        telegram.sendMessage({
+          chat_id: chatId,
+          text,
+          ...(keyboard?.keyboard === undefined ? {} : { reply_markup: keyboard.keyboard })
+        })
+      ),
+    removeKeyboard: (chatId, messageId) =>
+      bestEffort(
+        "removing a keyboard",
+        telegram.editMessageReplyMarkup({ chat_id: chatId, message_id: messageId, reply_markup: { inline_keyboard: [] } })
+      ),
+    answer: (queryId, text) =>
+      bestEffort(
+        "answering a callback query",
+        telegram.answerCallbackQuery({ callback_query_id: queryId, ...(text === undefined ? {} : { text }) })
+      )
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * The chat flow's side of a generation: recording one the user asked for
+ * (after the ratio button, or "🔁 Ещё вариант" / "🔄 Попробовать снова" on an
+ * earlier one) and showing its status message. The engine does the rest.
+ *
+ * Gotchas: an update may run again after a crash, so everything here is
+ * idempotent per update id: `Generations.create` finds the row this update
+ * already made, and a retry this very update made does not count as the
+ * failed generation's one retry.
+ */
+import { Effect, Option } from "effect"
+import type { Generation, GenerationLimitReached, GenerationsShape, Limits } from "../generations/Generations.ts"
+import { UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
+import type { ChatAction } from "./ChatFlowLogic.ts"
+import type { Incoming } from "./ChatIncoming.ts"
+import { type ChatReplies, type ChatUnreachable, orRetrySql } from "./ChatReplies.ts"
+import { type AspectRatio, type Lang, t } from "./Messages.ts"
+
+/** Starting generations from the chat. */
+export interface GenerationRequests {
+  /**
+   * Records a generation and shows its status message. `None` when a limit
+   * stopped it (the user has been told why).
+   */
+  readonly start: (
+    incoming: Incoming,
+    lang: Lang,
+    prompt: string,
+    aspectRatio: AspectRatio,
+    updateId: number
+  ) => Effect.Effect<Option.Option<Generation>, ChatUnreachable | UpdateHandlerError>
+  /** "🔁 Ещё вариант" (after a delivered one) or "🔄 Попробовать снова" (after a failed one). */
+  readonly repeat: (
+    incoming: Incoming,
+    lang: Lang,
+    action: ChatAction & { _tag: "RepeatGeneration" },
+    updateId: number
+  ) => Effect.Effect<void, ChatUnreachable | UpdateHandlerError>
+}
+
+/** The requests, on `generations`, answering through `replies`. */
+export const makeGenerationRequests = (
+  generations: GenerationsShape,
+  replies: ChatReplies,
+  limits: Limits
+): GenerationRequests => {
+  const start = Effect.fn("ChatFlow.startGeneration")(function*(
+    incoming: Incoming,
+    lang: Lang,
+    prompt: string,
+    aspectRatio: AspectRatio,
+    updateId: number
+  ) {
+    const result = yield* generations.create(
+      { userId: incoming.from.id, chatId: incoming.chatId, lang, prompt, aspectRatio, sourceUpdateId: updateId },
+      limits
+    ).pipe(
+      Effect.map(Option.some),
+      Effect.catchTag("GenerationLimitReached", (limit: GenerationLimitReached) =>
+        Effect.as(
+          replies.send(incoming.chatId, limit.kind === "busy" ? t(lang).busy : t(lang).dailyLimit(limit.limit)),
+          Option.none()
+        )),
+      Effect.catchTag("SqlError", (error) => new UpdateHandlerError({ message: `recording a generation: ${error.message}` }))
+    )
+    if (Option.isNone(result)) return Option.none<Generation>()
+    const { created, generation } = result.value
+    if (created) yield* Effect.logInfo("[FLOW] generation recorded", { generationId: generation.id })
+    if (generation.statusMessageId === null) {
+      const status = yield* replies.send(incoming.chatId, t(lang).generating)
+      yield* orRetrySql(generations.setStatusMessage(generation.id, status.message_id, t(lang).generating))
+    }
+    return Option.some(generation)
+  })
+
+  const repeat = Effect.fn("ChatFlow.repeatGeneration")(function*(
+    incoming: Incoming,
+    lang: Lang,
+    action: ChatAction & { _tag: "RepeatGeneration" },
+    updateId: number
+  ) {
+    const source = yield* orRetrySql(generations.find(action.generationId))
+    // Our own generation, finished the right way; a failed one retried only once
+    // (this very update may be re-running after a crash, so its own retry counts as unused).
+    const usable = Option.filter(source, (g: Generation) =>
+      g.userId === incoming.from.id &&
+      (action.mode === "again" ? g.status === "delivered" : g.status === "failed"))
+    if (Option.isNone(usable)) return yield* replies.answer(action.queryId, t(lang).expired)
+    const retriedBy = usable.value.retriedBy
+    if (action.mode === "retry" && retriedBy !== null) {
+      const retry = yield* orRetrySql(generations.find(retriedBy))
+      if (Option.isNone(retry) || retry.value.sourceUpdateId !== updateId) {
+        return yield* replies.answer(action.queryId, t(lang).expired)
+      }
+    }
+    yield* replies.answer(action.queryId)
+    const started = yield* start(incoming, lang, usable.value.prompt, usable.value.aspectRatio, updateId)
+    if (Option.isSome(started) && action.mode === "retry") {
+      yield* orRetrySql(generations.markRetried(usable.value.id, started.value.id))
+      // The failure message's retry button has done its job.
+      if (incoming.input._tag === "Callback" && incoming.input.messageId !== undefined) {
+        yield* replies.removeKeyboard(incoming.chatId, incoming.input.messageId)
+      }
+    }
+  })
+
+  return { start, repeat }
+}

@@ -1,0 +1,99 @@
+/**
+ * Recording a new generation: one transaction that finds the row an update
+ * already made, or checks the user's limits, inserts a `queued` row and
+ * announces it on `CHANNEL` (delivered at commit).
+ *
+ * Gotchas: a user's requests take turns on an advisory lock, so two clicks at
+ * once cannot both pass the limits.
+ */
+import { DateTime, Duration, Effect, Schema } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { AspectRatio, Lang } from "../../chat/Messages.ts"
+import { asDate, decodeRows, type Generation, unfinished } from "./row.ts"
+
+/** The NOTIFY channel a new generation is announced on: it wakes the engine on the ACTIVE instance. */
+export const CHANNEL = "generations"
+
+/** The user has as many generations in flight (`busy`) or made today (`daily`) as allowed. */
+export class GenerationLimitReached extends Schema.TaggedError<GenerationLimitReached>()("GenerationLimitReached", {
+  kind: Schema.Literals(["busy", "daily"]),
+  limit: Schema.Int,
+  message: Schema.String
+}) {}
+
+/** What the chat flow asks for. */
+export interface NewGeneration {
+  readonly userId: number
+  readonly chatId: number
+  readonly lang: Lang
+  readonly prompt: string
+  readonly aspectRatio: AspectRatio
+  /** The update that asked for it: handling that update again finds this row instead of making another. */
+  readonly sourceUpdateId: number
+}
+
+/** How much one user may ask for, and how long a generation may take. */
+export interface Limits {
+  readonly maxActivePerUser: number
+  /** 0: no daily limit. Counted per UTC day, failed generations excluded. */
+  readonly dailyLimit: number
+  readonly timeout: Duration.Duration
+}
+
+/** The user's unfinished generations, and those made since `startOfDay` that did not fail. */
+const userCounts = (sql: SqlClient, userId: number, startOfDay: DateTime.Utc) =>
+  sql<{ active: bigint; today: bigint }>`
+    SELECT
+      count(*) FILTER (WHERE status IN (${unfinished})) AS active,
+      count(*) FILTER (WHERE created_at >= ${asDate(startOfDay)} AND status <> 'failed') AS today
+    FROM generations WHERE user_id = ${userId}`.pipe(
+    Effect.map(([counts]) => ({ active: Number(counts!.active), today: Number(counts!.today) }))
+  )
+
+const checkLimits = (userId: number, limits: Limits, counts: { readonly active: number; readonly today: number }) => {
+  if (counts.active >= limits.maxActivePerUser) {
+    return Effect.fail(
+      new GenerationLimitReached({
+        kind: "busy",
+        limit: limits.maxActivePerUser,
+        message: `user ${userId} already has ${counts.active} generation(s) in flight`
+      })
+    )
+  }
+  if (limits.dailyLimit > 0 && counts.today >= limits.dailyLimit) {
+    return Effect.fail(
+      new GenerationLimitReached({
+        kind: "daily",
+        limit: limits.dailyLimit,
+        message: `user ${userId} reached the daily limit of ${limits.dailyLimit}`
+      })
+    )
+  }
+  return Effect.void
+}
+
+const insert = (sql: SqlClient, input: NewGeneration, at: DateTime.Utc, deadline: DateTime.Utc) =>
+  sql`
+    INSERT INTO generations
+      (user_id, chat_id, lang, prompt, aspect_ratio, status, source_update_id, created_at, deadline_at, updated_at)
+    VALUES (${input.userId}, ${input.chatId}, ${input.lang}, ${input.prompt}, ${input.aspectRatio}, 'queued',
+      ${input.sourceUpdateId}, ${asDate(at)}, ${asDate(deadline)}, ${asDate(at)})
+    RETURNING *`.pipe(Effect.flatMap(decodeRows), Effect.map((rows) => rows[0]!))
+
+/** Records a generation (or finds the one `sourceUpdateId` already made) and wakes the engine. */
+export const create = (sql: SqlClient, input: NewGeneration, limits: Limits) =>
+  Effect.gen(function*() {
+    const at = yield* DateTime.now
+    return yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`SELECT pg_advisory_xact_lock(hashtext('zimage-bot/generations/user'), hashtext(${String(input.userId)}))`
+      const existing = yield* sql`SELECT * FROM generations WHERE source_update_id = ${input.sourceUpdateId}`.pipe(
+        Effect.flatMap(decodeRows)
+      )
+      if (existing.length > 0) return { generation: existing[0]!, created: false }
+      yield* checkLimits(input.userId, limits, yield* userCounts(sql, input.userId, DateTime.startOf(at, "day")))
+      const generation: Generation = yield* insert(sql, input, at, DateTime.addDuration(at, limits.timeout))
+      // Delivered at commit: wakes the engine on the ACTIVE instance.
+      yield* sql`SELECT pg_notify(${CHANNEL}, ${generation.id})`
+      return { generation, created: true }
+    }))
+  })
