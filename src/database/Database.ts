@@ -12,10 +12,11 @@ import { PgClient } from "@effect/sql-pg"
 import { Context, Deferred, Duration, Effect, Layer, Option, Predicate, Redacted, Ref, Schema } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig, lockKeyFromName } from "../platform/AppConfig.ts"
-import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+import { makeOutageLog } from "../platform/ProblemLog.ts"
 import { backoff } from "../platform/Retry.ts"
+import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+import { describeSqlError, isSqlError } from "./SqlErrors.ts"
 
 export class DatabaseUnavailable extends Schema.TaggedError<DatabaseUnavailable>()("DatabaseUnavailable", {
   message: Schema.String
@@ -46,15 +47,6 @@ const MIGRATION_LOCK_KEY = lockKeyFromName("zimage-bot/migrations")
 
 const runMigrator = Migrator.make({})
 
-const describeSqlError = (error: SqlError): string => {
-  const cause = error.reason.cause as { message?: unknown } | undefined
-  const detail = typeof cause?.message === "string" ? cause.message : ""
-  return detail !== "" && !error.message.includes(detail) ? `${error.message}: ${detail}` : error.message
-}
-
-const isSqlError = (error: unknown): error is SqlError =>
-  Predicate.isTagged(error, "SqlError")
-
 /** Errors that waiting cannot fix: anything but a failure to talk to the server. */
 const isPermanent = (error: unknown): boolean => {
   if (!isSqlError(error)) return true
@@ -77,8 +69,7 @@ const describeError = (error: unknown) =>
  * reserved connection, so two instances starting together take turns instead
  * of racing on `CREATE TABLE IF NOT EXISTS` of the migrations table.
  */
-export const migrate = (migrations: Migrations) =>
-  Effect.gen(function*() {
+export const migrate = Effect.fn("Database.migrate")(function*(migrations: Migrations) {
   const sql = yield* SqlClient
   yield* Effect.scoped(Effect.gen(function*() {
     const conn = yield* sql.reserve
@@ -91,7 +82,7 @@ export const migrate = (migrations: Migrations) =>
       yield* Effect.logInfo(`[DB] migration ${id}_${name} applied`)
     }
   }))
-  })
+})
 
 /** The pool: on DATABASE_URL, or on a freshly started embedded server. */
 const PoolLive = Layer.unwrap(Effect.gen(function*() {
@@ -140,16 +131,14 @@ const make = (migrations: Migrations) =>
     Effect.tap((up) => Ref.update(state, (s) => (s === "starting" ? s : up ? "ok" : "down")))
   )
 
-  // Logged once per change of state, not once per attempt.
-  const reportedDown = yield* Ref.make(false)
+  // Logged once for the whole startup, not once per attempt.
+  const outage = makeOutageLog()
   const attempt = migrate(migrations).pipe(
     Effect.tapError((error) =>
-      isPermanent(error) ? Effect.void : Effect.gen(function*() {
-        yield* Ref.set(state, "down")
-        if (!(yield* Ref.getAndSet(reportedDown, true))) {
-          yield* Effect.logWarning(`[DB] database unreachable, retrying: ${describeError(error)}`)
-        }
-      })
+      isPermanent(error) ? Effect.void : Effect.andThen(
+        Ref.set(state, "down"),
+        outage.failing(`[DB] database unreachable, retrying: ${describeError(error)}`)
+      )
     )
   )
 
