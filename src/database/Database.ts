@@ -18,12 +18,15 @@ import { backoff } from "../platform/Retry.ts"
 import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 import { describeSqlError, isSqlError } from "./SqlErrors.ts"
 
+/** Startup gave up: an error retrying cannot fix, or an outage longer than DATABASE_STARTUP_TIMEOUT_MS. */
 export class DatabaseUnavailable extends Schema.TaggedError<DatabaseUnavailable>()("DatabaseUnavailable", {
   message: Schema.String
 }) {}
 
+/** For /health: "starting" at first, "down" while startup retries or when a ping fails, "ok" otherwise. */
 export type DatabaseState = "starting" | "ok" | "down"
 
+/** The database as the rest of the service waits for and reports it. */
 export class Database extends Context.Service<Database, {
   readonly kind: "external" | "embedded"
   /** Completes once the database answered and migrations ran. */

@@ -65,7 +65,9 @@ import { LeaderState } from "./LeaderState.ts"
 import { lockSessionOptions, openLockSession } from "./LockSession.ts"
 import { makeStatusBoard } from "./StatusBoard.ts"
 
+/** The public face of leader election (defined in `LeaderState.ts`), re-exported for callers of `layer`. */
 export { type LeaderPhase, LeaderState, type LeaderStatus, waitingPhases } from "./LeaderState.ts"
+/** The heartbeat's schedule: one ownership check per second while ACTIVE. */
 export { heartbeatPolicy } from "./Heartbeat.ts"
 
 /** While the lock session cannot be opened (database down, refusing connections). */
