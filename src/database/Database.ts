@@ -120,70 +120,70 @@ const PoolLive = Layer.unwrap(Effect.gen(function*() {
 
 const make = (migrations: Migrations) =>
   Effect.gen(function*() {
-  const config = yield* AppConfig
-  const sql = yield* SqlClient
-  const kind = Option.isSome(config.databaseUrl) ? "external" as const : "embedded" as const
-  const ready = yield* Deferred.make<void>()
-  const startup = yield* Deferred.make<void, DatabaseUnavailable>()
-  const state = yield* Ref.make<DatabaseState>("starting")
+    const config = yield* AppConfig
+    const sql = yield* SqlClient
+    const kind = Option.isSome(config.databaseUrl) ? "external" as const : "embedded" as const
+    const ready = yield* Deferred.make<void>()
+    const startup = yield* Deferred.make<void, DatabaseUnavailable>()
+    const state = yield* Ref.make<DatabaseState>("starting")
 
-  const ping = sql`SELECT 1`.pipe(
-    Effect.timeout("2 seconds"),
-    Effect.as(true),
-    Effect.catchCause(() => Effect.succeed(false)),
-    Effect.tap((up) => Ref.update(state, (s) => (s === "starting" ? s : up ? "ok" : "down")))
-  )
+    const ping = sql`SELECT 1`.pipe(
+      Effect.timeout("2 seconds"),
+      Effect.as(true),
+      Effect.catchCause(() => Effect.succeed(false)),
+      Effect.tap((up) => Ref.update(state, (s) => (s === "starting" ? s : up ? "ok" : "down")))
+    )
 
-  // Logged once for the whole startup, not once per attempt.
-  const outage = makeOutageLog()
-  const attempt = migrate(migrations).pipe(
-    Effect.tapError((error) =>
-      isPermanent(error) ? Effect.void : Effect.andThen(
-        Ref.set(state, "down"),
-        outage.failing(`[DB] database unreachable, retrying: ${describeError(error)}`)
+    // Logged once for the whole startup, not once per attempt.
+    const outage = makeOutageLog()
+    const attempt = migrate(migrations).pipe(
+      Effect.tapError((error) =>
+        isPermanent(error) ? Effect.void : Effect.andThen(
+          Ref.set(state, "down"),
+          outage.failing(`[DB] database unreachable, retrying: ${describeError(error)}`)
+        )
       )
     )
-  )
 
-  const budget = config.databaseStartupTimeout
-  const started = yield* Effect.clockWith((clock) => Effect.succeed(clock.currentTimeMillisUnsafe()))
-  const outOfTime = Effect.clockWith((clock) =>
-    Effect.succeed(clock.currentTimeMillisUnsafe() - started >= Duration.toMillis(budget))
-  )
+    const budget = config.databaseStartupTimeout
+    const started = yield* Effect.clockWith((clock) => Effect.succeed(clock.currentTimeMillisUnsafe()))
+    const outOfTime = Effect.clockWith((clock) =>
+      Effect.succeed(clock.currentTimeMillisUnsafe() - started >= Duration.toMillis(budget))
+    )
 
-  yield* attempt.pipe(
-    Effect.retry({
-      schedule: startupPolicy,
-      while: (error) => Effect.map(outOfTime, (late) => !isPermanent(error) && !late)
-    }),
-    Effect.matchEffect({
-      onSuccess: () =>
-        Effect.gen(function*() {
-          yield* Ref.set(state, "ok")
-          yield* Effect.logInfo(`[DB] ready (${kind} PostgreSQL)`)
-          yield* Deferred.succeed(ready, undefined)
-          yield* Deferred.succeed(startup, undefined)
-        }),
-      onFailure: (error) =>
-        Deferred.fail(
-          startup,
-          new DatabaseUnavailable({
-            message: isPermanent(error)
-              ? `database error: ${describeError(error)}`
-              : `database unreachable for ${Duration.format(budget)}: ${describeError(error)}`
-          })
-        )
-    }),
-    Effect.forkScoped
-  )
+    yield* attempt.pipe(
+      Effect.retry({
+        schedule: startupPolicy,
+        while: (error) => Effect.map(outOfTime, (late) => !isPermanent(error) && !late)
+      }),
+      Effect.matchEffect({
+        onSuccess: () =>
+          Effect.gen(function*() {
+            yield* Ref.set(state, "ok")
+            yield* Effect.logInfo(`[DB] ready (${kind} PostgreSQL)`)
+            yield* Deferred.succeed(ready, undefined)
+            yield* Deferred.succeed(startup, undefined)
+          }),
+        onFailure: (error) =>
+          Deferred.fail(
+            startup,
+            new DatabaseUnavailable({
+              message: isPermanent(error)
+                ? `database error: ${describeError(error)}`
+                : `database unreachable for ${Duration.format(budget)}: ${describeError(error)}`
+            })
+          )
+      }),
+      Effect.forkScoped
+    )
 
-  return Database.of({
-    kind,
-    ready: Deferred.await(ready),
-    awaitStartup: Deferred.await(startup),
-    ping,
-    state: Ref.get(state)
-  })
+    return Database.of({
+      kind,
+      ready: Deferred.await(ready),
+      awaitStartup: Deferred.await(startup),
+      ping,
+      state: Ref.get(state)
+    })
   })
 
 /** `Database` on the pool it is given (tests bring their own pool). */
