@@ -34,6 +34,7 @@ import { describeUnknown } from "../database/SqlErrors.ts"
 import { detachedWithin } from "./Bounded.ts"
 import { leaderChannel } from "./sql/advisoryLock.ts"
 import { applySettings } from "./sql/applySettings.ts"
+import type { SessionQueries } from "./sql/SessionQueries.ts"
 
 /** The lock session could not be opened, or it failed or dropped. */
 export class LockSessionFailed extends Schema.TaggedError<LockSessionFailed>()("LockSessionFailed", {
@@ -46,16 +47,8 @@ const sessionConnectTimeout = Duration.seconds(5)
 /** Client-side TCP keepalive on the lock session's socket. */
 const clientKeepAlive = Duration.seconds(10)
 
-/** Statements on the session; what the `sql/` verbs run on. */
-export interface SessionQueries {
-  /** Runs one statement on the session and decodes its first row. */
-  readonly first: <A>(sql: string, row: Schema.Decoder<A>) => Effect.Effect<A, LockSessionFailed>
-  /** Runs one statement on the session and decodes all its rows. */
-  readonly all: <A>(sql: string, row: Schema.Decoder<A>) => Effect.Effect<ReadonlyArray<A>, LockSessionFailed>
-}
-
 /** An open lock session. */
-export interface LockSession extends SessionQueries {
+export interface LockSession extends SessionQueries<LockSessionFailed> {
   /** Backend pid of the session, for logs and operators. */
   readonly pid: number
   /** Fails as soon as the session's connection is gone; never succeeds. */

@@ -10,7 +10,7 @@
  * back as 0.
  */
 import { Effect, Schema } from "effect"
-import type { SessionQueries } from "../LockSession.ts"
+import type { SessionQueries } from "./SessionQueries.ts"
 
 const SettingRow = Schema.Struct({ name: Schema.String, value: Schema.String })
 
@@ -25,7 +25,7 @@ FROM (VALUES ('statement_timeout', '5s'),
 WHERE name IN (SELECT name FROM pg_settings)`
 
 /** Applies the settings; returns one line describing the TCP keepalives now in effect, for the log. */
-export const applySettings = (session: SessionQueries) =>
+export const applySettings = <E>(session: SessionQueries<E>) =>
   Effect.map(session.all(applySettingsSql, SettingRow), (settings) => {
     const setting = (name: string) => settings.find((s) => s.name === name)?.value ?? "n/a"
     return setting("tcp_keepalives_idle") === "0"

@@ -5,13 +5,13 @@
  * may run on another backend).
  */
 import { Effect, Schema } from "effect"
-import type { SessionQueries } from "../LockSession.ts"
+import type { SessionQueries } from "./SessionQueries.ts"
 import { lockRowMatches } from "./advisoryLock.ts"
 
 const HeldRow = Schema.Struct({ held: Schema.Boolean })
 
 /** true while the session's own backend holds the lock on `key`. */
-export const checkHeld = (session: SessionQueries, key: bigint) =>
+export const checkHeld = <E>(session: SessionQueries<E>, key: bigint) =>
   Effect.map(
     session.first(
       `SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE ${lockRowMatches(key)}
