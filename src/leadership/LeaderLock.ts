@@ -118,8 +118,8 @@ export const layer = <E, R>(
       const contender = yield* makeContender(key, board)
       const lead = makeLeadership({ key, board, leaderOnly, shutdownTimeout: config.shutdownTimeout })
 
-      /** Opens a lock session, retrying with backoff; logs once per outage. */
       const options = lockSessionOptions(pg.config, config.instanceId)
+      /** Opens a lock session, retrying with backoff; logs once per outage. */
       const openSession = retryLogged(
         board.setPhase("connecting").pipe(
           Effect.andThen(openLockSession(options)),
