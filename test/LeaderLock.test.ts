@@ -93,7 +93,7 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "120 se
         assert.deepStrictEqual(events, ["a:start active=true"])
         assert.isDefined(yield* lockHolderPid(4242n))
 
-        // The seed's markers, in order, then the leader-only services.
+        // The operator-facing markers, in order, then the leader-only services.
         const aLog = a.messages()
         assert.isBelow(
           indexOf(aLog, "[LOCK] ✅ ACTIVE MODE: PostgreSQL advisory lock acquired"),

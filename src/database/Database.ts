@@ -12,17 +12,21 @@ import { PgClient } from "@effect/sql-pg"
 import { Context, Deferred, Duration, Effect, Layer, Option, Predicate, Redacted, Ref, Schema } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig, lockKeyFromName } from "../platform/AppConfig.ts"
-import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+import { makeOutageLog } from "../platform/ProblemLog.ts"
 import { backoff } from "../platform/Retry.ts"
+import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+import { describeSqlError, isSqlError } from "./SqlErrors.ts"
 
+/** Startup gave up: an error retrying cannot fix, or an outage longer than DATABASE_STARTUP_TIMEOUT_MS. */
 export class DatabaseUnavailable extends Schema.TaggedError<DatabaseUnavailable>()("DatabaseUnavailable", {
   message: Schema.String
 }) {}
 
+/** For /health: "starting" at first, "down" while startup retries or when a ping fails, "ok" otherwise. */
 export type DatabaseState = "starting" | "ok" | "down"
 
+/** The database as the rest of the service waits for and reports it. */
 export class Database extends Context.Service<Database, {
   readonly kind: "external" | "embedded"
   /** Completes once the database answered and migrations ran. */
@@ -46,15 +50,6 @@ const MIGRATION_LOCK_KEY = lockKeyFromName("zimage-bot/migrations")
 
 const runMigrator = Migrator.make({})
 
-const describeSqlError = (error: SqlError): string => {
-  const cause = error.reason.cause as { message?: unknown } | undefined
-  const detail = typeof cause?.message === "string" ? cause.message : ""
-  return detail !== "" && !error.message.includes(detail) ? `${error.message}: ${detail}` : error.message
-}
-
-const isSqlError = (error: unknown): error is SqlError =>
-  Predicate.isTagged(error, "SqlError")
-
 /** Errors that waiting cannot fix: anything but a failure to talk to the server. */
 const isPermanent = (error: unknown): boolean => {
   if (!isSqlError(error)) return true
@@ -77,8 +72,7 @@ const describeError = (error: unknown) =>
  * reserved connection, so two instances starting together take turns instead
  * of racing on `CREATE TABLE IF NOT EXISTS` of the migrations table.
  */
-export const migrate = (migrations: Migrations) =>
-  Effect.gen(function*() {
+export const migrate = Effect.fn("Database.migrate")(function*(migrations: Migrations) {
   const sql = yield* SqlClient
   yield* Effect.scoped(Effect.gen(function*() {
     const conn = yield* sql.reserve
@@ -91,7 +85,7 @@ export const migrate = (migrations: Migrations) =>
       yield* Effect.logInfo(`[DB] migration ${id}_${name} applied`)
     }
   }))
-  })
+})
 
 /** The pool: on DATABASE_URL, or on a freshly started embedded server. */
 const PoolLive = Layer.unwrap(Effect.gen(function*() {
@@ -126,72 +120,70 @@ const PoolLive = Layer.unwrap(Effect.gen(function*() {
 
 const make = (migrations: Migrations) =>
   Effect.gen(function*() {
-  const config = yield* AppConfig
-  const sql = yield* SqlClient
-  const kind = Option.isSome(config.databaseUrl) ? "external" as const : "embedded" as const
-  const ready = yield* Deferred.make<void>()
-  const startup = yield* Deferred.make<void, DatabaseUnavailable>()
-  const state = yield* Ref.make<DatabaseState>("starting")
+    const config = yield* AppConfig
+    const sql = yield* SqlClient
+    const kind = Option.isSome(config.databaseUrl) ? "external" as const : "embedded" as const
+    const ready = yield* Deferred.make<void>()
+    const startup = yield* Deferred.make<void, DatabaseUnavailable>()
+    const state = yield* Ref.make<DatabaseState>("starting")
 
-  const ping = sql`SELECT 1`.pipe(
-    Effect.timeout("2 seconds"),
-    Effect.as(true),
-    Effect.catchCause(() => Effect.succeed(false)),
-    Effect.tap((up) => Ref.update(state, (s) => (s === "starting" ? s : up ? "ok" : "down")))
-  )
-
-  // Logged once per change of state, not once per attempt.
-  const reportedDown = yield* Ref.make(false)
-  const attempt = migrate(migrations).pipe(
-    Effect.tapError((error) =>
-      isPermanent(error) ? Effect.void : Effect.gen(function*() {
-        yield* Ref.set(state, "down")
-        if (!(yield* Ref.getAndSet(reportedDown, true))) {
-          yield* Effect.logWarning(`[DB] database unreachable, retrying: ${describeError(error)}`)
-        }
-      })
+    const ping = sql`SELECT 1`.pipe(
+      Effect.timeout("2 seconds"),
+      Effect.as(true),
+      Effect.catchCause(() => Effect.succeed(false)),
+      Effect.tap((up) => Ref.update(state, (s) => (s === "starting" ? s : up ? "ok" : "down")))
     )
-  )
 
-  const budget = config.databaseStartupTimeout
-  const started = yield* Effect.clockWith((clock) => Effect.succeed(clock.currentTimeMillisUnsafe()))
-  const outOfTime = Effect.clockWith((clock) =>
-    Effect.succeed(clock.currentTimeMillisUnsafe() - started >= Duration.toMillis(budget))
-  )
-
-  yield* attempt.pipe(
-    Effect.retry({
-      schedule: startupPolicy,
-      while: (error) => Effect.map(outOfTime, (late) => !isPermanent(error) && !late)
-    }),
-    Effect.matchEffect({
-      onSuccess: () =>
-        Effect.gen(function*() {
-          yield* Ref.set(state, "ok")
-          yield* Effect.logInfo(`[DB] ready (${kind} PostgreSQL)`)
-          yield* Deferred.succeed(ready, undefined)
-          yield* Deferred.succeed(startup, undefined)
-        }),
-      onFailure: (error) =>
-        Deferred.fail(
-          startup,
-          new DatabaseUnavailable({
-            message: isPermanent(error)
-              ? `database error: ${describeError(error)}`
-              : `database unreachable for ${Duration.format(budget)}: ${describeError(error)}`
-          })
+    // Logged once for the whole startup, not once per attempt.
+    const outage = makeOutageLog()
+    const attempt = migrate(migrations).pipe(
+      Effect.tapError((error) =>
+        isPermanent(error) ? Effect.void : Effect.andThen(
+          Ref.set(state, "down"),
+          outage.failing(`[DB] database unreachable, retrying: ${describeError(error)}`)
         )
-    }),
-    Effect.forkScoped
-  )
+      )
+    )
 
-  return Database.of({
-    kind,
-    ready: Deferred.await(ready),
-    awaitStartup: Deferred.await(startup),
-    ping,
-    state: Ref.get(state)
-  })
+    const budget = config.databaseStartupTimeout
+    const started = yield* Effect.clockWith((clock) => Effect.succeed(clock.currentTimeMillisUnsafe()))
+    const outOfTime = Effect.clockWith((clock) =>
+      Effect.succeed(clock.currentTimeMillisUnsafe() - started >= Duration.toMillis(budget))
+    )
+
+    yield* attempt.pipe(
+      Effect.retry({
+        schedule: startupPolicy,
+        while: (error) => Effect.map(outOfTime, (late) => !isPermanent(error) && !late)
+      }),
+      Effect.matchEffect({
+        onSuccess: () =>
+          Effect.gen(function*() {
+            yield* Ref.set(state, "ok")
+            yield* Effect.logInfo(`[DB] ready (${kind} PostgreSQL)`)
+            yield* Deferred.succeed(ready, undefined)
+            yield* Deferred.succeed(startup, undefined)
+          }),
+        onFailure: (error) =>
+          Deferred.fail(
+            startup,
+            new DatabaseUnavailable({
+              message: isPermanent(error)
+                ? `database error: ${describeError(error)}`
+                : `database unreachable for ${Duration.format(budget)}: ${describeError(error)}`
+            })
+          )
+      }),
+      Effect.forkScoped
+    )
+
+    return Database.of({
+      kind,
+      ready: Deferred.await(ready),
+      awaitStartup: Deferred.await(startup),
+      ping,
+      state: Ref.get(state)
+    })
   })
 
 /** `Database` on the pool it is given (tests bring their own pool). */

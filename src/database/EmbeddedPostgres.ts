@@ -25,10 +25,12 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { setTimeout as sleep } from "node:timers/promises"
 
+/** The embedded server could not be started (binaries, initdb, a stale server, the socket). */
 export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresError>()("EmbeddedPostgresError", {
   message: Schema.String
 }) {}
 
+/** Where and how to run the embedded server. */
 export interface EmbeddedPostgresOptions {
   /** The cluster's data directory; created and initialised on first use. */
   readonly dataDir: string
@@ -37,9 +39,11 @@ export interface EmbeddedPostgresOptions {
    * a crash of the machine can lose committed data.
    */
   readonly unsafeFast?: boolean | undefined
+  /** Receives progress lines (initialising, recovering a server left running, ready). */
   readonly onLog?: ((message: string) => void) | undefined
 }
 
+/** A running embedded server. */
 export interface EmbeddedPostgresServer {
   readonly dataDir: string
   /** Directory of the unix socket; the socket is `${socketDir}/.s.PGSQL.${port}`. */

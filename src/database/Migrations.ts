@@ -10,6 +10,7 @@ import * as Inbox from "../inbox/Inbox.ts"
 import * as KieCallback from "../kie/KieCallback.ts"
 import * as Telegram from "../telegram/Telegram.ts"
 
+/** Every migration, by `<number>_<name>`. */
 export const migrations: Migrations = {
   "0001_telegram_updates": Inbox.migration,
   "0002_telegram_chats": Telegram.migration,

@@ -5,13 +5,15 @@
  */
 import { Effect } from "effect"
 
+/** Where a retry loop reports its problems and its recovery. */
 export interface ProblemLog {
-  /** Logs `message` as a warning unless it is the problem already reported. */
+  /** Logs `message` as a warning unless it is the problem already reported (for an outage log: any problem). */
   readonly failing: (message: string) => Effect.Effect<void>
   /** Logs `message` if a problem was reported since; tells whether it was. */
   readonly recovered: (message: string) => Effect.Effect<boolean>
 }
 
+/** Reports a problem once per distinct message, and the recovery once. */
 export const makeProblemLog = (): ProblemLog => {
   let current: string | undefined
   return {
@@ -25,6 +27,29 @@ export const makeProblemLog = (): ProblemLog => {
       Effect.suspend(() => {
         if (current === undefined) return Effect.succeed(false)
         current = undefined
+        return Effect.as(Effect.logInfo(message), true)
+      })
+  }
+}
+
+/**
+ * Like `makeProblemLog`, but reports only the first problem of an outage: a
+ * different message while still failing is not logged. For loops whose
+ * failures all mean the same thing to an operator ("cannot connect").
+ */
+export const makeOutageLog = (): ProblemLog => {
+  let failing = false
+  return {
+    failing: (message) =>
+      Effect.suspend(() => {
+        if (failing) return Effect.void
+        failing = true
+        return Effect.logWarning(message)
+      }),
+    recovered: (message) =>
+      Effect.suspend(() => {
+        if (!failing) return Effect.succeed(false)
+        failing = false
         return Effect.as(Effect.logInfo(message), true)
       })
   }
