@@ -35,7 +35,7 @@
  * counted in the row, across restarts; a row handed back on release gets its
  * claim's attempt back if no run had started.
  *
- * Leadership scope close (see LeaderLock): a success exit is a graceful
+ * Leadership scope close (see `leadership/LeaderLock.ts`): a success exit is a graceful
  * release (stop claiming, let running handlers finish within
  * SHUTDOWN_TIMEOUT_MS, hand every unfinished row back to `pending`); an
  * interrupt or failure exit means leadership was lost: stop at once. The
