@@ -121,7 +121,7 @@ export const makeClaiming = (options: ClaimingOptions): Claiming => {
       for (const item of routed) yield* options.route(item)
       if (claimed.length < room) return total
     }
-  })
+  }).pipe(Effect.withSpan("Dispatcher.claimAvailable"))
 
   /**
    * One wake-up and its claim. The first wake-up comes from the listener
