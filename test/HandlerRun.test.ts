@@ -12,7 +12,16 @@ import { type InFlight, type Item, makeInFlight } from "../src/dispatch/InFlight
 import { Inbox } from "../src/inbox/Inbox.ts"
 import { Update } from "../src/telegram/TelegramUpdate.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
-import { clearInbox, fail, makeRecordingHandler, message, PipelineLive, rowOf, store } from "./support/Pipeline.ts"
+import {
+  clearInbox,
+  fail,
+  makeRecordingHandler,
+  message,
+  PipelineLive,
+  rowOf,
+  type Script,
+  store
+} from "./support/Pipeline.ts"
 
 const TERM = "handler-run-test"
 const MAX_ATTEMPTS = 3
@@ -54,16 +63,25 @@ const runner = (handler: Parameters<typeof makeHandlerRun>[0]["handler"]) =>
     return { inFlight, run, worker: yield* Semaphore.make(1) }
   })
 
+/** Claims `updateId`, scripts its handler and starts its runs in a fiber, logging to a capture. */
+const startRun = (updateId: number, script: Script) =>
+  Effect.gen(function*() {
+    const recorder = yield* makeRecordingHandler
+    const logs = makeLogCapture()
+    const { inFlight, run, worker } = yield* runner(recorder.handler)
+    const item = yield* claimOne(updateId, inFlight)
+    recorder.script(updateId, script)
+    const fiber = yield* Effect.forkChild(run(item, worker).pipe(Effect.provide(logs.layer)))
+    return { fiber, inFlight, item, logs, recorder }
+  })
+
 layer(PipelineLive(), { timeout: "60 seconds" })("HandlerRun", (it) => {
   it.effect("a failed run is recorded and retried after the backoff; the update ends done", () =>
     Effect.gen(function*() {
-      const recorder = yield* makeRecordingHandler
-      const logs = makeLogCapture()
-      const { inFlight, run, worker } = yield* runner(recorder.handler)
-      const item = yield* claimOne(501, inFlight)
-      recorder.script(501, (context) => (context.attempt === 1 ? fail("boom") : Effect.void))
-
-      const fiber = yield* Effect.forkChild(run(item, worker).pipe(Effect.provide(logs.layer)))
+      const { fiber, inFlight, item, logs, recorder } = yield* startRun(
+        501,
+        (context) => (context.attempt === 1 ? fail("boom") : Effect.void)
+      )
       yield* logs.awaitLine((l) => l.message === "[DISPATCH] update 501 failed (run 1 of 3): UpdateHandlerError: boom")
       yield* logs.awaitLine((l) => l.message.startsWith("[DISPATCH] update 501: run 2 in"))
       assert.strictEqual(item.state, "backoff")
@@ -84,13 +102,7 @@ layer(PipelineLive(), { timeout: "60 seconds" })("HandlerRun", (it) => {
 
   it.effect("draining during a backoff starts no further run and leaves the row to the release", () =>
     Effect.gen(function*() {
-      const recorder = yield* makeRecordingHandler
-      const logs = makeLogCapture()
-      const { inFlight, run, worker } = yield* runner(recorder.handler)
-      const item = yield* claimOne(502, inFlight)
-      recorder.script(502, () => fail("always"))
-
-      const fiber = yield* Effect.forkChild(run(item, worker).pipe(Effect.provide(logs.layer)))
+      const { fiber, inFlight, logs, recorder } = yield* startRun(502, () => fail("always"))
       yield* logs.awaitLine((l) => l.message.startsWith("[DISPATCH] update 502: run 2 in"))
       inFlight.startDraining()
       yield* TestClock.adjust("2 seconds")

@@ -55,6 +55,15 @@ const gatedWriter = Effect.gen(function*() {
   }
 })
 
+/** A gated writer holding a store of `updateId` in hand (its statement waits for the gate). */
+const writerHolding = (updateId: number) =>
+  Effect.gen(function*() {
+    const writer = yield* gatedWriter
+    const inHand = yield* writer.write(updateId)
+    yield* writer.awaitStatements(1)
+    return { writer, inHand }
+  })
+
 const failureOf = (exit: Exit.Exit<number, unknown>): unknown =>
   Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
 
@@ -62,9 +71,7 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())))((it) => {
   describe("StoreWriter", () => {
     it.effect("stores queued behind a busy writer share the next statement; each caller hears its own count", () =>
       Effect.gen(function*() {
-        const writer = yield* gatedWriter
-        const first = yield* writer.write(1)
-        yield* writer.awaitStatements(1)
+        const { inHand: first, writer } = yield* writerHolding(1)
         // The writer holds the first store; these queue behind it.
         const queued = [yield* writer.write(2, 3), yield* writer.write(3, 4), yield* writer.write(1)]
         for (let i = 0; i < 10; i++) yield* Effect.yieldNow
@@ -90,9 +97,7 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())))((it) => {
 
     it.effect("a statement that does not commit in time fails its stores", () =>
       Effect.gen(function*() {
-        const writer = yield* gatedWriter
-        const stuck = yield* writer.write(10)
-        yield* writer.awaitStatements(1)
+        const { inHand: stuck, writer } = yield* writerHolding(10)
         yield* TestClock.adjust(storeTimeout)
         const exit = yield* Fiber.join(stuck)
         assert.isTrue(Cause.isTimeoutError(failureOf(exit)), String(failureOf(exit)))
@@ -101,9 +106,7 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())))((it) => {
 
     it.effect("closing the writer fails the stores in hand and the ones still queued", () =>
       Effect.gen(function*() {
-        const writer = yield* gatedWriter
-        const inHand = yield* writer.write(20)
-        yield* writer.awaitStatements(1)
+        const { inHand, writer } = yield* writerHolding(20)
         const queued = yield* writer.write(21)
         for (let i = 0; i < 10; i++) yield* Effect.yieldNow
         yield* Scope.close(writer.scope, Exit.void)
