@@ -125,7 +125,9 @@ export interface InboxShape {
  * and one more waiting; a full slot drops the offer. A failed or slow NOTIFY
  * is left to the dispatcher's sweep.
  */
-const makeAnnouncer = (notifyOnce: Effect.Effect<void, SqlError>): Effect.Effect<Effect.Effect<void>, never, Scope.Scope> =>
+const makeAnnouncer = (
+  notifyOnce: Effect.Effect<void, SqlError>
+): Effect.Effect<Effect.Effect<void>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const announcements = yield* Queue.dropping<void>(1)
     yield* Queue.take(announcements).pipe(

@@ -15,7 +15,11 @@ export interface StuckUpdate {
   readonly claimedAt: Option.Option<DateTime.Utc>
 }
 
-const StuckRow = Schema.Struct({ update_id: Int8, claimed_by: Schema.NullOr(Schema.String), claimed_at: Schema.Unknown })
+const StuckRow = Schema.Struct({
+  update_id: Int8,
+  claimed_by: Schema.NullOr(Schema.String),
+  claimed_at: Schema.Unknown
+})
 
 /**
  * Returns to `pending` up to `limit` rows `processing` under any term but
