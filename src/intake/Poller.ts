@@ -46,13 +46,13 @@ const logDelays = <Output, Input>(policy: Schedule.Schedule<Output, Input>) =>
   )
 
 /** Retries of anything but getUpdates. */
-const pollRetry = logDelays(pollPolicy)
+const pollRetryPolicy = logDelays(pollPolicy)
 
 /**
  * Retries of getUpdates: `conflictPolicy` after a 409, `pollPolicy` after
  * anything else, each keeping its own progress until polling works again.
  */
-const getUpdatesRetry = logDelays(Schedule.fromStep(Effect.gen(function*() {
+const getUpdatesRetryPolicy = logDelays(Schedule.fromStep(Effect.gen(function*() {
   const poll = yield* Schedule.toStep(pollPolicy)
   const conflict = yield* Schedule.toStep(conflictPolicy)
   return (now: number, error: TelegramError) => (error._tag === "TelegramConflict" ? conflict : poll)(now, error)
@@ -82,7 +82,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
 
     const removeWebhook = retried(
       telegram.deleteWebhook({ drop_pending_updates: false }),
-      pollRetry,
+      pollRetryPolicy,
       (error) => `deleteWebhook failed: ${describe(error)}`
     )
 
@@ -90,7 +90,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
     const storeBatch = (updates: ReadonlyArray<UpdateEnvelope>) =>
       retried(
         inbox.store(updates),
-        pollRetry,
+        pollRetryPolicy,
         (error) => `could not store ${updates.length} update(s), not confirming them: ${error.message}`
       )
 
@@ -102,7 +102,7 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
           timeout: POLL_TIMEOUT_SECONDS,
           allowed_updates: allowedUpdates
         }),
-        getUpdatesRetry,
+        getUpdatesRetryPolicy,
         (error) =>
           error._tag === "TelegramConflict"
             ? `409 Conflict, backing off: ${error.description}`
