@@ -66,6 +66,8 @@ export const acquireServer = async (options: ServerOptions = {}): Promise<PgServ
 
 export interface Db {
   readonly query: <A extends object = Record<string, unknown>>(statement: string, params?: ReadonlyArray<unknown>) => Promise<ReadonlyArray<A>>
+  /** Runs one of the service's own statements (e.g. `src/inbox/sql/store.ts`) on this pool. */
+  readonly run: <A, E>(statement: (sql: SqlClient) => Effect.Effect<A, E>) => Promise<A>
   /**
    * Takes the session advisory lock `key` on a connection of its own and keeps
    * it until `release` (which unlocks before the connection goes back).
@@ -90,6 +92,7 @@ export const connect = async (url: string, maxConnections: number): Promise<Db> 
   return {
     query: <A extends object>(statement: string, params: ReadonlyArray<unknown> = []) =>
       runtime.runPromise(sql.unsafe<A>(statement, params as Array<unknown>)) as Promise<ReadonlyArray<A>>,
+    run: (statement) => runtime.runPromise(statement(sql)),
     holdLock: async (key) => {
       const scope = Effect.runSync(Scope.make())
       await runtime.runPromise(Effect.gen(function*() {

@@ -29,6 +29,7 @@ import * as path from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { bundle } from "../scripts/build.ts"
+import { storeUpdates } from "../src/inbox/sql/store.ts"
 import { FakeKie, localResult } from "../test/fakes/FakeKie.ts"
 import * as FakeTelegram from "../test/fakes/FakeTelegram.ts"
 import { type ServiceProcess, startService } from "../test/support/ServiceProcess.ts"
@@ -335,28 +336,14 @@ const ingestion = async () => {
         JSON.stringify({ update_id: id, ...startCommand(100_000 + (id % 10_000)) })
       ]).then(() => "ok")
     }
-    // src/inbox/Inbox.ts `store` as it runs for one webhook update alone (a batch of
-    // one), from the bench: the same statement into the same table (ids far
-    // above the webhook's).
+    // The inbox's INSERT as `Inbox.store` runs it for one webhook update alone (a
+    // batch of one): the very statement of src/inbox/sql/store.ts, from the
+    // bench, into the same table (ids far above the webhook's).
     let inboxId = 1_000_000_000_000
     const inboxStatement = () => {
       const id = inboxId++
-      const chatId = 100_000 + (id % 10_000)
-      return raw.query(
-        `INSERT INTO telegram_updates (update_id, chat_id, user_id, kind, payload, received_at)
-        SELECT r.update_id, r.chat_id, r.user_id, r.kind, r.payload, $1
-        FROM jsonb_to_recordset($2::jsonb)
-          AS r(update_id bigint, chat_id bigint, user_id bigint, kind text, payload jsonb)
-        ON CONFLICT (update_id) DO NOTHING
-        RETURNING update_id`,
-        [new Date(), JSON.stringify([{
-          update_id: id,
-          chat_id: chatId,
-          user_id: chatId,
-          kind: "message",
-          payload: { update_id: id, ...startCommand(chatId) }
-        }])]
-      ).then(() => "ok")
+      return raw.run((sql) => storeUpdates(sql, [{ update_id: id, ...startCommand(100_000 + (id % 10_000)) }]))
+        .then(() => "ok")
     }
     const webhook = (poster: ReturnType<typeof jsonPoster>) => (i: number) =>
       poster.post(updateJson(startCommand(100_000 + (i % 10_000))))
@@ -850,7 +837,7 @@ ${table()}
   the inbox group-commits), commit, \`200\` (the wake-up \`NOTIFY\` follows, coalesced, outside the request). The baseline is an autocommit
   \`INSERT\` of the same update JSON as \`jsonb\` into a table of its own (id, payload, timestamp), with the same
   driver (\`@effect/sql-pg\`), a pool of the same size as the service's (\`DATABASE_POOL_SIZE\`, ${POOL_SIZE}), the same
-  concurrency. A third contender runs the inbox's own statement (\`src/inbox/Inbox.ts\` \`store\`: \`jsonb_to_recordset\`,
+  concurrency. A third contender runs the inbox's own statement (\`storeUpdates\` of \`src/inbox/sql/store.ts\`, imported: \`jsonb_to_recordset\`,
   \`ON CONFLICT\`), one update per statement, directly from the bench into \`telegram_updates\`, to split the gap between the database's share
   and the service's. A fourth is a bare \`node:http\` server in a process of its own (\`bench/httpFloor.ts\`: read the
   body, \`JSON.parse\`, \`200\`; no database), loaded by the same client: the ceiling that HTTP and a load generator

@@ -2,6 +2,8 @@ import { assert, layer } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
+import { workerFor } from "../src/dispatch/ChatRouting.ts"
+import { DISPATCH_SWEEP_INTERVAL } from "../src/dispatch/Claiming.ts"
 import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import {
@@ -24,7 +26,7 @@ const env = { WORKERS: String(WORKERS), UPDATE_MAX_ATTEMPTS: "3", SHUTDOWN_TIMEO
 const chatsOnWorker = (worker: number, count: number, from = 1) => {
   const found: Array<number> = []
   for (let id = from; found.length < count; id++) {
-    if (Dispatcher.workerFor(String(id), WORKERS) === worker) found.push(id)
+    if (workerFor(String(id), WORKERS) === worker) found.push(id)
   }
   return found
 }
@@ -244,7 +246,7 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       yield* logs.awaitLine((l) => l.message === "[DISPATCH] waiting for work", { after: listening + 1 })
       yield* sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at)
                  VALUES (${x!}, 75, 'message', ${JSON.stringify(message(x!, 75))}::jsonb, now())`
-      yield* TestClock.adjust(Dispatcher.DISPATCH_SWEEP_INTERVAL)
+      yield* TestClock.adjust(DISPATCH_SWEEP_INTERVAL)
       yield* recorder.awaitEnded([x!])
       // Only a claim woken by the sweep timer (not by a notification) logs this.
       yield* logs.awaitLine((l) => l.message === "[DISPATCH] sweep found 1 update(s) no notification announced")

@@ -16,10 +16,12 @@ import type { Update } from "../telegram/TelegramUpdate.ts"
 
 export type { CallbackQuery, Chat, Message, Update, User } from "../telegram/TelegramUpdate.ts"
 
+/** A failed run: the update is retried, or dead once its runs are used up. */
 export class UpdateHandlerError extends Schema.TaggedError<UpdateHandlerError>()("UpdateHandlerError", {
   message: Schema.String
 }) {}
 
+/** Which update a run is for, and which run it is. */
 export interface UpdateContext {
   readonly updateId: number
   /**
@@ -29,6 +31,7 @@ export interface UpdateContext {
   readonly attempt: number
 }
 
+/** The chat flow as the dispatcher sees it (see the module doc). */
 export class UpdateHandler extends Context.Service<UpdateHandler, {
   readonly handle: (update: Update, context: UpdateContext) => Effect.Effect<void, UpdateHandlerError>
 }>()("zimage-bot/UpdateHandler") {}

@@ -22,14 +22,14 @@ import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
 import { LeaderTerm } from "../leadership/LeaderTerm.ts"
-import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { repeatLogged } from "../platform/Supervised.ts"
 import * as UtcTime from "../platform/UtcTime.ts"
 
 /**
  * How old a term must be before it takes back every row claimed before it
  * began. A deposed leader stops its leader-only fibers within about 8 s of
  * losing the lock (heartbeat every 1 s, a 2 s query timeout, a 5 s bound on
- * stopping: see LeaderLock); this leaves room beyond that. A process frozen
+ * stopping: see `leadership/LeaderLock.ts`); this leaves room beyond that. A process frozen
  * longer than this (SIGSTOP, a stalled VM) could still send a reply twice;
  * its database writes are fenced by `claimed_by` either way.
  */
@@ -40,6 +40,7 @@ export const RECONCILE_BATCH = 500
 /** Finished rows deleted per pass. */
 export const PURGE_BATCH = 1000
 
+/** A pending update nobody dispatched for longer than ORPHAN_UPDATE_THRESHOLD_MS. */
 export interface Orphan {
   readonly updateId: number
   readonly chatId: number | null
@@ -47,6 +48,7 @@ export interface Orphan {
   readonly ageSeconds: number
 }
 
+/** A row taken back from the term that held it. */
 export interface Requeued {
   readonly updateId: number
   readonly claimedBy: string | null
@@ -54,6 +56,7 @@ export interface Requeued {
   readonly stuckSeconds: Option.Option<number>
 }
 
+/** What one pass did. */
 export interface PassReport {
   readonly requeued: ReadonlyArray<Requeued>
   /** Orphans seen for the first time in this term (each is logged once). */
@@ -141,15 +144,14 @@ export const make = Effect.gen(function*() {
   return { pass }
 })
 
+/** The reconciler of one leadership term: a pass now, then every RECONCILE_INTERVAL_MS. */
 export const layer: Layer.Layer<never, never, AppConfig | Inbox | LeaderTerm> = Layer.effectDiscard(
   Effect.gen(function*() {
     const config = yield* AppConfig
     const reconciler = yield* make
-    const problems = makeProblemLog()
-    const pass = reconciler.pass.pipe(
-      Effect.tap(() => problems.recovered("[RECONCILE] passes work again")),
-      Effect.catch((error) => problems.failing(`[RECONCILE] pass failed, trying again next interval: ${error.message}`))
-    )
-    yield* pass.pipe(Effect.repeat(Schedule.spaced(config.reconcileInterval)), Effect.forkScoped)
+    yield* repeatLogged(reconciler.pass, Schedule.spaced(config.reconcileInterval), {
+      failing: (error) => `[RECONCILE] pass failed, trying again next interval: ${error.message}`,
+      recovered: "[RECONCILE] passes work again"
+    }).pipe(Effect.forkScoped)
   })
 )

@@ -12,17 +12,19 @@
  * Conflict (another getUpdates consumer, or a webhook set by another
  * deployment) with `conflictPolicy`, anything else with `pollPolicy`.
  */
-import { Clock, Duration, Effect, Layer, Metric, Schedule } from "effect"
+import { Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import * as Metrics from "../platform/Metrics.ts"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { retryLogged } from "../platform/Supervised.ts"
 import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
-import { allowedUpdates } from "../telegram/TelegramUpdate.ts"
+import { allowedUpdates, type UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 import { backoff } from "../platform/Retry.ts"
 
 /** Seconds Telegram holds a getUpdates call open when there is nothing to return. */
 export const POLL_TIMEOUT_SECONDS = 25
+/** Updates asked for per getUpdates call (Telegram's maximum). */
 export const POLL_LIMIT = 100
 
 /** Network errors, 5xx, an unreachable database: retry soon, then less often. */
@@ -35,6 +37,28 @@ const describe = (error: TelegramError): string => error.message
 /** New updates stored from getUpdates (duplicates are not counted). */
 const receivedByPolling = Metric.withAttributes(Metrics.updatesReceived, { source: "polling" })
 
+/** Logs each wait at debug, so an operator can follow the backoff. */
+const logDelays = <Output, Input>(policy: Schedule.Schedule<Output, Input>) =>
+  policy.pipe(
+    Schedule.modifyDelay(({ duration }) =>
+      Effect.as(Effect.logDebug(`[POLL] next attempt in ${Duration.format(duration)}`), duration)
+    )
+  )
+
+/** Retries of anything but getUpdates. */
+const pollRetryPolicy = logDelays(pollPolicy)
+
+/**
+ * Retries of getUpdates: `conflictPolicy` after a 409, `pollPolicy` after
+ * anything else, each keeping its own progress until polling works again.
+ */
+const getUpdatesRetryPolicy = logDelays(Schedule.fromStep(Effect.gen(function*() {
+  const poll = yield* Schedule.toStep(pollPolicy)
+  const conflict = yield* Schedule.toStep(conflictPolicy)
+  return (now: number, error: TelegramError) => (error._tag === "TelegramConflict" ? conflict : poll)(now, error)
+})))
+
+/** Long polling of the ACTIVE instance when no PUBLIC_URL is set. */
 export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = Layer.effectDiscard(
   Effect.gen(function*() {
     const config = yield* AppConfig
@@ -44,76 +68,56 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
       return yield* Effect.logError("[POLL] not started: PUBLIC_URL is set, so updates come by webhook")
     }
 
-    /** Backoff state: a step per schedule, restarted once polling works again. */
+    // One problem log for every step: a problem is reported once, whichever step meets it.
     const problems = makeProblemLog()
-    let step = yield* Schedule.toStep(pollPolicy)
-    let conflictStep = yield* Schedule.toStep(conflictPolicy)
+    const retried = <A, E>(
+      effect: Effect.Effect<A, E>,
+      policy: Schedule.Schedule<unknown, E>,
+      problem: (error: E) => string
+    ) =>
+      retryLogged(effect, policy, {
+        failing: (error) => `[POLL] ${problem(error)}; retrying with backoff`,
+        recovered: "[POLL] polling works again"
+      }, problems)
 
-    const recovered = Effect.gen(function*() {
-      if (!(yield* problems.recovered("[POLL] polling works again"))) return
-      step = yield* Schedule.toStep(pollPolicy)
-      conflictStep = yield* Schedule.toStep(conflictPolicy)
-    })
-
-    const backOff = (problem: string, conflict: boolean) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const delay = yield* (conflict ? conflictStep : step)(now, undefined).pipe(
-          Effect.map(([, delay]) => delay),
-          Effect.orElseSucceed(() => Duration.seconds(30))
-        )
-        yield* problems.failing(`[POLL] ${problem}; retrying with backoff`)
-        yield* Effect.logDebug(`[POLL] next attempt in ${Duration.format(delay)}`)
-        yield* Effect.sleep(delay)
-      })
-
-    const removeWebhook = Effect.gen(function*() {
-      for (;;) {
-        const result = yield* Effect.result(telegram.deleteWebhook({ drop_pending_updates: false }))
-        if (result._tag === "Success") return yield* recovered
-        yield* backOff(`deleteWebhook failed: ${describe(result.failure)}`, false)
-      }
-    })
+    const removeWebhook = retried(
+      telegram.deleteWebhook({ drop_pending_updates: false }),
+      pollRetryPolicy,
+      (error) => `deleteWebhook failed: ${describe(error)}`
+    )
 
     /** Stores a batch, retrying until it is committed: the offset must not move before. */
-    const storeBatch = (updates: Parameters<typeof inbox.store>[0]) =>
-      Effect.gen(function*() {
-        for (;;) {
-          const result = yield* Effect.result(inbox.store(updates))
-          if (result._tag === "Success") return result.success
-          yield* backOff(`could not store ${updates.length} update(s), not confirming them: ${result.failure.message}`, false)
-        }
-      })
+    const storeBatch = (updates: ReadonlyArray<UpdateEnvelope>) =>
+      retried(
+        inbox.store(updates),
+        pollRetryPolicy,
+        (error) => `could not store ${updates.length} update(s), not confirming them: ${error.message}`
+      )
+
+    const getUpdates = (offset: number | undefined) =>
+      retried(
+        telegram.getUpdates({
+          ...(offset === undefined ? {} : { offset }),
+          limit: POLL_LIMIT,
+          timeout: POLL_TIMEOUT_SECONDS,
+          allowed_updates: allowedUpdates
+        }),
+        getUpdatesRetryPolicy,
+        (error) =>
+          error._tag === "TelegramConflict"
+            ? `409 Conflict, backing off: ${error.description}`
+            : `getUpdates failed: ${describe(error)}`
+      )
 
     const poll = Effect.gen(function*() {
       yield* removeWebhook
       yield* Effect.logInfo(`[POLL] long polling started (timeout ${POLL_TIMEOUT_SECONDS} s)`)
       let offset: number | undefined
       for (;;) {
-        const result = yield* Effect.result(
-          telegram.getUpdates({
-            ...(offset === undefined ? {} : { offset }),
-            limit: POLL_LIMIT,
-            timeout: POLL_TIMEOUT_SECONDS,
-            allowed_updates: allowedUpdates
-          })
-        )
-        if (result._tag === "Failure") {
-          const error = result.failure
-          yield* backOff(
-            error._tag === "TelegramConflict"
-              ? `409 Conflict, backing off: ${error.description}`
-              : `getUpdates failed: ${describe(error)}`,
-            error._tag === "TelegramConflict"
-          )
-          continue
-        }
-        yield* recovered
-        const updates = result.success
+        const updates = yield* getUpdates(offset)
         if (updates.length === 0) continue
         const stored = yield* storeBatch(updates)
         yield* Metric.update(receivedByPolling, stored)
-        yield* recovered
         offset = Math.max(...updates.map((update) => update.update_id)) + 1
         yield* Effect.logDebug(`[POLL] stored ${stored} of ${updates.length} update(s); next offset ${offset}`)
       }

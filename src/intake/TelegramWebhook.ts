@@ -1,5 +1,5 @@
 /**
- * `POST /telegram/webhook` (DESIGN §2), on ACTIVE and PASSIVE instances alike:
+ * `POST /telegram/webhook`, on ACTIVE and PASSIVE instances alike:
  *
  * - 401 unless `X-Telegram-Bot-Api-Secret-Token` equals the configured secret
  *   (constant-time). In long-polling mode no secret is configured, so every
@@ -23,8 +23,11 @@ import { Inbox } from "../inbox/Inbox.ts"
 import * as Metrics from "../platform/Metrics.ts"
 import { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 
+/** Where Telegram posts updates (the path of the webhook URL we register). */
 export const WEBHOOK_PATH = "/telegram/webhook"
+/** The largest body accepted (1 MiB); anything bigger is 413. */
 export const MAX_BODY_BYTES = 1024 * 1024
+/** The header Telegram carries our webhook secret in (lower case, as Node gives headers). */
 export const SECRET_HEADER = "x-telegram-bot-api-secret-token"
 
 const digest = (value: string) => createHash("sha256").update(value, "utf8").digest()
@@ -82,6 +85,8 @@ const handleWebhook = (secretMatches: (given: string | undefined) => boolean) =>
     if (Option.isNone(update)) {
       return answer(400, { ok: false, error: "expected a JSON object with an integer update_id" })
     }
+    // The update's trace starts here: Inbox.store, Inbox.claim, Dispatcher.handlerRun, Inbox.complete.
+    yield* Effect.annotateCurrentSpan("update_id", update.value.update_id)
     const inbox = yield* Inbox
     return yield* inbox.store([update.value]).pipe(
       Effect.tap((stored) => Metric.update(receivedByWebhook, stored)),
@@ -94,6 +99,7 @@ const handleWebhook = (secretMatches: (given: string | undefined) => boolean) =>
     )
   }).pipe(Effect.withSpan("TelegramWebhook.handle"))
 
+/** The `POST /telegram/webhook` route, with the configured secret. */
 export const WebhookRoute = Layer.unwrap(Effect.gen(function*() {
   const config = yield* AppConfig
   return HttpRouter.add("POST", WEBHOOK_PATH, handleWebhook(makeSecretCheck(config.telegramWebhookSecret)))

@@ -23,6 +23,7 @@ export const WEBHOOK_MAX_CONNECTIONS = 40
 /** Retry setWebhook/getWebhookInfo failures: soon at first, then every minute. */
 export const webhookSetupPolicy = backoff("2 seconds", "60 seconds")
 
+/** Makes sure the webhook is ours on becoming ACTIVE (a fiber of the term; retried until it is). */
 export const layer: Layer.Layer<never, never, AppConfig | Telegram> = Layer.effectDiscard(
   Effect.gen(function*() {
     const config = yield* AppConfig

@@ -1,0 +1,80 @@
+/**
+ * Per-chat routing onto workers: chat `c` belongs to worker
+ * `hash(c) mod WORKERS`; a worker runs one handler at a time.
+ *
+ * Details: each chat with work has a small fiber that runs its updates
+ * strictly one after another in `update_id` order and takes its worker's
+ * permit only while a handler runs, so a chat waiting out a retry backoff
+ * holds back nobody but itself. Different chats run in parallel, up to one
+ * per worker.
+ *
+ * Gotchas: the fiber of a chat ends when its queue is empty; the next update
+ * of that chat starts a new one. The hash must stay the same on every
+ * instance and across releases.
+ */
+import { Effect, FiberSet, Semaphore } from "effect"
+import type { InFlight, Item } from "./InFlight.ts"
+
+/** A stable worker index for a chat: FNV-1a over its decimal id, identical on every instance. */
+export const workerFor = (key: string, workers: number): number => {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) {
+    hash ^= key.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193)
+  }
+  return (hash >>> 0) % workers
+}
+
+/** What routing needs. */
+export interface ChatRoutingOptions {
+  readonly workers: number
+  readonly inFlight: InFlight
+  /** Runs one update to its end, taking `worker` for each handler run. */
+  readonly run: (item: Item, worker: Semaphore.Semaphore) => Effect.Effect<void>
+  /** Where the chats' fibers run (cleared when the term ends). */
+  readonly fibers: FiberSet.FiberSet
+}
+
+/** Routes claimed updates to their chats' fibers. */
+export interface ChatRouting {
+  /** Queues `item` behind its chat's earlier updates, starting the chat's fiber if it has none. */
+  readonly route: (item: Item) => Effect.Effect<void>
+}
+
+/** Makes the workers (one permit each) and the chats' queues. */
+export const makeChatRouting = (options: ChatRoutingOptions): Effect.Effect<ChatRouting> =>
+  Effect.gen(function*() {
+    const { inFlight } = options
+    const permits = yield* Effect.forEach(Array.from({ length: options.workers }), () => Semaphore.make(1))
+    const chats = new Map<string, Array<Item>>()
+
+    /** The fiber of one chat: its queued updates, strictly one after another. */
+    const runChat = (key: string): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        for (;;) {
+          const queue = chats.get(key)
+          const item = queue?.[0]
+          if (queue === undefined || item === undefined) {
+            chats.delete(key)
+            return
+          }
+          yield* options.run(item, permits[item.worker]!)
+          queue.shift()
+          inFlight.finish(item)
+        }
+      })
+
+    const route = (item: Item) =>
+      Effect.gen(function*() {
+        inFlight.add(item)
+        const queue = chats.get(item.chatKey)
+        if (queue !== undefined) {
+          queue.push(item)
+          return
+        }
+        chats.set(item.chatKey, [item])
+        yield* FiberSet.run(options.fibers, runChat(item.chatKey))
+      })
+
+    return { route }
+  })

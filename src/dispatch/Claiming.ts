@@ -1,0 +1,149 @@
+/**
+ * Claiming: taking pending updates out of the inbox for this term, in
+ * `update_id` order, and handing them to routing.
+ *
+ * Details: a claim takes at most `CLAIM_BATCH_SIZE` rows and never more than
+ * the room left (`WORKERS × IN_FLIGHT_PER_WORKER` updates in memory); it goes
+ * on while full batches keep coming. A claimed row that does not decode is
+ * `dead` at once; a kind the chat flow does not handle is `done` at once.
+ * The claim loop waits for a wake-up (a NOTIFY, a claim right after LISTEN
+ * is confirmed, room opening again) or the sweep every
+ * `DISPATCH_SWEEP_INTERVAL`, a backstop for missed notifications.
+ *
+ * Gotchas: a failed claim is logged once per problem and tried again on the
+ * next wake-up; an update from a chat marks the chat unblocked before its
+ * handler runs (it proves the bot can write there again).
+ */
+import { Clock, Duration, Effect, Exit, Option, Queue, Schedule, Schema } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
+import type { ClaimedUpdate, InboxShape } from "../inbox/Inbox.ts"
+import { repeatLogged } from "../platform/Supervised.ts"
+import type { Telegram } from "../telegram/Telegram.ts"
+import { isHandledKind, Update } from "../telegram/TelegramUpdate.ts"
+import { countFinished, describeFailure, record } from "./Bookkeeping.ts"
+import { workerFor } from "./ChatRouting.ts"
+import type { InFlight, Item } from "./InFlight.ts"
+
+/** Backstop claim when no notification arrived for this long. */
+export const DISPATCH_SWEEP_INTERVAL = Duration.seconds(5)
+/** Rows per claim query. */
+export const CLAIM_BATCH_SIZE = 64
+/** Claimed, unfinished updates held in memory per worker. */
+export const IN_FLIGHT_PER_WORKER = 16
+
+const decodeUpdate = Schema.decodeUnknownExit(Update)
+
+/** What claiming needs. */
+export interface ClaimingOptions {
+  readonly inbox: InboxShape
+  /** This leadership term: the claim's owner. */
+  readonly term: string
+  readonly telegram: Telegram["Service"]
+  readonly inFlight: InFlight
+  readonly workers: number
+  /** Hands a claimed update to its chat. */
+  readonly route: (item: Item) => Effect.Effect<void>
+}
+
+/** Claiming for one term. */
+export interface Claiming {
+  /** Claims while there is room and rows keep coming; returns how many rows were claimed. */
+  readonly claimAvailable: Effect.Effect<number, SqlError>
+  /**
+   * Forever: waits for a wake-up on `wake` (or the sweep interval), then
+   * claims. Logs a failing claim once and its recovery once.
+   */
+  readonly claimLoop: (wake: Queue.Queue<void>) => Effect.Effect<never>
+}
+
+/** Makes claiming for one term. */
+export const makeClaiming = (options: ClaimingOptions): Claiming => {
+  const { inbox, inFlight, term } = options
+  const capacity = options.workers * IN_FLIGHT_PER_WORKER
+
+  /** Splits a claimed batch: routable items, rows of unhandled kinds (done); undecodable rows are dead here. */
+  const sortOut = (claimed: ReadonlyArray<ClaimedUpdate>, claimedAtMillis: number) =>
+    Effect.gen(function*() {
+      const unhandled: Array<number> = []
+      const routed: Array<Item> = []
+      for (const row of claimed) {
+        const decoded = decodeUpdate(row.payload)
+        if (Exit.isFailure(decoded)) {
+          const message = `undecodable update: ${describeFailure(decoded.cause).slice(0, 500)}`
+          yield* countFinished(
+            "dead",
+            yield* record(`update ${row.updateId} as dead`, inbox.markDead(term, row.updateId, message))
+          )
+          yield* Effect.logError(`[DISPATCH] update ${row.updateId} dead: ${message}`)
+          continue
+        }
+        if (!isHandledKind(decoded.value)) {
+          unhandled.push(row.updateId)
+          continue
+        }
+        const chatKey = row.chatId === null ? `update:${row.updateId}` : String(row.chatId)
+        routed.push({
+          claimed: row,
+          update: decoded.value,
+          chatKey,
+          worker: workerFor(chatKey, options.workers),
+          state: "queued",
+          started: false,
+          claimedAtMillis
+        })
+      }
+      return { unhandled, routed }
+    })
+
+  const claimAvailable = Effect.gen(function*() {
+    let total = 0
+    for (;;) {
+      const room = Math.min(CLAIM_BATCH_SIZE, capacity - inFlight.size())
+      if (room <= 0) {
+        inFlight.markSaturated()
+        return total
+      }
+      const claimed = yield* inbox.claim(term, room)
+      const claimedAtMillis = yield* Clock.currentTimeMillis
+      total += claimed.length
+      const { routed, unhandled } = yield* sortOut(claimed, claimedAtMillis)
+      if (unhandled.length > 0) {
+        yield* countFinished(
+          "done",
+          yield* record(`${unhandled.length} update(s) of unhandled kinds as done`, inbox.complete(term, unhandled))
+        )
+        yield* Effect.logDebug(`[DISPATCH] ${unhandled.length} update(s) of kinds the bot does not handle marked done`)
+      }
+      // An update from a chat proves the bot can write to it again, before its handler tries.
+      yield* options.telegram.markUnblocked(
+        routed.flatMap((item) => (item.claimed.chatId === null ? [] : [item.claimed.chatId]))
+      )
+      for (const item of routed) yield* options.route(item)
+      if (claimed.length < room) return total
+    }
+  }).pipe(Effect.withSpan("Dispatcher.claimAvailable"))
+
+  /**
+   * One wake-up and its claim. The first wake-up comes from the listener
+   * once LISTEN is confirmed (so nothing stored in between is missed), or
+   * from the sweep timer if LISTEN cannot be established.
+   */
+  const wakeAndClaim = (wake: Queue.Queue<void>) =>
+    Effect.gen(function*() {
+      yield* Effect.logDebug("[DISPATCH] waiting for work")
+      const woken = yield* Queue.take(wake).pipe(Effect.timeoutOption(DISPATCH_SWEEP_INTERVAL))
+      const claimed = yield* claimAvailable
+      if (Option.isNone(woken) && claimed > 0) {
+        // Only a missed notification (e.g. across a reconnect) leaves work for the sweep.
+        yield* Effect.logInfo(`[DISPATCH] sweep found ${claimed} update(s) no notification announced`)
+      }
+    })
+
+  const claimLoop = (wake: Queue.Queue<void>) =>
+    repeatLogged(wakeAndClaim(wake), Schedule.forever, {
+      failing: (error) => `[DISPATCH] claim failed, retrying on the next wake-up: ${error.message}`,
+      recovered: "[DISPATCH] claiming works again"
+    })
+
+  return { claimAvailable, claimLoop }
+}

@@ -1,0 +1,129 @@
+/**
+ * One update's handler runs, from its claim to `done` or `dead`: each run
+ * holds the worker, a failed run is retried after a backoff, and the last
+ * failure (or a bug of ours) dead-letters the update so its chat goes on.
+ *
+ * Details: a failed, defective or timed-out run (`UPDATE_HANDLER_TIMEOUT_MS`)
+ * is retried with `handlerRetryPolicy` until `UPDATE_MAX_ATTEMPTS` runs,
+ * counted in the row across restarts; then the update is `dead` with its
+ * error. An update claimed again after more claims than that which never
+ * finished (a crash or a lost leadership each time) is dead at once.
+ *
+ * Gotchas: while draining no run starts, and a backoff that ends is not
+ * followed by a run: the fiber is interrupted and the row is handed back by
+ * the drain. An update stays `running` until its failure is recorded, so the
+ * drain waits for that write too.
+ */
+import { Cause, Clock, Duration, Effect, Metric, Schedule, Schema, Semaphore } from "effect"
+import type { InboxShape } from "../inbox/Inbox.ts"
+import * as Metrics from "../platform/Metrics.ts"
+import { backoff } from "../platform/Retry.ts"
+import type { InFlight, Item } from "./InFlight.ts"
+import { countProcessed, describeFailure, record } from "./Bookkeeping.ts"
+import type { UpdateHandler } from "./UpdateHandler.ts"
+
+/** Delay before the next run of a failed update. */
+export const handlerRetryPolicy = backoff("1 second", "30 seconds")
+
+/** What a failed run is recorded as: a short message, never a whole error object. */
+class AttemptFailed extends Schema.TaggedError<AttemptFailed>()("AttemptFailed", { message: Schema.String }) {}
+
+/** What a handler run needs. */
+export interface HandlerRunOptions {
+  readonly inbox: InboxShape
+  /** This leadership term: every row write is guarded by it. */
+  readonly term: string
+  readonly handler: UpdateHandler["Service"]
+  readonly inFlight: InFlight
+  readonly handlerTimeout: Duration.Duration
+  readonly maxAttempts: number
+}
+
+/**
+ * Makes the runner: `run(item, worker)` runs an update to its end (done, dead,
+ * or, draining, left for the release), each handler run holding `worker`.
+ * Never fails; interruption passes through.
+ */
+export const makeHandlerRun = (options: HandlerRunOptions) => {
+  const { handler, inFlight, inbox, maxAttempts, term } = options
+
+  const markDead = (item: Item, message: string) =>
+    record(`update ${item.claimed.updateId} as dead`, inbox.markDead(term, item.claimed.updateId, message)).pipe(
+      Effect.flatMap((recorded) => countProcessed("dead", recorded, item.claimedAtMillis))
+    )
+
+  /** One handler run, holding the worker's permit; any failure but interruption becomes AttemptFailed. */
+  const runOnce = (item: Item, worker: Semaphore.Semaphore, attempt: number) =>
+    Semaphore.withPermit(
+      worker,
+      Effect.gen(function*() {
+        // Draining: never start a run; the row is handed back instead.
+        if (inFlight.isDraining()) return yield* Effect.interrupt
+        inFlight.setState(item, "running")
+        item.started = true
+        yield* handler.handle(item.update, { updateId: item.claimed.updateId, attempt }).pipe(
+          Effect.timeout(options.handlerTimeout),
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.failCause(cause as Cause.Cause<never>)
+              : Effect.fail(new AttemptFailed({ message: describeFailure(cause) }))
+          )
+        )
+      })
+    )
+
+  /** Runs until done or dead, with retries. */
+  const runToEnd = Effect.fn("Dispatcher.handlerRun")(function*(item: Item, worker: Semaphore.Semaphore) {
+    const { updateId } = item.claimed
+    yield* Effect.annotateCurrentSpan({ update_id: updateId, chat: item.chatKey })
+    let attempt = item.claimed.attempts
+    if (attempt > maxAttempts) {
+      // Claimed again after claims that never finished (a crash or a lost leadership each time).
+      const message = `gave up after ${attempt - 1} claims that did not finish (crash or lost leadership)`
+      yield* markDead(item, message)
+      return yield* Effect.logError(`[DISPATCH] update ${updateId} dead: ${message}`)
+    }
+    const nextDelay = yield* Schedule.toStep(handlerRetryPolicy)
+    for (;;) {
+      const outcome = yield* Effect.result(runOnce(item, worker, attempt))
+      if (outcome._tag === "Success") {
+        const recorded = yield* record(`update ${updateId} as done`, inbox.complete(term, [updateId]))
+        yield* countProcessed("done", recorded, item.claimedAtMillis)
+        return
+      }
+      // Still "running" until the failure is recorded: a drain waits for that write.
+      const failure = outcome.failure
+      yield* Effect.logWarning(
+        `[DISPATCH] update ${updateId} failed (run ${attempt} of ${maxAttempts}): ${failure.message}`
+      )
+      if (attempt >= maxAttempts) {
+        yield* markDead(item, failure.message)
+        return yield* Effect.logError(`[DISPATCH] update ${updateId} dead after ${attempt} runs: ${failure.message}`)
+      }
+      yield* record(`the failure of update ${updateId}`, inbox.recordFailure(term, updateId, failure.message))
+      yield* Metric.update(Metrics.updateRetries, 1)
+      inFlight.setState(item, "backoff")
+      const delay = yield* nextDelay(yield* Clock.currentTimeMillis, undefined).pipe(
+        Effect.map(([, delay]) => delay),
+        Effect.orElseSucceed(() => Duration.seconds(30))
+      )
+      yield* Effect.logInfo(`[DISPATCH] update ${updateId}: run ${attempt + 1} in ${Duration.format(delay)}`)
+      yield* Effect.sleep(delay)
+      if (inFlight.isDraining()) return yield* Effect.interrupt
+      yield* record(`a new run of update ${updateId}`, inbox.beginAttempt(term, updateId))
+      attempt++
+    }
+  })
+
+  return (item: Item, worker: Semaphore.Semaphore): Effect.Effect<void> =>
+    runToEnd(item, worker).pipe(
+      // A bug of ours (not the handler's: its failures are handled above)
+      // must not wedge the chat: the update is dead, the chat goes on.
+      Effect.catchCause((cause) =>
+        Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.gen(function*() {
+          yield* Effect.logError(`[DISPATCH] internal error on update ${item.claimed.updateId}`, cause)
+          yield* markDead(item, `internal error: ${describeFailure(cause)}`)
+        })
+      )
+    )
+}
