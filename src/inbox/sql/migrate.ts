@@ -2,13 +2,11 @@
  * The `telegram_updates` table (migration 0001) and the partial indexes its
  * hot statements use. Never edit it once applied: add a migration.
  */
-import { Effect } from "effect"
-import { SqlClient } from "effect/sql/SqlClient"
+import { ddl } from "../../database/SqlColumns.ts"
 
 /** Migration 0001: the inbox table and the partial indexes its hot queries use. */
-export const migration = Effect.gen(function*() {
-  const sql = yield* SqlClient
-  yield* sql`
+export const migration = ddl(
+  `
     CREATE TABLE telegram_updates (
       update_id bigint PRIMARY KEY,
       chat_id bigint,
@@ -23,21 +21,21 @@ export const migration = Effect.gen(function*() {
       claimed_by text,
       processed_at timestamptz,
       last_error text
-    )`
+    )`,
   // Claims (in update_id order) and queue_depth.
-  yield* sql`
+  `
     CREATE INDEX telegram_updates_unfinished ON telegram_updates (update_id)
-    WHERE status IN ('pending', 'processing')`
+    WHERE status IN ('pending', 'processing')`,
   // "Is an earlier update of this chat still being processed elsewhere?"
-  yield* sql`
+  `
     CREATE INDEX telegram_updates_processing_chat ON telegram_updates (chat_id)
-    WHERE status = 'processing'`
+    WHERE status = 'processing'`,
   // Orphan detection and the oldest pending age.
-  yield* sql`
+  `
     CREATE INDEX telegram_updates_pending_received ON telegram_updates (received_at)
-    WHERE status = 'pending'`
+    WHERE status = 'pending'`,
   // Retention and dead counts.
-  yield* sql`
+  `
     CREATE INDEX telegram_updates_finished ON telegram_updates (status, processed_at)
     WHERE status IN ('done', 'dead')`
-})
+)
