@@ -7,7 +7,7 @@ import { Effect, Exit, Fiber, Logger } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
-import { isKieError, Kie, type KieError, type KieShape, userReason } from "../src/kie/Kie.ts"
+import { isKieError, Kie, type KieError, type KieShape } from "../src/kie/Kie.ts"
 import type { KieCallbacks } from "../src/kie/KieCallback.ts"
 import { KieRateBudget } from "../src/kie/KieRateBudget.ts"
 import { makeLogger } from "../src/platform/Logging.ts"
@@ -144,8 +144,8 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
               assert.strictEqual(error.retryable, retryable, `retryable of ${code}`)
               assert.strictEqual(fake.counters.createTask - before, attempts, `attempts for ${code} (HTTP ${httpStatus})`)
               assert.include(error.message, String(code))
-              assert.isAbove(userReason(error, "ru").length, 10)
-              assert.isAbove(userReason(error, "en").length, 10)
+              assert.isAbove(error.userReason.ru.length, 10)
+              assert.isAbove(error.userReason.en.length, 10)
             }
           }
           assert.strictEqual(fake.counters.tasksCreated, 0)
@@ -426,13 +426,13 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           if (error._tag !== "KieTaskFailed") return
           assert.strictEqual(error.failCode, "500")
           assert.strictEqual(error.failMsg, "Content flagged as sensitive")
-          assert.strictEqual(userReason(error, "en"), "The image could not be generated: Content flagged as sensitive")
-          assert.include(userReason(error, "ru"), "Content flagged as sensitive")
+          assert.strictEqual(error.userReason.en, "The image could not be generated: Content flagged as sensitive")
+          assert.include(error.userReason.ru, "Content flagged as sensitive")
 
           const second = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
           const internal = yield* failureOf(fake, kie.awaitResult(second))
           assert.strictEqual(internal._tag, "KieTaskFailed")
-          assert.notInclude(userReason(internal, "en"), "java", "a stack trace is not shown to users")
+          assert.notInclude(internal.userReason.en, "java", "a stack trace is not shown to users")
         })))
 
     it.effect("polling stops at GENERATION_TIMEOUT_MS with KieGenerationTimeout (no real waiting)", () =>
