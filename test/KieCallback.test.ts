@@ -12,6 +12,7 @@ import type { AppConfig } from "../src/platform/AppConfig.ts"
 import { Kie, type KieShape } from "../src/kie/Kie.ts"
 import { KieCallbacks, type KieCallbacksShape } from "../src/kie/KieCallback.ts"
 import type { KieRateBudget } from "../src/kie/KieRateBudget.ts"
+import { prune } from "../src/kie/sql/prune.ts"
 import { type CallbackResult, FakeKie, type FakeKieOptions, type SendCallbackOptions } from "./fakes/FakeKie.ts"
 import { CallbackServer, KieStack, KieTestDatabase, serverUrl } from "./support/KieTestStack.ts"
 import { TEST_KIE_KEY, TEST_WEBHOOK_SECRET } from "./support/TestConfig.ts"
@@ -323,7 +324,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
 
         const sql = yield* SqlClient
         yield* sql`UPDATE kie_tasks SET created_at = now() - interval '8 days' WHERE task_id = ${a}`
-        assert.strictEqual(yield* callbacks.prune(Duration.days(7)), 1)
+        assert.strictEqual(yield* prune(sql, Duration.days(7)), 1)
         assert.deepStrictEqual(yield* countRows(a), { n: 0, count: null })
         assert.strictEqual((yield* countRows(b)).n, 1)
       })))
