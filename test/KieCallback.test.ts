@@ -9,6 +9,7 @@ import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
+import { awaitResult } from "../src/kie/KieAwait.ts"
 import { Kie, type KieShape } from "../src/kie/Kie.ts"
 import { KieCallbacks, type KieCallbacksShape } from "../src/kie/KieCallback.ts"
 import type { KieRateBudget } from "../src/kie/KieRateBudget.ts"
@@ -93,7 +94,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
           const answer = yield* deliver(taskId)
           assert.deepStrictEqual(answer, { status: 200, body: JSON.stringify({ ok: true }) })
-          const result = yield* kie.awaitResult(taskId)
+          const result = yield* awaitResult(taskId)
           assert.deepStrictEqual(result.resultUrls, [REAL])
         })))
 
@@ -102,7 +103,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
           assert.strictEqual((yield* deliver(taskId)).status, 200)
           const result = yield* joinSoon(fiber)
@@ -119,7 +120,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           assert.notStrictEqual(otherUrl, url)
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
           assert.strictEqual((yield* deliverTo(fake, otherUrl)(taskId)).status, 200)
           const result = yield* joinSoon(fiber)
@@ -136,7 +137,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           assert.notStrictEqual(otherUrl, url)
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
 
           const sql = yield* SqlClient
@@ -163,12 +164,12 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: [{ success: [REAL] }] })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const polled = yield* kie.awaitResult(taskId)
+          const polled = yield* awaitResult(taskId)
           assert.deepStrictEqual(polled.resultUrls, [REAL])
           assert.strictEqual((yield* deliver(taskId)).status, 200)
           const stored = yield* callbacks.lookup(taskId)
           assert.isTrue(Option.isSome(stored) && stored.value.trusted)
-          const again = yield* kie.awaitResult(taskId)
+          const again = yield* awaitResult(taskId)
           assert.deepStrictEqual(again.resultUrls, [REAL])
         })))
 
@@ -178,7 +179,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           fake.scriptNextTasks({ steps: ["generating"], final: { fail: { code: "400", msg: "Content flagged" } } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
           yield* deliver(taskId)
-          const error = yield* kie.awaitResult(taskId).pipe(Effect.flip)
+          const error = yield* awaitResult(taskId).pipe(Effect.flip)
           assert.strictEqual(error._tag, "KieTaskFailed")
         })))
   })
@@ -189,7 +190,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating", "generating", { success: [REAL] }] })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
           const answer = yield* deliver(taskId, { withoutRef: true, state: { success: [EVIL] } })
           assert.strictEqual(answer.status, 200)
@@ -236,7 +237,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
               assert.strictEqual(good.status, 200)
               const stored = yield* callbacks.lookup(taskId)
               assert.isTrue(Option.isSome(stored) && stored.value.trusted)
-              const result = yield* kie.awaitResult(taskId)
+              const result = yield* awaitResult(taskId)
               assert.deepStrictEqual(result.resultUrls, [REAL])
             })
         )
@@ -348,7 +349,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         assert.strictEqual((yield* deliver(created!.taskId)).status, 200)
         const recovered = yield* kie.recoverTask(error.ref)
         assert.deepStrictEqual(recovered, Option.some(created!.taskId))
-        const result = yield* kie.awaitResult(created!.taskId)
+        const result = yield* awaitResult(created!.taskId)
         assert.deepStrictEqual(result.resultUrls, [REAL])
         assert.strictEqual(fake.counters.createTask, 1)
       })))
