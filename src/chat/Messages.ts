@@ -1,6 +1,6 @@
 /**
  * Every text the bot shows, in Russian and English, and the inline keyboards
- * with their callback data. The contract texts (shared/DESIGN.md §2) are here
+ * with their callback data. The contract texts (`docs/contract.md`) are here
  * verbatim; nothing else in the code spells out user-facing words.
  *
  * English is used when the user's Telegram `language_code` starts with "en",

@@ -5,8 +5,8 @@
  * (`KieCallback.ts`).
  *
  * Every answer is `{code,msg,data}` and HTTP 200 does not mean success: the
- * body `code` decides (reference §0, §2). `resultJson` and `param` are JSON
- * *strings* inside the JSON and are parsed a second time.
+ * body `code` decides (`docs/external-apis.md` lists the codes). `resultJson`
+ * and `param` are JSON *strings* inside the JSON and are parsed a second time.
  */
 import { Result, Schema } from "effect"
 import {
