@@ -32,6 +32,9 @@ import {
   type TerminalTaskState
 } from "./KieSchema.ts"
 
+/** Polling one task: a recordInfo call every KIE_POLL_INTERVAL_MS. */
+export const pollPolicy = (interval: Duration.Duration) => Schedule.spaced(interval)
+
 /** One recordInfo call, retried by `kieRetryPolicy` while its error is retryable. */
 export const getTask = Effect.fn("Kie.getTask")(function*(taskId: string) {
   const kie = yield* Kie
@@ -89,7 +92,7 @@ const viaPolling = (
       (error) => Effect.logWarning(`[KIE] polling ${taskId}: ${error.message}`).pipe(Effect.as(undefined))
     ),
     Effect.repeat({
-      schedule: Schedule.spaced(every),
+      schedule: pollPolicy(every),
       until: (state) => state !== undefined && isTerminal(state)
     }),
     Effect.map((state) => state as TerminalTaskState)

@@ -82,8 +82,10 @@ export const MAX_CALLBACK_BYTES = 1024 * 1024
 /** How long registry rows are kept: long enough for any generation and for an operator to look. */
 export const REGISTRY_RETENTION: Duration.Duration = Duration.days(7)
 
-/** How often old registry rows are deleted (the first time a minute after start). */
+/** How often old registry rows are deleted. */
 export const prunePolicy = Schedule.spaced("1 hour")
+/** The first pruning runs a minute after the store starts, not during start-up. */
+const FIRST_PRUNE_AFTER = Duration.minutes(1)
 
 // ---------------------------------------------------------------------------
 // Service
@@ -147,7 +149,7 @@ export class KieCallbacks extends Context.Service<KieCallbacks, KieCallbacksShap
       yield* repeatLogged(prunePass(sql), prunePolicy, {
         failing: (error) => `[KIE] pruning the task registry failed: ${error.message}`,
         recovered: "[KIE] pruning the task registry works again"
-      }).pipe(Effect.delay("1 minute"), Effect.forkScoped)
+      }).pipe(Effect.delay(FIRST_PRUNE_AFTER), Effect.forkScoped)
 
       return KieCallbacks.of({
         newRef: Effect.sync(() => randomBytes(16).toString("hex")),

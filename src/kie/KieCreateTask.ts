@@ -38,7 +38,7 @@ import {
 } from "./KieErrors.ts"
 import { counted, type KieHttp, parseJson } from "./KieHttp.ts"
 import { KieRateBudget } from "./KieRateBudget.ts"
-import { isRetryable, retryRetryable } from "./KieRetry.ts"
+import { retryRetryable } from "./KieRetry.ts"
 import { AspectRatio, clip, decodeCreateTaskBody, MAX_PROMPT_LENGTH, MODEL } from "./KieSchema.ts"
 
 export const CREATE_TASK_PATH = "/api/v1/jobs/createTask"
@@ -152,48 +152,47 @@ export const makeCreateTask = (
     const callbacks = yield* KieCallbacks
     const attemptOnce = makeAttempt(http, budget)
 
-    const createTask = <E = never>(request: CreateTaskRequest<E>): Effect.Effect<string, KieCreateTaskError | E> =>
-      Effect.gen(function*() {
-        yield* validate(request)
-        const ref = yield* callbacks.newRef
-        const ourCallBackUrl = Option.getOrUndefined(
-          Option.map(config.publicUrl, (base) => `${base}${CALLBACK_PATH}?ref=${ref}`)
-        )
-        const callBackUrl = request.callBackUrl ?? ourCallBackUrl
-        const recoverable = request.callBackUrl === undefined && ourCallBackUrl !== undefined
-        const body = {
-          model: MODEL,
-          ...(callBackUrl === undefined ? {} : { callBackUrl }),
-          input: {
-            prompt: request.prompt,
-            aspect_ratio: request.aspectRatio,
-            nsfw_checker: config.kieNsfwChecker
-          }
+    const createTask: CreateTask = Effect.fn("Kie.createTask")(function*<E>(request: CreateTaskRequest<E>) {
+      yield* validate(request)
+      const ref = yield* callbacks.newRef
+      const ourCallBackUrl = Option.getOrUndefined(
+        Option.map(config.publicUrl, (base) => `${base}${CALLBACK_PATH}?ref=${ref}`)
+      )
+      const callBackUrl = request.callBackUrl ?? ourCallBackUrl
+      const recoverable = request.callBackUrl === undefined && ourCallBackUrl !== undefined
+      const body = {
+        model: MODEL,
+        ...(callBackUrl === undefined ? {} : { callBackUrl }),
+        input: {
+          prompt: request.prompt,
+          aspect_ratio: request.aspectRatio,
+          nsfw_checker: config.kieNsfwChecker
         }
-        // The registry row lets a callback be matched to this attempt even if
-        // the answer is lost. Not essential: polling still works without it.
-        yield* bestEffort(callbacks.registerPending(ref), "registering the task")
-        const send = attemptOnce(body, ref, recoverable)
-        const attempt: Effect.Effect<string, KieCreateTaskError | E> = request.beforeSend === undefined
-          ? send
-          : Effect.andThen(request.beforeSend(ref), send)
-        const taskId = yield* budget.withPermit(attempt).pipe(
-          Effect.tapError((error) =>
-            isRetryable(error)
-              ? Effect.logWarning(`[KIE] ${(error as KieCreateTaskError).message} (retryable: nothing was created)`)
-              : Effect.void
-          ),
-          retryRetryable,
-          Effect.tapError((error) =>
-            isKieError(error) && error._tag === "KieCreateTaskUncertain"
-              ? Effect.logError(`[KIE] ${error.message}`)
-              : bestEffort(callbacks.forget(ref), "forgetting the task")
-          )
+      }
+      // The registry row lets a callback be matched to this attempt even if
+      // the answer is lost. Not essential: polling still works without it.
+      yield* bestEffort(callbacks.registerPending(ref), "registering the task")
+      const send = attemptOnce(body, ref, recoverable)
+      const attempt: Effect.Effect<string, KieCreateTaskError | E> = request.beforeSend === undefined
+        ? send
+        : Effect.andThen(request.beforeSend(ref), send)
+      const taskId = yield* budget.withPermit(attempt).pipe(
+        Effect.tapError((error) =>
+          isKieError(error) && error.retryable
+            ? Effect.logWarning(`[KIE] ${error.message} (retryable: nothing was created)`)
+            : Effect.void
+        ),
+        retryRetryable,
+        Effect.tapError((error) =>
+          isKieError(error) && error._tag === "KieCreateTaskUncertain"
+            ? Effect.logError(`[KIE] ${error.message}`)
+            : bestEffort(callbacks.forget(ref), "forgetting the task")
         )
-        yield* bestEffort(callbacks.bindTask(ref, taskId), "storing the task id")
-        yield* Effect.logInfo("[KIE] task created", { taskId })
-        return taskId
-      }).pipe(Effect.withSpan("Kie.createTask"))
+      )
+      yield* bestEffort(callbacks.bindTask(ref, taskId), "storing the task id")
+      yield* Effect.logInfo("[KIE] task created", { taskId })
+      return taskId
+    })
 
     return createTask
   })
