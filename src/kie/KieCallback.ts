@@ -9,7 +9,7 @@
  * its local waiters. A waiter reads the table *after* registering, so a
  * callback stored before anyone waited is found too, and a notification
  * missed while the listener reconnected is covered by a re-check of all
- * waiters after each reconnect (and by polling in `Kie.awaitResult`).
+ * waiters after each reconnect (and by polling recordInfo meanwhile).
  *
  * Why a registry: every createTask first inserts a row with a random `ref`
  * that is also put into the callBackUrl (`?ref=`), then stores the task id.
@@ -77,6 +77,8 @@ export { migration } from "./sql/migrate.ts"
 export { CALLBACK_CHANNEL }
 export type { CallbackSignal, RecordCallback, RecordOutcome, StoredCallback }
 
+/** The route Kie POSTs callbacks to, below PUBLIC_URL. */
+export const CALLBACK_PATH = "/kie/callback"
 /** Callbacks are small (the prompt is at most 1000 characters); anything bigger is not Kie. */
 export const MAX_CALLBACK_BYTES = 1024 * 1024
 /** How long registry rows are kept: long enough for any generation and for an operator to look. */
@@ -206,7 +208,7 @@ const terminalName = (state: TaskState): "success" | "fail" | undefined =>
  */
 export const KieCallbackRoute = HttpRouter.add(
   "POST",
-  "/kie/callback",
+  CALLBACK_PATH,
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const config = yield* AppConfig

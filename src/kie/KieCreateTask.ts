@@ -28,7 +28,7 @@
 import { Effect, Option, Result } from "effect"
 import { HttpClientRequest } from "effect/http"
 import { AppConfig } from "../platform/AppConfig.ts"
-import { KieCallbacks } from "./KieCallback.ts"
+import { CALLBACK_PATH, KieCallbacks } from "./KieCallback.ts"
 import {
   KieConnectionFailed,
   type KieCreateTaskError,
@@ -41,8 +41,8 @@ import { KieRateBudget } from "./KieRateBudget.ts"
 import { retryRetryable } from "./KieRetry.ts"
 import { AspectRatio, clip, decodeCreateTaskBody, MAX_PROMPT_LENGTH, MODEL } from "./KieSchema.ts"
 
+/** Kie's createTask endpoint, below KIE_BASE_URL. */
 export const CREATE_TASK_PATH = "/api/v1/jobs/createTask"
-export const CALLBACK_PATH = "/kie/callback"
 
 /** One createTask call. */
 export interface CreateTaskRequest<E = never> {

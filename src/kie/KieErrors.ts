@@ -28,6 +28,7 @@ export interface UserReason {
 
 /** Which request failed; part of every message so operators can tell them apart. */
 export const KieOperation = Schema.Literals(["createTask", "recordInfo"])
+/** `"createTask"` or `"recordInfo"`. */
 export type KieOperation = typeof KieOperation.Type
 
 /** What every Kie error says about itself besides its fields. */
@@ -227,7 +228,7 @@ export class KieTaskFailed extends kieError<KieTaskFailed>()(
   }
 ) {}
 
-/** awaitResult gave up after GENERATION_TIMEOUT_MS. The task may still finish (and was billed). */
+/** `KieAwait.awaitResult` gave up after GENERATION_TIMEOUT_MS. The task may still finish (and was billed). */
 export class KieGenerationTimeout extends kieError<KieGenerationTimeout>()(
   "KieGenerationTimeout",
   { taskId: Schema.String, timeoutMillis: Schema.Number, message: Schema.String },
@@ -261,10 +262,10 @@ export type KieCreateTaskError = Exclude<
   KieRequestTimeout | KieTransportError | KieBadPayload | KieTaskFailed | KieGenerationTimeout
 >
 
-/** Errors of one getTask call. */
+/** Errors of one recordInfo call (`Kie.getTaskOnce`, `KieAwait.getTask`). */
 export type KieGetTaskError = Exclude<KieError, KieCreateTaskUncertain | KieTaskFailed | KieGenerationTimeout>
 
-/** Errors of awaitResult. */
+/** Errors of `KieAwait.awaitResult`. */
 export type KieAwaitError = KieGetTaskError | KieTaskFailed | KieGenerationTimeout
 
 /** Whether `u` is one of the errors above (a caller's own errors may travel beside them). */

@@ -10,6 +10,7 @@ import { KieConnectionFailed, type KieGetTaskError, KieRequestTimeout, KieTransp
 import { counted, type KieHttp, parseJson } from "./KieHttp.ts"
 import { decodeRecordInfoBody, type TaskState } from "./KieSchema.ts"
 
+/** Kie's recordInfo endpoint, below KIE_BASE_URL. */
 export const RECORD_INFO_PATH = "/api/v1/jobs/recordInfo"
 
 /** Exactly one recordInfo request for a task. */
