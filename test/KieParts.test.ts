@@ -100,7 +100,10 @@ describe("KieCallbackWaiters", () => {
       assert.isUndefined(b.pollUnsafe(), "b still waits")
       yield* waiters.wakeAll
       yield* Fiber.join(b)
-      assert.deepStrictEqual(yield* PubSub.takeAll(subscription), [{ _tag: "Arrived", taskId: "a" }, { _tag: "Resync" }])
+      assert.deepStrictEqual(yield* PubSub.takeAll(subscription), [
+        { _tag: "Arrived", taskId: "a" },
+        { _tag: "Resync" }
+      ])
     })))
 
   it.effect("a signal after registering and before waiting is not missed", () =>

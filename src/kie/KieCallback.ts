@@ -161,7 +161,9 @@ export class KieCallbacks extends Context.Service<KieCallbacks, KieCallbacksShap
         record: (callback) =>
           record(pg, callback).pipe(
             // Wake local waiters at once; the NOTIFY wakes the other instances.
-            Effect.tap((outcome) => (outcome === "stored" || outcome === "hint" ? waiters.wake(callback.taskId) : Effect.void))
+            Effect.tap((outcome) =>
+              outcome === "stored" || outcome === "hint" ? waiters.wake(callback.taskId) : Effect.void
+            )
           ),
         lookup: (taskId) => lookup(sql, taskId),
         lookupMany: (taskIds) => lookupMany(sql, taskIds),

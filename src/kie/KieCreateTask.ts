@@ -12,14 +12,15 @@
  * success) is `KieCreateTaskUncertain` and never retried: a retry could bill
  * a second task.
  *
- * | attempt's outcome           | error                    | retried | registry row     |
- * | --------------------------- | ------------------------ | ------- | ---------------- |
- * | task id                     | (none)                   |         | gets the task id |
- * | no connection               | `KieConnectionFailed`    | yes     | forgotten at end |
- * | 429 / 455 / 5xx             | rate limit, maintenance… | yes     | forgotten at end |
- * | timeout, lost, 504/524      | `KieCreateTaskUncertain` | never   | kept (recovery)  |
- * | unreadable 200              | `KieCreateTaskUncertain` | never   | kept (recovery)  |
- * | any other code              | its error                | no      | forgotten        |
+ * | an attempt's answer                  | error                              | retried | registry row               |
+ * | ------------------------------------ | ---------------------------------- | ------- | -------------------------- |
+ * | a task id                            | (none)                             |         | gets the task id           |
+ * | no connection made                   | `KieConnectionFailed`              | yes     | dropped if retries run out |
+ * | 429 (the budget is penalized)        | `KieRateLimited`                   | yes     | dropped if retries run out |
+ * | 455, 500 and other 5xx               | `KieMaintenance`, `KieServerError` | yes     | dropped if retries run out |
+ * | timeout, broken connection, 504, 524 | `KieCreateTaskUncertain`           | never   | kept, for recovery         |
+ * | a 200 we cannot read                 | `KieCreateTaskUncertain`           | never   | kept, for recovery         |
+ * | any other code (401, 402, 422, 501…) | its error                          | no      | dropped                    |
  *
  * Gotchas: a caller's `beforeSend(ref)` runs inside the permit, just before
  * each attempt's request leaves; its failure ends the call before anything is
@@ -111,7 +112,11 @@ const makeAttempt = (http: KieHttp, budget: KieRateBudget["Service"]) => {
       )
     })
 
-  return (body: Record<string, unknown>, ref: string, recoverable: boolean): Effect.Effect<string, KieCreateTaskError> =>
+  return (
+    body: Record<string, unknown>,
+    ref: string,
+    recoverable: boolean
+  ): Effect.Effect<string, KieCreateTaskError> =>
     Effect.gen(function*() {
       const result = yield* http.exchange(
         HttpClientRequest.post(http.url(CREATE_TASK_PATH)).pipe(HttpClientRequest.bodyJsonUnsafe(body))

@@ -7,6 +7,17 @@
  * Every answer is `{code,msg,data}` and HTTP 200 does not mean success: the
  * body `code` decides (`docs/external-apis.md` lists the codes). `resultJson`
  * and `param` are JSON *strings* inside the JSON and are parsed a second time.
+ *
+ * A task's states (`data.state`) and what we make of them:
+ *
+ * | Kie's state  | `TaskState`  | final | means                                          |
+ * | ------------ | ------------ | ----- | ---------------------------------------------- |
+ * | (none yet)   | `Waiting`    | no    | `422 recordInfo is null`: not visible yet      |
+ * | `waiting`    | `Waiting`    | no    | accepted, not started                          |
+ * | `queuing`    | `Queuing`    | no    | in Kie's queue                                 |
+ * | `generating` | `Generating` | no    | being generated                                |
+ * | `success`    | `Success`    | yes   | `resultJson` holds at least one result URL     |
+ * | `fail`       | `Fail`       | yes   | no image; `failCode` and `failMsg` say why     |
  */
 import { Result, Schema } from "effect"
 import {
