@@ -7,8 +7,9 @@ import { Effect, Exit, Fiber, Logger } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
-import { isKieError, Kie, type KieError, type KieShape, userReason } from "../src/kie/Kie.ts"
+import { isKieError, Kie, type KieError, type KieShape } from "../src/kie/Kie.ts"
 import type { KieCallbacks } from "../src/kie/KieCallback.ts"
+import { awaitResult, getTask } from "../src/kie/KieAwait.ts"
 import { KieRateBudget } from "../src/kie/KieRateBudget.ts"
 import { makeLogger } from "../src/platform/Logging.ts"
 import { FakeKie, type FakeKieOptions } from "./fakes/FakeKie.ts"
@@ -144,8 +145,8 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
               assert.strictEqual(error.retryable, retryable, `retryable of ${code}`)
               assert.strictEqual(fake.counters.createTask - before, attempts, `attempts for ${code} (HTTP ${httpStatus})`)
               assert.include(error.message, String(code))
-              assert.isAbove(userReason(error, "ru").length, 10)
-              assert.isAbove(userReason(error, "en").length, 10)
+              assert.isAbove(error.userReason.ru.length, 10)
+              assert.isAbove(error.userReason.en.length, 10)
             }
           }
           assert.strictEqual(fake.counters.tasksCreated, 0)
@@ -160,7 +161,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           assert.include(created.message, "invalid key <redacted>")
           fake.addTask("task_k")
           fake.scriptRecordInfo(...Array.from({ length: 4 }, () => ({ error: 500, msg: `oops ${TEST_KIE_KEY}` })))
-          const polled = yield* failureOf(fake, kie.getTask("task_k"))
+          const polled = yield* failureOf(fake, getTask("task_k"))
           assert.strictEqual(polled._tag, "KieServerError")
           assert.include(polled.message, "oops <redacted>")
         })))
@@ -342,13 +343,13 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
         })))
 
     it.effect("decodes each state; `recordInfo is null` is still waiting", () =>
-      withKie({}, ({ fake, kie }) =>
+      withKie({}, ({ fake }) =>
         Effect.gen(function*() {
           fake.addTask("task_states", {
             steps: ["null", "waiting", "queuing", "generating", { success: ["https://cdn.example/a.png", "https://cdn.example/b.png"] }]
           })
           const states = []
-          for (let i = 0; i < 5; i++) states.push(yield* kie.getTask("task_states"))
+          for (let i = 0; i < 5; i++) states.push(yield* getTask("task_states"))
           assert.deepStrictEqual(states.slice(0, 4), [
             { _tag: "Waiting", taskId: "task_states", recordMissing: true },
             { _tag: "Waiting", taskId: "task_states", recordMissing: false },
@@ -362,33 +363,33 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
             assert.strictEqual(success.param?.model, "z-image")
           }
           fake.addTask("task_failed", { steps: [{ fail: { code: "400", msg: "Content flagged as sensitive" } }] })
-          const failed = yield* kie.getTask("task_failed")
+          const failed = yield* getTask("task_failed")
           assert.include(failed, { _tag: "Fail", failCode: "400", failMsg: "Content flagged as sensitive" })
         })))
 
     it.effect("every documented code on recordInfo: its error; retryable ones are retried", () =>
-      withKie({}, ({ fake, kie }) =>
+      withKie({}, ({ fake }) =>
         Effect.gen(function*() {
           fake.addTask("task_x")
           for (const [code, tag, retryable] of documentedCodes) {
             const before = fake.counters.recordInfo
             const attempts = retryable ? 4 : 1
             fake.scriptRecordInfo(...Array.from({ length: attempts }, () => ({ error: code, msg: `scripted ${code}` })))
-            const error = yield* failureOf(fake, kie.getTask("task_x"))
+            const error = yield* failureOf(fake, getTask("task_x"))
             assert.strictEqual(error._tag, tag, `code ${code}`)
             assert.strictEqual(fake.counters.recordInfo - before, attempts, `attempts for ${code}`)
           }
         })))
 
     it.effect("a garbage answer is KieBadPayload after retries; a transient one is retried away", () =>
-      withKie({}, ({ fake, kie }) =>
+      withKie({}, ({ fake }) =>
         Effect.gen(function*() {
           fake.addTask("task_y", { steps: ["generating"] })
           fake.scriptRecordInfo(...Array.from({ length: 4 }, () => ({ raw: "<html>oops</html>", contentType: "text/html" })))
-          const error = yield* failureOf(fake, kie.getTask("task_y"))
+          const error = yield* failureOf(fake, getTask("task_y"))
           assert.strictEqual(error._tag, "KieBadPayload")
           fake.scriptRecordInfo({ reset: true }, { error: 500 })
-          const state = yield* successOf(fake, kie.getTask("task_y"))
+          const state = yield* successOf(fake, getTask("task_y"))
           assert.strictEqual(state._tag, "Generating")
         })))
   })
@@ -399,7 +400,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["null", "null", "waiting", { success: ["https://cdn.example/fox.png"] }] })
           const taskId = yield* kie.createTask({ prompt: "fox", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
           for (const expected of [2, 3]) {
             yield* tick(fake, "2999 millis")
@@ -421,18 +422,18 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
             { steps: [{ fail: { code: "500", msg: "java.lang.NullPointerException at com.kie.Gen(Gen.java:42)" } }] }
           )
           const first = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const error = yield* failureOf(fake, kie.awaitResult(first))
+          const error = yield* failureOf(fake, awaitResult(first))
           assert.strictEqual(error._tag, "KieTaskFailed")
           if (error._tag !== "KieTaskFailed") return
           assert.strictEqual(error.failCode, "500")
           assert.strictEqual(error.failMsg, "Content flagged as sensitive")
-          assert.strictEqual(userReason(error, "en"), "The image could not be generated: Content flagged as sensitive")
-          assert.include(userReason(error, "ru"), "Content flagged as sensitive")
+          assert.strictEqual(error.userReason.en, "The image could not be generated: Content flagged as sensitive")
+          assert.include(error.userReason.ru, "Content flagged as sensitive")
 
           const second = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const internal = yield* failureOf(fake, kie.awaitResult(second))
+          const internal = yield* failureOf(fake, awaitResult(second))
           assert.strictEqual(internal._tag, "KieTaskFailed")
-          assert.notInclude(userReason(internal, "en"), "java", "a stack trace is not shown to users")
+          assert.notInclude(internal.userReason.en, "java", "a stack trace is not shown to users")
         })))
 
     it.effect("polling stops at GENERATION_TIMEOUT_MS with KieGenerationTimeout (no real waiting)", () =>
@@ -440,7 +441,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating"] })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
           for (let i = 0; i < 29; i++) yield* tick(fake, "1 second")
           assert.isFalse(yield* isDone(fiber))
@@ -459,7 +460,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           fake.scriptNextTasks({ steps: ["generating", { success: ["https://cdn.example/ok.png"] }] })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
           fake.scriptRecordInfo(...Array.from({ length: 4 }, () => ({ error: 455, msg: "maintenance" })))
-          const result = yield* successOf(fake, kie.awaitResult(taskId))
+          const result = yield* successOf(fake, awaitResult(taskId))
           assert.deepStrictEqual(result.resultUrls, ["https://cdn.example/ok.png"])
         })))
 
@@ -469,7 +470,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           fake.scriptNextTasks({ steps: ["generating"] })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
           fake.scriptRecordInfo({ error: 401 })
-          const error = yield* failureOf(fake, kie.awaitResult(taskId))
+          const error = yield* failureOf(fake, awaitResult(taskId))
           assert.strictEqual(error._tag, "KieUnauthorized")
           assert.isTrue(isKieError(error))
         })))

@@ -9,9 +9,11 @@ import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
+import { awaitResult } from "../src/kie/KieAwait.ts"
 import { Kie, type KieShape } from "../src/kie/Kie.ts"
 import { KieCallbacks, type KieCallbacksShape } from "../src/kie/KieCallback.ts"
 import type { KieRateBudget } from "../src/kie/KieRateBudget.ts"
+import { prune } from "../src/kie/sql/prune.ts"
 import { type CallbackResult, FakeKie, type FakeKieOptions, type SendCallbackOptions } from "./fakes/FakeKie.ts"
 import { CallbackServer, KieStack, KieTestDatabase, serverUrl } from "./support/KieTestStack.ts"
 import { TEST_KIE_KEY, TEST_WEBHOOK_SECRET } from "./support/TestConfig.ts"
@@ -92,7 +94,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
           const answer = yield* deliver(taskId)
           assert.deepStrictEqual(answer, { status: 200, body: JSON.stringify({ ok: true }) })
-          const result = yield* kie.awaitResult(taskId)
+          const result = yield* awaitResult(taskId)
           assert.deepStrictEqual(result.resultUrls, [REAL])
         })))
 
@@ -101,7 +103,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
           assert.strictEqual((yield* deliver(taskId)).status, 200)
           const result = yield* joinSoon(fiber)
@@ -118,7 +120,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           assert.notStrictEqual(otherUrl, url)
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
           assert.strictEqual((yield* deliverTo(fake, otherUrl)(taskId)).status, 200)
           const result = yield* joinSoon(fiber)
@@ -135,7 +137,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           assert.notStrictEqual(otherUrl, url)
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
 
           const sql = yield* SqlClient
@@ -162,12 +164,12 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: [{ success: [REAL] }] })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const polled = yield* kie.awaitResult(taskId)
+          const polled = yield* awaitResult(taskId)
           assert.deepStrictEqual(polled.resultUrls, [REAL])
           assert.strictEqual((yield* deliver(taskId)).status, 200)
           const stored = yield* callbacks.lookup(taskId)
           assert.isTrue(Option.isSome(stored) && stored.value.trusted)
-          const again = yield* kie.awaitResult(taskId)
+          const again = yield* awaitResult(taskId)
           assert.deepStrictEqual(again.resultUrls, [REAL])
         })))
 
@@ -177,7 +179,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           fake.scriptNextTasks({ steps: ["generating"], final: { fail: { code: "400", msg: "Content flagged" } } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
           yield* deliver(taskId)
-          const error = yield* kie.awaitResult(taskId).pipe(Effect.flip)
+          const error = yield* awaitResult(taskId).pipe(Effect.flip)
           assert.strictEqual(error._tag, "KieTaskFailed")
         })))
   })
@@ -188,7 +190,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating", "generating", { success: [REAL] }] })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(kie.awaitResult(taskId))
+          const fiber = yield* Effect.forkChild(awaitResult(taskId))
           yield* fake.awaitCalls("recordInfo", 1)
           const answer = yield* deliver(taskId, { withoutRef: true, state: { success: [EVIL] } })
           assert.strictEqual(answer.status, 200)
@@ -235,7 +237,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
               assert.strictEqual(good.status, 200)
               const stored = yield* callbacks.lookup(taskId)
               assert.isTrue(Option.isSome(stored) && stored.value.trusted)
-              const result = yield* kie.awaitResult(taskId)
+              const result = yield* awaitResult(taskId)
               assert.deepStrictEqual(result.resultUrls, [REAL])
             })
         )
@@ -323,7 +325,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
 
         const sql = yield* SqlClient
         yield* sql`UPDATE kie_tasks SET created_at = now() - interval '8 days' WHERE task_id = ${a}`
-        assert.strictEqual(yield* callbacks.prune(Duration.days(7)), 1)
+        assert.strictEqual(yield* prune(sql, Duration.days(7)), 1)
         assert.deepStrictEqual(yield* countRows(a), { n: 0, count: null })
         assert.strictEqual((yield* countRows(b)).n, 1)
       })))
@@ -347,7 +349,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         assert.strictEqual((yield* deliver(created!.taskId)).status, 200)
         const recovered = yield* kie.recoverTask(error.ref)
         assert.deepStrictEqual(recovered, Option.some(created!.taskId))
-        const result = yield* kie.awaitResult(created!.taskId)
+        const result = yield* awaitResult(created!.taskId)
         assert.deepStrictEqual(result.resultUrls, [REAL])
         assert.strictEqual(fake.counters.createTask, 1)
       })))

@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Result, Schema } from "effect"
-import { checkSignature, expectedSignature } from "../src/kie/KieCallback.ts"
+import { checkSignature, expectedSignature } from "../src/kie/KieSignature.ts"
 import {
   decodeCallbackBody,
   decodeCreateTaskBody,

@@ -216,7 +216,7 @@ describe("/metrics", () => {
         const blocked = yield* Effect.flip(telegram.sendMessage({ chat_id: CHAT + 1, text: "hi" }))
         assert.strictEqual(blocked._tag, "TelegramChatBlocked")
         const taskId = yield* kie.createTask({ prompt: "a red fox", aspectRatio: "1:1" })
-        yield* kie.getTask(taskId)
+        yield* kie.getTaskOnce(taskId)
         kieFake.scriptCreate({ error: 402, msg: "Credits insufficient" })
         const noCredits = yield* Effect.flip(kie.createTask({ prompt: "a red fox", aspectRatio: "1:1" }))
         assert.strictEqual(noCredits._tag, "KieInsufficientCredits")

@@ -1,6 +1,6 @@
 /**
  * Every text the bot shows, in Russian and English, and the inline keyboards
- * with their callback data. The contract texts (shared/DESIGN.md §2) are here
+ * with their callback data. The contract texts (`docs/contract.md`) are here
  * verbatim; nothing else in the code spells out user-facing words.
  *
  * English is used when the user's Telegram `language_code` starts with "en",
@@ -94,7 +94,20 @@ const texts = {
     unconfirmed: "сервис генерации не подтвердил запрос, попробуйте ещё раз",
     deliveryFailed: "не удалось получить готовую картинку, попробуйте ещё раз",
     originalCaption: "Оригинал без сжатия",
-    commands: { start: "Начать", help: "Помощь", cancel: "Отменить ввод" }
+    commands: { start: "Начать", help: "Помощь", cancel: "Отменить ввод" },
+    kieReasons: {
+      unavailable: "Сервис генерации временно недоступен. Попробуйте позже.",
+      busy: "Сервис генерации сейчас перегружен или недоступен. Попробуйте через минуту.",
+      maintenance: "На сервисе генерации идут технические работы. Попробуйте позже.",
+      usageCap: "Лимит генераций сервиса сейчас исчерпан. Попробуйте позже.",
+      rejected: "Запрос отклонён: описание не принято. Попробуйте переформулировать его.",
+      generationFailed: "Не удалось сгенерировать картинку. Попробуйте ещё раз.",
+      notFound: "Сервис генерации потерял эту задачу. Попробуйте ещё раз.",
+      unconfirmed: "Сервис генерации не подтвердил запрос. Попробуйте через минуту.",
+      timeout: "Генерация заняла слишком много времени. Попробуйте ещё раз.",
+      badAnswer: "Сервис генерации прислал неожиданный ответ. Попробуйте позже."
+    },
+    kieFailedWith: (detail: string) => `Не удалось сгенерировать картинку: ${detail}`
   },
   en: {
     createButton: "🖼 Create a picture",
@@ -133,7 +146,20 @@ const texts = {
     unconfirmed: "the image service did not confirm the request, please try again",
     deliveryFailed: "could not fetch the finished picture, please try again",
     originalCaption: "Uncompressed original",
-    commands: { start: "Start", help: "Help", cancel: "Cancel the input" }
+    commands: { start: "Start", help: "Help", cancel: "Cancel the input" },
+    kieReasons: {
+      unavailable: "The image service is temporarily unavailable. Please try again later.",
+      busy: "The image service is busy or unreachable right now. Please try again in a minute.",
+      maintenance: "The image service is under maintenance. Please try again later.",
+      usageCap: "The generation limit of the service is used up for now. Please try again later.",
+      rejected: "The request was rejected: the prompt was not accepted. Try rephrasing it.",
+      generationFailed: "The image could not be generated. Please try again.",
+      notFound: "The image service lost this generation. Please try again.",
+      unconfirmed: "The image service did not confirm the request. Please try again in a minute.",
+      timeout: "The image took too long to generate. Please try again.",
+      badAnswer: "The image service sent an unexpected answer. Please try again later."
+    },
+    kieFailedWith: (detail: string) => `The image could not be generated: ${detail}`
   }
 } as const
 
@@ -143,6 +169,21 @@ function formatElapsed(seconds: number): string {
 }
 
 export const t = (lang: Lang) => texts[lang]
+
+// ---------------------------------------------------------------------------
+// Why a Kie.ai call failed
+
+/**
+ * Why a generation could not be made, as the Kie errors name it (each error
+ * in `kie/KieErrors.ts` picks one); `kieReasonText` words it. `failedWith`
+ * carries Kie's own failMsg for a task that ended in `fail`, already found fit
+ * to show a user.
+ */
+export type KieReason = keyof typeof texts.en.kieReasons | { readonly failedWith: string }
+
+/** The words for a `KieReason`: a whole sentence, shown after `failed`'s prefix. */
+export const kieReasonText = (reason: KieReason, lang: Lang): string =>
+  typeof reason === "string" ? texts[lang].kieReasons[reason] : texts[lang].kieFailedWith(reason.failedWith)
 
 // ---------------------------------------------------------------------------
 // Keyboards

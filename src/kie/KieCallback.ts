@@ -9,7 +9,7 @@
  * its local waiters. A waiter reads the table *after* registering, so a
  * callback stored before anyone waited is found too, and a notification
  * missed while the listener reconnected is covered by a re-check of all
- * waiters after each reconnect (and by polling in `Kie.awaitResult`).
+ * waiters after each reconnect (and by polling recordInfo meanwhile).
  *
  * Why a registry: every createTask first inserts a row with a random `ref`
  * that is also put into the callBackUrl (`?ref=`), then stores the task id.
@@ -28,108 +28,71 @@
  *
  * Idempotent: the first trusted callback of a task is kept; repeats (Kie may
  * send the same one several times) only count, and do not notify again.
+ *
+ * The parts:
+ * - `sql/*.ts`: every statement on `kie_tasks`, one file per verb, and its
+ *   migration (`sql/migrate.ts`); `sql/record.ts` has the table of what a
+ *   callback does to a row;
+ * - `KieCallbackWaiters.ts`: this process's waiters and signals;
+ * - `KieSignature.ts`: the HMAC check of signed callbacks;
+ * - here: the `KieCallbacks` service over them (with the LISTEN and pruning
+ *   loops) and the route.
  */
 import { PgClient } from "@effect/sql-pg"
 import {
   Clock,
   Context,
-  Deferred,
   Duration,
   Effect,
   Layer,
   Option,
-  PubSub,
-  Queue,
+  type PubSub,
   Redacted,
   Result,
   Schedule,
   Schema,
-  Scope,
+  type Scope,
   Stream
 } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto"
+import { randomBytes } from "node:crypto"
+import { listenForever } from "../database/Listen.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
+import { repeatLogged } from "../platform/Supervised.ts"
+import { type CallbackSignal, makeCallbackWaiters } from "./KieCallbackWaiters.ts"
 import { decodeCallbackBody, isTerminal, type TaskState } from "./KieSchema.ts"
-import { backoff } from "../platform/Retry.ts"
+import { checkSignature } from "./KieSignature.ts"
+import { bind } from "./sql/bind.ts"
+import { findTaskIdByRef } from "./sql/findByRef.ts"
+import { forget } from "./sql/forget.ts"
+import { lookup, lookupMany, type StoredCallback } from "./sql/lookup.ts"
+import { CALLBACK_CHANNEL } from "./sql/notify.ts"
+import { prune } from "./sql/prune.ts"
+import { record, type RecordCallback, type RecordOutcome } from "./sql/record.ts"
+import { register } from "./sql/register.ts"
 
-/** The NOTIFY channel; the payload is the task id. */
-export const CALLBACK_CHANNEL = "kie_callback"
+export { migration } from "./sql/migrate.ts"
+export { CALLBACK_CHANNEL }
+export type { CallbackSignal, RecordCallback, RecordOutcome, StoredCallback }
+
+/** The route Kie POSTs callbacks to, below PUBLIC_URL. */
+export const CALLBACK_PATH = "/kie/callback"
 /** Callbacks are small (the prompt is at most 1000 characters); anything bigger is not Kie. */
 export const MAX_CALLBACK_BYTES = 1024 * 1024
-/** Signed callbacks older or newer than this are rejected (replay protection). */
-export const SIGNATURE_MAX_AGE: Duration.Duration = Duration.minutes(5)
 /** How long registry rows are kept: long enough for any generation and for an operator to look. */
 export const REGISTRY_RETENTION: Duration.Duration = Duration.days(7)
 
-/** Reconnecting the LISTEN connection: quick at first, then every 30 s at most. */
-export const listenRetrySchedule = backoff("500 millis", "30 seconds")
-
 /** How often old registry rows are deleted. */
 export const prunePolicy = Schedule.spaced("1 hour")
+/** The first pruning runs a minute after the store starts, not during start-up. */
+const FIRST_PRUNE_AFTER = Duration.minutes(1)
 
 // ---------------------------------------------------------------------------
-// Migration
+// Service
 
-export const migration = Effect.gen(function*() {
-  const sql = yield* SqlClient
-  yield* sql`
-    CREATE TABLE kie_tasks (
-      ref text PRIMARY KEY,
-      task_id text UNIQUE,
-      created_at timestamptz NOT NULL DEFAULT now(),
-      submitted_at timestamptz,
-      callback_state text CHECK (callback_state IN ('success', 'fail')),
-      callback_data jsonb,
-      callback_trusted boolean,
-      callback_count integer NOT NULL DEFAULT 0,
-      callback_received_at timestamptz,
-      callback_last_at timestamptz
-    )
-  `
-  yield* sql`CREATE INDEX kie_tasks_created_at ON kie_tasks (created_at)`
-})
-
-// ---------------------------------------------------------------------------
-// Store
-
-export interface StoredCallback {
-  readonly taskId: string
-  readonly state: "success" | "fail"
-  /** The callback's `data` (recordInfo-shaped); decode with `KieSchema.decodeRecordData`. */
-  readonly data: unknown
-  /** Signed with the HMAC key, or carrying the task's ref. Untrusted ones are hints only. */
-  readonly trusted: boolean
-  /** Callbacks received for the task, repeats included. */
-  readonly count: number
-  readonly receivedAtMillis: number
-}
-
-export type RecordOutcome =
-  /** A trusted callback was stored and waiters were woken. */
-  | "stored"
-  /** An untrusted callback was stored as a hint and waiters were woken. */
-  | "hint"
-  /** The task already had a callback at least as trustworthy; only counted. */
-  | "duplicate"
-  /** No task of ours has this id (or ref): ignored. */
-  | "unknown"
-
-export interface RecordCallback {
-  readonly taskId: string
-  readonly ref: string | undefined
-  readonly state: "success" | "fail"
-  readonly data: Readonly<Record<string, unknown>>
-  readonly signatureVerified: boolean
-}
-
-/** What waiters hear: a callback arrived for a task, or "re-check everything" after a reconnect. */
-export type CallbackSignal =
-  | { readonly _tag: "Arrived"; readonly taskId: string }
-  | { readonly _tag: "Resync" }
-
+/** The task registry and callback store of this process. */
 export interface KieCallbacksShape {
   /** A new random ref for a createTask; also used in its callBackUrl. */
   readonly newRef: Effect.Effect<string>
@@ -155,39 +118,16 @@ export interface KieCallbacksShape {
   readonly nextSignal: (taskId: string) => Effect.Effect<Effect.Effect<void>, never, Scope.Scope>
   /** Every signal, for a batch poller. */
   readonly subscribe: Effect.Effect<PubSub.Subscription<CallbackSignal>, never, Scope.Scope>
-  /** Deletes registry rows older than `olderThan`; returns how many. */
-  readonly prune: (olderThan: Duration.Duration) => Effect.Effect<number, SqlError>
 }
 
-const StoredRow = Schema.Struct({
-  task_id: Schema.String,
-  callback_state: Schema.Literals(["success", "fail"]),
-  callback_data: Schema.Unknown,
-  callback_trusted: Schema.Boolean,
-  callback_count: Schema.Finite,
-  received_ms: Schema.Finite
-})
-
-const toStored = (row: unknown): Option.Option<StoredCallback> => {
-  const decoded = Schema.decodeUnknownResult(StoredRow)(row)
-  if (Result.isFailure(decoded)) return Option.none()
-  const r = decoded.success
-  return Option.some({
-    taskId: r.task_id,
-    state: r.callback_state,
-    data: r.callback_data,
-    trusted: r.callback_trusted,
-    count: r.callback_count,
-    receivedAtMillis: r.received_ms
+/** One pruning pass: deletes rows older than `REGISTRY_RETENTION`, and says so if there were any. */
+const prunePass = (sql: SqlClient) =>
+  Effect.gen(function*() {
+    const deleted = yield* prune(sql, REGISTRY_RETENTION)
+    if (deleted > 0) yield* Effect.logInfo(`[KIE] pruned ${deleted} old task registry rows`)
   })
-}
 
-interface RegistryRow {
-  readonly ref: string
-  readonly task_id: string | null
-  readonly callback_trusted: boolean | null
-}
-
+/** The `KieCallbacks` service. */
 export class KieCallbacks extends Context.Service<KieCallbacks, KieCallbacksShape>()("zimage-bot/KieCallbacks") {
   /** The store on PostgreSQL, with its LISTEN fiber and hourly pruning. */
   static readonly layer = Layer.effect(
@@ -195,228 +135,44 @@ export class KieCallbacks extends Context.Service<KieCallbacks, KieCallbacksShap
     Effect.gen(function*() {
       const sql = yield* SqlClient
       const pg = yield* PgClient.PgClient
-      const signals = yield* PubSub.sliding<CallbackSignal>(4096)
-      const waiters = new Map<string, Set<Deferred.Deferred<void>>>()
-
-      const wake = (taskId: string) => {
-        const set = waiters.get(taskId)
-        if (set !== undefined) {
-          waiters.delete(taskId)
-          for (const d of set) Deferred.doneUnsafe(d, Effect.void)
-        }
-        return PubSub.publish(signals, { _tag: "Arrived", taskId })
-      }
-      const wakeAll = () => {
-        const all = [...waiters.values()]
-        waiters.clear()
-        for (const set of all) for (const d of set) Deferred.doneUnsafe(d, Effect.void)
-        return PubSub.publish(signals, { _tag: "Resync" })
-      }
-
-      const nextSignal = (taskId: string) =>
-        Effect.acquireRelease(
-          Effect.sync(() => {
-            const deferred = Deferred.makeUnsafe<void>()
-            let set = waiters.get(taskId)
-            if (set === undefined) {
-              set = new Set()
-              waiters.set(taskId, set)
-            }
-            set.add(deferred)
-            return deferred
-          }),
-          (deferred) =>
-            Effect.sync(() => {
-              const set = waiters.get(taskId)
-              if (set !== undefined) {
-                set.delete(deferred)
-                if (set.size === 0) waiters.delete(taskId)
-              }
-            })
-        ).pipe(Effect.map((deferred) => Deferred.await(deferred)))
+      const waiters = yield* makeCallbackWaiters
 
       // One LISTEN connection per process, re-established forever. After every
       // (re)connect all waiters re-check the table: a NOTIFY sent while we were
       // not listening is lost, the row is not.
-      // Logged once per outage, not once per attempt.
-      let down = false
-      yield* Effect.scoped(Effect.gen(function*() {
-        const notifications = yield* pg.listen(CALLBACK_CHANNEL)
-        if (down) yield* Effect.logInfo("[KIE] callback listener connected again")
-        down = false
-        yield* wakeAll()
-        while (true) {
-          const notification = yield* Queue.take(notifications)
-          yield* wake(notification.payload)
-        }
-      })).pipe(
-        Effect.tapError((error) =>
-          down ? Effect.void : Effect.sync(() => {
-            down = true
-          }).pipe(
-            Effect.andThen(Effect.logWarning(`[KIE] callback listener down, retrying (polling still works): ${error.message}`))
-          )
-        ),
-        Effect.retry(listenRetrySchedule),
-        Effect.forkScoped
-      )
+      yield* listenForever({
+        channel: CALLBACK_CHANNEL,
+        marker: "[KIE]",
+        fallback: "polling still works",
+        onListening: waiters.wakeAll,
+        onNotification: waiters.wake
+      }).pipe(Effect.forkScoped)
 
-      yield* Effect.gen(function*() {
-        const deleted = yield* prune(REGISTRY_RETENTION)
-        if (deleted > 0) yield* Effect.logInfo(`[KIE] pruned ${deleted} old task registry rows`)
-      }).pipe(
-        Effect.catch((error) => Effect.logWarning(`[KIE] pruning the task registry failed: ${error.message}`)),
-        Effect.repeat(prunePolicy),
-        Effect.delay("1 minute"),
-        Effect.forkScoped
-      )
-
-      const registerPending = (ref: string) =>
-        Effect.asVoid(sql`INSERT INTO kie_tasks (ref) VALUES (${ref}) ON CONFLICT (ref) DO NOTHING`)
-
-      const bindTask = (ref: string, taskId: string) =>
-        Effect.asVoid(sql`
-          INSERT INTO kie_tasks (ref, task_id, submitted_at) VALUES (${ref}, ${taskId}, now())
-          ON CONFLICT (ref) DO UPDATE SET task_id = EXCLUDED.task_id, submitted_at = EXCLUDED.submitted_at
-        `)
-
-      const forget = (ref: string) => Effect.asVoid(sql`DELETE FROM kie_tasks WHERE ref = ${ref} AND task_id IS NULL`)
-
-      const record = (callback: RecordCallback) =>
-        sql.withTransaction(Effect.gen(function*() {
-          let rows = yield* sql<RegistryRow>`
-            SELECT ref, task_id, callback_trusted FROM kie_tasks WHERE task_id = ${callback.taskId} FOR UPDATE
-          `
-          if (rows.length === 0 && callback.ref !== undefined) {
-            // The createTask answer was lost (KieCreateTaskUncertain): the ref finds the row.
-            rows = yield* sql<RegistryRow>`
-              SELECT ref, task_id, callback_trusted FROM kie_tasks
-              WHERE ref = ${callback.ref} AND task_id IS NULL FOR UPDATE
-            `
-          }
-          const row = rows[0]
-          if (row === undefined) return "unknown" as const
-          const trusted = callback.signatureVerified || (callback.ref !== undefined && callback.ref === row.ref)
-          if (row.callback_trusted === true || (row.callback_trusted === false && !trusted)) {
-            yield* sql`
-              UPDATE kie_tasks SET callback_count = callback_count + 1, callback_last_at = now() WHERE ref = ${row.ref}
-            `
-            return "duplicate" as const
-          }
-          yield* sql`
-            UPDATE kie_tasks SET
-              task_id = ${callback.taskId},
-              callback_state = ${callback.state},
-              callback_data = ${pg.json(callback.data)},
-              callback_trusted = ${trusted},
-              callback_count = callback_count + 1,
-              callback_received_at = now(),
-              callback_last_at = now()
-            WHERE ref = ${row.ref}
-          `
-          // Delivered to every listening instance when the transaction commits.
-          yield* sql`SELECT pg_notify(${CALLBACK_CHANNEL}, ${callback.taskId})`
-          return trusted ? "stored" as const : "hint" as const
-        })).pipe(
-          // Wake local waiters at once; the NOTIFY wakes the other instances.
-          Effect.tap((outcome) => outcome === "stored" || outcome === "hint" ? wake(callback.taskId) : Effect.void)
-        )
-
-      const selectStored = (where: "one" | "many", ids: ReadonlyArray<string>) =>
-        where === "one"
-          ? sql`
-            SELECT task_id, callback_state, callback_data, callback_trusted, callback_count,
-                   (extract(epoch from callback_received_at) * 1000)::float8 AS received_ms
-            FROM kie_tasks WHERE task_id = ${ids[0]!} AND callback_state IS NOT NULL
-          `
-          : sql`
-            SELECT task_id, callback_state, callback_data, callback_trusted, callback_count,
-                   (extract(epoch from callback_received_at) * 1000)::float8 AS received_ms
-            FROM kie_tasks WHERE task_id IN ${sql.in(ids)} AND callback_state IS NOT NULL
-          `
-
-      const lookup = (taskId: string) =>
-        Effect.map(selectStored("one", [taskId]), (rows) => (rows.length === 0 ? Option.none() : toStored(rows[0])))
-
-      const lookupMany = (taskIds: ReadonlyArray<string>) =>
-        taskIds.length === 0
-          ? Effect.succeed(new Map<string, StoredCallback>())
-          : Effect.map(selectStored("many", taskIds), (rows) => {
-            const found = new Map<string, StoredCallback>()
-            for (const row of rows) {
-              const stored = toStored(row)
-              if (Option.isSome(stored)) found.set(stored.value.taskId, stored.value)
-            }
-            return found
-          })
-
-      const findTaskIdByRef = (ref: string) =>
-        Effect.map(
-          sql<{ task_id: string | null }>`SELECT task_id FROM kie_tasks WHERE ref = ${ref}`,
-          (rows) => Option.fromNullishOr(rows[0]?.task_id)
-        )
-
-      function prune(olderThan: Duration.Duration) {
-        const seconds = Math.ceil(Duration.toMillis(olderThan) / 1000)
-        return Effect.map(
-          sql<{ ref: string }>`
-            DELETE FROM kie_tasks WHERE created_at < now() - make_interval(secs => ${seconds}) RETURNING ref
-          `,
-          (rows) => rows.length
-        )
-      }
+      yield* repeatLogged(prunePass(sql), prunePolicy, {
+        failing: (error) => `[KIE] pruning the task registry failed: ${error.message}`,
+        recovered: "[KIE] pruning the task registry works again"
+      }).pipe(Effect.delay(FIRST_PRUNE_AFTER), Effect.forkScoped)
 
       return KieCallbacks.of({
         newRef: Effect.sync(() => randomBytes(16).toString("hex")),
-        registerPending,
-        bindTask,
-        forget,
-        record,
-        lookup,
-        lookupMany,
-        findTaskIdByRef,
-        nextSignal,
-        subscribe: PubSub.subscribe(signals),
-        prune
+        registerPending: (ref) => register(sql, ref),
+        bindTask: (ref, taskId) => bind(sql, ref, taskId),
+        forget: (ref) => forget(sql, ref),
+        record: (callback) =>
+          record(pg, callback).pipe(
+            // Wake local waiters at once; the NOTIFY wakes the other instances.
+            Effect.tap((outcome) =>
+              outcome === "stored" || outcome === "hint" ? waiters.wake(callback.taskId) : Effect.void
+            )
+          ),
+        lookup: (taskId) => lookup(sql, taskId),
+        lookupMany: (taskIds) => lookupMany(sql, taskIds),
+        findTaskIdByRef: (ref) => findTaskIdByRef(sql, ref),
+        nextSignal: waiters.nextSignal,
+        subscribe: waiters.subscribe
       })
     })
   )
-}
-
-// ---------------------------------------------------------------------------
-// Signature
-
-export type SignatureCheck = "ok" | "missing" | "malformed-timestamp" | "stale" | "mismatch"
-
-/** `base64(HMAC-SHA256(taskId + "." + timestamp, key))`, as Kie signs callbacks. */
-export const expectedSignature = (key: string, taskId: string, timestamp: string): string =>
-  createHmac("sha256", key).update(`${taskId}.${timestamp}`).digest("base64")
-
-/** Compares in constant time, whatever the lengths (hashing first hides them). */
-export const constantTimeEquals = (a: string, b: string): boolean =>
-  timingSafeEqual(createHash("sha256").update(a).digest(), createHash("sha256").update(b).digest())
-
-/**
- * Checks `X-Webhook-Signature` / `X-Webhook-Timestamp` (Unix seconds) for a
- * task at `nowMillis`; timestamps further than `maxAge` from now either way
- * are rejected.
- */
-export const checkSignature = (options: {
-  readonly key: string
-  readonly taskId: string
-  readonly signature: string | undefined
-  readonly timestamp: string | undefined
-  readonly nowMillis: number
-  readonly maxAge?: Duration.Duration
-}): SignatureCheck => {
-  const { signature, timestamp } = options
-  if (signature === undefined || signature === "" || timestamp === undefined || timestamp === "") return "missing"
-  if (!/^\d{1,12}$/.test(timestamp)) return "malformed-timestamp"
-  const ageMillis = Math.abs(options.nowMillis - Number(timestamp) * 1000)
-  if (ageMillis > Duration.toMillis(options.maxAge ?? SIGNATURE_MAX_AGE)) return "stale"
-  return constantTimeEquals(expectedSignature(options.key, options.taskId, timestamp), signature.trim())
-    ? "ok"
-    : "mismatch"
 }
 
 // ---------------------------------------------------------------------------
@@ -454,7 +210,7 @@ const terminalName = (state: TaskState): "success" | "fail" | undefined =>
  */
 export const KieCallbackRoute = HttpRouter.add(
   "POST",
-  "/kie/callback",
+  CALLBACK_PATH,
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const config = yield* AppConfig
@@ -518,6 +274,7 @@ export const KieCallbackRoute = HttpRouter.add(
     Effect.catchTag("SqlError", (error) =>
       Effect.logWarning(`[KIE] callback could not be stored: ${error.message}`).pipe(
         Effect.as(respond(503, { error: "temporarily unavailable" }))
-      ))
+      )),
+    Effect.withSpan("KieCallback.receive")
   )
 )

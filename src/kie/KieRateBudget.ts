@@ -16,7 +16,7 @@
  * to another clock, and either side may round): 0.5 % of the window, at least
  * 5 ms and at most 50 ms. The cost is the request latency plus the margin per
  * window: measured against the fake on loopback, 99.4 % of 20/10s with no
- * 429 (see the report of issue 5).
+ * 429.
  *
  * A slot is held while its request is in flight, so a hanging request cannot
  * free its slot early; the per-request timeout bounds that.
@@ -28,6 +28,7 @@ import { AppConfig, type RateBudget } from "../platform/AppConfig.ts"
 export const defaultSafetyMargin = (window: Duration.Duration): Duration.Duration =>
   Duration.millis(Math.min(50, Math.max(5, Math.round(Duration.toMillis(window) * 0.005))))
 
+/** The budget's state at one instant (for tests and diagnostics). */
 export interface KieRateBudgetSnapshot {
   readonly count: number
   readonly windowMillis: number
@@ -38,6 +39,7 @@ export interface KieRateBudgetSnapshot {
   readonly waiting: number
 }
 
+/** The process-wide createTask budget. */
 export interface KieRateBudgetShape {
   /**
    * Runs `effect` (one createTask request) once a slot is free. Waiting is
@@ -51,6 +53,7 @@ export interface KieRateBudgetShape {
    * Kie's guidance says, so that nobody in this process tries before then.
    */
   readonly penalize: Effect.Effect<void>
+  /** The state now: slots taken, in flight, callers waiting. */
   readonly snapshot: Effect.Effect<KieRateBudgetSnapshot>
   /**
    * Completes once a request started now would get a slot at once (a slot is
@@ -115,34 +118,25 @@ export const make = (options: {
       slots = slots.filter((slot) => slot.expiresAt > now)
     }
 
-    const waitForFreeSlot: Effect.Effect<void> = Effect.gen(function*() {
-      while (true) {
-        const now = yield* Clock.currentTimeMillis
-        prune(now)
-        if (slots.length < count) return
-        const wake = changed
-        let earliest = Infinity
-        for (const slot of slots) earliest = Math.min(earliest, slot.expiresAt)
-        yield* Number.isFinite(earliest)
-          ? Effect.raceFirst(Effect.sleep(Duration.millis(earliest - now)), Deferred.await(wake))
-          : Deferred.await(wake)
-      }
-    })
+    /** Waits until `hasRoom` holds: re-checked when the earliest slot frees and whenever a slot changes. */
+    const waitUntil = (hasRoom: () => boolean): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        while (true) {
+          const now = yield* Clock.currentTimeMillis
+          prune(now)
+          if (hasRoom()) return
+          const wake = changed
+          let earliest = Infinity
+          for (const slot of slots) earliest = Math.min(earliest, slot.expiresAt)
+          yield* Number.isFinite(earliest)
+            ? Effect.raceFirst(Effect.sleep(Duration.millis(Math.max(0, earliest - now))), Deferred.await(wake))
+            : Deferred.await(wake)
+        }
+      })
 
-    const awaitFreeSlot: Effect.Effect<void> = Effect.gen(function*() {
-      while (true) {
-        const now = yield* Clock.currentTimeMillis
-        prune(now)
-        // A waiter holds no slot yet but takes the next free one.
-        if (slots.length + waiting < count) return
-        const wake = changed
-        let earliest = Infinity
-        for (const slot of slots) earliest = Math.min(earliest, slot.expiresAt)
-        yield* Number.isFinite(earliest)
-          ? Effect.raceFirst(Effect.sleep(Duration.millis(Math.max(0, earliest - now))), Deferred.await(wake))
-          : Deferred.await(wake)
-      }
-    })
+    const waitForFreeSlot = waitUntil(() => slots.length < count)
+    // A waiter holds no slot yet but takes the next free one.
+    const awaitFreeSlot = waitUntil(() => slots.length + waiting < count)
 
     const release = (slot: Slot) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -216,6 +210,7 @@ export const make = (options: {
     return { withPermit, penalize, snapshot, awaitFreeSlot, recordEarlierSends }
   })
 
+/** The `KieRateBudget` service. */
 export class KieRateBudget extends Context.Service<KieRateBudget, KieRateBudgetShape>()("zimage-bot/KieRateBudget") {
   /** The process-wide budget from KIE_CREATE_RATE. */
   static readonly layer = Layer.effect(

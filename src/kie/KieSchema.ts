@@ -5,8 +5,19 @@
  * (`KieCallback.ts`).
  *
  * Every answer is `{code,msg,data}` and HTTP 200 does not mean success: the
- * body `code` decides (reference §0, §2). `resultJson` and `param` are JSON
- * *strings* inside the JSON and are parsed a second time.
+ * body `code` decides (`docs/external-apis.md` lists the codes). `resultJson`
+ * and `param` are JSON *strings* inside the JSON and are parsed a second time.
+ *
+ * A task's states (`data.state`) and what we make of them:
+ *
+ * | Kie's state  | `TaskState`  | final | means                                          |
+ * | ------------ | ------------ | ----- | ---------------------------------------------- |
+ * | (none yet)   | `Waiting`    | no    | `422 recordInfo is null`: not visible yet      |
+ * | `waiting`    | `Waiting`    | no    | accepted, not started                          |
+ * | `queuing`    | `Queuing`    | no    | in Kie's queue                                 |
+ * | `generating` | `Generating` | no    | being generated                                |
+ * | `success`    | `Success`    | yes   | `resultJson` holds at least one result URL     |
+ * | `fail`       | `Fail`       | yes   | no image; `failCode` and `failMsg` say why     |
  */
 import { Result, Schema } from "effect"
 import {
@@ -29,20 +40,26 @@ import {
 // ---------------------------------------------------------------------------
 // Requests
 
+/** The aspect ratios Z-Image accepts (`input.aspect_ratio`). */
 export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"] as const
+/** One of `ASPECT_RATIOS`. */
 export const AspectRatio = Schema.Literals(ASPECT_RATIOS)
+/** One of `ASPECT_RATIOS`. */
 export type AspectRatio = typeof AspectRatio.Type
 
 /** Kie's documented limit for `input.prompt`, in characters. */
 export const MAX_PROMPT_LENGTH = 1000
 
+/** The Kie model every task is created with. */
 export const MODEL = "z-image"
 
 // ---------------------------------------------------------------------------
 // Task states
 
+/** Kie's names of a task's states. */
 export type TaskStateName = "waiting" | "queuing" | "generating" | "success" | "fail"
 
+/** Accepted, not started; or not visible yet (`recordMissing`). */
 export interface TaskWaiting {
   readonly _tag: "Waiting"
   readonly taskId: string
@@ -52,19 +69,23 @@ export interface TaskWaiting {
    */
   readonly recordMissing: boolean
 }
+/** In Kie's queue. */
 export interface TaskQueuing {
   readonly _tag: "Queuing"
   readonly taskId: string
 }
+/** Being generated. */
 export interface TaskGenerating {
   readonly _tag: "Generating"
   readonly taskId: string
 }
+/** When a finished task was created and completed. */
 export interface TaskTimes {
   /** Unix millis, when Kie reports them. */
   readonly createTime: number | undefined
   readonly completeTime: number | undefined
 }
+/** Finished with at least one result URL. */
 export interface TaskSucceeded extends TaskTimes {
   readonly _tag: "Success"
   readonly taskId: string
@@ -72,6 +93,7 @@ export interface TaskSucceeded extends TaskTimes {
   /** The original request as Kie echoes it, when it could be read. */
   readonly param: TaskParam | undefined
 }
+/** Finished without an image: Kie's failCode and failMsg say why. */
 export interface TaskFailedState extends TaskTimes {
   readonly _tag: "Fail"
   readonly taskId: string
@@ -80,12 +102,16 @@ export interface TaskFailedState extends TaskTimes {
   readonly param: TaskParam | undefined
 }
 
+/** A task's state as recordInfo or a callback reports it. */
 export type TaskState = TaskWaiting | TaskQueuing | TaskGenerating | TaskSucceeded | TaskFailedState
+/** A state a task does not leave. */
 export type TerminalTaskState = TaskSucceeded | TaskFailedState
 
+/** Whether the task has finished (success or fail). */
 export const isTerminal = (state: TaskState): state is TerminalTaskState =>
   state._tag === "Success" || state._tag === "Fail"
 
+/** The request as Kie echoes it in `param` (a JSON string on the wire). */
 export interface TaskParam {
   readonly model: string | undefined
   readonly callBackUrl: string | undefined
@@ -105,11 +131,13 @@ export const Envelope = Schema.Struct({
   data: Schema.optional(Schema.Unknown)
 })
 
+/** The `data` of a createTask answer. */
 export const CreateTaskData = Schema.Struct({
   taskId: Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(200)),
   recordId: Schema.optional(Schema.Unknown)
 })
 
+/** `data.state` on the wire. */
 export const TaskStateLiteral = Schema.Literals(["waiting", "queuing", "generating", "success", "fail"])
 
 /** The `data` of recordInfo, and of a callback. Unknown extra fields are ignored. */
@@ -128,12 +156,15 @@ export const RecordInfoData = Schema.Struct({
   /** `resultJson` already parsed, which some answers carry. */
   response: Schema.optional(Schema.Unknown)
 })
+/** The decoded `data` of recordInfo. */
 export type RecordInfoData = typeof RecordInfoData.Type
 
 /** A result URL: the bot downloads it, so only http(s). */
 export const ResultUrl = Schema.String.check(Schema.isPattern(/^https?:\/\/[^\s]+$/i), Schema.isMaxLength(4096))
 
+/** `resultJson` parsed: at least one result URL. */
 export const ResultObject = Schema.Struct({ resultUrls: Schema.NonEmptyArray(ResultUrl) })
+/** `resultJson` as the string it is on the wire. */
 export const ResultJson = Schema.fromJsonString(ResultObject)
 
 const ParamObject = Schema.Struct({
@@ -337,6 +368,7 @@ export const decodeRecordInfoBody = (
   )
 }
 
+/** A callback body, decoded. */
 export interface DecodedCallback {
   readonly taskId: string
   readonly state: TaskState
