@@ -5,7 +5,7 @@
  * from them, so a new leader resumes every unfinished generation.
  *
  *   queued ─(rate budget)─▶ submitting ─createTask─▶ submitted ─poll/callback─▶ succeeded ─send─▶ delivered
- *   (any unfinished status) ─Kie refused / task failed / deadline / undeliverable─▶ failed ─notice─▶ notified
+ *   (any unfinished status) ─Kie refused / task failed / deadline / undeliverable─▶ failed ─notice─▶ (user told)
  *
  * | status       | who moves it on                 | to                                   |
  * | ------------ | ------------------------------- | ------------------------------------ |
@@ -21,14 +21,21 @@
  * shared state (`EngineTerm`) and the parts it hands work to, so the
  * dependencies run one way:
  *
- *   StatusMessages ◀─ FailureNotices ◀─ Delivery ◀─ ResultWatch
- *          ▲               ▲   ▲           ▲
- *          └──── Sweep ────┘   └── Submission (+ AccountPause, Sweep.expire)
+ *   FailureNotices ──▶ StatusMessages
+ *   ResultUpload   ──▶ FailureNotices
+ *   Delivery       ──▶ ResultUpload, FailureNotices, StatusMessages
+ *   ResultWatch    ──▶ Delivery, FailureNotices
+ *   Sweep          ──▶ Delivery, FailureNotices, StatusMessages, AccountPause
+ *   Submission     ──▶ Sweep (`expire` only), FailureNotices, AccountPause
+ *
+ * (each part uses only those listed after it, and every part uses `EngineTerm`
+ * and `Bookkeeping`; nothing points back).
  *
  * - `Submission` (+ `AccountPause`): createTask within the budget, fair
  *   order; pauses after Kie refuses.
  * - `ResultWatch`: polling recordInfo, and Kie's callbacks.
- * - `Delivery`: the picture to the user, once as far as possible.
+ * - `Delivery` (+ `ResultUpload`): the picture to the user, once as far as
+ *   possible.
  * - `FailureNotices`: failing a generation and telling its user once.
  * - `StatusMessages`: the "⏳" message while it waits; removed after delivery.
  * - `Sweep`: deadlines, recovery of `submitting` rows, and whatever a
