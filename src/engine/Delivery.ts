@@ -50,17 +50,15 @@ export interface Delivery {
   readonly start: (id: string) => Effect.Effect<void>
   /** Whether `id` is being delivered now. */
   readonly running: (id: string) => boolean
-  /** Delivers `id` if it is `succeeded`; never fails (the sweep retries). */
-  readonly deliver: (id: string) => Effect.Effect<void>
 }
 
 /** The deliveries of a term. */
 export const make = (
   term: EngineTerm,
-  notices: Pick<FailureNotices, "fail">,
-  status: Pick<StatusMessages, "finalize">
+  parts: { readonly notices: Pick<FailureNotices, "fail">; readonly status: Pick<StatusMessages, "finalize"> }
 ): Effect.Effect<Delivery, never, AppConfig | Generations | ResultDownload | Telegram> =>
   Effect.gen(function*() {
+    const { notices, status } = parts
     const config = yield* AppConfig
     const generations = yield* Generations
     const downloads = yield* ResultDownload
@@ -109,6 +107,7 @@ export const make = (
         return true
       })
 
+    /** Delivers `id` if it is `succeeded`; never fails (the sweep retries). */
     const deliver = Effect.fn("Engine.deliver")(function*(id: string) {
       const found = yield* generations.find(id)
       if (Option.isNone(found) || found.value.status !== "succeeded") return
@@ -135,7 +134,6 @@ export const make = (
 
     return {
       start: (id) => term.startJob(`deliver:${id}`, deliver(id)),
-      running: (id) => term.jobRunning(`deliver:${id}`),
-      deliver
+      running: (id) => term.jobRunning(`deliver:${id}`)
     }
   })

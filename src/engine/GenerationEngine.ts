@@ -90,8 +90,8 @@ export const makeParts = Effect.gen(function*() {
   const status = yield* StatusMessages.make
   const notices = yield* FailureNotices.make(term, status)
   const pause = yield* AccountPause.make
-  const delivery = yield* Delivery.make(term, notices, status)
-  const results = yield* ResultWatch.make(term, notices, delivery)
+  const delivery = yield* Delivery.make(term, { notices, status })
+  const results = yield* ResultWatch.make(term, { notices, delivery })
   const sweep = yield* Sweep.make(term, { pause, notices, delivery, status })
   const submission = yield* Submission.make(term, { pause, notices, sweep })
   return { term, status, notices, pause, delivery, results, sweep, submission }

@@ -2,8 +2,8 @@
  * Watching Kie for the results of `submitted` generations: polling
  * recordInfo, and Kie's callbacks.
  *
- * When to use: `pollLoop` and `callbackLoop` run for the term; `settle` is
- * where a final task state becomes `succeeded` (and the delivery starts) or
+ * When to use: `pollLoop` and `callbackLoop` run for the term. A final
+ * task state, from either, becomes `succeeded` (and the delivery starts) or
  * `failed` (and the notice starts).
  *
  * Details:
@@ -60,14 +60,8 @@ export const trustedState = (taskId: string, callback: StoredCallback | undefine
 
 /** The result watch of one term. */
 export interface ResultWatch {
-  /** A final task state of a `submitted` generation: `succeeded` and delivered, or `failed` and told. */
-  readonly settle: (g: Generation, state: TerminalTaskState) => Effect.Effect<void>
-  /** Starts polls for the due rows; returns how long the poller may sleep. */
-  readonly pollRound: Effect.Effect<Duration.Duration, SqlError>
   /** `pollRound` for the term, woken early by `poll` wake-ups. */
   readonly pollLoop: Effect.Effect<never>
-  /** Settles every `submitted` row whose trusted callback is stored (after a resync or at start). */
-  readonly checkStoredCallbacks: Effect.Effect<void, SqlError>
   /** Follows Kie's callbacks for the term. */
   readonly callbackLoop: Effect.Effect<never>
 }
@@ -75,19 +69,20 @@ export interface ResultWatch {
 /** The result watch of a term. */
 export const make = (
   term: EngineTerm,
-  notices: Pick<FailureNotices, "fail">,
-  delivery: Pick<Delivery, "start">
+  parts: { readonly notices: Pick<FailureNotices, "fail">; readonly delivery: Pick<Delivery, "start"> }
 ): Effect.Effect<ResultWatch, never, AppConfig | Generations | Kie | KieCallbacks> =>
   Effect.gen(function*() {
+    /** Generations with a poll in flight. */
+    const polling = new Set<string>()
+    const { delivery, notices } = parts
     const config = yield* AppConfig
     const generations = yield* Generations
     const kie = yield* Kie
     const callbacks = yield* KieCallbacks
     const pollLimiter = yield* KieRateBudget.make(RECORD_INFO_RATE)
-    /** Generations with a poll in flight. */
-    const polling = new Set<string>()
     const pollProblems = makeProblemLog()
 
+    /** A final task state of a `submitted` generation: `succeeded` and delivered, or `failed` and told. */
     const settle = (g: Generation, state: TerminalTaskState) =>
       Effect.gen(function*() {
         if (state._tag === "Success") {
@@ -136,6 +131,7 @@ export const make = (
       yield* again(Duration.max(config.kiePollInterval, POLL_AFTER_ACCOUNT_ERROR))
     })
 
+    /** Starts polls for the due rows; returns how long the poller may sleep. */
     const pollRound: Effect.Effect<Duration.Duration, SqlError> = Effect.gen(function*() {
       const room = MAX_CONCURRENT_POLLS - polling.size
       if (room <= 0) return POLL_IDLE // a finishing poll wakes the loop
@@ -174,6 +170,7 @@ export const make = (
       }
     )
 
+    /** Settles every `submitted` row whose trusted callback is stored (after a resync or at start). */
     const checkStoredCallbacks = Effect.gen(function*() {
       const submitted = yield* generations.withStatus("submitted", 1000)
       if (submitted.length === 0) return
@@ -216,5 +213,5 @@ export const make = (
       )
     }))
 
-    return { settle, pollRound, pollLoop, checkStoredCallbacks, callbackLoop }
+    return { pollLoop, callbackLoop }
   })

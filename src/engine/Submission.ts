@@ -3,7 +3,7 @@
  * budget, oldest first and one per user per round.
  *
  * When to use: `loop` runs for the term, woken by `submit` wake-ups (new
- * rows); `step` is one decision of it, for a test.
+ * rows).
  *
  * Details: the loop waits until the budget has a free slot, then takes the
  * next row in fair order (`Generations.nextQueued`) and starts its createTask
@@ -62,8 +62,6 @@ const ACCOUNT_PROBLEMS = new Set<KieError["_tag"]>([
 
 /** The submissions of one term. */
 export interface Submission {
-  /** One decision: wait out a pause or a full budget, then start the next submission; `idle` when none waits. */
-  readonly step: Effect.Effect<"more" | "idle", SqlError>
   /** `step` for the term; sleeps when idle until woken (or SWEEP_INTERVAL), a failure logged once. */
   readonly loop: Effect.Effect<never>
 }
@@ -188,6 +186,7 @@ export const make = (
         yield* Deferred.await(entered)
       })
 
+    /** One decision: wait out a pause or a full budget, then start the next submission; `idle` when none waits. */
     const step: Effect.Effect<"more" | "idle", SqlError> = Effect.gen(function*() {
       const paused = yield* pause.active
       if (Option.isSome(paused)) {
@@ -215,5 +214,5 @@ export const make = (
       }
     )
 
-    return { step, loop }
+    return { loop }
   })

@@ -54,8 +54,6 @@ export const UNCERTAIN_SETTLE = Duration.seconds(10)
 export interface Sweep {
   /** Fails `g` as past its deadline (while Kie is paused, a queued one gets the pause's reason). */
   readonly expire: (g: Generation) => Effect.Effect<void>
-  /** A `submitting` row nobody in this term is sending: find its task, or give up on it. */
-  readonly recover: (g: Generation, now: DateTime.Utc) => Effect.Effect<void, SqlError>
   /** One pass (see the module doc). */
   readonly pass: Effect.Effect<void, SqlError>
   /** `pass` every SWEEP_INTERVAL for the term, sooner when woken; a failure logged once. */
@@ -94,6 +92,7 @@ export const make = (
         )
       })
 
+    /** A `submitting` row nobody in this term is sending: find its task, or give up on it. */
     const recover = (g: Generation, now: DateTime.Utc) =>
       Effect.gen(function*() {
         const taskId = g.submitRef === null ? Option.none<string>() : yield* kie.recoverTask(g.submitRef)
@@ -145,5 +144,5 @@ export const make = (
       recovered: "[GEN] sweeps work again"
     })
 
-    return { expire, recover, pass, loop }
+    return { expire, pass, loop }
   })
