@@ -9,12 +9,12 @@
  * Details: the pause lives in `GenerationEngineStatus.pause` (shown on
  * /health).
  *
- * | answer to createTask                                   | pause                              | log                               |
- * | ------------------------------------------------------ | ---------------------------------- | --------------------------------- |
- * | nothing created (429, 455, 5xx, no connection)         | transient, 15 s doubling to 2 min  | WARN once per problem             |
- * | an unexpected response                                 | transient, as above                | WARN once per problem             |
- * | an account problem (401, 402, 433, 505)                | account, ACCOUNT_PAUSE at a time   | ERROR once per distinct problem   |
- * | a task id                                              | lifted, the streak reset           | INFO "Kie accepts tasks again"    |
+ * | answer to createTask                     | pause                             | log                            |
+ * | ---------------------------------------- | --------------------------------- | ------------------------------ |
+ * | nothing created (429, 455, 5xx, network) | transient, 15 s doubling to 2 min | WARN once per problem          |
+ * | an unexpected response                   | transient, as above               | WARN once per problem          |
+ * | an account problem (401, 402, 433, 505)  | account, ACCOUNT_PAUSE at a time  | ERROR once per distinct one    |
+ * | a task id                                | lifted, the streak reset          | INFO "Kie accepts tasks again" |
  *
  * Gotchas: submissions overlap, so an answer to a request sent before the
  * current pause began (`sentBeforeThePause`) neither lifts nor lengthens it;

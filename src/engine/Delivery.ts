@@ -109,6 +109,7 @@ export const make = (
 
     /** Delivers `id` if it is `succeeded`; never fails (the sweep retries). */
     const deliver = Effect.fn("Engine.deliver")(function*(id: string) {
+      yield* Effect.annotateCurrentSpan("generation_id", id)
       const found = yield* generations.find(id)
       if (Option.isNone(found) || found.value.status !== "succeeded") return
       let g = found.value
@@ -128,7 +129,9 @@ export const make = (
       if (g.statusMessageId !== null) yield* status.finalize(g, g.statusMessageId)
     }, (effect, id) =>
       effect.pipe(
-        Effect.catch((error) => Effect.logWarning(`[GEN] delivering generation ${id}: ${error.message}; the sweep retries`)),
+        Effect.catch((error) =>
+          Effect.logWarning(`[GEN] delivering generation ${id}: ${error.message}; the sweep retries`)
+        ),
         Semaphore.withPermit(permits)
       ))
 

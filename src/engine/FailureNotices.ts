@@ -60,6 +60,7 @@ export const make = (
     const telegram = yield* Telegram
 
     const notify = Effect.fn("Engine.notify")(function*(id: string) {
+      yield* Effect.annotateCurrentSpan("generation_id", id)
       const found = yield* generations.find(id)
       if (Option.isNone(found)) return
       const g = found.value
@@ -97,7 +98,9 @@ export const make = (
       yield* Effect.logWarning(`[GEN] telling generation ${g.id}'s user failed, trying again later: ${error.message}`)
     }, (effect, id) =>
       effect.pipe(
-        Effect.catch((error) => Effect.logWarning(`[GEN] notifying generation ${id}: ${error.message}; the sweep retries`))
+        Effect.catch((error) =>
+          Effect.logWarning(`[GEN] notifying generation ${id}: ${error.message}; the sweep retries`)
+        )
       ))
 
     const start = (id: string) => term.startJob(`notify:${id}`, notify(id))

@@ -104,6 +104,7 @@ export const make = (
       })
 
     const pollOne = Effect.fn("Engine.poll")(function*(g: Generation) {
+      yield* Effect.annotateCurrentSpan("generation_id", g.id)
       const taskId = g.kieTaskId!
       const result = yield* Effect.result(pollLimiter.withPermit(kie.getTaskOnce(taskId)))
       const now = yield* DateTime.now

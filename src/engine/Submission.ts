@@ -60,6 +60,12 @@ const ACCOUNT_PROBLEMS = new Set<KieError["_tag"]>([
   "KieFeatureDisabled"
 ])
 
+/** One createTask call: whether its row was marked `submitting` (logged once), and its send number. */
+interface SendingState {
+  announced: boolean
+  number: number
+}
+
 /** The submissions of one term. */
 export interface Submission {
   /** `step` for the term; sleeps when idle until woken (or SWEEP_INTERVAL), a failure logged once. */
@@ -83,8 +89,7 @@ export const make = (
     const { notices, pause, sweep } = parts
 
     /** The row is ready to go right before the request leaves: marked `submitting` under `ref`. */
-    const beforeSend = (g: Generation, entered: Deferred.Deferred<void>, sending: { announced: boolean; number: number }) =>
-    (ref: string) =>
+    const beforeSend = (g: Generation, entered: Deferred.Deferred<void>, sending: SendingState) => (ref: string) =>
       Effect.gen(function*() {
         if (term.draining()) return yield* new SubmissionCancelled({ message: "the engine is stopping" })
         // Another submission may have paused Kie while this one waited for its slot.
@@ -120,7 +125,7 @@ export const make = (
         yield* term.wake("poll")
       })
 
-    const refused = (g: Generation, error: KieCreateTaskError, sending: { announced: boolean; number: number }) =>
+    const refused = (g: Generation, error: KieCreateTaskError, sending: SendingState) =>
       Effect.gen(function*() {
         if (error._tag === "KieCreateTaskUncertain" && error.recoverable) {
           yield* Effect.logWarning(
@@ -142,7 +147,8 @@ export const make = (
       })
 
     const submit = Effect.fn("Engine.submit")(function*(g: Generation, entered: Deferred.Deferred<void>) {
-      const sending = { announced: false, number: 0 }
+      yield* Effect.annotateCurrentSpan("generation_id", g.id)
+      const sending: SendingState = { announced: false, number: 0 }
       const outcome = yield* Effect.result(kie.createTask<SubmissionCancelled | SqlError>({
         prompt: g.prompt,
         aspectRatio: g.aspectRatio,

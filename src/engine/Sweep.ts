@@ -125,7 +125,8 @@ export const make = (
       if (Option.isSome(paused) && paused.value.kind === "account") {
         for (const g of yield* generations.withStatus("queued", SWEEP_BATCH)) {
           if (term.submissions.has(g.id)) continue
-          yield* notices.fail(g, paused.value.code, `not submitted: ${paused.value.detail}`, paused.value.userReason[g.lang])
+          const { code, detail, userReason } = paused.value
+          yield* notices.fail(g, code, `not submitted: ${detail}`, userReason[g.lang])
         }
       }
       for (const g of yield* generations.withStatus("submitting", SWEEP_BATCH)) {
