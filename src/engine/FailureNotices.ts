@@ -9,14 +9,14 @@
  * it, and starts the notice as a job keyed `notify:<id>`. The notice is
  * "❌ …" with the reason and the retry button:
  *
- * | the row has                  | Telegram answers            | then                               |
- * | ---------------------------- | --------------------------- | ---------------------------------- |
- * | a status message             | edit accepted / chat blocked | told (the status message consumed) |
- * | a status message             | 400 (gone, not editable)    | forgotten; a new message instead   |
- * | a status message             | anything else               | the sweep tries again              |
- * | no status message            | sent                        | told (new message)                 |
- * | no status message            | chat blocked / 400          | told (nobody to tell), logged      |
- * | no status message            | anything else               | the sweep tries again              |
+ * | the row has        | Telegram answers             | then                                 |
+ * | ------------------ | ---------------------------- | ------------------------------------ |
+ * | a status message   | edit accepted / chat blocked | told (the status message consumed)   |
+ * | a status message   | 400 (gone, not editable)     | forgotten; a new message instead     |
+ * | a status message   | anything else                | the sweep tries again                |
+ * | no status message  | sent                         | told (new message)                   |
+ * | no status message  | chat blocked / 400           | told (nobody to tell), logged        |
+ * | no status message  | anything else                | the sweep tries again                |
  *
  * Gotchas: a new message has a duplicate window (sent, then a crash before
  * `notified_at` is recorded sends it again); an edit repeated is harmless.

@@ -7,14 +7,15 @@
  *
  * Details: one pass, at most SWEEP_BATCH rows per kind:
  *
- * | rows                                        | the sweep                                         |
- * | ------------------------------------------- | ------------------------------------------------- |
- * | past `deadline_at` (a `succeeded` one after DELIVERY_GRACE more) | failed "took too long" (`expire`) |
- * | `queued`, during an account pause           | failed at once with the pause's reason            |
- * | `submitting`, not being sent by this term   | `recover`: its task found by its ref, or failed   |
- * | `succeeded`                                 | delivery started (unless it runs)                 |
- * | `failed`, user not told                     | notice started (unless it runs)                   |
- * | finished, status message still open         | status message finalized                          |
+ * | rows                                      | the sweep                                        |
+ * | ----------------------------------------- | ------------------------------------------------ |
+ * | past `deadline_at` (`succeeded`: plus     | failed "took too long" (`expire`), unless this   |
+ * | DELIVERY_GRACE, its picture exists)       | term is sending or delivering it                 |
+ * | `queued`, during an account pause         | failed at once with the pause's reason           |
+ * | `submitting`, not being sent by this term | `recover`: its task found by its ref, or failed  |
+ * | `succeeded`                               | delivery started (unless it runs)                |
+ * | `failed`, user not told                   | notice started (unless it runs)                  |
+ * | finished, status message still open       | status message finalized                         |
  *
  * A `submitting` row nobody in this term is sending is resolved through the
  * task registry (`Kie.recoverTask(ref)`: the task id createTask returned, or
