@@ -68,7 +68,11 @@ interface SendingState {
 
 /** The submissions of one term. */
 export interface Submission {
-  /** `step` for the term; sleeps when idle until woken (or SWEEP_INTERVAL), a failure logged once. */
+  /**
+   * Submits for the term: waits out a pause or a full budget, starts the next
+   * submission; when none waits, sleeps until woken (or SWEEP_INTERVAL). A
+   * failure is logged once.
+   */
   readonly loop: Effect.Effect<never>
 }
 
@@ -116,8 +120,9 @@ export const make = (
         )
         yield* pause.accepted(sendNumber)
         if (Option.isNone(recorded)) return // the registry has ref → task id; the sweep recovers it
-        if (recorded.value) yield* logState(g.id, "submitting → submitted", taskId)
-        else {
+        if (recorded.value) {
+          yield* logState(g.id, "submitting → submitted", taskId)
+        } else {
           yield* Effect.logWarning(
             `[GEN] task ${taskId} was created for generation ${g.id}, which no longer waited for it`
           )
