@@ -10,7 +10,7 @@
  *
  * The bundle lives inside the repository so that `node_modules` (for the few
  * packages left external, and the embedded PostgreSQL binaries) and
- * `package.json` (the version in `/health`, see `platform/Health.ts`) resolve.
+ * `package.json` (the version in `/health`, see `observability/Health.ts`) resolve.
  */
 import { build } from "rolldown"
 import * as fs from "node:fs"

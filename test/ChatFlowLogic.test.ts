@@ -8,7 +8,7 @@ import {
   isValidState,
   transition
 } from "../src/chat/ChatFlowLogic.ts"
-import { ASPECT_RATIOS, CallbackData, parseCallbackData, PROMPT_MAX_LENGTH, t } from "../src/chat/Messages.ts"
+import { ASPECT_RATIOS, CallbackData, parseCallbackData, PROMPT_MAX_LENGTH, t } from "../src/texts/Messages.ts"
 
 const ru = { lang: "ru", singleModelOnly: true } as const
 

@@ -8,12 +8,12 @@
  *   and every `process.env.X` in `src/`; cross-checked against the names
  *   `AppConfig.load` actually asks its `ConfigProvider` for;
  * - callback data: every literal starting with `zimage:` in
- *   `src/chat/Messages.ts` (a template's `${…}` is written `<…>` in the doc);
+ *   `src/texts/Messages.ts` (a template's `${…}` is written `<…>` in the doc);
  *   cross-checked against the data the keyboards really carry;
  * - bot commands: what `botCommands` registers;
  * - log markers: every literal in `src/` that starts with `[NAME]` (a
  *   template's `${…}` inside the brackets is written `n`, as in `[WORKER_n]`);
- * - metric names: every `zimage_…` literal in `src/platform/Metrics.ts`;
+ * - metric names: every `zimage_…` literal in `src/observability/Metrics.ts`;
  * - `/health` fields and `/metrics` series: what the whole app, started on a
  *   test database, answers.
  *
@@ -37,7 +37,7 @@ import {
   ratioKeyboard,
   retryKeyboard,
   welcomeKeyboard
-} from "../src/chat/Messages.ts"
+} from "../src/texts/Messages.ts"
 
 const root = new URL("../", import.meta.url)
 const read = (path: string) => readFileSync(new URL(path, root), "utf8")
@@ -130,7 +130,7 @@ const canonicalData = (text: string) => text.replaceAll(HOLE, "<>").replace(/<[^
 
 /** Callback data literals of Messages.ts, templates included (holes as `HOLE`). */
 const callbackTemplatesInSource = (): Set<string> =>
-  new Set(literalsOf("src/chat/Messages.ts").filter((s) => s.startsWith("zimage:")))
+  new Set(literalsOf("src/texts/Messages.ts").filter((s) => s.startsWith("zimage:")))
 
 const templatePattern = (template: string) =>
   new RegExp("^" + template.split(HOLE).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join(".+") + "$")
@@ -166,7 +166,7 @@ const markersInSource = (): Set<string> =>
 
 /** The Prometheus series `GET /metrics` exports. */
 const metricsInSource = (): Set<string> =>
-  new Set(literalsOf("src/platform/Metrics.ts").filter((s) => /^zimage_[a-z0-9_]+$/.test(s)))
+  new Set(literalsOf("src/observability/Metrics.ts").filter((s) => /^zimage_[a-z0-9_]+$/.test(s)))
 
 // ---------------------------------------------------------------------------
 // Doc side

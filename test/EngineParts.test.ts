@@ -7,7 +7,7 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Fiber, Option } from "effect"
 import { TestClock } from "effect/testing"
-import { retryKeyboard, t } from "../src/chat/Messages.ts"
+import { retryKeyboard, t } from "../src/texts/Messages.ts"
 import * as EngineTerm from "../src/engine/EngineTerm.ts"
 import * as FailureNotices from "../src/engine/FailureNotices.ts"
 import { makeParts } from "../src/engine/GenerationEngine.ts"

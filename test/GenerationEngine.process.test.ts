@@ -8,7 +8,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { t } from "../src/chat/Messages.ts"
+import { t } from "../src/texts/Messages.ts"
 import { FakeKie, localResult } from "./fakes/FakeKie.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { getJson, type ServiceProcess, startService } from "./support/ServiceProcess.ts"

@@ -6,7 +6,7 @@ import { assert, layer } from "@effect/vitest"
 import { Duration, Effect, Layer, Option, Ref } from "effect"
 import { Generations } from "../src/generations/Generations.ts"
 import * as GenerationsHealth from "../src/generations/GenerationsHealth.ts"
-import { Health } from "../src/platform/Health.ts"
+import { Health } from "../src/observability/Health.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
 

@@ -1,7 +1,7 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import * as LeaderServices from "../src/leadership/LeaderServices.ts"
+import * as LeaderServices from "../src/LeaderServices.ts"
 import * as WebhookSetup from "../src/intake/WebhookSetup.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"

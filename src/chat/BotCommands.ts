@@ -5,7 +5,7 @@
  * the background and never hold up leadership.
  */
 import { Effect, Layer } from "effect"
-import { botCommands } from "./Messages.ts"
+import { botCommands } from "../texts/Messages.ts"
 import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
 import { backoff } from "../platform/Retry.ts"
 import { retryLogged } from "../platform/Supervised.ts"

@@ -26,7 +26,7 @@ import { makeChatReplies, orRetrySql } from "./ChatReplies.ts"
 import { ChatSessions } from "./ChatSessions.ts"
 import { makeGenerationRequests } from "./GenerationRequests.ts"
 import { Generations } from "../generations/Generations.ts"
-import { langOf } from "./Messages.ts"
+import { langOf } from "../texts/Messages.ts"
 import { Telegram } from "../telegram/Telegram.ts"
 import { type Update, UpdateHandler } from "../dispatch/UpdateHandler.ts"
 

@@ -14,7 +14,7 @@ import {
   ratioKeyboard,
   t,
   welcomeKeyboard
-} from "./Messages.ts"
+} from "../texts/Messages.ts"
 
 /** Where a chat is in the conversation (stored in `chat_sessions`). */
 export type ChatState =

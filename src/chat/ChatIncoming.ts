@@ -6,7 +6,7 @@
 import { Predicate } from "effect"
 import type { Update, User } from "../dispatch/UpdateHandler.ts"
 import type { ChatInput } from "./ChatFlowLogic.ts"
-import { parseCallbackData } from "./Messages.ts"
+import { parseCallbackData } from "../texts/Messages.ts"
 
 /** What one update means to the flow. */
 export interface Incoming {

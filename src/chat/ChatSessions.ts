@@ -20,7 +20,7 @@ import { Context, DateTime, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChatState } from "./ChatFlowLogic.ts"
-import type { Lang } from "./Messages.ts"
+import type { Lang } from "../texts/Messages.ts"
 import { ddl, Int8 } from "../database/SqlColumns.ts"
 
 /** Migration 0004: one row per chat. */

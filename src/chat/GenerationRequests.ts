@@ -14,7 +14,7 @@ import { UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
 import type { ChatAction } from "./ChatFlowLogic.ts"
 import type { Incoming } from "./ChatIncoming.ts"
 import { type ChatReplies, type ChatUnreachable, orRetrySql } from "./ChatReplies.ts"
-import { type AspectRatio, type Lang, t } from "./Messages.ts"
+import { type AspectRatio, type Lang, t } from "../texts/Messages.ts"
 
 /** Starting generations from the chat. */
 export interface GenerationRequests {

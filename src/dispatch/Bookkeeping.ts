@@ -9,7 +9,7 @@
  * really changed, so `/metrics` never counts an update twice.
  */
 import { Cause, Clock, Effect, Metric, Option } from "effect"
-import * as Metrics from "../platform/Metrics.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import { bookkeepingPolicy } from "../platform/Retry.ts"
 
 /**

@@ -16,7 +16,7 @@
  */
 import { Cause, Clock, Duration, Effect, Metric, Schedule, Schema, Semaphore } from "effect"
 import type { InboxShape } from "../inbox/Inbox.ts"
-import * as Metrics from "../platform/Metrics.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import { backoff } from "../platform/Retry.ts"
 import type { InFlight, Item } from "./InFlight.ts"
 import { countProcessed, describeFailure, record } from "./Bookkeeping.ts"

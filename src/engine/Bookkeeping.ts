@@ -11,7 +11,7 @@
  */
 import { DateTime, Effect, Metric } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { generationsFinished } from "../platform/Metrics.ts"
+import { generationsFinished } from "../observability/Metrics.ts"
 import { bookkeepingPolicy } from "../platform/Retry.ts"
 
 /** How a generation ended, as counted by `generations_finished_total`. */

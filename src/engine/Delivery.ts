@@ -26,11 +26,11 @@
  * never arrives is worse than one that arrives twice.
  */
 import { DateTime, Effect, Metric, Option, Result, Schedule, Semaphore } from "effect"
-import { t } from "../chat/Messages.ts"
+import { t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
 import { DownloadFailed, hostOf, ResultDownload } from "../media/ResultDownload.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
-import { generationSecondsHistogram } from "../platform/Metrics.ts"
+import { generationSecondsHistogram } from "../observability/Metrics.ts"
 import { backoff } from "../platform/Retry.ts"
 import { Telegram } from "../telegram/Telegram.ts"
 import { bookkeeping, finished, logState, secondsBetween } from "./Bookkeeping.ts"

@@ -22,7 +22,7 @@
  * `notified_at` is recorded sends it again); an edit repeated is harmless.
  */
 import { Effect, Option, Result } from "effect"
-import { retryKeyboard, t } from "../chat/Messages.ts"
+import { retryKeyboard, t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
 import { Telegram } from "../telegram/Telegram.ts"
 import { bookkeeping, finished, type FinishOutcome, logState } from "./Bookkeeping.ts"

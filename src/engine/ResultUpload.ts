@@ -22,7 +22,7 @@
  */
 import { Effect, Result, Schedule } from "effect"
 import { InputFile } from "grammy"
-import { doneKeyboard, t } from "../chat/Messages.ts"
+import { doneKeyboard, t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
 import { fitsAsPhoto, imageInfo } from "../media/ImageInfo.ts"
 import { AppConfig } from "../platform/AppConfig.ts"

@@ -30,7 +30,7 @@
  */
 import { DateTime, Deferred, Duration, Effect, Exit, Option, Result, Schedule } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { t } from "../chat/Messages.ts"
+import { t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
 import { Telegram, type TelegramError } from "../telegram/Telegram.ts"

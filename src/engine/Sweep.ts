@@ -30,7 +30,7 @@
  */
 import { DateTime, Duration, Effect, Option } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { t } from "../chat/Messages.ts"
+import { t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
 import { Kie } from "../kie/Kie.ts"
 import { AppConfig } from "../platform/AppConfig.ts"

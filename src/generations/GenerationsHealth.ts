@@ -18,8 +18,8 @@
  */
 import { Context, DateTime, Effect, Layer, Metric, Option, Ref } from "effect"
 import { Generations } from "./Generations.ts"
-import { Health } from "../platform/Health.ts"
-import { generationsInFlight, MetricsRefresh } from "../platform/Metrics.ts"
+import { Health } from "../observability/Health.ts"
+import { generationsInFlight, MetricsRefresh } from "../observability/Metrics.ts"
 
 /** Why and until when the engine holds back createTask requests. */
 export interface SubmissionPause {

@@ -11,8 +11,8 @@
  */
 import { DateTime, Effect, Metric, Option } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { Health } from "../platform/Health.ts"
-import * as Metrics from "../platform/Metrics.ts"
+import { Health } from "../observability/Health.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import * as UtcTime from "../platform/UtcTime.ts"
 import type { InboxStats } from "./sql/counts.ts"
 

@@ -15,7 +15,7 @@
 import { Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { Inbox } from "../inbox/Inbox.ts"
-import * as Metrics from "../platform/Metrics.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
 import { retryLogged } from "../platform/Supervised.ts"
 import { Telegram, type TelegramError } from "../telegram/Telegram.ts"

@@ -20,7 +20,7 @@ import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse 
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { Inbox } from "../inbox/Inbox.ts"
-import * as Metrics from "../platform/Metrics.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 
 /** Where Telegram posts updates (the path of the webhook URL we register). */

@@ -8,7 +8,7 @@
  * - `retryable`: whether trying the same request again may succeed *and* is
  *   safe (a createTask that may have created a task is never retryable);
  * - `reasonForUser`: why it failed, for a user, as a `KieReason` that the
- *   messages module (`chat/Messages.ts`) words; `userReason` is that text in
+ *   messages module (`texts/Messages.ts`) words; `userReason` is that text in
  *   Russian and English.
  *
  * Details: every error class is made by `kieError`, which adds the policy
@@ -18,7 +18,7 @@
  */
 import type * as Cause from "effect/Cause"
 import { Schema } from "effect"
-import { type KieReason, kieReasonText } from "../chat/Messages.ts"
+import { type KieReason, kieReasonText } from "../texts/Messages.ts"
 
 /** A user-facing reason in both languages. */
 export interface UserReason {

@@ -17,8 +17,8 @@
  *   info for a release, warning otherwise.
  */
 import { type Context, DateTime, Effect, Metric, Option, SubscriptionRef } from "effect"
-import type { HealthFields } from "../platform/Health.ts"
-import * as Metrics from "../platform/Metrics.ts"
+import type { HealthFields } from "../observability/Health.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import { type LeaderPhase, LeaderState, type LeaderStatus } from "./LeaderState.ts"
 
 /** Why a term of leadership ended; the `reason=` of the STATE_SYNC line. */

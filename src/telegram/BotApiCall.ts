@@ -14,7 +14,7 @@
  *   is not).
  */
 import { Duration, Effect, Schedule, Schema } from "effect"
-import * as Metrics from "../platform/Metrics.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import type { BlockedChats } from "./BlockedChats.ts"
 import { fromGrammy, networkError, TelegramChatBlocked, type TelegramError } from "./TelegramErrors.ts"
 

@@ -8,7 +8,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { randomBytes } from "node:crypto"
 import { inject } from "vitest"
 import * as Database from "../../src/database/Database.ts"
-import { migrations } from "../../src/database/Migrations.ts"
+import { migrations } from "../../src/Migrations.ts"
 
 export const adminDatabaseUrl = (): string => inject("adminDatabaseUrl")
 

@@ -8,7 +8,7 @@
  */
 import { DateTime, Duration, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
-import type { AspectRatio, Lang } from "../../chat/Messages.ts"
+import type { AspectRatio, Lang } from "../../texts/Messages.ts"
 import { asDate, decodeRows, type Generation, unfinished } from "./row.ts"
 
 /** The NOTIFY channel a new generation is announced on: it wakes the engine on the ACTIVE instance. */

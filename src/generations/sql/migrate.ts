@@ -1,6 +1,6 @@
 /**
  * The `generations` table's DDL, one export per migration (their order is
- * fixed in `database/Migrations.ts`).
+ * fixed in `Migrations.ts`).
  *
  * Gotchas: an applied migration never changes. The status lists below are
  * written out on purpose: they record what the table was created with, and

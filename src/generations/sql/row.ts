@@ -5,7 +5,7 @@
  */
 import { DateTime, Effect, Option, Schema } from "effect"
 import * as Statement from "effect/sql/Statement"
-import type { AspectRatio, Lang } from "../../chat/Messages.ts"
+import type { AspectRatio, Lang } from "../../texts/Messages.ts"
 import { Int8, Int8Id as Id } from "../../database/SqlColumns.ts"
 import * as UtcTime from "../../platform/UtcTime.ts"
 

@@ -10,7 +10,7 @@
 import { Context, Effect, Layer, Ref } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { readFileSync } from "node:fs"
-import { AppConfig } from "./AppConfig.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
 import { Database } from "../database/Database.ts"
 
 export type HealthFields = Readonly<Record<string, unknown>>

@@ -12,12 +12,12 @@
  * interrupt or failure when leadership was lost (stop at once).
  */
 import { Effect, Layer, Option } from "effect"
-import { AppConfig } from "../platform/AppConfig.ts"
-import * as Dispatcher from "../dispatch/Dispatcher.ts"
-import { LeaderTerm } from "./LeaderTerm.ts"
-import * as Poller from "../intake/Poller.ts"
-import * as Reconciler from "../inbox/Reconciler.ts"
-import * as WebhookSetup from "../intake/WebhookSetup.ts"
+import { AppConfig } from "./platform/AppConfig.ts"
+import * as Dispatcher from "./dispatch/Dispatcher.ts"
+import { LeaderTerm } from "./leadership/LeaderTerm.ts"
+import * as Poller from "./intake/Poller.ts"
+import * as Reconciler from "./inbox/Reconciler.ts"
+import * as WebhookSetup from "./intake/WebhookSetup.ts"
 
 /** Long polling or setWebhook, by PUBLIC_URL. */
 export const intakeLayer = Layer.unwrap(Effect.gen(function*() {

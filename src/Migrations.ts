@@ -3,12 +3,12 @@
  * that owns the table; this list only fixes the order in which they run.
  * Never edit or renumber an applied migration: add a new one.
  */
-import type { Migrations } from "./Database.ts"
-import * as ChatSessions from "../chat/ChatSessions.ts"
-import * as Generations from "../generations/Generations.ts"
-import * as Inbox from "../inbox/Inbox.ts"
-import * as KieCallback from "../kie/KieCallback.ts"
-import * as Telegram from "../telegram/Telegram.ts"
+import type { Migrations } from "./database/Database.ts"
+import * as ChatSessions from "./chat/ChatSessions.ts"
+import * as Generations from "./generations/Generations.ts"
+import * as Inbox from "./inbox/Inbox.ts"
+import * as KieCallback from "./kie/KieCallback.ts"
+import * as Telegram from "./telegram/Telegram.ts"
 
 /** Every migration, by `<number>_<name>`. */
 export const migrations: Migrations = {

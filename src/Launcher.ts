@@ -22,10 +22,10 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Duration, Effect, Exit, Layer, Logger, References } from "effect"
 import { ServeError } from "effect/http/HttpServerError"
 import { SqlError } from "effect/sql/SqlError"
-import { AppConfig, type AppConfigShape, ConfigInvalid, secretsOf } from "./AppConfig.ts"
-import { Database, DatabaseUnavailable } from "../database/Database.ts"
-import { EmbeddedPostgresError } from "../database/EmbeddedPostgres.ts"
-import { LoggingLive, makeLogger } from "./Logging.ts"
+import { AppConfig, type AppConfigShape, ConfigInvalid, secretsOf } from "./platform/AppConfig.ts"
+import { Database, DatabaseUnavailable } from "./database/Database.ts"
+import { EmbeddedPostgresError } from "./database/EmbeddedPostgres.ts"
+import { LoggingLive, makeLogger } from "./platform/Logging.ts"
 
 /** One human sentence for a startup failure; never the raw error object. */
 export const describeFatal = (error: unknown): string => {
