@@ -1,15 +1,14 @@
 /**
  * The Kie client against the fake Kie server on loopback, with TestClock for
- * every wait (retries, the budget, polling, deadlines).
+ * every wait (retries, the budget).
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, Logger } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
-import { isKieError, Kie, type KieError, type KieShape } from "../src/kie/Kie.ts"
+import { Kie, type KieError, type KieShape, KieTaskFailed } from "../src/kie/Kie.ts"
 import type { KieCallbacks } from "../src/kie/KieCallback.ts"
-import { awaitResult, getTask } from "../src/kie/KieAwait.ts"
 import { KieRateBudget } from "../src/kie/KieRateBudget.ts"
 import { makeLogger } from "../src/platform/Logging.ts"
 import { FakeKie, type FakeKieOptions } from "./fakes/FakeKie.ts"
@@ -160,8 +159,8 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           assert.strictEqual(created._tag, "KieUnauthorized")
           assert.include(created.message, "invalid key <redacted>")
           fake.addTask("task_k")
-          fake.scriptRecordInfo(...Array.from({ length: 4 }, () => ({ error: 500, msg: `oops ${TEST_KIE_KEY}` })))
-          const polled = yield* failureOf(fake, getTask("task_k"))
+          fake.scriptRecordInfo({ error: 500, msg: `oops ${TEST_KIE_KEY}` })
+          const polled = yield* failureOf(fake, kie.getTaskOnce("task_k"))
           assert.strictEqual(polled._tag, "KieServerError")
           assert.include(polled.message, "oops <redacted>")
         })))
@@ -329,8 +328,8 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
         })))
   })
 
-  describe("getTask", () => {
-    it.effect("getTaskOnce is one request, no retry", () =>
+  describe("getTaskOnce", () => {
+    it.effect("one request, no retry", () =>
       withKie({}, ({ fake, kie }) =>
         Effect.gen(function*() {
           fake.addTask("task_once", { steps: ["generating"] })
@@ -343,13 +342,13 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
         })))
 
     it.effect("decodes each state; `recordInfo is null` is still waiting", () =>
-      withKie({}, ({ fake }) =>
+      withKie({}, ({ fake, kie }) =>
         Effect.gen(function*() {
           fake.addTask("task_states", {
             steps: ["null", "waiting", "queuing", "generating", { success: ["https://cdn.example/a.png", "https://cdn.example/b.png"] }]
           })
           const states = []
-          for (let i = 0; i < 5; i++) states.push(yield* getTask("task_states"))
+          for (let i = 0; i < 5; i++) states.push(yield* kie.getTaskOnce("task_states"))
           assert.deepStrictEqual(states.slice(0, 4), [
             { _tag: "Waiting", taskId: "task_states", recordMissing: true },
             { _tag: "Waiting", taskId: "task_states", recordMissing: false },
@@ -363,116 +362,64 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
             assert.strictEqual(success.param?.model, "z-image")
           }
           fake.addTask("task_failed", { steps: [{ fail: { code: "400", msg: "Content flagged as sensitive" } }] })
-          const failed = yield* getTask("task_failed")
+          const failed = yield* kie.getTaskOnce("task_failed")
           assert.include(failed, { _tag: "Fail", failCode: "400", failMsg: "Content flagged as sensitive" })
         })))
 
-    it.effect("every documented code on recordInfo: its error; retryable ones are retried", () =>
-      withKie({}, ({ fake }) =>
+    it.effect("a fail state as KieTaskFailed: Kie's code and message; the user sees the message only when fit to show", () =>
+      withKie({}, ({ fake, kie }) =>
+        Effect.gen(function*() {
+          fake.addTask("task_flagged", { steps: [{ fail: { code: "500", msg: "Content flagged as sensitive" } }] })
+          fake.addTask("task_internal", {
+            steps: [{ fail: { code: "500", msg: "java.lang.NullPointerException at com.kie.Gen(Gen.java:42)" } }]
+          })
+          const failedAs = (taskId: string) =>
+            Effect.map(kie.getTaskOnce(taskId), (state) => {
+              if (state._tag !== "Fail") return assert.fail(`expected a fail state, got ${state._tag}`)
+              const { failCode, failMsg } = state
+              return new KieTaskFailed({ taskId, failCode, failMsg, message: `Kie task ${taskId} failed: ${failCode}` })
+            })
+          const error = yield* failedAs("task_flagged")
+          assert.strictEqual(error.failCode, "500")
+          assert.strictEqual(error.failMsg, "Content flagged as sensitive")
+          assert.isFalse(error.retryable)
+          assert.strictEqual(error.userReason.en, "The image could not be generated: Content flagged as sensitive")
+          assert.include(error.userReason.ru, "Content flagged as sensitive")
+
+          const internal = yield* failedAs("task_internal")
+          assert.notInclude(internal.userReason.en, "java", "a stack trace is not shown to users")
+          assert.notInclude(internal.userReason.ru, "java", "a stack trace is not shown to users")
+        })))
+
+    it.effect("every documented code on recordInfo: its error and its retryable flag, one request each", () =>
+      withKie({}, ({ fake, kie }) =>
         Effect.gen(function*() {
           fake.addTask("task_x")
           for (const [code, tag, retryable] of documentedCodes) {
             const before = fake.counters.recordInfo
-            const attempts = retryable ? 4 : 1
-            fake.scriptRecordInfo(...Array.from({ length: attempts }, () => ({ error: code, msg: `scripted ${code}` })))
-            const error = yield* failureOf(fake, getTask("task_x"))
+            fake.scriptRecordInfo({ error: code, msg: `scripted ${code}` })
+            const error = yield* failureOf(fake, kie.getTaskOnce("task_x"))
             assert.strictEqual(error._tag, tag, `code ${code}`)
-            assert.strictEqual(fake.counters.recordInfo - before, attempts, `attempts for ${code}`)
+            assert.strictEqual(error.retryable, retryable, `retryable of ${code}`)
+            assert.include(error.message, String(code))
+            assert.strictEqual(fake.counters.recordInfo - before, 1, `requests for ${code}`)
           }
         })))
 
-    it.effect("a garbage answer is KieBadPayload after retries; a transient one is retried away", () =>
-      withKie({}, ({ fake }) =>
+    it.effect("a garbage answer is KieBadPayload, a reset KieTransportError: both retryable, the next poll succeeds", () =>
+      withKie({}, ({ fake, kie }) =>
         Effect.gen(function*() {
           fake.addTask("task_y", { steps: ["generating"] })
-          fake.scriptRecordInfo(...Array.from({ length: 4 }, () => ({ raw: "<html>oops</html>", contentType: "text/html" })))
-          const error = yield* failureOf(fake, getTask("task_y"))
-          assert.strictEqual(error._tag, "KieBadPayload")
-          fake.scriptRecordInfo({ reset: true }, { error: 500 })
-          const state = yield* successOf(fake, getTask("task_y"))
+          fake.scriptRecordInfo({ raw: "<html>oops</html>", contentType: "text/html" }, { reset: true })
+          const garbage = yield* failureOf(fake, kie.getTaskOnce("task_y"))
+          assert.strictEqual(garbage._tag, "KieBadPayload")
+          assert.isTrue(garbage.retryable)
+          const reset = yield* failureOf(fake, kie.getTaskOnce("task_y"))
+          assert.strictEqual(reset._tag, "KieTransportError")
+          assert.isTrue(reset.retryable)
+          const state = yield* successOf(fake, kie.getTaskOnce("task_y"))
           assert.strictEqual(state._tag, "Generating")
-        })))
-  })
-
-  describe("awaitResult", () => {
-    it.effect("early `recordInfo is null`, then success: polled every KIE_POLL_INTERVAL_MS", () =>
-      withKie({}, ({ fake, kie }) =>
-        Effect.gen(function*() {
-          fake.scriptNextTasks({ steps: ["null", "null", "waiting", { success: ["https://cdn.example/fox.png"] }] })
-          const taskId = yield* kie.createTask({ prompt: "fox", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(awaitResult(taskId))
-          yield* fake.awaitCalls("recordInfo", 1)
-          for (const expected of [2, 3]) {
-            yield* tick(fake, "2999 millis")
-            assert.strictEqual(fake.counters.recordInfo, expected - 1, "not before the interval")
-            yield* tick(fake, "1 millis")
-            assert.strictEqual(fake.counters.recordInfo, expected)
-          }
-          yield* advanceUntil(fake, isDone(fiber), "1 second")
-          const result = yield* Fiber.join(fiber)
-          assert.deepStrictEqual(result.resultUrls, ["https://cdn.example/fox.png"])
-          assert.strictEqual(fake.counters.recordInfo, 4)
-        })))
-
-    it.effect("a fail state is KieTaskFailed with Kie's code and message", () =>
-      withKie({}, ({ fake, kie }) =>
-        Effect.gen(function*() {
-          fake.scriptNextTasks(
-            { steps: ["generating", { fail: { code: "500", msg: "Content flagged as sensitive" } }] },
-            { steps: [{ fail: { code: "500", msg: "java.lang.NullPointerException at com.kie.Gen(Gen.java:42)" } }] }
-          )
-          const first = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const error = yield* failureOf(fake, awaitResult(first))
-          assert.strictEqual(error._tag, "KieTaskFailed")
-          if (error._tag !== "KieTaskFailed") return
-          assert.strictEqual(error.failCode, "500")
-          assert.strictEqual(error.failMsg, "Content flagged as sensitive")
-          assert.strictEqual(error.userReason.en, "The image could not be generated: Content flagged as sensitive")
-          assert.include(error.userReason.ru, "Content flagged as sensitive")
-
-          const second = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const internal = yield* failureOf(fake, awaitResult(second))
-          assert.strictEqual(internal._tag, "KieTaskFailed")
-          assert.notInclude(internal.userReason.en, "java", "a stack trace is not shown to users")
-        })))
-
-    it.effect("polling stops at GENERATION_TIMEOUT_MS with KieGenerationTimeout (no real waiting)", () =>
-      withKie({ env: { GENERATION_TIMEOUT_MS: "30000", KIE_POLL_INTERVAL_MS: "3000" } }, ({ fake, kie }) =>
-        Effect.gen(function*() {
-          fake.scriptNextTasks({ steps: ["generating"] })
-          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(awaitResult(taskId))
-          yield* fake.awaitCalls("recordInfo", 1)
-          for (let i = 0; i < 29; i++) yield* tick(fake, "1 second")
-          assert.isFalse(yield* isDone(fiber))
-          assert.strictEqual(fake.counters.recordInfo, 10, "polls at 0, 3, ..., 27 s")
-          yield* tick(fake, "1 second")
-          const error = yield* Fiber.join(fiber).pipe(Effect.flip)
-          assert.strictEqual(error._tag, "KieGenerationTimeout")
-          assert.isAtMost(fake.counters.recordInfo, 11)
-          for (let i = 0; i < 10; i++) yield* tick(fake, "1 second")
-          assert.isAtMost(fake.counters.recordInfo, 11, "no polling after the deadline")
-        })))
-
-    it.effect("transient errors while polling do not end the wait", () =>
-      withKie({}, ({ fake, kie }) =>
-        Effect.gen(function*() {
-          fake.scriptNextTasks({ steps: ["generating", { success: ["https://cdn.example/ok.png"] }] })
-          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          fake.scriptRecordInfo(...Array.from({ length: 4 }, () => ({ error: 455, msg: "maintenance" })))
-          const result = yield* successOf(fake, awaitResult(taskId))
-          assert.deepStrictEqual(result.resultUrls, ["https://cdn.example/ok.png"])
-        })))
-
-    it.effect("a non-retryable error ends the wait (the key was revoked)", () =>
-      withKie({}, ({ fake, kie }) =>
-        Effect.gen(function*() {
-          fake.scriptNextTasks({ steps: ["generating"] })
-          const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          fake.scriptRecordInfo({ error: 401 })
-          const error = yield* failureOf(fake, awaitResult(taskId))
-          assert.strictEqual(error._tag, "KieUnauthorized")
-          assert.isTrue(isKieError(error))
+          assert.strictEqual(fake.counters.recordInfo, 3)
         })))
   })
 })

@@ -1,17 +1,16 @@
 /**
  * `POST /kie/callback` on a real HTTP server, the durable callback store on
- * real PostgreSQL, and `awaitResult` finishing early on a callback, also
- * when the callback reaches another instance.
+ * real PostgreSQL, and the signals a subscriber (the engine) hears when a
+ * callback is stored, also when the callback reaches another instance.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Option, type Scope } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Option, PubSub, Result, type Scope } from "effect"
 import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
-import { awaitResult } from "../src/kie/KieAwait.ts"
-import { Kie, type KieShape } from "../src/kie/Kie.ts"
-import { KieCallbacks, type KieCallbacksShape } from "../src/kie/KieCallback.ts"
+import { decodeRecordData, Kie, type KieShape, type TaskState } from "../src/kie/Kie.ts"
+import { type CallbackSignal, KieCallbacks, type KieCallbacksShape } from "../src/kie/KieCallback.ts"
 import type { KieRateBudget } from "../src/kie/KieRateBudget.ts"
 import { prune } from "../src/kie/sql/prune.ts"
 import { type CallbackResult, FakeKie, type FakeKieOptions, type SendCallbackOptions } from "./fakes/FakeKie.ts"
@@ -61,16 +60,50 @@ const withBot = <A, E>(
     }).pipe(Effect.provide(Instance(fake, options.env ?? {})))
   }))
 
-const isDone = (fiber: Fiber.Fiber<unknown, unknown>) => Effect.sync(() => fiber.pollUnsafe() !== undefined)
+/** Lets real I/O (HTTP, PostgreSQL, NOTIFY) happen for `millis` of real time; the clock does not move. */
+const realPause = (millis: number) => Effect.promise(() => new Promise((resolve) => setTimeout(resolve, millis)))
 
-/** Joins a fiber that must finish on real events alone (no clock movement), within a bounded real time. */
-const joinSoon = <A, E>(fiber: Fiber.Fiber<A, E>) =>
+/**
+ * Subscribes to `callbacks` now; every signal heard from then on is pushed
+ * to the returned array by a fiber of the test's scope.
+ */
+const listenTo = (callbacks: KieCallbacksShape) =>
   Effect.gen(function*() {
-    for (let i = 0; i < 200 && !(yield* isDone(fiber)); i++) {
-      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
-    }
-    assert.isTrue(yield* isDone(fiber), "finished without the clock moving")
-    return yield* Fiber.join(fiber)
+    const subscription = yield* callbacks.subscribe
+    const heard: Array<CallbackSignal> = []
+    yield* PubSub.take(subscription).pipe(
+      Effect.map((signal) => void heard.push(signal)),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    return heard
+  })
+
+const arrived = (taskId: string) => (signal: CallbackSignal) => signal._tag === "Arrived" && signal.taskId === taskId
+
+/** Waits (bounded real time, no clock movement) until a signal matching `match` has been heard. */
+const heardSoon = (heard: ReadonlyArray<CallbackSignal>, match: (signal: CallbackSignal) => boolean) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 200 && !heard.some(match); i++) yield* realPause(10)
+    assert.isTrue(heard.some(match), `heard without the clock moving: ${JSON.stringify(heard)}`)
+  })
+
+/** The callback stored for a task, and its data decoded as the engine decodes it. */
+const storedFor = (callbacks: KieCallbacksShape, taskId: string) =>
+  Effect.gen(function*() {
+    const stored = yield* callbacks.lookup(taskId)
+    if (Option.isNone(stored)) return assert.fail(`no callback stored for ${taskId}`)
+    const decoded = decodeRecordData("recordInfo", taskId, stored.value.data)
+    if (Result.isFailure(decoded)) return assert.fail(decoded.failure.message)
+    return { trusted: stored.value.trusted, state: decoded.success as TaskState }
+  })
+
+/** The result URLs of a stored trusted success. */
+const storedUrls = (callbacks: KieCallbacksShape, taskId: string) =>
+  Effect.gen(function*() {
+    const { state, trusted } = yield* storedFor(callbacks, taskId)
+    assert.isTrue(trusted, "trusted")
+    return state._tag === "Success" ? state.resultUrls : assert.fail(`expected success, got ${state._tag}`)
   })
 
 const post = (url: string, init: RequestInit) =>
@@ -86,33 +119,35 @@ const countRows = (taskId: string) =>
   })
 
 layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
-  describe("awaitResult finishes on a callback", () => {
-    it.effect("stored before anyone waits: found at once, although polling still says generating", () =>
-      withBot({}, ({ fake, kie, deliver }) =>
+  describe("subscribe: a stored callback tells subscribers", () => {
+    it.effect("stored before anyone subscribes: found in the store (subscribe, then read)", () =>
+      withBot({}, ({ fake, kie, deliver, callbacks }) =>
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
           const answer = yield* deliver(taskId)
           assert.deepStrictEqual(answer, { status: 200, body: JSON.stringify({ ok: true }) })
-          const result = yield* awaitResult(taskId)
-          assert.deepStrictEqual(result.resultUrls, [REAL])
+          yield* listenTo(callbacks)
+          const found = yield* callbacks.lookupMany([taskId])
+          assert.isTrue(found.get(taskId)?.trusted)
+          assert.deepStrictEqual(yield* storedUrls(callbacks, taskId), [REAL])
+          assert.strictEqual(fake.counters.recordInfo, 0, "polling still says generating; nobody needed it")
         })))
 
-    it.effect("arriving while it waits: wakes it without waiting for the next poll", () =>
-      withBot({}, ({ fake, kie, deliver }) =>
+    it.effect("arriving while subscribed: heard at once, without waiting for a poll", () =>
+      withBot({}, ({ fake, kie, deliver, callbacks }) =>
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(awaitResult(taskId))
-          yield* fake.awaitCalls("recordInfo", 1)
+          const heard = yield* listenTo(callbacks)
           assert.strictEqual((yield* deliver(taskId)).status, 200)
-          const result = yield* joinSoon(fiber)
-          assert.deepStrictEqual(result.resultUrls, [REAL])
-          assert.strictEqual(fake.counters.recordInfo, 1, "no further poll was needed")
+          yield* heardSoon(heard, arrived(taskId))
+          assert.deepStrictEqual(yield* storedUrls(callbacks, taskId), [REAL])
+          assert.strictEqual(fake.counters.recordInfo, 0)
         })))
 
-    it.effect("arriving at another instance (PASSIVE, same database): wakes the waiting instance through NOTIFY", () =>
-      withBot({}, ({ fake, kie, url }) =>
+    it.effect("arriving at another instance (PASSIVE, same database): the subscriber on this one hears it through NOTIFY", () =>
+      withBot({}, ({ fake, kie, url, callbacks }) =>
         Effect.gen(function*() {
           // `fresh`: its own store, listener and server, not the memoized ones of this instance.
           const other = yield* Layer.build(Layer.fresh(Instance(fake, {})))
@@ -120,25 +155,26 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           assert.notStrictEqual(otherUrl, url)
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(awaitResult(taskId))
-          yield* fake.awaitCalls("recordInfo", 1)
+          const heard = yield* listenTo(callbacks)
           assert.strictEqual((yield* deliverTo(fake, otherUrl)(taskId)).status, 200)
-          const result = yield* joinSoon(fiber)
-          assert.deepStrictEqual(result.resultUrls, [REAL])
-          assert.strictEqual(fake.counters.recordInfo, 1)
-
+          yield* heardSoon(heard, arrived(taskId))
+          assert.deepStrictEqual(yield* storedUrls(callbacks, taskId), [REAL])
+          assert.strictEqual(fake.counters.recordInfo, 0)
         })))
 
-    it.effect("a NOTIFY lost while the listener was down: the reconnect re-checks the store and wakes the waiter", () =>
-      withBot({}, ({ fake, kie, url }) =>
+    it.effect("a NOTIFY lost while the listener was down: the reconnect tells subscribers to re-check, and NOTIFY works again", () =>
+      withBot({}, ({ fake, kie, url, callbacks }) =>
         Effect.gen(function*() {
           const other = yield* Layer.build(Layer.fresh(Instance(fake, {})))
           const otherUrl = yield* serverUrl.pipe(Effect.provideContext(other))
           assert.notStrictEqual(otherUrl, url)
-          fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+          fake.scriptNextTasks(
+            { steps: ["generating"], final: { success: [REAL] } },
+            { steps: ["generating"], final: { success: [REAL] } }
+          )
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(awaitResult(taskId))
-          yield* fake.awaitCalls("recordInfo", 1)
+          const later = yield* kie.createTask({ prompt: "q", aspectRatio: "1:1" })
+          const heard = yield* listenTo(callbacks)
 
           const sql = yield* SqlClient
           const killed = yield* sql<{ pid: number }>`
@@ -149,59 +185,62 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           yield* sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
             WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'`
           assert.strictEqual((yield* deliverTo(fake, otherUrl)(taskId)).status, 200)
-          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
-          assert.isFalse(yield* isDone(fiber), "nobody heard the NOTIFY")
+          yield* realPause(100)
+          assert.isFalse(heard.some(arrived(taskId)), "nobody heard the NOTIFY")
+          const resyncsBefore = heard.filter((signal) => signal._tag === "Resync").length
 
-          // The listener retries after ~0.5 s (TestClock), before the next poll at 3 s.
+          // The listener retries after ~0.5 s (TestClock).
           yield* TestClock.adjust("1 second")
-          const result = yield* joinSoon(fiber)
-          assert.deepStrictEqual(result.resultUrls, [REAL])
-          assert.strictEqual(fake.counters.recordInfo, 1, "found in the store, not by polling")
+          yield* heardSoon(heard, (signal) =>
+            signal._tag === "Resync" && heard.filter((s) => s._tag === "Resync").length > resyncsBefore)
+          assert.deepStrictEqual(yield* storedUrls(callbacks, taskId), [REAL], "the re-check finds it in the store")
+
+          assert.strictEqual((yield* deliverTo(fake, otherUrl)(later)).status, 200)
+          yield* heardSoon(heard, arrived(later))
+          assert.strictEqual(fake.counters.recordInfo, 0, "found in the store, not by polling")
         })))
 
-    it.effect("after polling already found the result: the late callback is accepted and changes nothing", () =>
+    it.effect("after polling already found the result: the late callback is accepted and stored", () =>
       withBot({}, ({ fake, kie, deliver, callbacks }) =>
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: [{ success: [REAL] }] })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const polled = yield* awaitResult(taskId)
-          assert.deepStrictEqual(polled.resultUrls, [REAL])
+          const polled = yield* kie.getTaskOnce(taskId)
+          assert.deepStrictEqual(polled._tag === "Success" && polled.resultUrls, [REAL])
           assert.strictEqual((yield* deliver(taskId)).status, 200)
-          const stored = yield* callbacks.lookup(taskId)
-          assert.isTrue(Option.isSome(stored) && stored.value.trusted)
-          const again = yield* awaitResult(taskId)
-          assert.deepStrictEqual(again.resultUrls, [REAL])
+          assert.deepStrictEqual(yield* storedUrls(callbacks, taskId), [REAL])
         })))
 
-    it.effect("a fail callback ends the wait with KieTaskFailed", () =>
-      withBot({}, ({ fake, kie, deliver }) =>
+    it.effect("a fail callback is stored and heard: Kie's code and message, as recordInfo would say", () =>
+      withBot({}, ({ fake, kie, deliver, callbacks }) =>
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating"], final: { fail: { code: "400", msg: "Content flagged" } } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const heard = yield* listenTo(callbacks)
           yield* deliver(taskId)
-          const error = yield* awaitResult(taskId).pipe(Effect.flip)
-          assert.strictEqual(error._tag, "KieTaskFailed")
+          yield* heardSoon(heard, arrived(taskId))
+          const { state, trusted } = yield* storedFor(callbacks, taskId)
+          assert.isTrue(trusted)
+          assert.include(state, { _tag: "Fail", failCode: "400", failMsg: "Content flagged" })
         })))
   })
 
   describe("trust", () => {
-    it.effect("without the task's ref (and no HMAC key) a callback is only a hint: recordInfo decides, the body is not believed", () =>
+    it.effect("without the task's ref (and no HMAC key) a callback is only a hint: heard, stored untrusted; the genuine one wins", () =>
       withBot({}, ({ fake, kie, deliver, callbacks }) =>
         Effect.gen(function*() {
-          fake.scriptNextTasks({ steps: ["generating", "generating", { success: [REAL] }] })
+          fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
-          const fiber = yield* Effect.forkChild(awaitResult(taskId))
-          yield* fake.awaitCalls("recordInfo", 1)
+          const heard = yield* listenTo(callbacks)
           const answer = yield* deliver(taskId, { withoutRef: true, state: { success: [EVIL] } })
           assert.strictEqual(answer.status, 200)
-          yield* fake.awaitCalls("recordInfo", 2)
-          yield* Effect.promise(() => fake.idle())
-          assert.isFalse(yield* isDone(fiber), "the spoofed success was not taken")
-          const stored = yield* callbacks.lookup(taskId)
-          assert.isTrue(Option.isSome(stored) && !stored.value.trusted)
-          yield* TestClock.adjust("3 seconds")
-          const result = yield* joinSoon(fiber)
-          assert.deepStrictEqual(result.resultUrls, [REAL])
+          yield* heardSoon(heard, arrived(taskId))
+          const hint = yield* storedFor(callbacks, taskId)
+          assert.isFalse(hint.trusted, "the spoofed success is not to be believed")
+          assert.strictEqual(fake.counters.recordInfo, 0, "the store does not ask recordInfo; its reader does")
+
+          assert.strictEqual((yield* deliver(taskId)).status, 200)
+          assert.deepStrictEqual(yield* storedUrls(callbacks, taskId), [REAL], "the genuine callback replaces the hint")
         })))
 
     it.effect("with KIE_WEBHOOK_HMAC_KEY: a good signature is stored; bad, missing, stale or future ones are 401", () =>
@@ -237,8 +276,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
               assert.strictEqual(good.status, 200)
               const stored = yield* callbacks.lookup(taskId)
               assert.isTrue(Option.isSome(stored) && stored.value.trusted)
-              const result = yield* awaitResult(taskId)
-              assert.deepStrictEqual(result.resultUrls, [REAL])
+              assert.deepStrictEqual(yield* storedUrls(callbacks, taskId), [REAL])
             })
         )
       }))
@@ -331,7 +369,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
       })))
 
   it.effect("createTask timed out after sending: the callback carries the attempt's ref and recovers the task id", () =>
-    withBot({}, ({ fake, kie, deliver }) =>
+    withBot({}, ({ fake, kie, deliver, callbacks }) =>
       Effect.gen(function*() {
         fake.scriptCreate({ hang: true }).scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
         const fiber = yield* Effect.forkChild(kie.createTask({ prompt: "p", aspectRatio: "1:1" }))
@@ -349,8 +387,7 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         assert.strictEqual((yield* deliver(created!.taskId)).status, 200)
         const recovered = yield* kie.recoverTask(error.ref)
         assert.deepStrictEqual(recovered, Option.some(created!.taskId))
-        const result = yield* awaitResult(created!.taskId)
-        assert.deepStrictEqual(result.resultUrls, [REAL])
+        assert.deepStrictEqual(yield* storedUrls(callbacks, created!.taskId), [REAL])
         assert.strictEqual(fake.counters.createTask, 1)
       })))
 })

@@ -1,14 +1,14 @@
 /**
  * Parts of the Kie client driven alone: the `kie_tasks` statements on real
- * PostgreSQL (what a callback does to a row), the in-memory waiters, and the
- * pure retry decision.
+ * PostgreSQL (what a callback does to a row), the in-memory callback signals,
+ * and the pure retry decision.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Fiber, Option, PubSub } from "effect"
+import { Duration, Effect, Option, PubSub } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { KieCreateTaskUncertain, KieRateLimited, KieUnauthorized } from "../src/kie/KieErrors.ts"
-import { makeCallbackWaiters } from "../src/kie/KieCallbackWaiters.ts"
+import { makeCallbackSignals } from "../src/kie/KieCallbackSignals.ts"
 import { isRetryable } from "../src/kie/KieRetry.ts"
 import { bind } from "../src/kie/sql/bind.ts"
 import { findTaskIdByRef } from "../src/kie/sql/findByRef.ts"
@@ -28,11 +28,6 @@ const callback = (taskId: string, options: Partial<RecordCallback> = {}): Record
   data: data("https://cdn.example/a.png"),
   signatureVerified: false,
   ...options
-})
-
-/** Lets forked fibers run until they block; no clock movement. */
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
 })
 
 layer(KieTestDatabase, { timeout: "60 seconds" })("kie_tasks statements", (it) => {
@@ -86,32 +81,30 @@ layer(KieTestDatabase, { timeout: "60 seconds" })("kie_tasks statements", (it) =
     }))
 })
 
-describe("KieCallbackWaiters", () => {
-  it.effect("wake releases the task's waiters only; wakeAll releases all and tells subscribers to resync", () =>
+describe("KieCallbackSignals", () => {
+  it.effect("wake tells every subscriber that task's callback arrived; wakeAll tells them to resync", () =>
     Effect.scoped(Effect.gen(function*() {
-      const waiters = yield* makeCallbackWaiters
-      const subscription = yield* waiters.subscribe
-      const a = yield* Effect.forkChild(Effect.scoped(Effect.flatten(waiters.nextSignal("a"))))
-      const b = yield* Effect.forkChild(Effect.scoped(Effect.flatten(waiters.nextSignal("b"))))
-      yield* settle
-      yield* waiters.wake("a")
-      yield* settle
-      assert.isDefined(a.pollUnsafe(), "a woke")
-      assert.isUndefined(b.pollUnsafe(), "b still waits")
-      yield* waiters.wakeAll
-      yield* Fiber.join(b)
-      assert.deepStrictEqual(yield* PubSub.takeAll(subscription), [
-        { _tag: "Arrived", taskId: "a" },
-        { _tag: "Resync" }
-      ])
+      const signals = yield* makeCallbackSignals
+      const first = yield* signals.subscribe
+      const second = yield* signals.subscribe
+      yield* signals.wake("a")
+      yield* signals.wakeAll
+      for (const subscription of [first, second]) {
+        assert.deepStrictEqual(yield* PubSub.takeAll(subscription), [
+          { _tag: "Arrived", taskId: "a" },
+          { _tag: "Resync" }
+        ])
+      }
     })))
 
-  it.effect("a signal after registering and before waiting is not missed", () =>
+  it.effect("a signal after subscribing and before taking is not missed; one before subscribing is not heard", () =>
     Effect.scoped(Effect.gen(function*() {
-      const waiters = yield* makeCallbackWaiters
-      const signal = yield* waiters.nextSignal("t")
-      yield* waiters.wake("t")
-      yield* signal
+      const signals = yield* makeCallbackSignals
+      yield* signals.wake("before")
+      const subscription = yield* signals.subscribe
+      yield* signals.wake("t")
+      assert.deepStrictEqual(yield* PubSub.take(subscription), { _tag: "Arrived", taskId: "t" })
+      assert.strictEqual(yield* PubSub.remaining(subscription), 0, "nothing else, not the signal before")
     })))
 })
 

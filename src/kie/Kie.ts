@@ -23,8 +23,8 @@
  * - `KieCreateTask.ts`: one createTask call (its attempts, the budget, the
  *   registry);
  * - `KieRecordInfo.ts`: one recordInfo request;
- * - `KieRetry.ts`: the retry decision (`kieRetryPolicy`, `retryable`);
- * - `KieAwait.ts`: waiting for one task (polling and callbacks);
+ * - `KieRetry.ts`: the retry decision of createTask (`kieRetryPolicy`,
+ *   `retryable`);
  * - `KieErrors.ts`, `KieSchema.ts`: the errors and the decoding of answers.
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
@@ -32,7 +32,7 @@ import { Context, Duration, Effect, Layer, Option } from "effect"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { KieCallbacks } from "./KieCallback.ts"
 import { type CreateTask, makeCreateTask } from "./KieCreateTask.ts"
-import type { KieAwaitError, KieCreateTaskError, KieError, KieGetTaskError } from "./KieErrors.ts"
+import type { KieCreateTaskError, KieError, KieGetTaskError } from "./KieErrors.ts"
 import { makeKieHttp } from "./KieHttp.ts"
 import { makeRecordInfo } from "./KieRecordInfo.ts"
 import type { TaskState } from "./KieSchema.ts"
@@ -89,4 +89,4 @@ export class Kie extends Context.Service<Kie, KieShape>()("zimage-bot/Kie") {
   }))
 }
 
-export type { KieAwaitError, KieCreateTaskError, KieError, KieGetTaskError }
+export type { KieCreateTaskError, KieError, KieGetTaskError }

@@ -5,11 +5,12 @@
  * Why durable: Render routes public traffic to every instance, so Kie's
  * callback may reach a PASSIVE instance while the generation is awaited on
  * the ACTIVE one. The route stores the callback in PostgreSQL and NOTIFYs
- * channel `kie_callback` with the task id; every instance LISTENs and wakes
- * its local waiters. A waiter reads the table *after* registering, so a
- * callback stored before anyone waited is found too, and a notification
- * missed while the listener reconnected is covered by a re-check of all
- * waiters after each reconnect (and by polling recordInfo meanwhile).
+ * channel `kie_callback` with the task id; every instance LISTENs and tells
+ * its local subscribers (`subscribe`). A subscriber reads the table *after*
+ * subscribing, so a callback stored before anyone listened is found too, and
+ * a notification missed while the listener reconnected is covered by a
+ * "re-check everything" signal after each reconnect (and by polling
+ * recordInfo meanwhile).
  *
  * Why a registry: every createTask first inserts a row with a random `ref`
  * that is also put into the callBackUrl (`?ref=`), then stores the task id.
@@ -18,8 +19,8 @@
  *   row, so nobody can fill the table with junk;
  * - trust without an HMAC key: only Kie (and we) know a task's ref, so a
  *   callback carrying the right ref is genuine. One without it (or any
- *   callback when no ref matches) is only a *hint*: it wakes the waiter,
- *   which asks recordInfo itself instead of believing the body. With
+ *   callback when no ref matches) is only a *hint*: it wakes subscribers,
+ *   which ask recordInfo themselves instead of believing the body. With
  *   KIE_WEBHOOK_HMAC_KEY set, only signed callbacks get through at all;
  * - recovery: when createTask timed out after sending (KieCreateTaskUncertain),
  *   the task id is unknown, but if Kie did create the task its callback
@@ -33,7 +34,7 @@
  * - `sql/*.ts`: every statement on `kie_tasks`, one file per verb, and its
  *   migration (`sql/migrate.ts`); `sql/record.ts` has the table of what a
  *   callback does to a row;
- * - `KieCallbackWaiters.ts`: this process's waiters and signals;
+ * - `KieCallbackSignals.ts`: this process's callback signals;
  * - `KieSignature.ts`: the HMAC check of signed callbacks;
  * - here: the `KieCallbacks` service over them (with the LISTEN and pruning
  *   loops) and the route.
@@ -61,7 +62,7 @@ import { randomBytes } from "node:crypto"
 import { listenForever } from "../database/Listen.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
-import { type CallbackSignal, makeCallbackWaiters } from "./KieCallbackWaiters.ts"
+import { type CallbackSignal, makeCallbackSignals } from "./KieCallbackSignals.ts"
 import { decodeCallbackBody, isTerminal, type TaskState } from "./KieSchema.ts"
 import { checkSignature } from "./KieSignature.ts"
 import { bind } from "./sql/bind.ts"
@@ -102,7 +103,7 @@ export interface KieCallbacksShape {
   readonly bindTask: (ref: string, taskId: string) => Effect.Effect<void, SqlError>
   /** Drops a ref whose createTask definitely created nothing. */
   readonly forget: (ref: string) => Effect.Effect<void, SqlError>
-  /** Stores a decoded callback; idempotent. Wakes waiters on every instance. */
+  /** Stores a decoded callback; idempotent. Tells subscribers on every instance. */
   readonly record: (callback: RecordCallback) => Effect.Effect<RecordOutcome, SqlError>
   /** The stored callback of a task, if any. */
   readonly lookup: (taskId: string) => Effect.Effect<Option.Option<StoredCallback>, SqlError>
@@ -111,12 +112,9 @@ export interface KieCallbacksShape {
   /** The task id a callback revealed for a ref (recovery after KieCreateTaskUncertain). */
   readonly findTaskIdByRef: (ref: string) => Effect.Effect<Option.Option<string>, SqlError>
   /**
-   * Registers interest in a task now and returns an effect that completes on
-   * the next callback signal for it (or a resync). Register first, then read
-   * the store, then wait: nothing is missed in between.
+   * Every callback signal from now on, for a batch poller. Subscribe first,
+   * then read the store, then take signals: nothing is missed in between.
    */
-  readonly nextSignal: (taskId: string) => Effect.Effect<Effect.Effect<void>, never, Scope.Scope>
-  /** Every signal, for a batch poller. */
   readonly subscribe: Effect.Effect<PubSub.Subscription<CallbackSignal>, never, Scope.Scope>
 }
 
@@ -135,17 +133,17 @@ export class KieCallbacks extends Context.Service<KieCallbacks, KieCallbacksShap
     Effect.gen(function*() {
       const sql = yield* SqlClient
       const pg = yield* PgClient.PgClient
-      const waiters = yield* makeCallbackWaiters
+      const signals = yield* makeCallbackSignals
 
       // One LISTEN connection per process, re-established forever. After every
-      // (re)connect all waiters re-check the table: a NOTIFY sent while we were
-      // not listening is lost, the row is not.
+      // (re)connect all subscribers re-check the table: a NOTIFY sent while we
+      // were not listening is lost, the row is not.
       yield* listenForever({
         channel: CALLBACK_CHANNEL,
         marker: "[KIE]",
         fallback: "polling still works",
-        onListening: waiters.wakeAll,
-        onNotification: waiters.wake
+        onListening: signals.wakeAll,
+        onNotification: signals.wake
       }).pipe(Effect.forkScoped)
 
       yield* repeatLogged(prunePass(sql), prunePolicy, {
@@ -160,16 +158,15 @@ export class KieCallbacks extends Context.Service<KieCallbacks, KieCallbacksShap
         forget: (ref) => forget(sql, ref),
         record: (callback) =>
           record(pg, callback).pipe(
-            // Wake local waiters at once; the NOTIFY wakes the other instances.
+            // Tell local subscribers at once; the NOTIFY tells the other instances.
             Effect.tap((outcome) =>
-              outcome === "stored" || outcome === "hint" ? waiters.wake(callback.taskId) : Effect.void
+              outcome === "stored" || outcome === "hint" ? signals.wake(callback.taskId) : Effect.void
             )
           ),
         lookup: (taskId) => lookup(sql, taskId),
         lookupMany: (taskIds) => lookupMany(sql, taskIds),
         findTaskIdByRef: (ref) => findTaskIdByRef(sql, ref),
-        nextSignal: waiters.nextSignal,
-        subscribe: waiters.subscribe
+        subscribe: signals.subscribe
       })
     })
   )

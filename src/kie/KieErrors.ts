@@ -228,13 +228,6 @@ export class KieTaskFailed extends kieError<KieTaskFailed>()(
   }
 ) {}
 
-/** `KieAwait.awaitResult` gave up after GENERATION_TIMEOUT_MS. The task may still finish (and was billed). */
-export class KieGenerationTimeout extends kieError<KieGenerationTimeout>()(
-  "KieGenerationTimeout",
-  { taskId: Schema.String, timeoutMillis: Schema.Number, message: Schema.String },
-  { retryable: false, reasonForUser: "timeout" }
-) {}
-
 /** Any error of a Kie call. */
 export type KieError =
   | KieUnauthorized
@@ -254,19 +247,15 @@ export type KieError =
   | KieBadPayload
   | KieCreateTaskUncertain
   | KieTaskFailed
-  | KieGenerationTimeout
 
 /** Errors of one createTask call. */
 export type KieCreateTaskError = Exclude<
   KieError,
-  KieRequestTimeout | KieTransportError | KieBadPayload | KieTaskFailed | KieGenerationTimeout
+  KieRequestTimeout | KieTransportError | KieBadPayload | KieTaskFailed
 >
 
-/** Errors of one recordInfo call (`Kie.getTaskOnce`, `KieAwait.getTask`). */
-export type KieGetTaskError = Exclude<KieError, KieCreateTaskUncertain | KieTaskFailed | KieGenerationTimeout>
-
-/** Errors of `KieAwait.awaitResult`. */
-export type KieAwaitError = KieGetTaskError | KieTaskFailed | KieGenerationTimeout
+/** Errors of one recordInfo call (`Kie.getTaskOnce`). */
+export type KieGetTaskError = Exclude<KieError, KieCreateTaskUncertain | KieTaskFailed>
 
 /** Whether `u` is one of the errors above (a caller's own errors may travel beside them). */
 export const isKieError = (u: unknown): u is KieError =>

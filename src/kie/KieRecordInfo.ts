@@ -1,8 +1,9 @@
 /**
  * One recordInfo call: `GET /api/v1/jobs/recordInfo?taskId=…`, decoded into
  * the task's state. `recordInfo is null` (Kie has not stored the task yet)
- * counts as still waiting. No retries here: a caller that polls has its own
- * schedule (`KieAwait.getTask` retries by `kieRetryPolicy`).
+ * counts as still waiting. Never retried here: the caller polls on its own
+ * schedule, and an error's `retryable` tells it whether the next round may
+ * succeed.
  */
 import { Effect, Result } from "effect"
 import { HttpClientRequest } from "effect/http"

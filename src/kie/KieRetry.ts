@@ -1,8 +1,9 @@
 /**
- * The retry decision for a Kie request: an error is retried only if it says
+ * The retry decision for a createTask: an error is retried only if it says
  * so (`retryable`: trying again may succeed and cannot bill a second task),
  * by `kieRetryPolicy`. Anything else (a caller's own error, a createTask that
- * may have created a task) ends the call at once.
+ * may have created a task) ends the call at once. recordInfo is not retried
+ * here: its caller polls again on its own schedule.
  */
 import { Effect, Schedule } from "effect"
 import { backoff } from "../platform/Retry.ts"

@@ -104,7 +104,6 @@ const texts = {
       generationFailed: "Не удалось сгенерировать картинку. Попробуйте ещё раз.",
       notFound: "Сервис генерации потерял эту задачу. Попробуйте ещё раз.",
       unconfirmed: "Сервис генерации не подтвердил запрос. Попробуйте через минуту.",
-      timeout: "Генерация заняла слишком много времени. Попробуйте ещё раз.",
       badAnswer: "Сервис генерации прислал неожиданный ответ. Попробуйте позже."
     },
     kieFailedWith: (detail: string) => `Не удалось сгенерировать картинку: ${detail}`
@@ -156,7 +155,6 @@ const texts = {
       generationFailed: "The image could not be generated. Please try again.",
       notFound: "The image service lost this generation. Please try again.",
       unconfirmed: "The image service did not confirm the request. Please try again in a minute.",
-      timeout: "The image took too long to generate. Please try again.",
       badAnswer: "The image service sent an unexpected answer. Please try again later."
     },
     kieFailedWith: (detail: string) => `The image could not be generated: ${detail}`

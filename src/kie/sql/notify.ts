@@ -1,6 +1,6 @@
 /**
  * Announcing a stored callback: a NOTIFY on channel `kie_callback` with the
- * task id, which every instance LISTENs to so it can wake its own waiters.
+ * task id, which every instance LISTENs to so it can tell its own subscribers.
  *
  * Gotchas: sent inside the storing transaction, so it is delivered only when
  * the row is committed (a listener that reads the row finds it).

@@ -35,9 +35,9 @@ export interface RecordCallback {
 
 /** What storing a callback did. */
 export type RecordOutcome =
-  /** A trusted callback was stored and waiters are to be woken. */
+  /** A trusted callback was stored and subscribers are to be told. */
   | "stored"
-  /** An untrusted callback was stored as a hint and waiters are to be woken. */
+  /** An untrusted callback was stored as a hint and subscribers are to be told. */
   | "hint"
   /** The task already had a callback at least as trustworthy; only counted. */
   | "duplicate"
