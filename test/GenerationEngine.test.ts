@@ -15,6 +15,7 @@ import { localResult } from "./fakes/FakeKie.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { type EngineHarness, withEngine } from "./support/EngineHarness.ts"
 import { makePng } from "./support/images.ts"
+import { TEST_KIE_KEY } from "./support/TestConfig.ts"
 import { KieTestDatabase } from "./support/KieTestStack.ts"
 
 const statusOf = (h: EngineHarness, id: string) => Effect.map(h.row(id), (g) => g.status)
@@ -290,6 +291,22 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           assert.include(text, "❌ Не получилось создать картинку")
           assert.include(text, "content policy violation")
         })))
+
+    it.effect("Kie's failure message echoing the API key: the key is stored nowhere and shown to no one", () =>
+      withEngine(
+        { fake: { defaultTask: { steps: [{ fail: { code: "401", msg: `bad request for key ${TEST_KIE_KEY}` } }] } } },
+        (h) =>
+          Effect.gen(function*() {
+            const g = yield* h.create({ userId: 522 })
+            yield* h.startEngine
+            yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => Option.isSome(r.notifiedAt)))
+            const row = yield* h.row(g.id)
+            assert.strictEqual(row.failCode, "KieTaskFailed")
+            assert.include(row.failMessage, "bad request for key")
+            for (const stored of [row.failMessage, row.failReason]) assert.notInclude(stored ?? "", TEST_KIE_KEY)
+            for (const message of h.telegram.messages(522)) assert.notInclude(message.text ?? "", TEST_KIE_KEY)
+          })
+      ))
   })
 
   describe("createTask outcome unknown", () => {

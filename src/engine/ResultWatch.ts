@@ -28,11 +28,12 @@
  * Gotchas: a callback is never believed unless it is trusted; a hint only
  * makes recordInfo be asked sooner.
  */
-import { Clock, DateTime, Duration, Effect, FiberSet, Option, PubSub, Result } from "effect"
+import { Clock, DateTime, Duration, Effect, FiberSet, Option, PubSub, Redacted, Result } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { type Generation, Generations } from "../generations/Generations.ts"
 import { decodeRecordData, isTerminal, Kie, KieTaskFailed, type TaskState, type TerminalTaskState } from "../kie/Kie.ts"
 import { KieCallbacks, type StoredCallback } from "../kie/KieCallback.ts"
+import { scrubKey } from "../kie/KieHttp.ts"
 import * as KieRateBudget from "../kie/KieRateBudget.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
@@ -76,6 +77,7 @@ export const make = (
     const polling = new Set<string>()
     const { delivery, notices } = parts
     const config = yield* AppConfig
+    const scrub = scrubKey(Redacted.value(config.kieApiKey))
     const generations = yield* Generations
     const kie = yield* Kie
     const callbacks = yield* KieCallbacks
@@ -94,11 +96,13 @@ export const make = (
           yield* logState(g.id, "submitted → succeeded", state.taskId)
           return yield* delivery.start(g.id)
         }
+        // Kie's own words may echo the request, key included: cut it out before it is stored or shown.
+        const failMsg = scrub(state.failMsg)
         const error = new KieTaskFailed({
           taskId: state.taskId,
           failCode: state.failCode,
-          failMsg: state.failMsg,
-          message: `Kie task ${state.taskId} failed: ${state.failCode} ${state.failMsg}`.trim().slice(0, 500)
+          failMsg,
+          message: `Kie task ${state.taskId} failed: ${state.failCode} ${failMsg}`.trim().slice(0, 500)
         })
         yield* notices.fail(g, "KieTaskFailed", error.message, error.userReason[g.lang])
       })
