@@ -31,12 +31,22 @@ const generations = numberFrom("CHAOS_GENERATIONS", 100)
 const faults: ReadonlyArray<Fault> = ["kill", "cut", "kill", "kill"]
 
 const server = await acquireServer({ unsafeFast: true })
-console.log(`database: ${server.kind === "embedded" ? "embedded PostgreSQL started for the run" : "the server BENCH_DATABASE_URL / DATABASE_URL names"}`)
+console.log(
+  `database: ${
+    server.kind === "embedded"
+      ? "embedded PostgreSQL started for the run"
+      : "the server BENCH_DATABASE_URL / DATABASE_URL names"
+  }`
+)
 const name = `chaos_${randomBytes(4).toString("hex")}`
 
 const program = (databaseUrl: string) => Effect.gen(function*() {
   const logDir = path.join(os.tmpdir(), `zimage-chaos-logs-${name}`)
-  console.log(`drill: ${burstChats * 5 + generations * 4} updates (${burstChats} burst chats, ${generations} users with a generation), faults: ${faults.join(", ")}`)
+  console.log(
+    `drill: ${
+      burstChats * 5 + generations * 4
+    } updates (${burstChats} burst chats, ${generations} users with a generation), faults: ${faults.join(", ")}`
+  )
   const report = yield* runDrill({
     databaseUrl,
     burstChats,
@@ -61,7 +71,9 @@ const program = (databaseUrl: string) => Effect.gen(function*() {
       `${report.kieTasksCreated} Kie tasks, ${report.kieRateLimited} createTask answered 429; ` +
       `${report.retriedGenerations} retried by their users; users waited for an answer ` +
       `${(report.answerWait.p50 / 1000).toFixed(2)} s median, ${(report.answerWait.p99 / 1000).toFixed(1)} s p99, ` +
-      `${(report.answerWait.max / 1000).toFixed(1)} s at most; ${report.instancesStarted} instances started; ${report.logLines} log lines in ${logDir}; ` +
+      `${
+        (report.answerWait.max / 1000).toFixed(1)
+      } s at most; ${report.instancesStarted} instances started; ${report.logLines} log lines in ${logDir}; ` +
       `${(report.durationMs / 1000).toFixed(1)} s`
   )
   const failed = report.checks.filter((c) => !c.ok)

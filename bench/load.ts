@@ -52,7 +52,9 @@ const collector = () => {
 }
 
 const guarded = (op: Op, i: number, scheduledAt: number): Promise<string> =>
-  op(i, scheduledAt).catch((error: unknown) => `error ${error instanceof Error ? error.message.slice(0, 60) : String(error)}`)
+  op(i, scheduledAt).catch((error: unknown) =>
+    `error ${error instanceof Error ? error.message.slice(0, 60) : String(error)}`
+  )
 
 export interface OpenLoopOptions {
   readonly rate: number

@@ -65,7 +65,10 @@ export const acquireServer = async (options: ServerOptions = {}): Promise<PgServ
 }
 
 export interface Db {
-  readonly query: <A extends object = Record<string, unknown>>(statement: string, params?: ReadonlyArray<unknown>) => Promise<ReadonlyArray<A>>
+  readonly query: <A extends object = Record<string, unknown>>(
+    statement: string,
+    params?: ReadonlyArray<unknown>
+  ) => Promise<ReadonlyArray<A>>
   /** Runs one of the service's own statements (e.g. `src/inbox/sql/store.ts`) on this pool. */
   readonly run: <A, E>(statement: (sql: SqlClient) => Effect.Effect<A, E>) => Promise<A>
   /**
@@ -95,13 +98,15 @@ export const connect = async (url: string, maxConnections: number): Promise<Db> 
     run: (statement) => runtime.runPromise(statement(sql)),
     holdLock: async (key) => {
       const scope = Effect.runSync(Scope.make())
-      await runtime.runPromise(Effect.gen(function*() {
-        const conn = yield* sql.reserve
-        yield* Effect.acquireRelease(
-          conn.executeRaw(`SELECT pg_advisory_lock(${key.toString()}::bigint)`, []),
-          () => Effect.ignore(conn.executeRaw(`SELECT pg_advisory_unlock(${key.toString()}::bigint)`, []))
-        )
-      }).pipe(Scope.provide(scope)))
+      await runtime.runPromise(
+        Effect.gen(function*() {
+          const conn = yield* sql.reserve
+          yield* Effect.acquireRelease(
+            conn.executeRaw(`SELECT pg_advisory_lock(${key.toString()}::bigint)`, []),
+            () => Effect.ignore(conn.executeRaw(`SELECT pg_advisory_unlock(${key.toString()}::bigint)`, []))
+          )
+        }).pipe(Scope.provide(scope))
+      )
       return { release: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
     },
     close: () => runtime.dispose()

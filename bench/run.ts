@@ -33,15 +33,7 @@ import { storeUpdates } from "../src/inbox/sql/store.ts"
 import { FakeKie, localResult } from "../test/fakes/FakeKie.ts"
 import * as FakeTelegram from "../test/fakes/FakeTelegram.ts"
 import { type ServiceProcess, startService } from "../test/support/ServiceProcess.ts"
-import {
-  closedLoop,
-  failureCount,
-  failureText,
-  interleave,
-  jsonPoster,
-  openLoop,
-  throughput
-} from "./load.ts"
+import { closedLoop, failureCount, failureText, interleave, jsonPoster, openLoop, throughput } from "./load.ts"
 import { cpuTally, loadAverage, machine, processCpuMs, rssOf } from "./machine.ts"
 import { acquireServer, connect, createDatabase, dropCreated, type PgServer, serverFacts, withDb } from "./pg.ts"
 import { baseEnv, freePort, type Run, startOnce } from "./startup.ts"
@@ -65,7 +57,8 @@ const list = (name: string, fallback: ReadonlyArray<number>) => {
   const value = process.env[name]
   if (value === undefined || value === "") return fallback
   const parsed = value.split(",").map(Number)
-  if (parsed.some((n) => !Number.isFinite(n) || n <= 0)) throw new Error(`${name} must be a comma-separated list of positive numbers`)
+  if (parsed.some((n) => !Number.isFinite(n) || n <= 0))
+    throw new Error(`${name} must be a comma-separated list of positive numbers`)
   return parsed
 }
 const SECONDS = num("BENCH_SECONDS", QUICK ? 2 : 12)
@@ -134,7 +127,9 @@ let entry = "src/main.ts"
 /** With the bundle: the Node flags of `npm run start:dist` (package.json), as NODE_OPTIONS. */
 let nodeOptions: Record<string, string> = {}
 const startDistFlags = () => {
-  const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as {
+    scripts: Record<string, string>
+  }
   return (pkg.scripts["start:dist"] ?? "").split(/\s+/).filter((word) => word.startsWith("--")).join(" ")
 }
 let server: PgServer
@@ -156,20 +151,23 @@ const spawnService = async (
   expect: "active" | "passive"
 ): Promise<Service> => {
   const port = await freePort()
-  const service = startService({
-    ...telegram.env,
-    KIE_API_KEY: KIE_KEY,
-    KIE_BASE_URL: "http://127.0.0.1:9",
-    HOST: "127.0.0.1",
-    PORT: String(port),
-    PUBLIC_URL: `http://127.0.0.1:${port}`,
-    TELEGRAM_WEBHOOK_SECRET: WEBHOOK_SECRET,
-    LOG_FORMAT: "json",
-    LOG_LEVEL: "info",
-    INSTANCE_ID: name,
-    ...nodeOptions,
-    ...env
-  }, { entry })
+  const service = startService(
+    {
+      ...telegram.env,
+      KIE_API_KEY: KIE_KEY,
+      KIE_BASE_URL: "http://127.0.0.1:9",
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      PUBLIC_URL: `http://127.0.0.1:${port}`,
+      TELEGRAM_WEBHOOK_SECRET: WEBHOOK_SECRET,
+      LOG_FORMAT: "json",
+      LOG_LEVEL: "info",
+      INSTANCE_ID: name,
+      ...nodeOptions,
+      ...env
+    },
+    { entry }
+  )
   running.add(service)
   void service.exited.then(() => running.delete(service))
   await service.waitForLine((l) => l.includes(expect === "active" ? ACTIVE_LINE : PASSIVE_LINE), 60_000)
@@ -203,7 +201,11 @@ const startCommand = (chatId: number) => FakeTelegram.textMessage({ chatId, text
 const awaitCalls = async (
   method: string,
   chats: ReadonlyArray<number>,
-  options: { readonly after: number; readonly timeoutMs: number; readonly where?: (call: FakeTelegram.RecordedCall) => boolean }
+  options: {
+    readonly after: number
+    readonly timeoutMs: number
+    readonly where?: (call: FakeTelegram.RecordedCall) => boolean
+  }
 ) => {
   const wanted = new Set(chats)
   const found = new Map<number, FakeTelegram.RecordedCall>()
@@ -222,8 +224,7 @@ const awaitCalls = async (
   }
 }
 
-const messageIdOf = (call: FakeTelegram.RecordedCall) =>
-  (call.response?.body as { result: { message_id: number } }).result.message_id
+const messageIdOf = FakeTelegram.messageIdOf
 
 // ---------------------------------------------------------------------------
 // Phases
@@ -257,7 +258,12 @@ const startup = async () => {
       plainRss.push(rssOf(pid))
     }
     for (let i = 0; i < STARTS; i++) {
-      plain.push(await startOnce({ ...env, NODE_OPTIONS: "", DATABASE_URL: urls[i % urls.length]! }, { entry, whileActive: whilePlain }))
+      plain.push(
+        await startOnce(
+          { ...env, NODE_OPTIONS: "", DATABASE_URL: urls[i % urls.length]! },
+          { entry, whileActive: whilePlain }
+        )
+      )
     }
   }
   const state = "alone"
@@ -301,7 +307,9 @@ const startup = async () => {
   add({
     figure: "idle RSS, 2 s after ACTIVE",
     state: "ACTIVE",
-    result: `${mib(median(idleRss))} (${mib(Math.min(...idleRss))}–${mib(Math.max(...idleRss))}), ${idleRss.length} processes`,
+    result: `${mib(median(idleRss))} (${mib(Math.min(...idleRss))}–${
+      mib(Math.max(...idleRss))
+    }), ${idleRss.length} processes`,
     latency: "",
     goal: ""
   })
@@ -381,11 +389,16 @@ const ingestion = async () => {
     for (const concurrency of CONCURRENCY) {
       const poster = webhookPoster(service, concurrency)
       const serviceCpu = cpuTally(() => processCpuMs(service.process.pid))
-      const benchCpu = cpuTally(() => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 })
+      const benchCpu = cpuTally(() => {
+        const u = process.cpuUsage()
+        return (u.user + u.system) / 1000
+      })
       const floorPoster = jsonPoster(`${floor.url}/telegram/webhook`, {}, concurrency)
       const [hook, inboxSql, ins, bare] = await interleave(ROUNDS, [
-        () => serviceCpu.during(() => benchCpu.during(() =>
-          closedLoop(webhook(poster), { concurrency, seconds: roundSeconds }))),
+        () =>
+          serviceCpu.during(() =>
+            benchCpu.during(() => closedLoop(webhook(poster), { concurrency, seconds: roundSeconds }))
+          ),
         () => closedLoop(inboxStatement, { concurrency, seconds: roundSeconds }),
         () => closedLoop(insert, { concurrency, seconds: roundSeconds }),
         () => closedLoop(webhook(floorPoster), { concurrency, seconds: roundSeconds })
@@ -397,7 +410,8 @@ const ingestion = async () => {
       add({
         figure: `webhook ack, closed loop, ${concurrency} senders`,
         state,
-        result: `${rate(throughput(hook!))} = **${(ratio * 100).toFixed(0)} %** of raw INSERT; ${failureText(hook!)}; ` +
+        result:
+          `${rate(throughput(hook!))} = **${(ratio * 100).toFixed(0)} %** of raw INSERT; ${failureText(hook!)}; ` +
           `CPU per ack: service ${perAck(serviceCpu)} µs, load generator ${perAck(benchCpu)} µs`,
         latency: latencies(hook!.latencies),
         goal: "≥ 60 % of raw INSERT",
@@ -406,7 +420,8 @@ const ingestion = async () => {
       add({
         figure: `bare node:http server (JSON.parse, no database), ${concurrency} senders`,
         state: "–",
-        result: `${rate(throughput(bare!))} = ${(throughput(bare!) / throughput(ins!) * 100).toFixed(0)} % of raw INSERT: ` +
+        result:
+          `${rate(throughput(bare!))} = ${(throughput(bare!) / throughput(ins!) * 100).toFixed(0)} % of raw INSERT: ` +
           `the ceiling HTTP and the load generator leave on this machine; the webhook reaches ` +
           `${(throughput(hook!) / throughput(bare!) * 100).toFixed(0)} % of it; ${failureText(bare!)}`,
         latency: latencies(bare!.latencies),
@@ -415,7 +430,9 @@ const ingestion = async () => {
       add({
         figure: `the inbox's INSERT statement run directly, ${concurrency} callers`,
         state: "–",
-        result: `${rate(throughput(inboxSql!))} = ${(throughput(inboxSql!) / throughput(ins!) * 100).toFixed(0)} % of raw INSERT; ${failureText(inboxSql!)}`,
+        result: `${rate(throughput(inboxSql!))} = ${
+          (throughput(inboxSql!) / throughput(ins!) * 100).toFixed(0)
+        } % of raw INSERT; ${failureText(inboxSql!)}`,
         latency: latencies(inboxSql!.latencies),
         goal: ""
       })
@@ -484,9 +501,11 @@ const activeInstance = async () => {
 /** Committed and rolled-back transactions of the database so far (flushed by PostgreSQL within about a second). */
 const transactions = (url: string) =>
   withDb(url, async (db) =>
-    Number((await db.query<{ n: string }>(
-      `SELECT (xact_commit + xact_rollback)::text AS n FROM pg_stat_database WHERE datname = current_database()`
-    ))[0]!.n))
+    Number(
+      (await db.query<{ n: string }>(
+        `SELECT (xact_commit + xact_rollback)::text AS n FROM pg_stat_database WHERE datname = current_database()`
+      ))[0]!.n
+    ))
 
 const endToEnd = async (service: Service, url: string) => {
   progress(`end to end: /start at ${E2E_RATE}/s`)
@@ -500,21 +519,25 @@ const endToEnd = async (service: Service, url: string) => {
 
     const total = Math.round(E2E_RATE * SECONDS)
     const chats = Array.from({ length: total }, (_, i) => 200_000 + i)
-    const scheduledAt = new Array<number>(total)
-    const ackedAt = new Array<number>(total)
+    const scheduledAt = Array.from<number>({ length: total })
+    const ackedAt = Array.from<number>({ length: total })
     // FakeTelegram stamps calls with Date.now(); this maps performance.now() onto it.
     const epochOffset = Date.now() - performance.now()
     await sleep(1_500)
     const transactionsBefore = await transactions(url)
     const before = telegram.mark()
     const serviceCpu = cpuTally(() => processCpuMs(service.process.pid))
-    const acks = await serviceCpu.during(() => openLoop(async (i, scheduled) => {
-      scheduledAt[i] = scheduled + epochOffset
-      const outcome = await poster.post(updateJson(startCommand(chats[i]!)))
-      ackedAt[i] = performance.now() + epochOffset
-      return outcome
-    }, { rate: E2E_RATE, seconds: SECONDS }))
-    const replies = await serviceCpu.during(() => awaitCalls("sendMessage", chats, { after: before, timeoutMs: 60_000 }))
+    const acks = await serviceCpu.during(() =>
+      openLoop(async (i, scheduled) => {
+        scheduledAt[i] = scheduled + epochOffset
+        const outcome = await poster.post(updateJson(startCommand(chats[i]!)))
+        ackedAt[i] = performance.now() + epochOffset
+        return outcome
+      }, { rate: E2E_RATE, seconds: SECONDS })
+    )
+    const replies = await serviceCpu.during(() =>
+      awaitCalls("sendMessage", chats, { after: before, timeoutMs: 60_000 })
+    )
     await sleep(1_500)
     const perStart = (await transactions(url) - transactionsBefore) / total
     const fromSend: Array<number> = []
@@ -578,9 +601,15 @@ const burst = async (service: Service, kie: FakeKie) => {
   }
   try {
     const welcome = await step("/start", startCommand)
-    await step("button", (chatId) =>
-      FakeTelegram.callbackQuery({ chatId, data: "zimage:start", messageId: messageIdOf(welcome.get(chatId)!) }))
-    const keyboards = await step("prompt", (chatId) => FakeTelegram.textMessage({ chatId, text: `кот в космосе №${chatId}` }))
+    await step(
+      "button",
+      (chatId) =>
+        FakeTelegram.callbackQuery({ chatId, data: "zimage:start", messageId: messageIdOf(welcome.get(chatId)!) })
+    )
+    const keyboards = await step(
+      "prompt",
+      (chatId) => FakeTelegram.textMessage({ chatId, text: `кот в космосе №${chatId}` })
+    )
 
     await sleep(3_000)
     const idleRss = rssOf(service.process.pid)
@@ -639,7 +668,11 @@ const burst = async (service: Service, kie: FakeKie) => {
       state: "ACTIVE",
       result: Number.isNaN(efficiency)
         ? `${accepted.length} tasks for ${n} generations: no rate to measure (needs all of them, more than ${KIE_WINDOW.count})`
-        : `**${(efficiency * 100).toFixed(1)} %** = ${(budget * efficiency).toFixed(2)}/s of ${budget}/s: ${n} tasks from the first to the last in ${firstToLast.toFixed(1)} s, the budget allows ${idealSeconds} s`,
+        : `**${(efficiency * 100).toFixed(1)} %** = ${
+          (budget * efficiency).toFixed(2)
+        }/s of ${budget}/s: ${n} tasks from the first to the last in ${
+          firstToLast.toFixed(1)
+        } s, the budget allows ${idealSeconds} s`,
       latency: "",
       goal: "≥ 95 % of 2/s",
       met: !Number.isNaN(efficiency) && efficiency >= 0.95
@@ -647,7 +680,8 @@ const burst = async (service: Service, kie: FakeKie) => {
     add({
       figure: "burst: rate-limit answers (429) from Kie",
       state: "ACTIVE",
-      result: `${kie.counters.rateLimited} of ${kie.counters.createTask} createTask requests; ${kie.counters.tasksCreated} tasks created for ${n} generations`,
+      result:
+        `${kie.counters.rateLimited} of ${kie.counters.createTask} createTask requests; ${kie.counters.tasksCreated} tasks created for ${n} generations`,
       latency: "",
       goal: "0",
       met: kie.counters.rateLimited === 0
@@ -657,14 +691,22 @@ const burst = async (service: Service, kie: FakeKie) => {
       state: "ACTIVE",
       result: allInFlight === undefined
         ? "the generations never were all in flight at once"
-        : `${((allInFlight.rss - idleRss) / n / 1024).toFixed(1)} KiB = (${mib(allInFlight.rss)} with ${n} in flight, ${allInFlight.queued} of them queued − ${mib(idleRss)} before) / ${n}; peak ${mib(peakRss)}`,
+        : `${((allInFlight.rss - idleRss) / n / 1024).toFixed(1)} KiB = (${
+          mib(allInFlight.rss)
+        } with ${n} in flight, ${allInFlight.queued} of them queued − ${mib(idleRss)} before) / ${n}; peak ${
+          mib(peakRss)
+        }`,
       latency: "",
       goal: ""
     })
     add({
       figure: `burst: photos delivered ("✅ Готово!")`,
       state: "ACTIVE",
-      result: `${delivered.size} of ${n}, the last ${((lastPhoto - epochT0) / 1000).toFixed(1)} s after the burst; all ${n} in flight after ${allInFlight?.seconds.toFixed(1) ?? "–"} s; ${postOutcomes.filter((o) => o !== "ok").length} webhook errors`,
+      result: `${delivered.size} of ${n}, the last ${
+        ((lastPhoto - epochT0) / 1000).toFixed(1)
+      } s after the burst; all ${n} in flight after ${allInFlight?.seconds.toFixed(1) ?? "–"} s; ${
+        postOutcomes.filter((o) => o !== "ok").length
+      } webhook errors`,
       latency: "",
       goal: "",
       met: delivered.size === n ? undefined : false
@@ -731,9 +773,11 @@ const failover = async () => {
   add({
     figure: `failover: SIGKILL of the ACTIVE → standby ACTIVE (log line)`,
     state: "ACTIVE + standby",
-    result: `median ${ms(median(killLine))}, max ${ms(worst(killLine))} of ${kill.length}; /health active:true: median ${
-      ms(median(kill.map((k) => k.healthAt)))
-    }, max ${ms(worst(kill.map((k) => k.healthAt)))}`,
+    result: `median ${ms(median(killLine))}, max ${
+      ms(worst(killLine))
+    } of ${kill.length}; /health active:true: median ${ms(median(kill.map((k) => k.healthAt)))}, max ${
+      ms(worst(kill.map((k) => k.healthAt)))
+    }`,
     latency: "",
     goal: "≤ 2 s",
     met: worst(killLine) <= 2000 && worst(kill.map((k) => k.healthAt)) <= 2000
@@ -741,9 +785,11 @@ const failover = async () => {
   add({
     figure: `handover: SIGTERM of the ACTIVE → standby ACTIVE (log line)`,
     state: "ACTIVE + standby",
-    result: `median ${ms(median(termLine))}, max ${ms(worst(termLine))} of ${term.length}; /health active:true: median ${
-      ms(median(term.map((k) => k.healthAt)))
-    }, max ${ms(worst(term.map((k) => k.healthAt)))}; old process exited after ${spread(exits)}`,
+    result: `median ${ms(median(termLine))}, max ${
+      ms(worst(termLine))
+    } of ${term.length}; /health active:true: median ${ms(median(term.map((k) => k.healthAt)))}, max ${
+      ms(worst(term.map((k) => k.healthAt)))
+    }; old process exited after ${spread(exits)}`,
     latency: "",
     goal: "≤ 0.5 s",
     met: worst(termLine) <= 500 && worst(term.map((k) => k.healthAt)) <= 500
@@ -796,9 +842,12 @@ const main = async () => {
   }
 
   const minutes = ((Date.now() - started.getTime()) / 60_000).toFixed(1)
-  const header = `Machine: ${box.cpu}, ${box.cores} cores, ${(box.ramGiB).toFixed(0)} GiB RAM, ${box.os}; Node ${box.node}; ` +
+  const header =
+    `Machine: ${box.cpu}, ${box.cores} cores, ${box.ramGiB.toFixed(0)} GiB RAM, ${box.os}; Node ${box.node}; ` +
     `PostgreSQL ${facts.version} (${server.kind}, fsync=${facts.fsync}, synchronous_commit=${facts.synchronousCommit}); ` +
-    `${started.toISOString().slice(0, 16).replace("T", " ")} UTC; service: \`${["node", nodeOptions.NODE_OPTIONS, entry].filter(Boolean).join(" ")}\`; ` +
+    `${started.toISOString().slice(0, 16).replace("T", " ")} UTC; service: \`${
+      ["node", nodeOptions.NODE_OPTIONS, entry].filter(Boolean).join(" ")
+    }\`; ` +
     `${QUICK ? "QUICK smoke run; " : ""}load average before: ${loadBefore}, after: ${loadAverage()}; ${minutes} min`
   const output = `${header}\n\n${table()}`
   console.log(output)
@@ -822,12 +871,16 @@ ${table()}
 ## Method
 
 - **One run, side by side.** Every figure comes from the same run, on one machine, over 127.0.0.1:
-  real service processes (${entry === "src/main.ts" ? "the TypeScript sources" : "the production bundle from \`scripts/build.ts\`, as Render runs it"}),
+  real service processes (${
+    entry === "src/main.ts"
+      ? "the TypeScript sources"
+      : "the production bundle from `scripts/build.ts`, as Render runs it"
+  }),
   one PostgreSQL server (${
-  server.kind === "embedded"
-    ? "embedded, started by the bench, durable: fsync and synchronous_commit as shipped"
-    : "the one `BENCH_DATABASE_URL` / `DATABASE_URL` names"
-}, a fresh database per phase),
+    server.kind === "embedded"
+      ? "embedded, started by the bench, durable: fsync and synchronous_commit as shipped"
+      : "the one `BENCH_DATABASE_URL` / `DATABASE_URL` names"
+  }, a fresh database per phase),
   and the fakes of the Bot API and of Kie from \`test/fakes/\` in the bench process (CPU time per operation is read
   from \`/proc/<pid>/stat\`, 10 ms ticks, summed over the measured stretches). The load generator shares the CPUs
   with the service and PostgreSQL, so the absolute numbers are lower than on a machine where they are apart; the ratios are the point.

@@ -61,8 +61,7 @@ export interface StartOptions {
   readonly whileActive?: (pid: number, port: number) => Promise<void>
 }
 
-const healthOk = (port: number) =>
-  fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status === 200, () => false)
+const healthOk = (port: number) => fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status === 200, () => false)
 
 /** One start: spawn, poll /health every 5 ms, watch the log, then SIGTERM and wait for the exit. */
 export const startOnce = async (env: Record<string, string>, options: StartOptions = {}): Promise<Run> => {
@@ -161,13 +160,18 @@ const main = async () => {
   const lines = rows.map(([name, ...columns]) => [name, ...columns.map(fmt)])
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)))
   const print = (cells: ReadonlyArray<string>) => console.log(cells.map((c, i) => c.padEnd(widths[i]!)).join(" | "))
-  console.log(`startup of ${ENTRY}: median (min–max) of ${RUNS} runs, Node ${process.version}, ${os.cpus().length} CPUs`)
+  console.log(
+    `startup of ${ENTRY}: median (min–max) of ${RUNS} runs, Node ${process.version}, ${os.cpus().length} CPUs`
+  )
   print(header)
   print(widths.map((w) => "-".repeat(w)))
   for (const line of lines) print(line)
 }
 
-const row = (name: string, runs: ReadonlyArray<Run>): [string, Array<number>, Array<number>, Array<number>, Array<number>] => [
+const row = (
+  name: string,
+  runs: ReadonlyArray<Run>
+): [string, Array<number>, Array<number>, Array<number>, Array<number>] => [
   name,
   runs.map((r) => r.health),
   runs.map((r) => r.dbReady),
@@ -179,9 +183,11 @@ const row = (name: string, runs: ReadonlyArray<Run>): [string, Array<number>, Ar
 const bundle = async () => {
   const started = performance.now()
   const entry = await buildBundle(".bench-dist")
-  console.log(`bundled in ${(performance.now() - started).toFixed(0)} ms: ${path.relative(root, entry)} ${
-    (fs.statSync(entry).size / 1024).toFixed(0)
-  } KiB`)
+  console.log(
+    `bundled in ${(performance.now() - started).toFixed(0)} ms: ${path.relative(root, entry)} ${
+      (fs.statSync(entry).size / 1024).toFixed(0)
+    } KiB`
+  )
   return {
     entry: path.relative(root, entry),
     dispose: () => fs.rmSync(path.dirname(entry), { recursive: true, force: true })

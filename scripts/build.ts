@@ -40,5 +40,9 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLTo
   const started = performance.now()
   const entry = await bundle(process.argv[2] ?? "dist")
   const size = fs.statSync(entry).size
-  console.log(`built ${path.relative(root, entry)} (${(size / 1024).toFixed(0)} KiB) in ${(performance.now() - started).toFixed(0)} ms`)
+  console.log(
+    `built ${path.relative(root, entry)} (${(size / 1024).toFixed(0)} KiB) in ${
+      (performance.now() - started).toFixed(0)
+    } ms`
+  )
 }

@@ -61,4 +61,3 @@ export const AppLive = Layer.mergeAll(HttpServer.layer(Routes), LeaderLock.layer
   Layer.provideMerge(Layer.mergeAll(Health.layer, MetricsRefresh.layer)),
   Layer.provideMerge(Database.layer(migrations))
 )
-

@@ -19,7 +19,7 @@
  * A second SIGINT (Ctrl+C twice in a terminal) exits at once with code 130.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Cause, Duration, Effect, Exit, Layer, Logger, References } from "effect"
+import { Cause, Duration, Effect, Exit, type Layer, Logger, References } from "effect"
 import { ServeError } from "effect/http/HttpServerError"
 import { SqlError } from "effect/sql/SqlError"
 import { AppConfig, type AppConfigShape, ConfigInvalid, secretsOf } from "./platform/AppConfig.ts"
@@ -68,8 +68,7 @@ const logOutside = (config: AppConfigShape | undefined, level: "Info" | "Error",
 /** Used when a signal arrives before the configuration was read. */
 const defaultShutdownDeadline = Duration.seconds(30)
 
-const exitCode = <E, A>(exit: Exit.Exit<E, A>) =>
-  Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
+const exitCode = <E, A>(exit: Exit.Exit<E, A>) => Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
 
 /**
  * Launches `app` as the process. `app` must include the `Database` layer: the

@@ -85,7 +85,10 @@ describe("AppConfig", () => {
       })
       assert.strictEqual(config.telegramApiRoot, "http://127.0.0.1:8081")
       assert.deepStrictEqual(config.publicUrl, Option.some("https://bot.example.com"))
-      assert.strictEqual(Option.map(config.telegramWebhookSecret, Redacted.value).pipe(Option.getOrThrow), "s3cret_token-x")
+      assert.strictEqual(
+        Option.map(config.telegramWebhookSecret, Redacted.value).pipe(Option.getOrThrow),
+        "s3cret_token-x"
+      )
       assert.strictEqual(config.kieBaseUrl, "http://127.0.0.1:8082")
       assert.strictEqual(config.port, 8080)
       assert.strictEqual(config.workers, 3)
@@ -117,10 +120,12 @@ describe("AppConfig", () => {
       assert.strictEqual(config.port, 10000)
     }))
 
-  it.effect.each([
-    ["TELEGRAM_BOT_TOKEN", { KIE_API_KEY: TEST_KIE_KEY }],
-    ["KIE_API_KEY", { TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN }]
-  ] as const)("a missing %s names the variable", ([variable, env]) =>
+  it.effect.each(
+    [
+      ["TELEGRAM_BOT_TOKEN", { KIE_API_KEY: TEST_KIE_KEY }],
+      ["KIE_API_KEY", { TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN }]
+    ] as const
+  )("a missing %s names the variable", ([variable, env]) =>
     Effect.gen(function*() {
       const error = yield* failure(env)
       assert.strictEqual(error._tag, "ConfigInvalid")
@@ -134,18 +139,20 @@ describe("AppConfig", () => {
       assert.strictEqual(error.variable, "TELEGRAM_WEBHOOK_SECRET")
     }))
 
-  it.effect.each([
-    ["PORT", "abc"],
-    ["PORT", "70000"],
-    ["WORKERS", "0"],
-    ["DATABASE_URL", "not a url"],
-    ["DATABASE_URL", "mysql://u:hunter2@h/db"],
-    ["PUBLIC_URL", "ftp://example.com"],
-    ["KIE_CREATE_RATE", "fast"],
-    ["SINGLE_MODEL_ONLY", "maybe"],
-    ["LOG_FORMAT", "xml"],
-    ["TELEGRAM_BOT_TOKEN", "not-a-token"]
-  ] as const)("rejects %s=%s with a message that names it and hides the value", ([variable, value]) =>
+  it.effect.each(
+    [
+      ["PORT", "abc"],
+      ["PORT", "70000"],
+      ["WORKERS", "0"],
+      ["DATABASE_URL", "not a url"],
+      ["DATABASE_URL", "mysql://u:hunter2@h/db"],
+      ["PUBLIC_URL", "ftp://example.com"],
+      ["KIE_CREATE_RATE", "fast"],
+      ["SINGLE_MODEL_ONLY", "maybe"],
+      ["LOG_FORMAT", "xml"],
+      ["TELEGRAM_BOT_TOKEN", "not-a-token"]
+    ] as const
+  )("rejects %s=%s with a message that names it and hides the value", ([variable, value]) =>
     Effect.gen(function*() {
       const error = yield* failure({ ...required, TELEGRAM_WEBHOOK_SECRET: "x", [variable]: value })
       assert.strictEqual(error.variable, variable)
@@ -161,7 +168,9 @@ describe("AppConfig", () => {
         TELEGRAM_WEBHOOK_SECRET: "webhook_secret_value",
         DATABASE_URL: "postgres://bot:db-password-9@db:5432/app"
       })
+      // oxlint-disable-next-line typescript/no-base-to-string -- what String() prints is exactly what is tested
       assert.strictEqual(String(config.telegramBotToken), "<redacted>")
+      // oxlint-disable-next-line typescript/no-base-to-string -- as above
       assert.strictEqual(String(config.kieApiKey), "<redacted>")
       const json = JSON.stringify(config, (_, v) => (typeof v === "bigint" ? v.toString() : v))
       for (const secret of [TEST_BOT_TOKEN, TEST_KIE_KEY, "webhook_secret_value", "db-password-9"]) {

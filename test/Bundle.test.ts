@@ -15,15 +15,18 @@ describe("production bundle", () => {
   it.live("npm run build, then npm run start:dist serves the bot", () =>
     Effect.gen(function*() {
       yield* Effect.promise(() => bundle("dist"))
-      const service = startService({
-        TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN,
-        KIE_API_KEY: TEST_KIE_KEY,
-        PORT: "0",
-        HOST: "127.0.0.1",
-        TELEGRAM_API_ROOT: "http://127.0.0.1:9",
-        KIE_BASE_URL: "http://127.0.0.1:9",
-        DATABASE_URL: yield* freshDatabaseUrl
-      }, { via: "npm-dist" })
+      const service = startService(
+        {
+          TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN,
+          KIE_API_KEY: TEST_KIE_KEY,
+          PORT: "0",
+          HOST: "127.0.0.1",
+          TELEGRAM_API_ROOT: "http://127.0.0.1:9",
+          KIE_BASE_URL: "http://127.0.0.1:9",
+          DATABASE_URL: yield* freshDatabaseUrl
+        },
+        { via: "npm-dist" }
+      )
       yield* Effect.addFinalizer(() => Effect.sync(() => service.killAll()))
       const port = yield* Effect.promise(() => service.port())
       yield* Effect.promise(() => service.waitForLine((l) => l.includes("[GEN] engine started")))

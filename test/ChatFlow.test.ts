@@ -38,22 +38,31 @@ const answeredWith = (fake: Fake, queryId: string) =>
 /** /start → button → prompt → ratio keyboard: returns the ratio keyboard's message id. */
 const upToRatio = (fake: Fake, chatId: number, prompt: string, languageCode = "ru") =>
   Effect.gen(function*() {
-    const welcome = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "/start", languageCode }), "sendMessage", chatId)
+    const welcome = yield* exchange(
+      fake,
+      FakeTelegram.textMessage({ chatId, text: "/start", languageCode }),
+      "sendMessage",
+      chatId
+    )
     const ask = yield* exchange(
       fake,
       FakeTelegram.callbackQuery({ chatId, data: "zimage:start", languageCode, messageId: messageIdOf(welcome) }),
       "sendMessage",
       chatId
     )
-    const ratio = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: prompt, languageCode }), "sendMessage", chatId)
+    const ratio = yield* exchange(
+      fake,
+      FakeTelegram.textMessage({ chatId, text: prompt, languageCode }),
+      "sendMessage",
+      chatId
+    )
     return { welcome, ask, ratio, keyboardMessageId: messageIdOf(ratio) }
   })
 
 /** The id of the update `exchange` last pushed to each fake. */
 const lastPushed = new WeakMap<Fake, number>()
 
-const messageIdOf = (call: FakeTelegram.RecordedCall) =>
-  (call.response?.body as { result: { message_id: number } }).result.message_id
+const messageIdOf = FakeTelegram.messageIdOf
 
 const pressRatio = (fake: Fake, chatId: number, ratio: string, messageId: number, languageCode = "ru") =>
   Effect.gen(function*() {
@@ -151,11 +160,13 @@ describe("chat flow, long polling", () => {
       assert.strictEqual(ratio.params.text, t("ru").chooseRatio)
 
       // An old keyboard, a tampered ratio and unknown data: "expired", nothing recorded.
-      for (const [data, messageId] of [
-        ["zimage:ratio:1:1", messageIdOf(ratio) - 1],
-        ["zimage:ratio:5:4", messageIdOf(ratio)],
-        ["zimage:something", messageIdOf(ratio)]
-      ] as const) {
+      for (
+        const [data, messageId] of [
+          ["zimage:ratio:1:1", messageIdOf(ratio) - 1],
+          ["zimage:ratio:5:4", messageIdOf(ratio)],
+          ["zimage:something", messageIdOf(ratio)]
+        ] as const
+      ) {
         const id = `stale-${data}-${messageId}`
         fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data, messageId, id }))
         const answered = yield* answeredWith(fake, id)
@@ -163,14 +174,22 @@ describe("chat flow, long polling", () => {
       }
       assert.lengthOf(yield* generationsOf(app, chatId), 0)
       const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId)))
-      assert.deepStrictEqual(Option.map(session, (s) => s.state), Option.some({
-        _tag: "WaitingAspectRatio" as const,
-        prompt: "закат",
-        keyboardMessageId: messageIdOf(ratio)
-      }))
+      assert.deepStrictEqual(
+        Option.map(session, (s) => s.state),
+        Option.some({
+          _tag: "WaitingAspectRatio" as const,
+          prompt: "закат",
+          keyboardMessageId: messageIdOf(ratio)
+        })
+      )
 
       // Someone who never pressed /start gets the welcome.
-      const stranger = yield* exchange(fake, FakeTelegram.textMessage({ chatId: 5004, text: "привет" }), "sendMessage", 5004)
+      const stranger = yield* exchange(
+        fake,
+        FakeTelegram.textMessage({ chatId: 5004, text: "привет" }),
+        "sendMessage",
+        5004
+      )
       assert.strictEqual(stranger.params.text, t("ru").welcome)
     }))
 
@@ -182,9 +201,19 @@ describe("chat flow, long polling", () => {
       const first = yield* upToRatio(fake, chatId, "первая")
       yield* pressRatio(fake, chatId, "1:1", first.keyboardMessageId)
       const ratio = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "/start" }), "sendMessage", chatId)
-      const ask = yield* exchange(fake, FakeTelegram.callbackQuery({ chatId, data: "zimage:start", messageId: messageIdOf(ratio) }), "sendMessage", chatId)
+      const ask = yield* exchange(
+        fake,
+        FakeTelegram.callbackQuery({ chatId, data: "zimage:start", messageId: messageIdOf(ratio) }),
+        "sendMessage",
+        chatId
+      )
       assert.strictEqual(ask.params.text, "Опишите картинку")
-      const keyboard = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "вторая" }), "sendMessage", chatId)
+      const keyboard = yield* exchange(
+        fake,
+        FakeTelegram.textMessage({ chatId, text: "вторая" }),
+        "sendMessage",
+        chatId
+      )
       const { status } = yield* pressRatio(fake, chatId, "1:1", messageIdOf(keyboard))
       assert.strictEqual(status.params.text, t("ru").busy)
       assert.lengthOf(yield* generationsOf(app, chatId), 1)
@@ -239,7 +268,10 @@ describe("chat flow, long polling", () => {
       const second = yield* startApp({ ...fake.env, DATABASE_URL: databaseUrl })
       const { status } = yield* pressRatio(fake, chatId, "9:16", keyboardMessageId)
       assert.strictEqual(status.params.text, t("ru").generating)
-      assert.deepStrictEqual((yield* generationsOf(second, chatId)).map((g) => [g.prompt, g.aspect_ratio]), [["маяк в шторм", "9:16"]])
+      assert.deepStrictEqual((yield* generationsOf(second, chatId)).map((g) => [g.prompt, g.aspect_ratio]), [[
+        "маяк в шторм",
+        "9:16"
+      ]])
     }))
 })
 
@@ -282,7 +314,9 @@ describe("chat flow, to the picture", () => {
 
       // "🔁 Ещё вариант": the same prompt and ratio once more.
       const next = fake.mark()
-      fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data: again![1], messageId: messageIdOf(photo), id: "again-1" }))
+      fake.pushUpdate(
+        FakeTelegram.callbackQuery({ chatId, data: again![1], messageId: messageIdOf(photo), id: "again-1" })
+      )
       assert.strictEqual((yield* answeredWith(fake, "again-1")).params.text, undefined)
       const second = yield* awaitFor(fake, "sendPhoto", chatId, next)
       assert.include(String(second.params.caption), "✅ Готово!")
@@ -314,7 +348,9 @@ describe("chat flow, to the picture", () => {
       assert.match(data, /^zimage:retry:\d+$/)
 
       const retry = fake.mark()
-      fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data, messageId: Number(notice.params.message_id), id: "retry-1" }))
+      fake.pushUpdate(
+        FakeTelegram.callbackQuery({ chatId, data, messageId: Number(notice.params.message_id), id: "retry-1" })
+      )
       const photo = yield* awaitFor(fake, "sendPhoto", chatId, retry)
       assert.include(String(photo.params.caption), "✅ Готово!")
       yield* awaitFor(fake, "deleteMessage", chatId, photo.seq)
@@ -325,7 +361,9 @@ describe("chat flow, to the picture", () => {
       // The used retry button is stale now (a double tap, an old client):
       // pressing it again only says "expired", and so does an unknown id.
       for (const [id, stale] of [["retry-again", data], ["retry-unknown", "zimage:retry:999999"]] as const) {
-        fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data: stale, messageId: Number(notice.params.message_id), id }))
+        fake.pushUpdate(
+          FakeTelegram.callbackQuery({ chatId, data: stale, messageId: Number(notice.params.message_id), id })
+        )
         assert.strictEqual((yield* answeredWith(fake, id)).params.text, t("ru").expired)
       }
       assert.lengthOf(yield* generationsOf(app, chatId), 2)
@@ -362,7 +400,17 @@ describe("chat flow, webhook mode", () => {
 describe("chat flow, random updates", () => {
   const Event = Schema.Struct({
     kind: Schema.Literals([
-      "start", "help", "cancel", "text", "long", "sticker", "press-start", "press-ratio", "press-old", "press-junk", "again"
+      "start",
+      "help",
+      "cancel",
+      "text",
+      "long",
+      "sticker",
+      "press-start",
+      "press-ratio",
+      "press-old",
+      "press-junk",
+      "again"
     ]),
     n: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 50 }))
   })
@@ -379,7 +427,10 @@ describe("chat flow, random updates", () => {
         return FakeTelegram.textMessage({ chatId, text: "x".repeat(PROMPT_MAX_LENGTH + 1 + event.n) })
       case "sticker": {
         const update = FakeTelegram.textMessage({ chatId, text: "x" })
-        const message: Record<string, unknown> = { ...(update.message as Record<string, unknown>), sticker: { file_id: "s" } }
+        const message: Record<string, unknown> = {
+          ...(update.message as Record<string, unknown>),
+          sticker: { file_id: "s" }
+        }
         delete message.text
         return { message }
       }
@@ -390,7 +441,13 @@ describe("chat flow, random updates", () => {
           data: event.kind === "press-start"
             ? "zimage:start"
             : event.kind === "press-ratio" || event.kind === "press-old"
-            ? ["zimage:ratio:1:1", "zimage:ratio:16:9", "zimage:ratio:9:16", "zimage:ratio:4:3", "zimage:ratio:3:4"][event.n % 5]!
+            ? [
+              "zimage:ratio:1:1",
+              "zimage:ratio:16:9",
+              "zimage:ratio:9:16",
+              "zimage:ratio:4:3",
+              "zimage:ratio:3:4"
+            ][event.n % 5]!
             : event.kind === "again"
             ? `zimage:again:${event.n}`
             : `junk-${event.n}`
@@ -401,7 +458,11 @@ describe("chat flow, random updates", () => {
   it.live("random sequences of updates to one chat never crash a worker and always leave a valid state", () =>
     Effect.gen(function*() {
       const fake = yield* FakeTelegram.make()
-      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl, MAX_ACTIVE_GENERATIONS_PER_USER: "100" })
+      const app = yield* startApp({
+        ...fake.env,
+        DATABASE_URL: yield* freshDatabaseUrl,
+        MAX_ACTIVE_GENERATIONS_PER_USER: "100"
+      })
       let nextChat = 7000
       const result = yield* Arbitrary.checkEffect(
         Arbitrary.array(Arbitrary.schema(Event), { minLength: 6, maxLength: 30 }),
@@ -413,7 +474,11 @@ describe("chat flow, random updates", () => {
             let lastId = 0
             for (const event of events) {
               const messages = fake.messages(chatId)
-              const update = updateFor(event, chatId, messages.length > 0 ? messages[messages.length - 1]!.messageId : 1)
+              const update = updateFor(
+                event,
+                chatId,
+                messages.length > 0 ? messages[messages.length - 1]!.messageId : 1
+              )
               const query = (update.callback_query as { id?: string } | undefined)?.id
               if (query !== undefined) queries.push(query)
               lastId = fake.pushUpdate(update)

@@ -29,8 +29,7 @@ const step = (state: ChatState, input: ChatInput, nextMessageId: number) => {
   return { state: next, actions: result.actions }
 }
 
-const sends = (actions: ReadonlyArray<ChatAction>) =>
-  actions.flatMap((a) => (a._tag === "Send" ? [a.text] : []))
+const sends = (actions: ReadonlyArray<ChatAction>) => actions.flatMap((a) => (a._tag === "Send" ? [a.text] : []))
 
 describe("chat flow logic", () => {
   it("walks the contract flow: /start → button → prompt → ratio → generation", () => {
@@ -40,7 +39,10 @@ describe("chat flow logic", () => {
     assert.strictEqual(welcome._tag, "Send")
     if (welcome._tag !== "Send") return
     assert.strictEqual(welcome.keyboard?.inline_keyboard[0]?.[0]?.text, "🖼 Создать картинку")
-    assert.strictEqual((welcome.keyboard?.inline_keyboard[0]?.[0] as { callback_data: string }).callback_data, "zimage:start")
+    assert.strictEqual(
+      (welcome.keyboard!.inline_keyboard[0]![0] as { callback_data: string }).callback_data,
+      "zimage:start"
+    )
 
     r = step(r.state, callback("zimage:start", 1), 2)
     assert.strictEqual(r.state._tag, "WaitingPrompt")
@@ -51,7 +53,9 @@ describe("chat flow logic", () => {
     assert.deepStrictEqual(r.state, { _tag: "WaitingAspectRatio", prompt: "рыжий кот в шлеме", keyboardMessageId: 3 })
     const ratioMessage = r.actions.find((a) => a._tag === "Send")!
     if (ratioMessage._tag !== "Send") return
-    const data = ratioMessage.keyboard!.inline_keyboard.flat().map((b) => (b as { callback_data: string }).callback_data)
+    const data = ratioMessage.keyboard!.inline_keyboard.flat().map((b) =>
+      (b as { callback_data: string }).callback_data
+    )
     assert.deepStrictEqual(data, ASPECT_RATIOS.map((ratio) => `zimage:ratio:${ratio}`))
     assert.deepStrictEqual(
       ratioMessage.keyboard!.inline_keyboard.flat().map((b) => b.text),
@@ -81,11 +85,13 @@ describe("chat flow logic", () => {
 
   it("rejects empty, too long and non-text prompts, keeping the state", () => {
     const waiting: ChatState = { _tag: "WaitingPrompt" }
-    for (const input of [
-      { _tag: "Text", text: "   " },
-      { _tag: "Text", text: "я".repeat(PROMPT_MAX_LENGTH + 1) },
-      { _tag: "NonText" }
-    ] as const) {
+    for (
+      const input of [
+        { _tag: "Text", text: "   " },
+        { _tag: "Text", text: "я".repeat(PROMPT_MAX_LENGTH + 1) },
+        { _tag: "NonText" }
+      ] as const
+    ) {
       const r = transition(waiting, input, ru)
       assert.deepStrictEqual(r.state, waiting)
       assert.strictEqual(sends(r.actions).length, 1)
@@ -97,13 +103,15 @@ describe("chat flow logic", () => {
 
   it("answers stale and unknown callbacks with 'expired' and changes nothing", () => {
     const waiting: ChatState = { _tag: "WaitingAspectRatio", prompt: "кот", keyboardMessageId: 10 }
-    for (const [state, input] of [
-      [Idle, callback("zimage:ratio:1:1", 10)], // keyboard from a finished flow
-      [waiting, callback("zimage:ratio:1:1", 9)], // an older keyboard
-      [waiting, callback("zimage:ratio:2:1", 10)], // tampered ratio
-      [waiting, callback("zimage:ratio:16:9:evil", 10)],
-      [waiting, callback("something-else", 10)]
-    ] as const) {
+    for (
+      const [state, input] of [
+        [Idle, callback("zimage:ratio:1:1", 10)], // keyboard from a finished flow
+        [waiting, callback("zimage:ratio:1:1", 9)], // an older keyboard
+        [waiting, callback("zimage:ratio:2:1", 10)], // tampered ratio
+        [waiting, callback("zimage:ratio:16:9:evil", 10)],
+        [waiting, callback("something-else", 10)]
+      ] as const
+    ) {
       const r = transition(state, input, ru)
       assert.deepStrictEqual(r.state, state)
       assert.deepStrictEqual(r.actions, [{ _tag: "AnswerCallback", queryId: "q", text: t("ru").expired }])
@@ -124,7 +132,21 @@ describe("chat flow logic", () => {
   })
 
   const RawInput = Schema.Struct({
-    kind: Schema.Literals(["start", "help", "cancel", "other-command", "text", "long", "blank", "sticker", "cb-start", "cb-ratio", "cb-old", "cb-bad", "cb-again"]),
+    kind: Schema.Literals([
+      "start",
+      "help",
+      "cancel",
+      "other-command",
+      "text",
+      "long",
+      "blank",
+      "sticker",
+      "cb-start",
+      "cb-ratio",
+      "cb-old",
+      "cb-bad",
+      "cb-again"
+    ]),
     text: Schema.String,
     ratio: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 6 }))
   })

@@ -69,7 +69,7 @@ const recordingRouting = Effect.gen(function*() {
 /** Two chat keys that `workerFor` puts on the same worker. */
 const twoChatsOnOneWorker = (): [string, string] => {
   const first = "1"
-  for (let id = 2; ; id++) if (workerFor(String(id), WORKERS) === workerFor(first, WORKERS)) return [first, String(id)]
+  for (let id = 2;; id++) if (workerFor(String(id), WORKERS) === workerFor(first, WORKERS)) return [first, String(id)]
 }
 
 describe("ChatRouting", () => {

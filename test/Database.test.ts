@@ -23,7 +23,10 @@ const pool = (url: string) => PgClient.layer({ url: Redacted.make(url), maxConne
 const startDatabase = (url: string, migrations: Database.Migrations) =>
   Effect.gen(function*() {
     const context = yield* Layer.build(
-      Database.layerWithPool(migrations).pipe(Layer.provide(pool(url)), Layer.provide(TestConfigLive({ DATABASE_STARTUP_TIMEOUT_MS: "0" })))
+      Database.layerWithPool(migrations).pipe(
+        Layer.provide(pool(url)),
+        Layer.provide(TestConfigLive({ DATABASE_STARTUP_TIMEOUT_MS: "0" }))
+      )
     )
     const database = Context.get(context, Database.Database)
     return yield* database.awaitStartup.pipe(Effect.as(database))

@@ -55,7 +55,10 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
         const recorder = yield* makeRecordingHandler
         // Each handler does real I/O, so runs of different chats interleave.
         for (const update of updates) {
-          recorder.script(update.update_id, () => Effect.orDie(sql`SELECT 1`).pipe(Effect.repeat({ times: update.update_id % 3 })))
+          recorder.script(
+            update.update_id,
+            () => Effect.orDie(sql`SELECT 1`).pipe(Effect.repeat({ times: update.update_id % 3 }))
+          )
         }
         // Half is stored before the leader starts (backlog), the rest while it runs (NOTIFY path).
         const half = Math.floor(updates.length / 2)
@@ -123,7 +126,9 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       yield* store(message(x!, chatA!), message(y!, chatA!))
       const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
 
-      yield* logs.awaitLine((l) => l.message.includes(`update ${x} failed (run 1 of 3): `) && l.message.includes("boom 1"))
+      yield* logs.awaitLine((l) =>
+        l.message.includes(`update ${x} failed (run 1 of 3): `) && l.message.includes("boom 1")
+      )
       yield* logs.awaitLine((l) => l.message.includes(`update ${x}: run 2 in`))
       // Chat B shares A's worker, yet goes on while A waits out the backoff.
       yield* store(message(z!, chatB!))
@@ -220,11 +225,14 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
                  VALUES (74, now(), 'Forbidden: bot was blocked by the user', now())`
       const recorder = yield* makeRecordingHandler
       const seen: Array<boolean> = []
-      recorder.script(x!, () =>
-        sql<{ b: boolean }>`SELECT blocked_at IS NOT NULL AS b FROM telegram_chats WHERE chat_id = 74`.pipe(
-          Effect.orDie,
-          Effect.map((r) => void seen.push(r[0]!.b))
-        ))
+      recorder.script(
+        x!,
+        () =>
+          sql<{ b: boolean }>`SELECT blocked_at IS NOT NULL AS b FROM telegram_chats WHERE chat_id = 74`.pipe(
+            Effect.orDie,
+            Effect.map((r) => void seen.push(r[0]!.b))
+          )
+      )
       yield* store(message(x!, 74))
       yield* becomeLeader(Dispatcher.layer, recorder.handler)
       yield* recorder.awaitEnded([x!])

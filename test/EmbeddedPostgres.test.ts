@@ -44,18 +44,24 @@ describe("embedded PostgreSQL", () => {
   it.live("start → migrate → query → stop → restart keeps the data", () =>
     Effect.gen(function*() {
       const dir = path.join(yield* tempDataDir, "pg")
-      yield* withServer(dir, Effect.gen(function*() {
-        const sql = yield* SqlClient
-        yield* sql`INSERT INTO notes (body) VALUES ('first run')`
-      }))
+      yield* withServer(
+        dir,
+        Effect.gen(function*() {
+          const sql = yield* SqlClient
+          yield* sql`INSERT INTO notes (body) VALUES ('first run')`
+        })
+      )
       assert.isUndefined(EmbeddedPostgres.runningPostmaster(dir), "the server is stopped when its scope closes")
 
-      const rows = yield* withServer(dir, Effect.gen(function*() {
-        const sql = yield* SqlClient
-        const migrations = yield* sql<{ name: string }>`SELECT name FROM effect_sql_migrations`
-        const notes = yield* sql<{ body: string }>`SELECT body FROM notes`
-        return { migrations, notes }
-      }))
+      const rows = yield* withServer(
+        dir,
+        Effect.gen(function*() {
+          const sql = yield* SqlClient
+          const migrations = yield* sql<{ name: string }>`SELECT name FROM effect_sql_migrations`
+          const notes = yield* sql<{ body: string }>`SELECT body FROM notes`
+          return { migrations, notes }
+        })
+      )
       assert.deepStrictEqual(rows.migrations.map((r) => r.name), ["notes"])
       assert.deepStrictEqual(rows.notes.map((r) => r.body), ["first run"])
     }))
@@ -86,10 +92,13 @@ describe("embedded PostgreSQL", () => {
       )
       assert.strictEqual(EmbeddedPostgres.runningPostmaster(dir), orphan, "the postmaster outlived its owner")
 
-      const kept = yield* withServer(dir, Effect.gen(function*() {
-        const sql = yield* SqlClient
-        return yield* sql<{ v: string }>`SELECT v FROM kept`
-      }))
+      const kept = yield* withServer(
+        dir,
+        Effect.gen(function*() {
+          const sql = yield* SqlClient
+          return yield* sql<{ v: string }>`SELECT v FROM kept`
+        })
+      )
       assert.deepStrictEqual(kept.map((r) => r.v), ["written before the kill"])
       assert.notStrictEqual(EmbeddedPostgres.runningPostmaster(dir), orphan)
     }))

@@ -32,7 +32,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("engine parts", (it) => {
 
           yield* TestClock.adjust(StatusMessages.STATUS_EDIT_INTERVAL)
           let arrive!: () => void
-          h.telegram.failNext("editMessageText", FakeTelegram.failure.delayed(new Promise((resolve) => (arrive = resolve))))
+          h.telegram.failNext(
+            "editMessageText",
+            FakeTelegram.failure.delayed(new Promise((resolve) => (arrive = resolve)))
+          )
           const ticking = yield* Effect.forkChild(status.tick)
           const progress = yield* h.telegram.awaitCall("editMessageText")
           assert.strictEqual(progress.params.text, t("ru").generatingQueued(1))
@@ -74,7 +77,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("engine parts", (it) => {
 
           const b = yield* h.create({ userId: 712, lang: "en" })
           yield* generations.markFailed(b.id, "timeout", "too slow", t("en").timedOut).pipe(Effect.orDie)
-          h.telegram.failNext("editMessageText", FakeTelegram.failure.error(400, "Bad Request: message to edit not found"))
+          h.telegram.failNext(
+            "editMessageText",
+            FakeTelegram.failure.error(400, "Bad Request: message to edit not found")
+          )
           yield* notices.notify(b.id)
           const texts = h.telegram.messages(712).filter((m) => m.text === t("en").failed(t("en").timedOut))
           assert.lengthOf(texts, 1, "a new message")

@@ -23,7 +23,9 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine burst", (it
     withEngine(
       {
         env: { KIE_POLL_INTERVAL_MS: "10000", GENERATION_TIMEOUT_MS: "600000", SEND_ORIGINAL_DOCUMENT: "false" },
-        fake: { defaultTask: { steps: ["generating", "generating", "generating", "generating", "generating", localResult()] } },
+        fake: {
+          defaultTask: { steps: ["generating", "generating", "generating", "generating", "generating", localResult()] }
+        },
         limits: { maxActivePerUser: 2 }
       },
       (h) =>
@@ -32,7 +34,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine burst", (it
           const byUser = new Map<number, Array<Generation>>()
           for (let user = 1; user <= USERS; user++) {
             const userId = 1000 + user
-            byUser.set(userId, [yield* h.create({ userId, prompt: `p${userId}a` }), yield* h.create({ userId, prompt: `p${userId}b` })])
+            byUser.set(userId, [
+              yield* h.create({ userId, prompt: `p${userId}a` }),
+              yield* h.create({ userId, prompt: `p${userId}b` })
+            ])
           }
           const all = [...byUser.values()].flat()
           // Fair order: every user's first in age order, then every user's second.
@@ -68,7 +73,9 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine burst", (it
           }
           assert.deepStrictEqual([...windows.keys()], [0, 1, 2, 3, 4])
           for (const [window, prompts] of windows) {
-            const want = expected.slice(window * 20, window * 20 + 20).map((g) => `p${g.userId}${g === byUser.get(g.userId)![0] ? "a" : "b"}`)
+            const want = expected.slice(window * 20, window * 20 + 20).map((g) =>
+              `p${g.userId}${g === byUser.get(g.userId)![0] ? "a" : "b"}`
+            )
             assert.sameMembers(prompts, want, `window ${window}`)
           }
           const lastCreate = Math.max(...creates.map((r) => r.at))
@@ -86,7 +93,8 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine burst", (it
               .map((c) => /Вы в очереди: (\d+)$/.exec(String(c.params.text))?.[1])
               .filter((p): p is string => p !== undefined)
               .map(Number)
-            if (index >= 40) assert.isNotEmpty(positions, `generation ${g.id} (${index + 1}th in line) saw its position`)
+            if (index >= 40)
+              assert.isNotEmpty(positions, `generation ${g.id} (${index + 1}th in line) saw its position`)
             for (const p of positions) {
               // Edits start 10 s in, when the first window (20) is gone; later ones may be taken mid-window.
               assert.isAtLeast(p, 1)
@@ -102,7 +110,9 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine burst", (it
           // Delivered: one photo per generation, status messages gone.
           for (const [userId, gs] of byUser) {
             assert.lengthOf(h.media(userId, "photo"), 2, `user ${userId}`)
-            for (const g of gs) assert.isUndefined(h.telegram.messages(userId).find((m) => m.messageId === g.statusMessageId))
+            for (const g of gs) {
+              assert.isUndefined(h.telegram.messages(userId).find((m) => m.messageId === g.statusMessageId))
+            }
           }
           console.log(
             `[burst] 100 createTask within ${(lastCreate / 1000).toFixed(2)} s of TestClock (budget 20/10s); ` +

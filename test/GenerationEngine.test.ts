@@ -5,11 +5,10 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Fiber, Option } from "effect"
-import { Generations } from "../src/generations/Generations.ts"
+import { Generations, type GenerationStatus } from "../src/generations/Generations.ts"
 import { healthFields } from "../src/generations/GenerationsHealth.ts"
 import { KieCallbacks } from "../src/kie/KieCallback.ts"
 import { Telegram } from "../src/telegram/Telegram.ts"
-import type { GenerationStatus } from "../src/generations/Generations.ts"
 import { doneKeyboard, retryKeyboard, t } from "../src/texts/Messages.ts"
 import { localResult } from "./fakes/FakeKie.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
@@ -74,13 +73,16 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
         })))
   })
 
-
   describe("results: callbacks and polling", () => {
     const webhook = { PUBLIC_URL: "https://bot.example", TELEGRAM_WEBHOOK_SECRET: "test_webhook_secret-0123456789" }
 
     it.effect("a trusted callback (it carries the task's ref) settles the generation without any recordInfo", () =>
       withEngine(
-        { callbackServer: true, env: { ...webhook, KIE_POLL_INTERVAL_MS: "600000" }, fake: { defaultTask: { steps: ["generating"], final: localResult() } } },
+        {
+          callbackServer: true,
+          env: { ...webhook, KIE_POLL_INTERVAL_MS: "600000" },
+          fake: { defaultTask: { steps: ["generating"], final: localResult() } }
+        },
         (h) =>
           Effect.gen(function*() {
             const g = yield* h.create({ userId: 301 })
@@ -96,7 +98,11 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
 
     it.effect("a callback without the ref is only a hint: recordInfo is asked at once, and its answer settles it", () =>
       withEngine(
-        { callbackServer: true, env: { ...webhook, KIE_POLL_INTERVAL_MS: "600000" }, fake: { defaultTask: { steps: [localResult()] } } },
+        {
+          callbackServer: true,
+          env: { ...webhook, KIE_POLL_INTERVAL_MS: "600000" },
+          fake: { defaultTask: { steps: [localResult()] } }
+        },
         (h) =>
           Effect.gen(function*() {
             const g = yield* h.create({ userId: 302 })
@@ -118,7 +124,9 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
         (h) =>
           Effect.gen(function*() {
             const created = []
-            for (let user = 310; user < 340; user++) created.push(yield* h.create({ userId: user, statusMessage: false }))
+            for (let user = 310; user < 340; user++) {
+              created.push(yield* h.create({ userId: user, statusMessage: false }))
+            }
             yield* h.startEngine
             const all = Effect.map(
               Effect.forEach(created, (g) => statusOf(h, g.id)),
@@ -138,61 +146,70 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
 
   describe("deadlines", () => {
     it.effect("past GENERATION_TIMEOUT_MS: failed, and the user told in the status message with the retry button", () =>
-      withEngine({ env: { GENERATION_TIMEOUT_MS: "60000" }, fake: { defaultTask: { steps: ["generating"] } } }, (h) =>
-        Effect.gen(function*() {
-          const g = yield* h.create({ userId: 401 })
-          yield* h.startEngine
-          yield* h.advanceUntil(reached(h, g.id, "failed"), { maxSteps: 120 })
-          const row = yield* h.row(g.id)
-          assert.strictEqual(row.failCode, "timeout")
-          assert.strictEqual(row.failReason, t("ru").timedOut)
-          yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => Option.isSome(r.notifiedAt)), { maxSteps: 10 })
-          const status = h.telegram.messages(401).find((m) => m.messageId === g.statusMessageId)!
-          assert.strictEqual(status.text, t("ru").failed(t("ru").timedOut))
-          assert.deepStrictEqual(status.replyMarkup, retryKeyboard("ru", g.id))
-          // While it ran, the status message showed the elapsed time, at most every 10 s.
-          const edits = h.telegram.calls("editMessageText").filter((c) => c.params.message_id === g.statusMessageId)
-          const progress = edits.filter((c) => String(c.params.text).startsWith("⏳ Генерирую... 0:"))
-          assert.isAtLeast(progress.length, 3)
-          assert.isAtMost(progress.length, 7, "at most one edit per 10 s over 60 s")
-          assert.lengthOf(h.media(401, "photo"), 0)
-          // Told once: more sweeps change nothing.
-          const mark = h.telegram.mark()
-          yield* h.advance(12)
-          assert.lengthOf(h.telegram.calls().filter((c) => c.seq > mark), 0)
-        })))
+      withEngine(
+        { env: { GENERATION_TIMEOUT_MS: "60000" }, fake: { defaultTask: { steps: ["generating"] } } },
+        (h) =>
+          Effect.gen(function*() {
+            const g = yield* h.create({ userId: 401 })
+            yield* h.startEngine
+            yield* h.advanceUntil(reached(h, g.id, "failed"), { maxSteps: 120 })
+            const row = yield* h.row(g.id)
+            assert.strictEqual(row.failCode, "timeout")
+            assert.strictEqual(row.failReason, t("ru").timedOut)
+            yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => Option.isSome(r.notifiedAt)), { maxSteps: 10 })
+            const status = h.telegram.messages(401).find((m) => m.messageId === g.statusMessageId)!
+            assert.strictEqual(status.text, t("ru").failed(t("ru").timedOut))
+            assert.deepStrictEqual(status.replyMarkup, retryKeyboard("ru", g.id))
+            // While it ran, the status message showed the elapsed time, at most every 10 s.
+            const edits = h.telegram.calls("editMessageText").filter((c) => c.params.message_id === g.statusMessageId)
+            const progress = edits.filter((c) => String(c.params.text).startsWith("⏳ Генерирую... 0:"))
+            assert.isAtLeast(progress.length, 3)
+            assert.isAtMost(progress.length, 7, "at most one edit per 10 s over 60 s")
+            assert.lengthOf(h.media(401, "photo"), 0)
+            // Told once: more sweeps change nothing.
+            const mark = h.telegram.mark()
+            yield* h.advance(12)
+            assert.lengthOf(h.telegram.calls().filter((c) => c.seq > mark), 0)
+          })
+      ))
 
     it.effect("a progress edit still on its way when the generation fails never overwrites the failure notice", () =>
-      withEngine({ env: { GENERATION_TIMEOUT_MS: "64000" }, fake: { defaultTask: { steps: ["generating"] } } }, (h) =>
-        Effect.gen(function*() {
-          const g = yield* h.create({ userId: 404 })
-          yield* h.startEngine
-          // A progress edit showing at least `seconds` elapsed. Which second a
-          // tick lands on drifts by a second or two when its queries outlast a
-          // clock step (a loaded machine), so the edits are "0:50" or a little later.
-          const progressEdit = (seconds: number) => () =>
-            h.telegram.calls("editMessageText").some((c) => {
-              const shown = /^⏳ Генерирую\.\.\. (\d+):(\d\d)$/.exec(String(c.params.text))
-              return c.params.message_id === g.statusMessageId && shown !== null &&
-                Number(shown[1]) * 60 + Number(shown[2]) >= seconds
-            })
-          yield* h.advanceUntil(Effect.sync(progressEdit(50)), { maxSteps: 70 })
-          // The next progress edit ("1:00" or so) reaches Telegram only when we
-          // say so: the deadline (64 s) passes while it is on its way.
-          let arrive!: () => void
-          h.telegram.failNext("editMessageText", FakeTelegram.failure.delayed(new Promise((resolve) => (arrive = resolve))))
-          yield* h.advanceUntil(Effect.sync(progressEdit(60)), { maxSteps: 15 })
-          yield* h.advanceUntil(reached(h, g.id, "failed"), { maxSteps: 10 })
-          yield* h.advance(3)
-          arrive()
-          yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => Option.isSome(r.notifiedAt)), { maxSteps: 10 })
-          const status = h.telegram.messages(404).find((m) => m.messageId === g.statusMessageId)!
-          assert.strictEqual(status.text, t("ru").failed(t("ru").timedOut))
-          assert.deepStrictEqual(status.replyMarkup, retryKeyboard("ru", g.id))
-          // Both edits reached Telegram: the progress edit first, the notice last.
-          const edits = h.telegram.calls("editMessageText").filter((c) => c.params.message_id === g.statusMessageId)
-          assert.strictEqual(edits.at(-1)!.params.text, t("ru").failed(t("ru").timedOut))
-        })))
+      withEngine(
+        { env: { GENERATION_TIMEOUT_MS: "64000" }, fake: { defaultTask: { steps: ["generating"] } } },
+        (h) =>
+          Effect.gen(function*() {
+            const g = yield* h.create({ userId: 404 })
+            yield* h.startEngine
+            // A progress edit showing at least `seconds` elapsed. Which second a
+            // tick lands on drifts by a second or two when its queries outlast a
+            // clock step (a loaded machine), so the edits are "0:50" or a little later.
+            const progressEdit = (seconds: number) => () =>
+              h.telegram.calls("editMessageText").some((c) => {
+                const shown = /^⏳ Генерирую\.\.\. (\d+):(\d\d)$/.exec(String(c.params.text))
+                return c.params.message_id === g.statusMessageId && shown !== null &&
+                  Number(shown[1]) * 60 + Number(shown[2]) >= seconds
+              })
+            yield* h.advanceUntil(Effect.sync(progressEdit(50)), { maxSteps: 70 })
+            // The next progress edit ("1:00" or so) reaches Telegram only when we
+            // say so: the deadline (64 s) passes while it is on its way.
+            let arrive!: () => void
+            h.telegram.failNext(
+              "editMessageText",
+              FakeTelegram.failure.delayed(new Promise((resolve) => (arrive = resolve)))
+            )
+            yield* h.advanceUntil(Effect.sync(progressEdit(60)), { maxSteps: 15 })
+            yield* h.advanceUntil(reached(h, g.id, "failed"), { maxSteps: 10 })
+            yield* h.advance(3)
+            arrive()
+            yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => Option.isSome(r.notifiedAt)), { maxSteps: 10 })
+            const status = h.telegram.messages(404).find((m) => m.messageId === g.statusMessageId)!
+            assert.strictEqual(status.text, t("ru").failed(t("ru").timedOut))
+            assert.deepStrictEqual(status.replyMarkup, retryKeyboard("ru", g.id))
+            // Both edits reached Telegram: the progress edit first, the notice last.
+            const edits = h.telegram.calls("editMessageText").filter((c) => c.params.message_id === g.statusMessageId)
+            assert.strictEqual(edits.at(-1)!.params.text, t("ru").failed(t("ru").timedOut))
+          })
+      ))
 
     it.effect("a generation queued past its deadline is failed, never sent to Kie", () =>
       withEngine({ env: { GENERATION_TIMEOUT_MS: "10000", KIE_CREATE_RATE: "1/60s" } }, (h) =>
@@ -208,7 +225,6 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           assert.notStrictEqual((yield* h.row(a.id)).status, "queued")
         })))
   })
-
 
   describe("Kie refusing or failing", () => {
     it.effect("402 (no credits): the users are told plainly, ERROR once, nothing sent while paused; after the pause it works again", () =>
@@ -269,28 +285,35 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           const g = yield* h.create({ userId: 511 })
           yield* h.startEngine
           yield* h.advanceUntil(
-            Effect.sync(() => h.logs.lines().some((l) => l.message.includes(`generation ${g.id}: submitting → queued`))),
+            Effect.sync(() =>
+              h.logs.lines().some((l) => l.message.includes(`generation ${g.id}: submitting → queued`))
+            ),
             { maxSteps: 30 }
           )
           assert.strictEqual((yield* h.row(g.id)).status, "queued")
           yield* h.advanceUntil(reached(h, g.id, "delivered"), { maxSteps: 60 })
           assert.strictEqual(h.kie.counters.createTask, 5)
           assert.strictEqual(h.kie.counters.tasksCreated, 1)
-          assert.isTrue(h.logs.lines().some((l) => l.level === "WARN" && l.message.includes("Kie is not accepting tasks")))
+          assert.isTrue(
+            h.logs.lines().some((l) => l.level === "WARN" && l.message.includes("Kie is not accepting tasks"))
+          )
         })))
 
     it.effect("a Kie task that fails: the user gets Kie's reason and the retry button", () =>
-      withEngine({ fake: { defaultTask: { steps: [{ fail: { code: "500", msg: "content policy violation" } }] } } }, (h) =>
-        Effect.gen(function*() {
-          const g = yield* h.create({ userId: 521 })
-          yield* h.startEngine
-          yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => Option.isSome(r.notifiedAt)))
-          const row = yield* h.row(g.id)
-          assert.strictEqual(row.failCode, "KieTaskFailed")
-          const text = h.telegram.messages(521).find((m) => m.messageId === g.statusMessageId)?.text
-          assert.include(text, "❌ Не получилось создать картинку")
-          assert.include(text, "content policy violation")
-        })))
+      withEngine(
+        { fake: { defaultTask: { steps: [{ fail: { code: "500", msg: "content policy violation" } }] } } },
+        (h) =>
+          Effect.gen(function*() {
+            const g = yield* h.create({ userId: 521 })
+            yield* h.startEngine
+            yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => Option.isSome(r.notifiedAt)))
+            const row = yield* h.row(g.id)
+            assert.strictEqual(row.failCode, "KieTaskFailed")
+            const text = h.telegram.messages(521).find((m) => m.messageId === g.statusMessageId)?.text
+            assert.include(text, "❌ Не получилось создать картинку")
+            assert.include(text, "content policy violation")
+          })
+      ))
 
     it.effect("Kie's failure message echoing the API key: the key is stored nowhere and shown to no one", () =>
       withEngine(
@@ -330,7 +353,11 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
 
     it.effect("webhook mode: after a createTask timeout, Kie's callback reveals the task by its ref and the photo is delivered", () =>
       withEngine(
-        { callbackServer: true, env: { ...webhook, KIE_REQUEST_TIMEOUT_MS: "5000" }, fake: { defaultTask: { steps: [localResult()] } } },
+        {
+          callbackServer: true,
+          env: { ...webhook, KIE_REQUEST_TIMEOUT_MS: "5000" },
+          fake: { defaultTask: { steps: [localResult()] } }
+        },
         (h) =>
           Effect.gen(function*() {
             h.kie.scriptCreate({ hang: true })
@@ -438,8 +465,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           const g = yield* h.create({ userId: 704, statusMessage: false })
           yield* h.startEngine
           yield* h.advanceUntil(reached(h, g.id, "delivered"))
-          const late = yield* Effect.flatMap(Effect.service(Telegram), (tg) =>
-            tg.sendMessage({ chat_id: 704, text: t("ru").generating }))
+          const late = yield* Effect.flatMap(
+            Effect.service(Telegram),
+            (tg) => tg.sendMessage({ chat_id: 704, text: t("ru").generating })
+          )
           yield* generations.setStatusMessage(g.id, late.message_id, t("ru").generating)
           yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => r.statusMessageId === null), { maxSteps: 10 })
           assert.isUndefined(h.telegram.messages(704).find((m) => m.messageId === late.message_id))
@@ -473,7 +502,9 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           const g = yield* h.create({ userId: 202 })
           h.telegram.failNext("sendPhoto", FakeTelegram.failure.hang())
           const first = yield* h.startEngine
-          yield* h.advanceUntil(Effect.sync(() => h.telegram.calls("sendPhoto").length === 1), { what: "sendPhoto sent" })
+          yield* h.advanceUntil(Effect.sync(() => h.telegram.calls("sendPhoto").length === 1), {
+            what: "sendPhoto sent"
+          })
           assert.strictEqual((yield* h.row(g.id)).status, "succeeded")
           yield* first.lose
           // Interrupting the engine aborts the upload: Telegram never answered it.
@@ -492,10 +523,16 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           const g = yield* h.create({ userId: 203 })
           h.telegram.failNext("sendDocument", FakeTelegram.failure.hang())
           const first = yield* h.startEngine
-          yield* h.advanceUntil(Effect.sync(() => h.telegram.calls("sendDocument").length === 1), { what: "original sent" })
+          yield* h.advanceUntil(Effect.sync(() => h.telegram.calls("sendDocument").length === 1), {
+            what: "original sent"
+          })
           const afterPhoto = yield* h.row(g.id)
           assert.strictEqual(afterPhoto.status, "succeeded")
-          assert.strictEqual(afterPhoto.photoMessageId, h.media(203, "photo")[0]?.messageId, "the photo is recorded at once")
+          assert.strictEqual(
+            afterPhoto.photoMessageId,
+            h.media(203, "photo")[0]?.messageId,
+            "the photo is recorded at once"
+          )
           yield* first.lose
 
           yield* h.startEngine
@@ -538,7 +575,9 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("GenerationEngine", (it) => {
           yield* Fiber.join(releasing)
           assert.strictEqual((yield* h.row(g.id)).status, "delivered", "the release waited for the delivery")
           assert.lengthOf(h.media(207, "photo"), 1)
-          assert.isTrue(h.logs.lines().some((l) => l.message.startsWith("[GEN] draining: 0 createTask request(s) and 1 ")))
+          assert.isTrue(
+            h.logs.lines().some((l) => l.message.startsWith("[GEN] draining: 0 createTask request(s) and 1 "))
+          )
         })))
 
     it.effect("graceful release: a submission waiting for the budget stays queued and is sent by the next leader", () =>

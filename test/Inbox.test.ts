@@ -91,7 +91,11 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
         const inbox = yield* Inbox
         // 200 webhooks: updates 1..150, then 1..50 again (Telegram retrying),
         // and one repeat of a blocker's update.
-        const ids = [...Array.from({ length: 150 }, (_, i) => i + 1), ...Array.from({ length: 50 }, (_, i) => i + 1), 9001]
+        const ids = [
+          ...Array.from({ length: 150 }, (_, i) => i + 1),
+          ...Array.from({ length: 50 }, (_, i) => i + 1),
+          9001
+        ]
         const { blockers, fibers } = yield* whileWritersBlocked(() =>
           Effect.forEach(ids, (id) => Effect.forkChild(inbox.store([message(id, id % 7)] as any)))
         )

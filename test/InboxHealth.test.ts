@@ -20,7 +20,11 @@ const getHealth = (url: string) =>
   Effect.promise(async () => {
     const started = performance.now()
     const response = await fetch(`${url}/health`)
-    return { status: response.status, body: (await response.json()) as Record<string, any>, ms: performance.now() - started }
+    return {
+      status: response.status,
+      body: (await response.json()) as Record<string, any>,
+      ms: performance.now() - started
+    }
   })
 
 describe("/health inbox fields", () => {

@@ -62,7 +62,8 @@ const failureOf = <A, E>(fake: FakeKie, effect: Effect.Effect<A, E, Env>, step =
     const exit = yield* Fiber.await(fiber)
     if (Exit.isSuccess(exit)) return assert.fail(`expected a failure, got ${JSON.stringify(exit.value)}`)
     const error = exit.cause.reasons.find((r) => r._tag === "Fail")
-    if (error === undefined || error._tag !== "Fail") return assert.fail(`expected a typed failure, got ${exit.cause}`)
+    if (error === undefined || error._tag !== "Fail")
+      return assert.fail(`expected a typed failure, got ${String(exit.cause)}`)
     assertNoKey(error.error)
     return error.error as E
   })
@@ -138,11 +139,17 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
             for (const httpStatus of [200, code]) {
               const before = fake.counters.createTask
               const attempts = retryable ? 4 : 1
-              fake.scriptCreate(...Array.from({ length: attempts }, () => ({ error: code, httpStatus, msg: `scripted ${code}` })))
+              fake.scriptCreate(
+                ...Array.from({ length: attempts }, () => ({ error: code, httpStatus, msg: `scripted ${code}` }))
+              )
               const error = yield* failureOf(fake, kie.createTask({ prompt: "p", aspectRatio: "1:1" }))
               assert.strictEqual(error._tag, tag, `code ${code} (HTTP ${httpStatus})`)
               assert.strictEqual(error.retryable, retryable, `retryable of ${code}`)
-              assert.strictEqual(fake.counters.createTask - before, attempts, `attempts for ${code} (HTTP ${httpStatus})`)
+              assert.strictEqual(
+                fake.counters.createTask - before,
+                attempts,
+                `attempts for ${code} (HTTP ${httpStatus})`
+              )
               assert.include(error.message, String(code))
               assert.isAbove(error.userReason.ru.length, 10)
               assert.isAbove(error.userReason.en.length, 10)
@@ -259,7 +266,9 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           assert.strictEqual(noTaskId._tag, "KieCreateTaskUncertain")
 
           let before = fake.counters.createTask
-          fake.scriptCreate(...Array.from({ length: 4 }, () => ({ raw: html, httpStatus: 502, contentType: "text/html" })))
+          fake.scriptCreate(
+            ...Array.from({ length: 4 }, () => ({ raw: html, httpStatus: 502, contentType: "text/html" }))
+          )
           const badGateway = yield* failureOf(fake, create)
           assert.strictEqual(badGateway._tag, "KieServerError")
           assert.strictEqual(fake.counters.createTask - before, 4)
@@ -279,23 +288,26 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
     it.effect("the budget: 21 createTasks at once, 20 reach Kie, the 21st waits for the window; no 429", () =>
       Effect.gen(function*() {
         const clock = yield* TestClock.testClockWith(Effect.succeed)
-        yield* withKie({ fake: { now: () => clock.currentTimeMillisUnsafe() } }, ({ fake, kie }) =>
-          Effect.gen(function*() {
-            const fibers = yield* Effect.forEach(
-              Array.from({ length: 21 }, (_, i) => i),
-              (i) => Effect.forkChild(kie.createTask({ prompt: `p${i}`, aspectRatio: "1:1" }))
-            )
-            yield* fake.awaitCalls("createTask", 20)
-            yield* Effect.promise(() => fake.idle())
-            assert.strictEqual(fake.counters.createTask, 20)
-            yield* tick(fake, "10 seconds")
-            assert.strictEqual(fake.counters.createTask, 20, "the 21st waits out the window and the margin")
-            yield* tick(fake, "50 millis")
-            yield* fake.awaitCalls("createTask", 21)
-            const ids = yield* Effect.forEach(fibers, Fiber.join)
-            assert.strictEqual(new Set(ids).size, 21)
-            assert.strictEqual(fake.counters.rateLimited, 0)
-          }))
+        yield* withKie(
+          { fake: { now: () => clock.currentTimeMillisUnsafe() } },
+          ({ fake, kie }) =>
+            Effect.gen(function*() {
+              const fibers = yield* Effect.forEach(
+                Array.from({ length: 21 }, (_, i) => i),
+                (i) => Effect.forkChild(kie.createTask({ prompt: `p${i}`, aspectRatio: "1:1" }))
+              )
+              yield* fake.awaitCalls("createTask", 20)
+              yield* Effect.promise(() => fake.idle())
+              assert.strictEqual(fake.counters.createTask, 20)
+              yield* tick(fake, "10 seconds")
+              assert.strictEqual(fake.counters.createTask, 20, "the 21st waits out the window and the margin")
+              yield* tick(fake, "50 millis")
+              yield* fake.awaitCalls("createTask", 21)
+              const ids = yield* Effect.forEach(fibers, Fiber.join)
+              assert.strictEqual(new Set(ids).size, 21)
+              assert.strictEqual(fake.counters.rateLimited, 0)
+            })
+        )
       }))
 
     it.effect("beforeSend runs inside the permit with the callBackUrl's ref, once per attempt; its failure sends nothing", () =>
@@ -315,7 +327,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           assert.lengthOf(seen, 2, "the retry runs it again")
           assert.strictEqual(seen[0]!.ref, seen[1]!.ref, "one ref per call")
           assert.isTrue(seen.every((s) => s.used >= 1), "inside the permit")
-          assert.strictEqual(fake.tasks.get(taskId)!.callBackUrl, `https://bot.example/kie/callback?ref=${seen[0]!.ref}`)
+          assert.strictEqual(
+            fake.tasks.get(taskId)!.callBackUrl,
+            `https://bot.example/kie/callback?ref=${seen[0]!.ref}`
+          )
 
           const before = fake.counters.createTask
           const declined = yield* kie.createTask({
@@ -345,7 +360,9 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
       withKie({}, ({ fake, kie }) =>
         Effect.gen(function*() {
           fake.addTask("task_states", {
-            steps: ["null", "waiting", "queuing", "generating", { success: ["https://cdn.example/a.png", "https://cdn.example/b.png"] }]
+            steps: ["null", "waiting", "queuing", "generating", {
+              success: ["https://cdn.example/a.png", "https://cdn.example/b.png"]
+            }]
           })
           const states = []
           for (let i = 0; i < 5; i++) states.push(yield* kie.getTaskOnce("task_states"))

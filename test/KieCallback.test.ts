@@ -5,7 +5,7 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Layer, Option, PubSub, Result, type Scope } from "effect"
-import { HttpServer } from "effect/http"
+import type { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
@@ -35,16 +35,20 @@ interface Harness {
   /** Base URL of this instance's HTTP server. */
   readonly url: string
   /** Has the fake POST a task's callback to this instance (its callBackUrl's query kept). */
-  readonly deliver: (taskId: string, options?: SendCallbackOptions & { readonly withoutRef?: boolean }) => Effect.Effect<CallbackResult>
+  readonly deliver: (
+    taskId: string,
+    options?: SendCallbackOptions & { readonly withoutRef?: boolean }
+  ) => Effect.Effect<CallbackResult>
 }
 
-const deliverTo = (fake: FakeKie, base: string) =>
-(taskId: string, options: SendCallbackOptions & { readonly withoutRef?: boolean } = {}) =>
-  Effect.promise(() => {
-    const registered = fake.tasks.get(taskId)?.callBackUrl
-    const search = registered === undefined || options.withoutRef === true ? "" : new URL(registered).search
-    return fake.sendCallback(taskId, { url: `${base}/kie/callback${search}`, ...options })
-  })
+const deliverTo =
+  (fake: FakeKie, base: string) =>
+  (taskId: string, options: SendCallbackOptions & { readonly withoutRef?: boolean } = {}) =>
+    Effect.promise(() => {
+      const registered = fake.tasks.get(taskId)?.callBackUrl
+      const search = registered === undefined || options.withoutRef === true ? "" : new URL(registered).search
+      return fake.sendCallback(taskId, { url: `${base}/kie/callback${search}`, ...options })
+    })
 
 const withBot = <A, E>(
   options: { readonly fake?: Partial<FakeKieOptions>; readonly env?: Record<string, string> },
@@ -191,8 +195,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
 
           // The listener retries after ~0.5 s (TestClock).
           yield* TestClock.adjust("1 second")
-          yield* heardSoon(heard, (signal) =>
-            signal._tag === "Resync" && heard.filter((s) => s._tag === "Resync").length > resyncsBefore)
+          yield* heardSoon(
+            heard,
+            (signal) => signal._tag === "Resync" && heard.filter((s) => s._tag === "Resync").length > resyncsBefore
+          )
           assert.deepStrictEqual(yield* storedUrls(callbacks, taskId), [REAL], "the re-check finds it in the store")
 
           assert.strictEqual((yield* deliverTo(fake, otherUrl)(later)).status, 200)
@@ -313,7 +319,10 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         Effect.gen(function*() {
           const target = `${url}/kie/callback`
           const json = { "content-type": "application/json" }
-          const big = JSON.stringify({ code: 200, data: { taskId: "t", state: "success", pad: "x".repeat(1024 * 1024) } })
+          const big = JSON.stringify({
+            code: 200,
+            data: { taskId: "t", state: "success", pad: "x".repeat(1024 * 1024) }
+          })
           assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: big })).status, 413)
           const chunked = new ReadableStream({
             start(controller) {
@@ -321,12 +330,21 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
               controller.close()
             }
           })
-          const streamed = yield* post(target, { method: "POST", headers: json, body: chunked, duplex: "half" } as RequestInit)
+          const streamed = yield* post(
+            target,
+            { method: "POST", headers: json, body: chunked, duplex: "half" } as RequestInit
+          )
           assert.strictEqual(streamed.status, 413)
           assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: "{not json" })).status, 400)
-          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: JSON.stringify({ hello: 1 }) })).status, 400)
+          assert.strictEqual(
+            (yield* post(target, { method: "POST", headers: json, body: JSON.stringify({ hello: 1 }) })).status,
+            400
+          )
           const noUrls = { code: 200, data: { taskId: "t", state: "success", resultJson: "{\"resultUrls\":[]}" } }
-          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: JSON.stringify(noUrls) })).status, 400)
+          assert.strictEqual(
+            (yield* post(target, { method: "POST", headers: json, body: JSON.stringify(noUrls) })).status,
+            400
+          )
         })))
 
     it.effect("`task_id` instead of `taskId` is accepted", () =>

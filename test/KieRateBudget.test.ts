@@ -59,7 +59,13 @@ describe("KieRateBudget", () => {
       yield* settle
       assert.strictEqual((yield* Ref.get(started)).length, 20)
       assert.isUndefined(fibers[20]!.pollUnsafe())
-      assert.deepStrictEqual(yield* budget.snapshot, { count: 20, windowMillis: 10_000, used: 20, inFlight: 0, waiting: 1 })
+      assert.deepStrictEqual(yield* budget.snapshot, {
+        count: 20,
+        windowMillis: 10_000,
+        used: 20,
+        inFlight: 0,
+        waiting: 1
+      })
 
       yield* TestClock.adjust("10 seconds")
       yield* settle
@@ -128,8 +134,12 @@ describe("KieRateBudget", () => {
       assert.strictEqual(yield* budget.recordEarlierSends([91_000, 98_000, 80_000]), 2)
       assert.strictEqual((yield* budget.snapshot).used, 2)
       const started = yield* Ref.make<Array<number>>([])
-      const call = budget.withPermit(Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
-        Ref.update(started, (xs) => [...xs, now])))
+      const call = budget.withPermit(
+        Effect.flatMap(
+          Effect.clockWith((clock) => clock.currentTimeMillis),
+          (now) => Ref.update(started, (xs) => [...xs, now])
+        )
+      )
       const fibers = yield* Effect.forEach([0, 1, 2], () => Effect.forkChild(call))
       yield* settle
       assert.deepStrictEqual(yield* Ref.get(started), [100_000], "one slot was free")
@@ -156,8 +166,12 @@ describe("KieRateBudget", () => {
       assert.strictEqual((yield* budget.snapshot).used, 2)
       const started = yield* Ref.make<Array<number>>([])
       const fiber = yield* Effect.forkChild(
-        budget.withPermit(Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
-          Ref.update(started, (xs) => [...xs, now])))
+        budget.withPermit(
+          Effect.flatMap(
+            Effect.clockWith((clock) => clock.currentTimeMillis),
+            (now) => Ref.update(started, (xs) => [...xs, now])
+          )
+        )
       )
       yield* TestClock.setTime(11_999)
       yield* settle

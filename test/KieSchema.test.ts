@@ -71,7 +71,10 @@ const SuccessLike = Schema.Struct({
 
 const runs = { arbitrary: { runs: 500 } }
 
-const HttpStatus = Schema.Union([Schema.Literal(200), Schema.Int.check(Schema.isBetween({ minimum: 100, maximum: 599 }))])
+const HttpStatus = Schema.Union([
+  Schema.Literal(200),
+  Schema.Int.check(Schema.isBetween({ minimum: 100, maximum: 599 }))
+])
 
 const neverThrows = <A>(f: () => A): A => {
   try {
@@ -82,10 +85,15 @@ const neverThrows = <A>(f: () => A): A => {
 }
 
 describe("Kie decoders", () => {
-  it.prop("recordInfo: any JSON body either decodes or is a typed Kie error", [AnyJson, HttpStatus], ([body, status]) => {
-    const result = neverThrows(() => decodeRecordInfoBody("task_1", status, body, JSON.stringify(body) ?? ""))
-    if (Result.isFailure(result)) assert.isTrue(isKieError(result.failure), String(result.failure))
-  }, runs)
+  it.prop(
+    "recordInfo: any JSON body either decodes or is a typed Kie error",
+    [AnyJson, HttpStatus],
+    ([body, status]) => {
+      const result = neverThrows(() => decodeRecordInfoBody("task_1", status, body, JSON.stringify(body) ?? ""))
+      if (Result.isFailure(result)) assert.isTrue(isKieError(result.failure), String(result.failure))
+    },
+    runs
+  )
 
   it.prop(
     "recordInfo: a code-200 body whose data is not a readable task fails with KieBadPayload, nothing else",
@@ -110,13 +118,19 @@ describe("Kie decoders", () => {
     runs
   )
 
-  it.prop("createTask: any body either yields a task id or is a typed Kie error", [AnyJson, HttpStatus], ([body, status]) => {
-    const result = neverThrows(() => decodeCreateTaskBody(status, body, JSON.stringify(body) ?? ""))
-    if (Result.isSuccess(result)) assert.isAbove(result.success.length, 0)
-    else assert.isTrue(isKieError(result.failure))
-  })
+  it.prop(
+    "createTask: any body either yields a task id or is a typed Kie error",
+    [AnyJson, HttpStatus],
+    ([body, status]) => {
+      const result = neverThrows(() => decodeCreateTaskBody(status, body, JSON.stringify(body) ?? ""))
+      if (Result.isSuccess(result)) assert.isAbove(result.success.length, 0)
+      else assert.isTrue(isKieError(result.failure))
+    }
+  )
 
-  it.prop("callback: any body either decodes or is KieBadPayload", [Schema.Union([AnyJson, RecordInfoLike, SuccessLike])], ([body]) => {
+  it.prop("callback: any body either decodes or is KieBadPayload", [
+    Schema.Union([AnyJson, RecordInfoLike, SuccessLike])
+  ], ([body]) => {
     const result = neverThrows(() => decodeCallbackBody(body))
     if (Result.isFailure(result)) assert.strictEqual(result.failure._tag, "KieBadPayload")
     else if (result.success.state._tag === "Success") {
@@ -152,9 +166,18 @@ describe("Kie decoders", () => {
     })
     const missing = decodeRecordInfoBody("t", 200, { code: 422, msg: "recordInfo is null", data: null }, "")
     assert.deepStrictEqual(Result.getOrThrow(missing), { _tag: "Waiting", taskId: "t", recordMissing: true })
-    const other = decodeRecordInfoBody("t", 200, { code: 200, msg: "success", data: { taskId: "u", state: "waiting" } }, "")
+    const other = decodeRecordInfoBody(
+      "t",
+      200,
+      { code: 200, msg: "success", data: { taskId: "u", state: "waiting" } },
+      ""
+    )
     assert.strictEqual(Result.isFailure(other) && other.failure._tag, "KieBadPayload")
-    const created = decodeCreateTaskBody(200, { code: 200, msg: "success", data: { taskId: "task_z-image_1765174270120" } }, "")
+    const created = decodeCreateTaskBody(200, {
+      code: 200,
+      msg: "success",
+      data: { taskId: "task_z-image_1765174270120" }
+    }, "")
     assert.strictEqual(Result.getOrThrow(created), "task_z-image_1765174270120")
   })
 

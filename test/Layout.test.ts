@@ -102,7 +102,11 @@ describe("layout of src/", () => {
     const all = edges()
     // Swapping two layers that depend on each other one way turns their imports into violations.
     const swapped = LAYERS.map((name) => (name === "engine" ? "kie" : name === "kie" ? "engine" : name))
-    expect(violations(all, swapped).some((line) => line.includes("kie imports engine") || line.includes("engine imports kie")))
+    expect(
+      violations(all, swapped).some((line) =>
+        line.includes("kie imports engine") || line.includes("engine imports kie")
+      )
+    )
       .toBe(true)
   })
 })

@@ -119,7 +119,11 @@ layer(TestPgLive, { timeout: "60 seconds" })((it) => {
           const before = SubscriptionRef.getUnsafe(tries)
           yield* TestClock.adjust("1 second")
           yield* waitFor(tries, (n) => n > before, `try ${second + 1} to start`)
-          yield* waitFor(board.state.status, (s) => s.phase === "passive", `the standby PASSIVE after try ${second + 1}`)
+          yield* waitFor(
+            board.state.status,
+            (s) => s.phase === "passive",
+            `the standby PASSIVE after try ${second + 1}`
+          )
         }
         assert.isUndefined(acquiring.pollUnsafe(), "still contending")
 

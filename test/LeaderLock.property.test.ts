@@ -130,7 +130,11 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "300 se
             yield* tick(live, 3)
             checkJournal(journal)
             const leaders = live.filter(isActive)
-            assert.strictEqual(leaders.length, live.length > 0 ? 1 : 0, `ACTIVE: ${leaders.map((h) => h.name)}`)
+            assert.strictEqual(
+              leaders.length,
+              live.length > 0 ? 1 : 0,
+              `ACTIVE: ${leaders.map((h) => h.name).join(", ")}`
+            )
             for (const holder of live) {
               const expected = isActive(holder) ? 1 : 0
               assert.strictEqual(running.get(holder.name) ?? 0, expected, `${holder.name}'s leader work`)
@@ -156,7 +160,12 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "300 se
                   yield* Scope.close(holder!.scope, Exit.void)
                   assert.isFalse(isActive(holder!))
                   assert.strictEqual(running.get(holder!.name) ?? 0, 0)
-                  if (wasActive) assert.deepStrictEqual(lastExit(holder!.name), { kind: "exit", holder: holder!.name, success: true })
+                  if (wasActive)
+                    assert.deepStrictEqual(lastExit(holder!.name), {
+                      kind: "exit",
+                      holder: holder!.name,
+                      success: true
+                    })
                   break
                 }
                 case "Lose": {

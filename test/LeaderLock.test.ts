@@ -11,15 +11,7 @@ import { Clock, Effect, Exit, Fiber, Layer, Redacted, Scope, Stream, Subscriptio
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import * as LeaderLock from "../src/leadership/LeaderLock.ts"
-import {
-  heartbeatSettled,
-  isActive,
-  settled,
-  startHolder,
-  tick,
-  tickUntil,
-  waitFor
-} from "./support/LeaderHolders.ts"
+import { heartbeatSettled, isActive, settled, startHolder, tick, tickUntil, waitFor } from "./support/LeaderHolders.ts"
 import { startPgProxy } from "./support/PgProxy.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { adminDatabaseUrl, TestDatabaseLive } from "./support/TestDatabase.ts"
@@ -74,8 +66,7 @@ const indexOf = (messages: ReadonlyArray<string>, fragment: string) => {
   return index
 }
 
-const count = (messages: ReadonlyArray<string>, fragment: string) =>
-  messages.filter((m) => m.includes(fragment)).length
+const count = (messages: ReadonlyArray<string>, fragment: string) => messages.filter((m) => m.includes(fragment)).length
 
 const KEY = "4242"
 
@@ -253,7 +244,9 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "120 se
         let builds = 0
         const failsFirst = Layer.mergeAll(
           probe("a"),
-          Layer.effectDiscard(Effect.suspend(() => ++builds === 1 ? Effect.die(new Error("boom at start")) : Effect.void))
+          Layer.effectDiscard(
+            Effect.suspend(() => ++builds === 1 ? Effect.die(new Error("boom at start")) : Effect.void)
+          )
         )
         const a = yield* startHolder("a", { env: { LEADER_LOCK_KEY: KEY }, leaderOnly: failsFirst })
         assert.isFalse(isActive(a))
@@ -263,7 +256,10 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "120 se
         assert.include(aLog[indexOf(aLog, "[LOCK] leader-only services failed")], "boom at start")
         assert.include(aLog.join("\n"), "active_state: True -> False (reason=leader_services_failed)")
         // (The probe's fiber may not have started before the sibling layer died.)
-        assert.deepStrictEqual(events.filter((e) => !e.includes(":fiber")), ["a:start active=true", "a:finalizer Failure"])
+        assert.deepStrictEqual(events.filter((e) => !e.includes(":fiber")), [
+          "a:start active=true",
+          "a:finalizer Failure"
+        ])
 
         const b = yield* startHolder("b", { env: { LEADER_LOCK_KEY: KEY }, leaderOnly: probe("b") })
         assert.isTrue(isActive(b))

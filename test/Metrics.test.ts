@@ -132,134 +132,154 @@ const FAILING_UPDATE = 880002
 const LATE_UPDATE = 880003
 
 describe("/metrics", () => {
-  it.effect("counters move after real actions; gauges come from the database; valid text; no secret; bounded labels", () =>
-    Effect.gen(function*() {
-      const telegramFake = yield* FakeTelegram.make()
-      const kieFake = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY })
-      const config = TestConfigLive({
-        ...telegramFake.env,
-        KIE_BASE_URL: kieFake.url,
-        PUBLIC_URL: "https://zimage.example.com",
-        TELEGRAM_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
-        UPDATE_MAX_ATTEMPTS: "2",
-        WORKERS: "2"
-      })
-      const live = TestHttpServerLive(Routes).pipe(
-        Layer.provideMerge(LeaderLock.layer(Layer.empty)),
-        Layer.provideMerge(Layer.mergeAll(
-          Inbox.layer,
-          Telegram.layer,
-          Kie.layer.pipe(Layer.provideMerge(Layer.mergeAll(KieCallbacks.layer, KieRateBudget.layer)))
-        )),
-        Layer.provideMerge(Layer.mergeAll(Health.layer, MetricsRefresh.layer)),
-        Layer.provideMerge(TestDatabaseLive),
-        Layer.provideMerge(config)
-      )
-
-      yield* Effect.gen(function*() {
-        const before = (yield* scrape).samples
-        const telegram = yield* Telegram
-        const kie = yield* Kie
-
-        // Leadership: this lone instance takes the lock.
-        const leader = yield* LeaderLock.LeaderState
-        yield* waitFor(leader.active, (active) => active, "this instance to become ACTIVE")
-        const leading = yield* scrapeUntil("zimage_leader_active 1", (s) => valueOf(s, "zimage_leader_active") === 1)
-        assert.strictEqual(
-          valueOf(leading.samples, "zimage_leader_transitions_total", { kind: "acquired" }),
-          valueOf(before, "zimage_leader_transitions_total", { kind: "acquired" }) + 1
+  it.effect(
+    "counters move after real actions; gauges come from the database; valid text; no secret; bounded labels",
+    () =>
+      Effect.gen(function*() {
+        const telegramFake = yield* FakeTelegram.make()
+        const kieFake = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY })
+        const config = TestConfigLive({
+          ...telegramFake.env,
+          KIE_BASE_URL: kieFake.url,
+          PUBLIC_URL: "https://zimage.example.com",
+          TELEGRAM_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
+          UPDATE_MAX_ATTEMPTS: "2",
+          WORKERS: "2"
+        })
+        const live = TestHttpServerLive(Routes).pipe(
+          Layer.provideMerge(LeaderLock.layer(Layer.empty)),
+          Layer.provideMerge(Layer.mergeAll(
+            Inbox.layer,
+            Telegram.layer,
+            Kie.layer.pipe(Layer.provideMerge(Layer.mergeAll(KieCallbacks.layer, KieRateBudget.layer)))
+          )),
+          Layer.provideMerge(Layer.mergeAll(Health.layer, MetricsRefresh.layer)),
+          Layer.provideMerge(TestDatabaseLive),
+          Layer.provideMerge(config)
         )
 
-        // The dispatcher, with a handler that answers one update and fails another.
-        const recording = yield* makeRecordingHandler
-        recording.script(OK_UPDATE, () =>
-          telegram.sendMessage({ chat_id: CHAT, text: "answer" }).pipe(
-            Effect.asVoid,
-            Effect.mapError((error) => new UpdateHandlerError({ message: error.message }))
-          ))
-        recording.script(FAILING_UPDATE, () => fail("scripted failure"))
-        const leadership = yield* becomeLeader(Dispatcher.layer, recording.handler)
+        yield* Effect.gen(function*() {
+          const before = (yield* scrape).samples
+          const telegram = yield* Telegram
+          const kie = yield* Kie
 
-        // Telegram delivers three webhooks: one update twice (a duplicate), one that fails.
-        telegramFake.setWebhookDirectly((yield* serverUrl) + WEBHOOK_PATH, TEST_WEBHOOK_SECRET)
-        for (const [updateId, text] of [[OK_UPDATE, "hello"], [OK_UPDATE, "hello"], [FAILING_UPDATE, "boom"]] as const) {
-          const delivered = telegramFake.deliveries().length
-          telegramFake.pushUpdate(FakeTelegram.textMessage({ chatId: CHAT, text, updateId }))
-          const delivery = yield* telegramFake.awaitDelivery((d) => d.updateId === updateId, { after: delivered })
-          assert.strictEqual(delivery.status, 200)
-        }
-        yield* recording.awaitEnded([OK_UPDATE])
-        yield* recording.awaitEvents(1, (e) => e.updateId === FAILING_UPDATE && e.phase === "failed")
-        // Its retry comes after a backoff of about a second (Effect clock).
-        yield* scrapeUntil("the retry", (s) =>
-          valueOf(s, "zimage_update_retries_total") === valueOf(before, "zimage_update_retries_total") + 1)
-        yield* TestClock.adjust("5 seconds")
-        const afterUpdates = yield* scrapeUntil("the dead update", (s) =>
-          valueOf(s, "zimage_updates_processed_total", { outcome: "dead" }) ===
-            valueOf(before, "zimage_updates_processed_total", { outcome: "dead" }) + 1)
-        const after = afterUpdates.samples
-        const delta = (name: string, labels: Record<string, string> = {}) =>
-          valueOf(after, name, labels) - valueOf(before, name, labels)
-        assert.strictEqual(delta("zimage_updates_received_total", { source: "webhook" }), 2, "a duplicate is not counted")
-        assert.strictEqual(delta("zimage_updates_received_total", { source: "polling" }), 0)
-        assert.strictEqual(delta("zimage_updates_processed_total", { outcome: "done" }), 1)
-        assert.strictEqual(delta("zimage_updates_processed_total", { outcome: "dead" }), 1)
-        assert.strictEqual(delta("zimage_update_retries_total"), 1)
-        assert.strictEqual(delta("zimage_update_processing_seconds_count"), 2)
-        assert.strictEqual(valueOf(after, "zimage_update_processing_seconds_bucket", { le: "+Inf" }),
-          valueOf(after, "zimage_update_processing_seconds_count"))
-        assert.strictEqual(delta("zimage_telegram_calls_total", { method: "sendMessage", result: "ok" }), 1)
-        assert.strictEqual(valueOf(after, "zimage_queue_depth"), 0)
+          // Leadership: this lone instance takes the lock.
+          const leader = yield* LeaderLock.LeaderState
+          yield* waitFor(leader.active, (active) => active, "this instance to become ACTIVE")
+          const leading = yield* scrapeUntil("zimage_leader_active 1", (s) => valueOf(s, "zimage_leader_active") === 1)
+          assert.strictEqual(
+            valueOf(leading.samples, "zimage_leader_transitions_total", { kind: "acquired" }),
+            valueOf(before, "zimage_leader_transitions_total", { kind: "acquired" }) + 1
+          )
 
-        // Telegram and Kie calls by method and result, including failures.
-        telegramFake.blockChat(CHAT + 1)
-        const blocked = yield* Effect.flip(telegram.sendMessage({ chat_id: CHAT + 1, text: "hi" }))
-        assert.strictEqual(blocked._tag, "TelegramChatBlocked")
-        const taskId = yield* kie.createTask({ prompt: "a red fox", aspectRatio: "1:1" })
-        yield* kie.getTaskOnce(taskId)
-        kieFake.scriptCreate({ error: 402, msg: "Credits insufficient" })
-        const noCredits = yield* Effect.flip(kie.createTask({ prompt: "a red fox", aspectRatio: "1:1" }))
-        assert.strictEqual(noCredits._tag, "KieInsufficientCredits")
-        const calls = (yield* scrape).samples
-        const callDelta = (name: string, labels: Record<string, string>) =>
-          valueOf(calls, name, labels) - valueOf(before, name, labels)
-        assert.strictEqual(callDelta("zimage_telegram_calls_total", { method: "sendMessage", result: "chat_blocked" }), 1)
-        assert.strictEqual(callDelta("zimage_kie_calls_total", { method: "createTask", result: "ok" }), 1)
-        assert.strictEqual(callDelta("zimage_kie_calls_total", { method: "recordInfo", result: "ok" }), 1)
-        assert.strictEqual(
-          callDelta("zimage_kie_calls_total", { method: "createTask", result: "insufficient_credits" }),
-          1
-        )
+          // The dispatcher, with a handler that answers one update and fails another.
+          const recording = yield* makeRecordingHandler
+          recording.script(OK_UPDATE, () =>
+            telegram.sendMessage({ chat_id: CHAT, text: "answer" }).pipe(
+              Effect.asVoid,
+              Effect.mapError((error) => new UpdateHandlerError({ message: error.message }))
+            ))
+          recording.script(FAILING_UPDATE, () => fail("scripted failure"))
+          const leadership = yield* becomeLeader(Dispatcher.layer, recording.handler)
 
-        // Queue gauges are read from the table at scrape time: with no dispatcher
-        // running, a stored update waits and ages on the clock.
-        yield* leadership.release
-        const delivered = telegramFake.deliveries().length
-        telegramFake.pushUpdate(FakeTelegram.textMessage({ chatId: CHAT, text: "later", updateId: LATE_UPDATE }))
-        yield* telegramFake.awaitDelivery((d) => d.updateId === LATE_UPDATE, { after: delivered })
-        yield* TestClock.adjust("42 seconds")
-        const waiting = (yield* scrape).samples
-        assert.strictEqual(valueOf(waiting, "zimage_queue_depth"), 1)
-        assert.strictEqual(valueOf(waiting, "zimage_queue_oldest_pending_seconds"), 42)
-
-        // Nothing secret, nothing unbounded.
-        const { body, samples } = yield* scrape
-        for (const secret of [TEST_BOT_TOKEN, TEST_BOT_TOKEN.split(":")[1]!, TEST_KIE_KEY, TEST_WEBHOOK_SECRET]) {
-          assert.notInclude(body, secret)
-        }
-        const labelNames = new Set(samples.flatMap((s) => Object.keys(s.labels)))
-        for (const name of labelNames) assert.include(["source", "outcome", "method", "result", "kind", "le"], name)
-        for (const sample of samples) {
-          for (const [name, value] of Object.entries(sample.labels)) {
-            if (name === "le") assert.match(value, /^(\+Inf|\d+(\.\d+)?)$/)
-            else assert.match(value, /^[A-Za-z_]{1,40}$/, `${sample.name}{${name}="${value}"} has no ids in it`)
+          // Telegram delivers three webhooks: one update twice (a duplicate), one that fails.
+          telegramFake.setWebhookDirectly((yield* serverUrl) + WEBHOOK_PATH, TEST_WEBHOOK_SECRET)
+          for (
+            const [updateId, text] of [[OK_UPDATE, "hello"], [OK_UPDATE, "hello"], [FAILING_UPDATE, "boom"]] as const
+          ) {
+            const delivered = telegramFake.deliveries().length
+            telegramFake.pushUpdate(FakeTelegram.textMessage({ chatId: CHAT, text, updateId }))
+            const delivery = yield* telegramFake.awaitDelivery((d) => d.updateId === updateId, { after: delivered })
+            assert.strictEqual(delivery.status, 200)
           }
-        }
-        assert.isFalse(body.includes(String(CHAT)) || body.includes(taskId) || body.includes(String(OK_UPDATE)))
-      }).pipe(
-        // The leadership (dispatcher) ends before the services it uses, even when an assertion fails.
-        Effect.scoped,
-        Effect.provide(live)
-      )
-    }), { timeout: 60_000 })
+          yield* recording.awaitEnded([OK_UPDATE])
+          yield* recording.awaitEvents(1, (e) => e.updateId === FAILING_UPDATE && e.phase === "failed")
+          // Its retry comes after a backoff of about a second (Effect clock).
+          yield* scrapeUntil(
+            "the retry",
+            (s) => valueOf(s, "zimage_update_retries_total") === valueOf(before, "zimage_update_retries_total") + 1
+          )
+          yield* TestClock.adjust("5 seconds")
+          const afterUpdates = yield* scrapeUntil(
+            "the dead update",
+            (s) =>
+              valueOf(s, "zimage_updates_processed_total", { outcome: "dead" }) ===
+              valueOf(before, "zimage_updates_processed_total", { outcome: "dead" }) + 1
+          )
+          const after = afterUpdates.samples
+          const delta = (name: string, labels: Record<string, string> = {}) =>
+            valueOf(after, name, labels) - valueOf(before, name, labels)
+          assert.strictEqual(
+            delta("zimage_updates_received_total", { source: "webhook" }),
+            2,
+            "a duplicate is not counted"
+          )
+          assert.strictEqual(delta("zimage_updates_received_total", { source: "polling" }), 0)
+          assert.strictEqual(delta("zimage_updates_processed_total", { outcome: "done" }), 1)
+          assert.strictEqual(delta("zimage_updates_processed_total", { outcome: "dead" }), 1)
+          assert.strictEqual(delta("zimage_update_retries_total"), 1)
+          assert.strictEqual(delta("zimage_update_processing_seconds_count"), 2)
+          assert.strictEqual(
+            valueOf(after, "zimage_update_processing_seconds_bucket", { le: "+Inf" }),
+            valueOf(after, "zimage_update_processing_seconds_count")
+          )
+          assert.strictEqual(delta("zimage_telegram_calls_total", { method: "sendMessage", result: "ok" }), 1)
+          assert.strictEqual(valueOf(after, "zimage_queue_depth"), 0)
+
+          // Telegram and Kie calls by method and result, including failures.
+          telegramFake.blockChat(CHAT + 1)
+          const blocked = yield* Effect.flip(telegram.sendMessage({ chat_id: CHAT + 1, text: "hi" }))
+          assert.strictEqual(blocked._tag, "TelegramChatBlocked")
+          const taskId = yield* kie.createTask({ prompt: "a red fox", aspectRatio: "1:1" })
+          yield* kie.getTaskOnce(taskId)
+          kieFake.scriptCreate({ error: 402, msg: "Credits insufficient" })
+          const noCredits = yield* Effect.flip(kie.createTask({ prompt: "a red fox", aspectRatio: "1:1" }))
+          assert.strictEqual(noCredits._tag, "KieInsufficientCredits")
+          const calls = (yield* scrape).samples
+          const callDelta = (name: string, labels: Record<string, string>) =>
+            valueOf(calls, name, labels) - valueOf(before, name, labels)
+          assert.strictEqual(
+            callDelta("zimage_telegram_calls_total", { method: "sendMessage", result: "chat_blocked" }),
+            1
+          )
+          assert.strictEqual(callDelta("zimage_kie_calls_total", { method: "createTask", result: "ok" }), 1)
+          assert.strictEqual(callDelta("zimage_kie_calls_total", { method: "recordInfo", result: "ok" }), 1)
+          assert.strictEqual(
+            callDelta("zimage_kie_calls_total", { method: "createTask", result: "insufficient_credits" }),
+            1
+          )
+
+          // Queue gauges are read from the table at scrape time: with no dispatcher
+          // running, a stored update waits and ages on the clock.
+          yield* leadership.release
+          const delivered = telegramFake.deliveries().length
+          telegramFake.pushUpdate(FakeTelegram.textMessage({ chatId: CHAT, text: "later", updateId: LATE_UPDATE }))
+          yield* telegramFake.awaitDelivery((d) => d.updateId === LATE_UPDATE, { after: delivered })
+          yield* TestClock.adjust("42 seconds")
+          const waiting = (yield* scrape).samples
+          assert.strictEqual(valueOf(waiting, "zimage_queue_depth"), 1)
+          assert.strictEqual(valueOf(waiting, "zimage_queue_oldest_pending_seconds"), 42)
+
+          // Nothing secret, nothing unbounded.
+          const { body, samples } = yield* scrape
+          for (const secret of [TEST_BOT_TOKEN, TEST_BOT_TOKEN.split(":")[1]!, TEST_KIE_KEY, TEST_WEBHOOK_SECRET]) {
+            assert.notInclude(body, secret)
+          }
+          const labelNames = new Set(samples.flatMap((s) => Object.keys(s.labels)))
+          for (const name of labelNames) assert.include(["source", "outcome", "method", "result", "kind", "le"], name)
+          for (const sample of samples) {
+            for (const [name, value] of Object.entries(sample.labels)) {
+              if (name === "le") assert.match(value, /^(\+Inf|\d+(\.\d+)?)$/)
+              else assert.match(value, /^[A-Za-z_]{1,40}$/, `${sample.name}{${name}="${value}"} has no ids in it`)
+            }
+          }
+          assert.isFalse(body.includes(String(CHAT)) || body.includes(taskId) || body.includes(String(OK_UPDATE)))
+        }).pipe(
+          // The leadership (dispatcher) ends before the services it uses, even when an assertion fails.
+          Effect.scoped,
+          Effect.provide(live)
+        )
+      }),
+    { timeout: 60_000 }
+  )
 })

@@ -9,8 +9,7 @@ import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import { becomeLeader, clearInbox, makeRecordingHandler, PipelineLive, rowOf, rows } from "./support/Pipeline.ts"
 
-const CONFLICT =
-  "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+const CONFLICT = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
 
 layer(PipelineLive(), { timeout: "60 seconds" })("long polling", (it) => {
   it.effect("deleteWebhook first (keeping pending updates), then getUpdates; a batch is confirmed only after it is stored", () =>
@@ -35,10 +34,16 @@ layer(PipelineLive(), { timeout: "60 seconds" })("long polling", (it) => {
       assert.strictEqual(first.params.timeout, Poller.POLL_TIMEOUT_SECONDS)
       assert.strictEqual(first.params.limit, 100)
       assert.deepStrictEqual(first.params.allowed_updates, ["message", "callback_query"])
-      assert.deepStrictEqual((first.response?.body as any).result.map((u: any) => u.update_id), [a, b])
+      assert.deepStrictEqual(
+        (first.response!.body as { result: Array<{ update_id: number }> }).result.map((u) => u.update_id),
+        [a, b]
+      )
       // Both rows were committed before the call that confirms them.
       const stored = yield* rows
-      assert.deepStrictEqual(stored.map((r) => [r.update_id, r.chat_id, r.status]), [[a, 21, "pending"], [b, 22, "pending"]])
+      assert.deepStrictEqual(stored.map((r) => [r.update_id, r.chat_id, r.status]), [
+        [a, 21, "pending"],
+        [b, 22, "pending"]
+      ])
       assert.isTrue(confirming.seq > first.seq)
       assert.lengthOf(fake.pendingUpdates(), 0, "confirmed at Telegram")
       assert.isUndefined(fake.webhook())
@@ -90,7 +95,9 @@ layer(PipelineLive(), { timeout: "60 seconds" })("long polling", (it) => {
       yield* logs.awaitLine((l) => l.message.startsWith("[POLL] next attempt in"), { after: second })
       assert.lengthOf(fake.calls("getUpdates").filter((c) => c.seq > start), 2)
       yield* TestClock.adjust("12 seconds")
-      yield* fake.awaitCall("getUpdates", () => true, { after: fake.calls("getUpdates").filter((c) => c.seq > start)[1]!.seq })
+      yield* fake.awaitCall("getUpdates", () => true, {
+        after: fake.calls("getUpdates").filter((c) => c.seq > start)[1]!.seq
+      })
       // The third call is a held long poll; an update ends it successfully.
       fake.pushUpdate(FakeTelegram.textMessage({ chatId: 24, text: "hi" }))
       yield* logs.awaitLine((l) => l.message === "[POLL] polling works again")

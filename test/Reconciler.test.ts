@@ -23,9 +23,9 @@ const pad = (n: number, width = 2) => String(Math.abs(n)).padStart(width, "0")
 /** `epochMillis` as wall-clock text at `offsetMinutes` from UTC, with or without that offset. */
 const timestampText = (epochMillis: number, offsetMinutes: number, naive: boolean) => {
   const d = new Date(epochMillis + (naive ? 0 : offsetMinutes) * 60_000)
-  const wall = `${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${
-    pad(d.getUTCMinutes())
-  }:${pad(d.getUTCSeconds())}.${pad(d.getUTCMilliseconds(), 3)}`
+  const wall = `${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${
+    pad(d.getUTCHours())
+  }:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}.${pad(d.getUTCMilliseconds(), 3)}`
   if (naive) return wall
   const sign = offsetMinutes < 0 ? "-" : "+"
   return `${wall}${sign}${pad(Math.floor(Math.abs(offsetMinutes) / 60))}:${pad(Math.abs(offsetMinutes) % 60)}`
@@ -82,7 +82,9 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
             const at = row.naive ? sql`(${literal}::timestamp AT TIME ZONE 'UTC')` : sql`${literal}::timestamptz`
             yield* sql`
               INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, claimed_at, claimed_by, processed_at)
-              VALUES (${row.updateId}, 1, 'message', ${JSON.stringify(message(row.updateId, 1))}::jsonb, ${at}, ${status},
+              VALUES (${row.updateId}, 1, 'message', ${
+                JSON.stringify(message(row.updateId, 1))
+              }::jsonb, ${at}, ${status},
                       ${status === "processing" ? at : null}, ${claimedBy}, ${status === "done" ? at : null})`
           }))
         }
@@ -98,7 +100,10 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
           .filter((row) => row.status === "pending" && age(row) > ORPHAN_MS)
           .map((row) => row.updateId)
         assert.deepStrictEqual(first.requeued.map((r) => r.updateId), expectedRequeued)
-        assert.deepStrictEqual([...first.newOrphans.map((o) => o.updateId)].sort(), [...expectedOrphans].sort())
+        assert.deepStrictEqual(
+          first.newOrphans.map((o) => o.updateId).sort((a, b) => a - b),
+          [...expectedOrphans].sort((a, b) => a - b)
+        )
         for (const orphan of first.newOrphans) {
           const row = written.find((r) => r.updateId === orphan.updateId)!
           assert.strictEqual(orphan.ageSeconds, Math.floor(age(row) / 1000))
@@ -117,7 +122,10 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
         const second = yield* passAt(clock, reconciler.pass).pipe(Effect.provide(logs.layer))
         assert.deepStrictEqual(second.requeued, [])
         assert.deepStrictEqual(second.newOrphans, [])
-        assert.strictEqual(logs.lines().filter((l) => l.message.includes("orphan update")).length, expectedOrphans.length)
+        assert.strictEqual(
+          logs.lines().filter((l) => l.message.includes("orphan update")).length,
+          expectedOrphans.length
+        )
 
         const after = yield* rows
         for (const row of written) {
@@ -163,9 +171,14 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       const sql = yield* SqlClient
       const termStart = Date.UTC(2031, 4, 1)
       const [crashed, crashedOtherChat, zombie] = [++nextId, ++nextId, ++nextId]
-      const insert = (id: number, chatId: number, claimedAt: number) =>
-        sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, claimed_at, claimed_by)
-            VALUES (${id}, ${chatId}, 'message', ${JSON.stringify(message(id, chatId))}::jsonb, ${new Date(claimedAt - 100)},
+      const insert = (
+        id: number,
+        chatId: number,
+        claimedAt: number
+      ) => sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, claimed_at, claimed_by)
+            VALUES (${id}, ${chatId}, 'message', ${JSON.stringify(message(id, chatId))}::jsonb, ${new Date(
+              claimedAt - 100
+            )},
                     'processing', ${new Date(claimedAt)}, ${DEAD_TERM})`
       // Claimed by the crashed leader 2 s before this term took the lock.
       yield* insert(crashed, 5, termStart - 2_000)
@@ -203,8 +216,11 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       const sql = yield* SqlClient
       const now = Date.UTC(2030, 0, 10)
       const [oldDone, oldDead, recentDone, oldPending] = [++nextId, ++nextId, ++nextId, ++nextId]
-      const insert = (id: number, status: string, processedAt: Date | null) =>
-        sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, processed_at)
+      const insert = (
+        id: number,
+        status: string,
+        processedAt: Date | null
+      ) => sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, processed_at)
             VALUES (${id}, 3, 'message', '{}'::jsonb, ${new Date(now - 72 * 3_600_000)}, ${status}, ${processedAt})`
       yield* insert(oldDone, "done", new Date(now - 49 * 3_600_000))
       yield* insert(oldDead, "dead", new Date(now - 49 * 3_600_000))

@@ -86,7 +86,8 @@ const renderEnvironment = (generated: string): Record<string, string> => {
     else if ("generateValue" in v) env[v.key] = generated
     // An internal URL as Render shows it: host without domain, no port.
     else if ("fromDatabase" in v) {
-      env[v.key] = `postgresql://${database.user}:Xk9fQ2pL7vRt3wYz8bNc@dpg-d1abcdefghijklmnopqr-a/${database.databaseName}`
+      env[v.key] =
+        `postgresql://${database.user}:Xk9fQ2pL7vRt3wYz8bNc@dpg-d1abcdefghijklmnopqr-a/${database.databaseName}`
     } else if (pasted[v.key] !== undefined) env[v.key] = pasted[v.key]!
     // An optional prompted value left empty (KIE_WEBHOOK_HMAC_KEY): Render sets it blank.
     else env[v.key] = ""
@@ -142,7 +143,11 @@ describe("render.yaml", () => {
   it.effect("the environment Render builds loads in webhook mode on RENDER_EXTERNAL_URL", () =>
     Effect.gen(function*() {
       // Render's base64 includes + / =, which Telegram refuses in a secret_token.
-      for (const generated of [generatedValue(), generatedValue(Buffer.alloc(32, 0xfb)), generatedValue(Buffer.alloc(32, 0xff))]) {
+      for (const generated of [
+        generatedValue(),
+        generatedValue(Buffer.alloc(32, 0xfb)),
+        generatedValue(Buffer.alloc(32, 0xff))
+      ]) {
         const env = renderEnvironment(generated)
         const config = yield* loadConfig(env)
         assert.deepStrictEqual(config.publicUrl, Option.some("https://zimage-bot.onrender.com"))

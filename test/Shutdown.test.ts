@@ -119,9 +119,10 @@ describe("shutdown", () => {
       // The INSERT is in flight: it waits for the test's transaction.
       yield* eventually(
         "the webhook's INSERT to wait for the test's transaction",
-        sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`.pipe(
-          Effect.map((rows) => rows[0]!.n === 1)
-        )
+        sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`
+          .pipe(
+            Effect.map((rows) => rows[0]!.n === 1)
+          )
       )
 
       service.kill("SIGTERM")
@@ -179,12 +180,10 @@ describe("shutdown", () => {
     Effect.gen(function*() {
       const databaseUrl = yield* freshDatabaseUrl
       const proxy = yield* startPgProxy(databaseUrl)
-      const service = startService({
-        ...env,
-        DATABASE_URL: proxy.url,
-        SHUTDOWN_TIMEOUT_MS: "2000",
-        SHUTDOWN_DEADLINE_MS: "9000"
-      }, { via: "npm" })
+      const service = startService(
+        { ...env, DATABASE_URL: proxy.url, SHUTDOWN_TIMEOUT_MS: "2000", SHUTDOWN_DEADLINE_MS: "9000" },
+        { via: "npm" }
+      )
       yield* Effect.addFinalizer(() => Effect.sync(() => service.killAll()))
       yield* Effect.promise(() => service.waitForLine((l) => l.includes("[LOCK] ✅ ACTIVE MODE")))
       // Freeze once the leader-only services are up (the generation engine

@@ -84,13 +84,18 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
       assert.strictEqual(call.transport, "multipart")
       assert.strictEqual(call.params.chat_id, chatId)
       assert.strictEqual(call.params.caption, "✅ Готово!")
-      assert.deepStrictEqual(call.params.reply_markup, { inline_keyboard: [[{ text: "again", callback_data: "zimage:start" }]] })
+      assert.deepStrictEqual(call.params.reply_markup, {
+        inline_keyboard: [[{ text: "again", callback_data: "zimage:start" }]]
+      })
       assert.deepInclude(call.files[0]!, { filename: "image.png", size: 150_000 })
       const document = yield* telegram.sendDocument({ chat_id: chatId, document: new InputFile(bytes, "original.png") })
       assert.strictEqual(document.document.file_name, "original.png")
       const byUrl = yield* telegram.sendPhoto({ chat_id: chatId, photo: "https://example.com/a.png" })
       assert.isAbove(byUrl.message_id, document.message_id)
-      assert.strictEqual((yield* fake.awaitCall("sendPhoto", (c) => c.params.photo === "https://example.com/a.png")).transport, "json")
+      assert.strictEqual(
+        (yield* fake.awaitCall("sendPhoto", (c) => c.params.photo === "https://example.com/a.png")).transport,
+        "json"
+      )
     }))
 
   it.effect("429: waits retry_after on the clock, then succeeds", () =>
@@ -189,7 +194,10 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
       const fake = yield* FakeTelegram.FakeTelegram
       const chatId = freshChat()
       fake.failNext("sendMessage", FakeTelegram.failure.error(400, "Bad Request: chat not found"))
-      assert.strictEqual((yield* failureOf(telegram.sendMessage({ chat_id: chatId, text: "x" })))._tag, "TelegramChatBlocked")
+      assert.strictEqual(
+        (yield* failureOf(telegram.sendMessage({ chat_id: chatId, text: "x" })))._tag,
+        "TelegramChatBlocked"
+      )
       assert.isTrue(yield* telegram.isBlocked(chatId))
       const other = freshChat()
       const empty = yield* failureOf(telegram.sendMessage({ chat_id: other, text: " " }))
@@ -296,10 +304,13 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
       const telegram = yield* Telegram
       const fake = yield* FakeTelegram.FakeTelegram
       const logs = makeLogCapture()
-      fake.failNext("getUpdates", FakeTelegram.failure.raw(200, {
-        ok: true,
-        result: [{ update_id: 77, message: { text: "kept" } }, { message: { text: "no id" } }, { update_id: "78" }]
-      }))
+      fake.failNext(
+        "getUpdates",
+        FakeTelegram.failure.raw(200, {
+          ok: true,
+          result: [{ update_id: 77, message: { text: "kept" } }, { message: { text: "no id" } }, { update_id: "78" }]
+        })
+      )
       const updates = yield* telegram.getUpdates({ timeout: 0 }).pipe(Effect.provide(logs.layer))
       assert.deepStrictEqual(updates.map((u) => u.update_id), [77])
       yield* logs.awaitLine((l) => l.message.includes("2 element(s) without an integer update_id; skipped"))

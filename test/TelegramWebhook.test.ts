@@ -78,12 +78,15 @@ const rawPost = (
     })
   )
 
-const update = (updateId: number, chatId = 42) => JSON.stringify({ update_id: updateId, ...FakeTelegram.textMessage({ chatId, text: "/start" }) })
+const update = (updateId: number, chatId = 42) =>
+  JSON.stringify({ update_id: updateId, ...FakeTelegram.textMessage({ chatId, text: "/start" }) })
 
 const rowsOf = (updateId: number) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient
-    return yield* sql<{ chat_id: bigint; user_id: bigint; kind: string; status: string; payload: any; received_at: Date }>`
+    return yield* sql<
+      { chat_id: bigint; user_id: bigint; kind: string; status: string; payload: any; received_at: Date }
+    >`
       SELECT chat_id, user_id, kind, status, payload, received_at FROM telegram_updates WHERE update_id = ${updateId}`
   })
 
@@ -138,7 +141,10 @@ layer(WebhookServerLive, { timeout: "60 seconds" })("POST /telegram/webhook", (i
   it.effect("a NUL character (which jsonb refuses) is stored as U+FFFD instead of failing forever", () =>
     Effect.gen(function*() {
       const url = yield* serverUrl
-      const body = JSON.stringify({ update_id: 1009, message: { message_id: 1, date: 0, chat: { id: 5, type: "private" }, text: "a\u0000b" } })
+      const body = JSON.stringify({
+        update_id: 1009,
+        message: { message_id: 1, date: 0, chat: { id: 5, type: "private" }, text: "a\u0000b" }
+      })
       assert.strictEqual((yield* post(url, body)).status, 200)
       assert.strictEqual((yield* rowsOf(1009))[0]!.payload.message.text, "a\uFFFDb")
     }))
@@ -154,16 +160,18 @@ layer(WebhookServerLive, { timeout: "60 seconds" })("POST /telegram/webhook", (i
       assert.lengthOf(yield* rowsOf(1004), 1)
     }))
 
-  it.effect.each([
-    ["not JSON", "{not json"],
-    ["empty", ""],
-    ["a JSON array", "[1,2]"],
-    ["no update_id", JSON.stringify({ message: {} })],
-    ["a string update_id", JSON.stringify({ update_id: "1005" })],
-    ["a fractional update_id", JSON.stringify({ update_id: 1005.5 })],
-    ["a negative update_id", JSON.stringify({ update_id: -5 })],
-    ["an update_id beyond 2^53", "{\"update_id\": 9007199254740993}"]
-  ] as const)("400 for %s", ([, body]) =>
+  it.effect.each(
+    [
+      ["not JSON", "{not json"],
+      ["empty", ""],
+      ["a JSON array", "[1,2]"],
+      ["no update_id", JSON.stringify({ message: {} })],
+      ["a string update_id", JSON.stringify({ update_id: "1005" })],
+      ["a fractional update_id", JSON.stringify({ update_id: 1005.5 })],
+      ["a negative update_id", JSON.stringify({ update_id: -5 })],
+      ["an update_id beyond 2^53", "{\"update_id\": 9007199254740993}"]
+    ] as const
+  )("400 for %s", ([, body]) =>
     Effect.gen(function*() {
       const url = yield* serverUrl
       const answer = yield* post(url, body)
@@ -173,7 +181,12 @@ layer(WebhookServerLive, { timeout: "60 seconds" })("POST /telegram/webhook", (i
   it.effect("400 for a body that is not valid UTF-8", () =>
     Effect.gen(function*() {
       const url = yield* serverUrl
-      const bytes = new Uint8Array([...Buffer.from("{\"update_id\": 1006, \"x\": \""), 0xff, 0xfe, ...Buffer.from("\"}")])
+      const bytes = new Uint8Array([
+        ...Buffer.from("{\"update_id\": 1006, \"x\": \""),
+        0xff,
+        0xfe,
+        ...Buffer.from("\"}")
+      ])
       assert.strictEqual((yield* post(url, bytes)).status, 400)
       assert.lengthOf(yield* rowsOf(1006), 0)
     }))

@@ -21,7 +21,13 @@ const offsetSuffix = (minutes: number, style: number) => {
   const sign = minutes < 0 ? "-" : "+"
   const h = pad(Math.floor(Math.abs(minutes) / 60))
   const m = pad(Math.abs(minutes) % 60)
-  return style === 0 ? `${sign}${h}:${m}` : style === 1 ? `${sign}${h}${m}` : m === "00" ? `${sign}${h}` : `${sign}${h}:${m}`
+  return style === 0
+    ? `${sign}${h}:${m}`
+    : style === 1
+    ? `${sign}${h}${m}`
+    : m === "00"
+    ? `${sign}${h}`
+    : `${sign}${h}:${m}`
 }
 
 const millisOf = (value: Option.Option<DateTime.Utc>) => Option.map(value, DateTime.toEpochMillis)
@@ -38,7 +44,14 @@ const inZone = <A>(zone: string, f: () => A): A => {
   }
 }
 
-const hostZones = ["UTC", "Asia/Kolkata", "America/St_Johns", "Pacific/Chatham", "Asia/Kathmandu", "America/Los_Angeles"]
+const hostZones = [
+  "UTC",
+  "Asia/Kolkata",
+  "America/St_Johns",
+  "Pacific/Chatham",
+  "Asia/Kathmandu",
+  "America/Los_Angeles"
+]
 
 describe("UtcTime", () => {
   it.prop(
@@ -61,7 +74,9 @@ describe("UtcTime", () => {
 
   it("reads Z, UTC, fractions of any length and date-only values", () => {
     const at = Date.UTC(2024, 1, 29, 23, 59, 58, 123)
-    for (const text of ["2024-02-29T23:59:58.123Z", "2024-02-29 23:59:58.123456 UTC", "2024-02-29T23:59:58.123456789"]) {
+    for (
+      const text of ["2024-02-29T23:59:58.123Z", "2024-02-29 23:59:58.123456 UTC", "2024-02-29T23:59:58.123456789"]
+    ) {
       assert.deepStrictEqual(millisOf(UtcTime.parseUtc(text)), Option.some(at), text)
     }
     assert.deepStrictEqual(millisOf(UtcTime.parseUtc("2024-02-29")), Option.some(Date.UTC(2024, 1, 29)))
@@ -73,7 +88,17 @@ describe("UtcTime", () => {
   })
 
   it("refuses what is not a timestamp instead of guessing", () => {
-    for (const text of ["", "yesterday", "2024-02-30 10:00:00", "2023-02-29", "2024-13-01", "2024-01-01 24:00:00", "2024-01-01 10:00:00+25:00", "infinity", "1700000000"]) {
+    for (const text of [
+      "",
+      "yesterday",
+      "2024-02-30 10:00:00",
+      "2023-02-29",
+      "2024-13-01",
+      "2024-01-01 24:00:00",
+      "2024-01-01 10:00:00+25:00",
+      "infinity",
+      "1700000000"
+    ]) {
       assert.isTrue(Option.isNone(UtcTime.parseUtc(text)), text)
     }
     for (const value of [new Date(Number.NaN), Number.NaN, Number.POSITIVE_INFINITY, null, undefined, {}, []]) {
@@ -95,6 +120,7 @@ describe("UtcTime", () => {
 
   it.prop(
     "ages are never negative and never NaN",
+    // oxlint-disable-next-line unicorn/no-thenable -- a property named after the instant it holds, never awaited
     { now: Instant, then: Instant },
     ({ now, then }) => {
       const age = Duration.toMillis(UtcTime.age(DateTime.makeUnsafe(now), DateTime.makeUnsafe(then)))

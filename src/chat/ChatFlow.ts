@@ -94,8 +94,10 @@ const make = Effect.gen(function*() {
     handle: (update, context) =>
       handle(update, context).pipe(
         // Retrying would not change that the user blocked the bot.
-        Effect.catchTag("ChatUnreachable", (blocked) =>
-          Effect.logInfo("[FLOW] chat blocked the bot; update dropped", { chatId: blocked.chatId }))
+        Effect.catchTag(
+          "ChatUnreachable",
+          (blocked) => Effect.logInfo("[FLOW] chat blocked the bot; update dropped", { chatId: blocked.chatId })
+        )
       )
   })
 })

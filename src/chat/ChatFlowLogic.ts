@@ -69,7 +69,12 @@ export type ChatAction =
     readonly keyboardMessageId: number | undefined
   }
   /** Start a generation from an earlier one (its prompt and ratio), if it is ours and finished. */
-  | { readonly _tag: "RepeatGeneration"; readonly generationId: string; readonly mode: "again" | "retry"; readonly queryId: string }
+  | {
+    readonly _tag: "RepeatGeneration"
+    readonly generationId: string
+    readonly mode: "again" | "retry"
+    readonly queryId: string
+  }
 
 /** The state reached and the actions that get there. */
 export interface Transition {

@@ -61,7 +61,11 @@ export const makeChatReplies = (telegram: TelegramShape): ChatReplies => {
     removeKeyboard: (chatId, messageId) =>
       bestEffort(
         "removing a keyboard",
-        telegram.editMessageReplyMarkup({ chat_id: chatId, message_id: messageId, reply_markup: { inline_keyboard: [] } })
+        telegram.editMessageReplyMarkup({
+          chat_id: chatId,
+          message_id: messageId,
+          reply_markup: { inline_keyboard: [] }
+        })
       ),
     answer: (queryId, text) =>
       bestEffort(

@@ -61,7 +61,10 @@ export const makeGenerationRequests = (
           replies.send(incoming.chatId, limit.kind === "busy" ? t(lang).busy : t(lang).dailyLimit(limit.limit)),
           Option.none()
         )),
-      Effect.catchTag("SqlError", (error) => new UpdateHandlerError({ message: `recording a generation: ${error.message}` }))
+      Effect.catchTag(
+        "SqlError",
+        (error) => new UpdateHandlerError({ message: `recording a generation: ${error.message}` })
+      )
     )
     if (Option.isNone(result)) return Option.none<Generation>()
     const { created, generation } = result.value

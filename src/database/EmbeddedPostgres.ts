@@ -89,7 +89,7 @@ const loadBinaries = async (): Promise<Binaries> => {
 const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0
 
 const run = (cmd: string, args: ReadonlyArray<string>, runAs?: RunAs) =>
-  spawnSync(cmd, args, { encoding: "utf8", ...(runAs ?? {}) })
+  spawnSync(cmd, args, { encoding: "utf8", ...runAs })
 
 /** Postgres refuses to run as root, so as root we run it as the `postgres` OS user. */
 const ensurePostgresUser = (): RunAs => {
@@ -279,7 +279,9 @@ const socketDirFor = (dataDir: string, runAs: RunAs | undefined): string => {
   return dir
 }
 
-const startServer = async (options: EmbeddedPostgresOptions): Promise<{ server: EmbeddedPostgresServer; child: ChildProcess }> => {
+const startServer = async (
+  options: EmbeddedPostgresOptions
+): Promise<{ server: EmbeddedPostgresServer; child: ChildProcess }> => {
   const log = options.onLog ?? (() => {})
   const dataDir = path.resolve(options.dataDir)
   const runAs = isRoot() ? ensurePostgresUser() : undefined
@@ -324,7 +326,7 @@ const startServer = async (options: EmbeddedPostgresOptions): Promise<{ server: 
   // Its own process group: a Ctrl-C in the terminal must reach us, not the
   // database, so that we drain work before we stop it.
   const child = spawn(binaries.postgres, flags, {
-    ...(runAs ?? {}),
+    ...runAs,
     detached: true,
     stdio: ["ignore", logFd, logFd]
   })

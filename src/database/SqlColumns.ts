@@ -17,7 +17,10 @@ export const Int8 = Schema.BigInt.pipe(
 
 /** A bigserial primary key as a decimal string: our ids never go through floating point. */
 export const Int8Id = Schema.BigInt.pipe(
-  Schema.decodeTo(Schema.String, SchemaTransformation.transform({ decode: (b) => b.toString(), encode: (s) => BigInt(s) }))
+  Schema.decodeTo(
+    Schema.String,
+    SchemaTransformation.transform({ decode: (b) => b.toString(), encode: (s) => BigInt(s) })
+  )
 )
 
 /**

@@ -28,11 +28,11 @@
 import { DateTime, Effect, Metric, Option, Result, Schedule, Semaphore } from "effect"
 import { t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
-import { DownloadFailed, hostOf, ResultDownload } from "../media/ResultDownload.ts"
+import { type DownloadFailed, hostOf, ResultDownload } from "../media/ResultDownload.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { generationSecondsHistogram } from "../observability/Metrics.ts"
 import { backoff } from "../platform/Retry.ts"
-import { Telegram } from "../telegram/Telegram.ts"
+import type { Telegram } from "../telegram/Telegram.ts"
 import { bookkeeping, finished, logState, secondsBetween } from "./Bookkeeping.ts"
 import type { EngineTerm } from "./EngineTerm.ts"
 import type { FailureNotices } from "./FailureNotices.ts"
@@ -69,10 +69,12 @@ export const make = (
       Effect.gen(function*() {
         let last: DownloadFailed | undefined
         for (const url of g.resultUrls) {
-          const result = yield* Effect.result(downloads.download(url).pipe(
-            Effect.tapError((error) => Effect.logWarning(`[GEN] generation ${g.id}: ${error.message}; retrying`)),
-            Effect.retry(downloadPolicy)
-          ))
+          const result = yield* Effect.result(
+            downloads.download(url).pipe(
+              Effect.tapError((error) => Effect.logWarning(`[GEN] generation ${g.id}: ${error.message}; retrying`)),
+              Effect.retry(downloadPolicy)
+            )
+          )
           if (Result.isSuccess(result)) return Option.some(result.success)
           last = result.failure
         }

@@ -96,11 +96,16 @@ export const make: Effect.Effect<EngineTerm, never, Scope.Scope> = Effect.gen(fu
   const startJob = (key: string, job: Effect.Effect<void>) =>
     draining
       ? Effect.void
-      : FiberMap.run(jobs, key, job.pipe(
-        Effect.catchCause((cause) =>
-          Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.logError(`[GEN] ${key} failed`, cause)
-        )
-      ), { onlyIfMissing: true }).pipe(Effect.asVoid)
+      : FiberMap.run(
+        jobs,
+        key,
+        job.pipe(
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.logError(`[GEN] ${key} failed`, cause)
+          )
+        ),
+        { onlyIfMissing: true }
+      ).pipe(Effect.asVoid)
 
   const stop = (graceful: boolean, shutdownTimeout: Duration.Duration) =>
     Effect.gen(function*() {

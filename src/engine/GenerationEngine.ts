@@ -52,17 +52,17 @@
  * (leadership lost) stops everything at once. Either way every row is left
  * resumable.
  */
-import { PgClient } from "@effect/sql-pg"
+import type { PgClient } from "@effect/sql-pg"
 import { DateTime, Duration, Effect, Exit, FiberSet, Layer, Option, Ref } from "effect"
 import { CHANNEL, Generations } from "../generations/Generations.ts"
 import { GenerationEngineStatus } from "../generations/GenerationsHealth.ts"
-import { Kie } from "../kie/Kie.ts"
-import { KieCallbacks } from "../kie/KieCallback.ts"
+import type { Kie } from "../kie/Kie.ts"
+import type { KieCallbacks } from "../kie/KieCallback.ts"
 import * as KieRateBudget from "../kie/KieRateBudget.ts"
 import { ResultDownload } from "../media/ResultDownload.ts"
 import { listenForever } from "../database/Listen.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
-import { Telegram } from "../telegram/Telegram.ts"
+import type { Telegram } from "../telegram/Telegram.ts"
 import * as AccountPause from "./AccountPause.ts"
 import * as Delivery from "./Delivery.ts"
 import * as EngineTerm from "./EngineTerm.ts"
@@ -121,7 +121,9 @@ const holdEarlierSlots = Effect.gen(function*() {
     Effect.flatMap((sends) => budget.recordEarlierSends(sends.map(DateTime.toEpochMillis))),
     Effect.catch((error) =>
       Effect.as(
-        Effect.logWarning(`[GEN] could not read recent createTask requests (the budget starts empty): ${error.message}`),
+        Effect.logWarning(
+          `[GEN] could not read recent createTask requests (the budget starts empty): ${error.message}`
+        ),
         0
       )
     )

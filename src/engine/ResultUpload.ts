@@ -117,7 +117,9 @@ export const make = (
           )
         )
         if (Result.isFailure(sent)) {
-          return yield* Effect.logWarning(`[GEN] generation ${g.id}: the original was not sent: ${sent.failure.message}`)
+          return yield* Effect.logWarning(
+            `[GEN] generation ${g.id}: the original was not sent: ${sent.failure.message}`
+          )
         }
         yield* bookkeeping(
           `the original of generation ${g.id}`,
@@ -156,7 +158,12 @@ export const make = (
           "sendDocument",
           g,
           Effect.suspend(() =>
-            telegram.sendDocument({ chat_id: g.chatId, document: new InputFile(bytes, filename), caption, reply_markup })
+            telegram.sendDocument({
+              chat_id: g.chatId,
+              document: new InputFile(bytes, filename),
+              caption,
+              reply_markup
+            })
           )
         )
         if (Result.isFailure(document)) {

@@ -44,7 +44,7 @@ import { Context, type DateTime, type Duration, Effect, Layer, type Option } fro
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { counts, type GenerationCounts, inFlight, sentSince } from "./sql/count.ts"
-import { create, GenerationLimitReached, type Limits, type NewGeneration } from "./sql/create.ts"
+import { create, type GenerationLimitReached, type Limits, type NewGeneration } from "./sql/create.ts"
 import { find, findByTaskId } from "./sql/find.ts"
 import { failedUnnotified, openStatusMessages, overdue, statusesToRefresh, withStatus } from "./sql/list.ts"
 import * as Mark from "./sql/mark.ts"
@@ -78,7 +78,10 @@ export interface GenerationsShape {
    * Queued generations in the order they will be submitted: oldest first, one
    * per user at a time (a user's generations already at Kie count as turns taken).
    */
-  readonly nextQueued: (limit: number, excluding: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  readonly nextQueued: (
+    limit: number,
+    excluding: ReadonlyArray<string>
+  ) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** Every queued generation's place in that order (1 = next). */
   readonly queuePositions: Effect.Effect<ReadonlyArray<QueuePosition>, SqlError>
   /**
@@ -116,7 +119,10 @@ export interface GenerationsShape {
   /** When to ask Kie about a `submitted` generation next (no-op once it moved on). */
   readonly schedulePoll: (id: string, at: DateTime.Utc) => Effect.Effect<void, SqlError>
   /** `submitted` generations whose next poll is due, soonest first. */
-  readonly dueForPolling: (limit: number, excluding?: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  readonly dueForPolling: (
+    limit: number,
+    excluding?: ReadonlyArray<string>
+  ) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** When the next poll of a `submitted` generation (other than `excluding`) is due. */
   readonly nextPollAt: (excluding: ReadonlyArray<string>) => Effect.Effect<Option.Option<DateTime.Utc>, SqlError>
   /** Generations in `status`, oldest first. */
@@ -127,11 +133,17 @@ export interface GenerationsShape {
    * Non-terminal generations whose deadline has passed; `succeeded` ones only
    * once `succeededGrace` more has passed (their picture exists and is paid for).
    */
-  readonly overdue: (limit: number, succeededGrace?: Duration.Duration) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  readonly overdue: (
+    limit: number,
+    succeededGrace?: Duration.Duration
+  ) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** Finished generations whose status message still shows progress (delivered, or failed and told). */
   readonly openStatusMessages: (limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** Unfinished generations with a status message last edited at or before `editedBefore`, least recently edited first. */
-  readonly statusesToRefresh: (editedBefore: DateTime.Utc, limit: number) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
+  readonly statusesToRefresh: (
+    editedBefore: DateTime.Utc,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<Generation>, SqlError>
   /** Generations a user is waiting for: not yet delivered or failed. */
   readonly inFlight: Effect.Effect<number, SqlError>
   /** Unfinished generations by status. */

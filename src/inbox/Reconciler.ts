@@ -119,7 +119,9 @@ export const make = Effect.gen(function*() {
       }
       newOrphans.push(orphan)
       yield* Effect.logWarning(
-        `[RECONCILE] orphan update ${orphan.updateId} (chat ${orphan.chatId ?? "none"}) pending for ${orphan.ageSeconds} s: dispatching`
+        `[RECONCILE] orphan update ${orphan.updateId} (chat ${
+          orphan.chatId ?? "none"
+        }) pending for ${orphan.ageSeconds} s: dispatching`
       )
     }
     // Forget ids that are no longer orphans, so the memory stays as small as the backlog.

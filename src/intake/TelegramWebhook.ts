@@ -92,10 +92,14 @@ const handleWebhook = (secretMatches: (given: string | undefined) => boolean) =>
       Effect.tap((stored) => Metric.update(receivedByWebhook, stored)),
       Effect.map((stored) => answer(200, { ok: true, duplicate: stored === 0 })),
       // The inbox logs the outage once; each refused update is only worth a debug line.
-      Effect.catchTag("InboxUnavailable", (error) =>
-        Effect.logDebug(`[WEBHOOK] update ${update.value.update_id} not stored, answering 503: ${error.message}`).pipe(
-          Effect.as(answer(503, { ok: false, error: "temporarily unavailable, retry later" }))
-        ))
+      Effect.catchTag(
+        "InboxUnavailable",
+        (error) =>
+          Effect.logDebug(`[WEBHOOK] update ${update.value.update_id} not stored, answering 503: ${error.message}`)
+            .pipe(
+              Effect.as(answer(503, { ok: false, error: "temporarily unavailable, retry later" }))
+            )
+      )
     )
   }).pipe(Effect.withSpan("TelegramWebhook.handle"))
 

@@ -268,10 +268,13 @@ export const KieCallbackRoute = HttpRouter.add(
   }).pipe(
     Effect.catchTag("BodyTooLarge", () => Effect.succeed(respond(413, { error: "body too large" }))),
     Effect.catchTag("HttpServerError", () => Effect.succeed(respond(400, { error: "unreadable body" }))),
-    Effect.catchTag("SqlError", (error) =>
-      Effect.logWarning(`[KIE] callback could not be stored: ${error.message}`).pipe(
-        Effect.as(respond(503, { error: "temporarily unavailable" }))
-      )),
+    Effect.catchTag(
+      "SqlError",
+      (error) =>
+        Effect.logWarning(`[KIE] callback could not be stored: ${error.message}`).pipe(
+          Effect.as(respond(503, { error: "temporarily unavailable" }))
+        )
+    ),
     Effect.withSpan("KieCallback.receive")
   )
 )

@@ -54,28 +54,33 @@ const kieErrorTags = new Set<string>()
  * `reasonForUser`, `userReason`), whose tag `isKieError` knows. Used like
  * `class X extends kieError<X>()("X", fields, policy) {}`.
  */
-const kieError = <Self>() =>
-<Tag extends string, const Fields extends Schema.Struct.Fields>(
-  tag: Tag,
-  fields: Fields,
-  policy: PolicyOf<Self>
-): Schema.Class<Self, Schema.TaggedStruct<Tag, Fields>, Cause.YieldableError & KiePolicy> => {
-  kieErrorTags.add(tag)
-  const Base = Schema.TaggedError<Self>()(tag, fields) as unknown as new(...args: Array<any>) => object
-  const { reasonForUser, retryable } = policy
-  class WithPolicy extends Base {
-    get retryable(): boolean {
-      return retryable
+const kieError =
+  <Self>() =>
+  <Tag extends string, const Fields extends Schema.Struct.Fields>(
+    tag: Tag,
+    fields: Fields,
+    policy: PolicyOf<Self>
+  ): Schema.Class<Self, Schema.TaggedStruct<Tag, Fields>, Cause.YieldableError & KiePolicy> => {
+    kieErrorTags.add(tag)
+    const Base = Schema.TaggedError<Self>()(tag, fields) as unknown as new(...args: Array<never>) => object
+    const { reasonForUser, retryable } = policy
+    class WithPolicy extends Base {
+      get retryable(): boolean {
+        return retryable
+      }
+      get reasonForUser(): KieReason {
+        return typeof reasonForUser === "function" ? reasonForUser(this as unknown as Self) : reasonForUser
+      }
+      get userReason(): UserReason {
+        return { ru: kieReasonText(this.reasonForUser, "ru"), en: kieReasonText(this.reasonForUser, "en") }
+      }
     }
-    get reasonForUser(): KieReason {
-      return typeof reasonForUser === "function" ? reasonForUser(this as unknown as Self) : reasonForUser
-    }
-    get userReason(): UserReason {
-      return { ru: kieReasonText(this.reasonForUser, "ru"), en: kieReasonText(this.reasonForUser, "en") }
-    }
+    return WithPolicy as unknown as Schema.Class<
+      Self,
+      Schema.TaggedStruct<Tag, Fields>,
+      Cause.YieldableError & KiePolicy
+    >
   }
-  return WithPolicy as unknown as Schema.Class<Self, Schema.TaggedStruct<Tag, Fields>, Cause.YieldableError & KiePolicy>
-}
 
 /** The fields of an error about one request. */
 const request = { operation: KieOperation, message: Schema.String }
@@ -268,7 +273,7 @@ export const isKieError = (u: unknown): u is KieError =>
 export const safeFailMessage = (failMsg: string): string | undefined => {
   const text = failMsg.replace(/\s+/g, " ").trim()
   if (text.length < 3 || text.length > 200) return undefined
-  if (/https?:|www\.|[<>{}\[\]`\\]|\bat\s+\S+\s*\(|Exception|Traceback|\berror code\b/i.test(text)) return undefined
+  if (/https?:|www\.|[<>{}[\]`\\]|\bat\s+\S+\s*\(|Exception|Traceback|\berror code\b/i.test(text)) return undefined
   if (!/^[\p{L}\p{N}\p{Zs}.,:;!?'"()%/+-]+$/u.test(text)) return undefined
   return text
 }

@@ -67,10 +67,14 @@ const errorCodes = (cause: unknown, depth = 0): Array<string> => {
 
 const describeCause = (cause: unknown): string => {
   const codes = errorCodes(cause)
-  const message = typeof cause === "object" && cause !== null && typeof (cause as { message?: unknown }).message === "string"
-    ? (cause as { message: string }).message
-    : ""
-  return clip([codes[0], message].filter((s) => s !== undefined && s !== "").join(" ") || "unknown transport error", 200)
+  const message =
+    typeof cause === "object" && cause !== null && typeof (cause as { message?: unknown }).message === "string"
+      ? (cause as { message: string }).message
+      : ""
+  return clip(
+    [codes[0], message].filter((s) => s !== undefined && s !== "").join(" ") || "unknown transport error",
+    200
+  )
 }
 
 /** What happened to one HTTP exchange, before looking at the body. */

@@ -189,6 +189,7 @@ const MAX_DETAIL = 300
 
 /** Shortens text from Kie for a log line or an error message. */
 export const clip = (text: string, max = MAX_DETAIL): string => {
+  // oxlint-disable-next-line eslint/no-control-regex -- control characters are exactly what is removed
   const flat = text.replace(/[\u0000-\u001f\u007f]+/g, " ").trim()
   return flat.length > max ? `${flat.slice(0, max)}…` : flat
 }
@@ -254,7 +255,9 @@ export const decodeEnvelope = (
       // No usable body (a proxy's HTML page, an empty body): the status is all we have.
       return Result.fail(errorForCode(operation, httpStatus, text === "" ? undefined : text, httpStatus))
     }
-    return Result.fail(badPayload(operation, "the answer is not {code,msg,data}", body === undefined ? text : envelope.failure.message))
+    return Result.fail(
+      badPayload(operation, "the answer is not {code,msg,data}", body === undefined ? text : envelope.failure.message)
+    )
   }
   const { code } = envelope.success
   if (code !== 200) return Result.fail(errorForCode(operation, code, envelope.success.msg ?? undefined, httpStatus))
@@ -265,7 +268,11 @@ export const decodeEnvelope = (
 }
 
 /** The task id from a createTask answer. */
-export const decodeCreateTaskBody = (httpStatus: number, body: unknown, text: string): Result.Result<string, KieError> =>
+export const decodeCreateTaskBody = (
+  httpStatus: number,
+  body: unknown,
+  text: string
+): Result.Result<string, KieError> =>
   Result.flatMap(decodeEnvelope("createTask", httpStatus, body, text), (envelope) => {
     const data = Schema.decodeUnknownResult(CreateTaskData)(envelope.data)
     return Result.isFailure(data)
@@ -301,10 +308,13 @@ export const decodeRecordData = (
   data: unknown
 ): Result.Result<TaskState, KieBadPayload> => {
   const decoded = Schema.decodeUnknownResult(RecordInfoData)(data)
-  if (Result.isFailure(decoded)) return Result.fail(badPayload(operation, "unreadable task record", decoded.failure.message))
+  if (Result.isFailure(decoded))
+    return Result.fail(badPayload(operation, "unreadable task record", decoded.failure.message))
   const record = decoded.success
   if (expectedTaskId !== undefined && record.taskId !== expectedTaskId) {
-    return Result.fail(badPayload(operation, "the record is about another task", `${record.taskId} != ${expectedTaskId}`))
+    return Result.fail(
+      badPayload(operation, "the record is about another task", `${record.taskId} != ${expectedTaskId}`)
+    )
   }
   const taskId = record.taskId
   const times: TaskTimes = {

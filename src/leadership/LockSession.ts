@@ -27,8 +27,7 @@
  * waiting for the interrupted query (`Bounded.ts`); after a failed statement
  * the caller must `close` the session, which also ends that query.
  */
-import type { PgClient } from "@effect/sql-pg"
-import { PgConnection } from "@effect/sql-pg"
+import { type PgClient, PgConnection } from "@effect/sql-pg"
 import { Duration, Effect, Exit, Queue, Schema, Scope } from "effect"
 import { describeUnknown } from "../database/SqlErrors.ts"
 import { detachedWithin } from "./Bounded.ts"

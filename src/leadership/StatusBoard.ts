@@ -89,8 +89,10 @@ export const makeStatusBoard = (lockKey: bigint): Effect.Effect<StatusBoard> =>
     const becomePassive = (reason: StepDownReason) =>
       Effect.gen(function*() {
         // Status first, so whoever sees `active` turn false also sees a busy phase.
-        yield* SubscriptionRef.update(status, (s): LeaderStatus =>
-          s.phase === "stopped" ? s : { ...s, phase: "stepping_down", activeSince: Option.none() })
+        yield* SubscriptionRef.update(
+          status,
+          (s): LeaderStatus => s.phase === "stopped" ? s : { ...s, phase: "stepping_down", activeSince: Option.none() }
+        )
         const was = yield* SubscriptionRef.getAndSet(active, false)
         if (!was) return
         yield* recordTransition(false, transitionKind[reason])

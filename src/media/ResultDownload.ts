@@ -79,10 +79,11 @@ const make = Effect.gen(function*() {
         if (total === 0) return yield* failed("empty", "the answer had no body")
         return new Uint8Array(Buffer.concat(chunks))
       }).pipe(
-        Effect.catchTag("TooLarge", (error) =>
-          Effect.fail(failed("too-large", `more than ${maxBytes} bytes (stopped at ${error.bytes})`))),
-        Effect.catchTag("HttpClientError", (error) =>
-          Effect.fail(failed("transport", error.reason._tag))),
+        Effect.catchTag(
+          "TooLarge",
+          (error) => Effect.fail(failed("too-large", `more than ${maxBytes} bytes (stopped at ${error.bytes})`))
+        ),
+        Effect.catchTag("HttpClientError", (error) => Effect.fail(failed("transport", error.reason._tag))),
         Effect.timeoutOrElse({
           duration: DOWNLOAD_TIMEOUT,
           orElse: () => Effect.fail(failed("timeout", `not finished within ${Duration.format(DOWNLOAD_TIMEOUT)}`))
@@ -94,7 +95,9 @@ const make = Effect.gen(function*() {
 })
 
 /** Downloads result images within the bounds above. */
-export class ResultDownload extends Context.Service<ResultDownload, ResultDownloadShape>()("zimage-bot/ResultDownload") {
+export class ResultDownload
+  extends Context.Service<ResultDownload, ResultDownloadShape>()("zimage-bot/ResultDownload")
+{
   /** On the HttpClient it is given. */
   static readonly layerNoHttp = Layer.effect(ResultDownload, make)
   /** On its own undici connection pool. */

@@ -19,16 +19,28 @@ const counter = (name: string, description: string) => Metric.counter(name, { de
 /** A gauge set to a current value. */
 const gauge = (name: string, description: string) => Metric.gauge(name, { description })
 
-export const updatesReceived = counter("zimage_updates_received_total", "Telegram updates stored in the inbox, by source (webhook, polling); duplicates excluded")
-export const updatesProcessed = counter("zimage_updates_processed_total", "Telegram updates finished, by outcome (done, dead)")
+export const updatesReceived = counter(
+  "zimage_updates_received_total",
+  "Telegram updates stored in the inbox, by source (webhook, polling); duplicates excluded"
+)
+export const updatesProcessed = counter(
+  "zimage_updates_processed_total",
+  "Telegram updates finished, by outcome (done, dead)"
+)
 export const updateRetries = counter("zimage_update_retries_total", "Failed handler attempts that were retried")
 export const updateProcessingSeconds = Metric.histogram("zimage_update_processing_seconds", {
   description: "Time from claiming an update to finishing it",
   boundaries: seconds
 })
 export const queueDepth = gauge("zimage_queue_depth", "Telegram updates stored and not yet finished")
-export const queueOldestPendingSeconds = gauge("zimage_queue_oldest_pending_seconds", "Age of the oldest update waiting to be dispatched (0 when none waits)")
-export const generationsFinished = counter("zimage_generations_total", "Generations finished, by outcome (delivered, failed, timeout)")
+export const queueOldestPendingSeconds = gauge(
+  "zimage_queue_oldest_pending_seconds",
+  "Age of the oldest update waiting to be dispatched (0 when none waits)"
+)
+export const generationsFinished = counter(
+  "zimage_generations_total",
+  "Generations finished, by outcome (delivered, failed, timeout)"
+)
 export const generationSecondsHistogram = Metric.histogram("zimage_generation_seconds", {
   description: "Time from a generation's creation to its delivery",
   boundaries: generationSeconds
@@ -36,8 +48,14 @@ export const generationSecondsHistogram = Metric.histogram("zimage_generation_se
 export const generationsInFlight = gauge("zimage_generations_in_flight", "Generations not yet delivered or failed")
 export const kieCalls = counter("zimage_kie_calls_total", "Kie.ai API calls, by method and result")
 export const telegramCalls = counter("zimage_telegram_calls_total", "Telegram Bot API calls, by method and result")
-export const leaderActive = gauge("zimage_leader_active", "1 while this instance is ACTIVE (holds the leader lock), else 0")
-export const leaderTransitions = counter("zimage_leader_transitions_total", "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services did not start)")
+export const leaderActive = gauge(
+  "zimage_leader_active",
+  "1 while this instance is ACTIVE (holds the leader lock), else 0"
+)
+export const leaderTransitions = counter(
+  "zimage_leader_transitions_total",
+  "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services did not start)"
+)
 
 /** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
 export const countCall = (metric: typeof kieCalls, method: string, result: string) =>
@@ -66,11 +84,11 @@ export const resultOf = (exit: Exit.Exit<unknown, unknown>, prefix: string): str
 }
 
 /** Counts a finished call of `method` on `metric` by its exit; interruptions are not counted. */
-export const countExit = (metric: typeof kieCalls, method: string, prefix: string) =>
-<A, E>(exit: Exit.Exit<A, E>): Effect.Effect<void> => {
-  const result = resultOf(exit, prefix)
-  return result === undefined ? Effect.void : countCall(metric, method, result)
-}
+export const countExit =
+  (metric: typeof kieCalls, method: string, prefix: string) => <A, E>(exit: Exit.Exit<A, E>): Effect.Effect<void> => {
+    const result = resultOf(exit, prefix)
+    return result === undefined ? Effect.void : countCall(metric, method, result)
+  }
 
 /**
  * Series that exist from the start at 0, so that `rate()`/`increase()` and

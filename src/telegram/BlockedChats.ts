@@ -52,7 +52,9 @@ export const make: Effect.Effect<BlockedChats, never, SqlClient> = Effect.gen(fu
     if (ids.length === 0) return Effect.void
     return Effect.gen(function*() {
       const cleared = yield* unblock(sql, ids, yield* now)
-      for (const chatId of cleared) yield* Effect.logInfo(`[TELEGRAM] chat ${chatId} unblocked (an update arrived from it)`)
+      for (const chatId of cleared) {
+        yield* Effect.logInfo(`[TELEGRAM] chat ${chatId} unblocked (an update arrived from it)`)
+      }
     }).pipe(
       Effect.timeout("5 seconds"),
       Effect.catchCause(() => Effect.logWarning(`[TELEGRAM] could not clear the blocked flag of ${ids.length} chat(s)`))

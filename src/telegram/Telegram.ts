@@ -130,7 +130,8 @@ const ignoreNotModified = (effect: Effect.Effect<unknown, TelegramError>): Effec
   effect.pipe(
     Effect.asVoid,
     Effect.catchIf(
-      (error): error is TelegramBadRequest => error._tag === "TelegramBadRequest" && NOT_MODIFIED.test(error.description),
+      (error): error is TelegramBadRequest =>
+        error._tag === "TelegramBadRequest" && NOT_MODIFIED.test(error.description),
       () => Effect.void
     )
   )
@@ -193,7 +194,9 @@ const botMethods = (call: Call, timeout: Duration.Duration) => ({
     const updates = elements.flatMap((element) => Option.toArray(decodeEnvelope(element)))
     if (updates.length !== elements.length) {
       yield* Effect.logWarning(
-        `[TELEGRAM] getUpdates returned ${elements.length - updates.length} element(s) without an integer update_id; skipped`
+        `[TELEGRAM] getUpdates returned ${
+          elements.length - updates.length
+        } element(s) without an integer update_id; skipped`
       )
     }
     return updates

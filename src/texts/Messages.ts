@@ -186,7 +186,9 @@ export const kieReasonText = (reason: KieReason, lang: Lang): string =>
 // ---------------------------------------------------------------------------
 // Keyboards
 
-const keyboard = (rows: ReadonlyArray<ReadonlyArray<{ text: string; callback_data: string }>>): InlineKeyboardMarkup => ({
+const keyboard = (
+  rows: ReadonlyArray<ReadonlyArray<{ text: string; callback_data: string }>>
+): InlineKeyboardMarkup => ({
   inline_keyboard: rows.map((row) => [...row])
 })
 

@@ -671,7 +671,8 @@ export class FakeKie {
   }
 
   private recordInfo(res: http.ServerResponse, taskId: string | null) {
-    if (taskId === null || taskId === "") return this.reply(res, 200, { code: 400, msg: "taskId parameter is required", data: null })
+    if (taskId === null || taskId === "")
+      return this.reply(res, 200, { code: 400, msg: "taskId parameter is required", data: null })
     const scripted = this.recordInfoSteps.shift()
     let task = this.tasks.get(taskId)
     if (task === undefined) {
@@ -684,7 +685,8 @@ export class FakeKie {
     const step = scripted ?? task.script.steps[Math.min(task.polls, task.script.steps.length - 1)] ?? "waiting"
     if (scripted === undefined) task.polls++
     if (step === "null") return this.reply(res, 200, { code: 422, msg: "recordInfo is null", data: null })
-    if (typeof step === "string") return this.reply(res, 200, { code: 200, msg: "success", data: this.recordData(task, step) })
+    if (typeof step === "string")
+      return this.reply(res, 200, { code: 200, msg: "success", data: this.recordData(task, step) })
     if (isTerminal(step)) return this.reply(res, 200, { code: 200, msg: "success", data: this.recordData(task, step) })
     if ("error" in step) return this.answerError(res, step)
     if ("raw" in step) return this.answerRaw(res, step)

@@ -132,8 +132,7 @@ interface Instance {
 }
 
 const chatOf = (call: FakeTelegram.RecordedCall) => Number(call.params.chat_id)
-const messageIdOf = (call: FakeTelegram.RecordedCall) =>
-  (call.response?.body as { result: { message_id: number } }).result.message_id
+const messageIdOf = FakeTelegram.messageIdOf
 
 /**
  * Walks a chat's replies against what in-order handling gives: a reply equal
@@ -158,7 +157,8 @@ const align = (
 
 const percentiles = (values: ReadonlyArray<number>) => {
   const sorted = [...values].sort((a, b) => a - b)
-  const at = (q: number) => sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
+  const at = (q: number) =>
+    sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
   return { p50: at(0.5), p99: at(0.99), max: sorted.at(-1) ?? 0 }
 }
 
@@ -272,10 +272,16 @@ export const runDrill = (options: DrillOptions) =>
     /** Chats whose first generation failed and whose user pressed the retry button. */
     const retried: Array<number> = []
     const retryDataOf = (call: FakeTelegram.RecordedCall) => {
-      const markup = call.params.reply_markup as { inline_keyboard?: ReadonlyArray<ReadonlyArray<{ callback_data?: string }>> }
+      const markup = call.params.reply_markup as {
+        inline_keyboard?: ReadonlyArray<ReadonlyArray<{ callback_data?: string }>>
+      }
       return markup?.inline_keyboard?.flat().map((b) => b.callback_data).find((d) => d?.startsWith("zimage:retry:"))
     }
-    type Outcome = { readonly _tag: "Photo" } | { readonly _tag: "Retry"; readonly data: string; readonly messageId: number }
+    type Outcome = { readonly _tag: "Photo" } | {
+      readonly _tag: "Retry"
+      readonly data: string
+      readonly messageId: number
+    }
     /** The photo, or a failure notice with the retry button, for `chatId` after `mark`; polled, bounded. */
     const awaitOutcome = (chatId: number, mark: number) =>
       Effect.gen(function*() {
@@ -329,10 +335,17 @@ export const runDrill = (options: DrillOptions) =>
         // user, like a person, presses the newer one.
         const mark = telegram.mark()
         for (let press = 1;; press++) {
-          const newest = telegram.calls("sendMessage").filter((c) => chatOf(c) === chatId && c.params.text === ru.chooseRatio).at(-1)!
+          const newest = telegram.calls("sendMessage").filter((c) =>
+            chatOf(c) === chatId && c.params.text === ru.chooseRatio
+          ).at(-1)!
           const queryId = `drill-${chatId}-${press}`
           const pressed = telegram.mark()
-          const update = FakeTelegram.callbackQuery({ chatId, data: "zimage:ratio:1:1", messageId: messageIdOf(newest), id: queryId })
+          const update = FakeTelegram.callbackQuery({
+            chatId,
+            data: "zimage:ratio:1:1",
+            messageId: messageIdOf(newest),
+            id: queryId
+          })
           const updateId = telegram.pushUpdate(update)
           const answer = yield* telegram.awaitCall(
             "answerCallbackQuery",
@@ -344,16 +357,24 @@ export const runDrill = (options: DrillOptions) =>
             continue
           }
           ids.push(updateId)
-          yield* telegram.awaitCall("sendMessage", (c) => chatOf(c) === chatId && String(c.params.text).startsWith("⏳"), {
-            after: pressed,
-            timeoutMs: Math.min(remaining(), STEP_TIMEOUT_MS)
-          })
+          yield* telegram.awaitCall(
+            "sendMessage",
+            (c) => chatOf(c) === chatId && String(c.params.text).startsWith("⏳"),
+            {
+              after: pressed,
+              timeoutMs: Math.min(remaining(), STEP_TIMEOUT_MS)
+            }
+          )
           break
         }
         const outcome = yield* awaitOutcome(chatId, mark)
         if (outcome._tag === "Retry") {
           retried.push(chatId)
-          ids.push(telegram.pushUpdate(FakeTelegram.callbackQuery({ chatId, data: outcome.data, messageId: outcome.messageId })))
+          ids.push(
+            telegram.pushUpdate(
+              FakeTelegram.callbackQuery({ chatId, data: outcome.data, messageId: outcome.messageId })
+            )
+          )
           const again = yield* awaitOutcome(chatId, telegram.mark())
           if (again._tag === "Retry") stuckUsers.push(`user ${i}: told to retry twice`)
         }
@@ -378,7 +399,11 @@ export const runDrill = (options: DrillOptions) =>
         const leader = yield* awaitLeader(victim)
         const failoverMs = performance.now() - at
         faults.push({ fault, victim: victim.name, failoverMs, newLeader: leader.name })
-        say(`${fault} of ${victim.name} at ${events()}/${expectedEvents} events: ${leader.name} ACTIVE after ${failoverMs.toFixed(0)} ms`)
+        say(
+          `${fault} of ${victim.name} at ${events()}/${expectedEvents} events: ${leader.name} ACTIVE after ${
+            failoverMs.toFixed(0)
+          } ms`
+        )
         // Render restarts a crashed instance; keep two.
         if (fault === "kill") yield* spawnInstance
       }
@@ -435,7 +460,8 @@ export const runDrill = (options: DrillOptions) =>
       )
       const photos = telegram.calls("sendPhoto").length
       if (
-        last.stored >= totalUpdates + retried.length + stalePresses.length && last.open === 0 && last.generationsOpen === 0 &&
+        last.stored >= totalUpdates + retried.length + stalePresses.length && last.open === 0 &&
+        last.generationsOpen === 0 &&
         photos >= options.generations
       ) {
         break
@@ -459,15 +485,13 @@ export const runDrill = (options: DrillOptions) =>
     }
 
     // -- checks -----------------------------------------------------------------------
-    const rows = yield* query((sql) =>
-      sql<{ update_id: string; chat_id: string; status: string; attempts: number }>`
-        SELECT update_id, chat_id, status, attempts FROM telegram_updates ORDER BY update_id`
-    )
+    const rows = yield* query((sql) => sql<{ update_id: string; chat_id: string; status: string; attempts: number }>`
+        SELECT update_id, chat_id, status, attempts FROM telegram_updates ORDER BY update_id`)
     const attemptsOf = new Map(rows.map((r) => [Number(r.update_id), r.attempts]))
-    const generationRows = yield* query((sql) =>
-      sql<{ chat_id: string; status: string; kie_task_id: string | null; fail_code: string | null }>`
-        SELECT chat_id, status, kie_task_id, fail_code FROM generations`
-    )
+    const generationRows = yield* query((
+      sql
+    ) => sql<{ chat_id: string; status: string; kie_task_id: string | null; fail_code: string | null }>`
+        SELECT chat_id, status, kie_task_id, fail_code FROM generations`)
 
     const orderViolations: Array<string> = []
     const unexplainedResends: Array<string> = []
@@ -511,7 +535,9 @@ export const runDrill = (options: DrillOptions) =>
     }
 
     const photosByChat = new Map<number, number>()
-    for (const call of telegram.calls("sendPhoto")) photosByChat.set(chatOf(call), (photosByChat.get(chatOf(call)) ?? 0) + 1)
+    for (const call of telegram.calls("sendPhoto")) {
+      photosByChat.set(chatOf(call), (photosByChat.get(chatOf(call)) ?? 0) + 1)
+    }
     const userChats = [...userUpdates.keys()]
     const duplicatePhotos = userChats.filter((c) => (photosByChat.get(c) ?? 0) > 1)
     const missingPhotos = userChats.filter((c) => (photosByChat.get(c) ?? 0) === 0)
@@ -577,7 +603,8 @@ export const runDrill = (options: DrillOptions) =>
       {
         name: "every update stored once",
         ok: rows.length === totalUpdates + retried.length + stalePresses.length,
-        detail: `${rows.length} of ${totalUpdates} + ${retried.length} retry presses + ${stalePresses.length} stale presses`
+        detail:
+          `${rows.length} of ${totalUpdates} + ${retried.length} retry presses + ${stalePresses.length} stale presses`
       },
       {
         name: "every update finished, none dead",
@@ -592,17 +619,21 @@ export const runDrill = (options: DrillOptions) =>
       {
         name: "handled once: a reply repeats only for an update a kill cut off",
         ok: unexplainedResends.length === 0,
-        detail: `${resentReplies} re-sent, ${unexplainedResends.length} unexplained ${unexplainedResends.slice(0, 3).join("; ")}`
+        detail: `${resentReplies} re-sent, ${unexplainedResends.length} unexplained ${
+          unexplainedResends.slice(0, 3).join("; ")
+        }`
       },
       {
         name: "every user got exactly one photo",
         ok: duplicatePhotos.length === 0 && missingPhotos.length === 0 &&
           delivered.length === options.generations,
-        detail: `${report.photosDelivered} photos, ${delivered.length} generations delivered for ${options.generations} users; ` +
+        detail:
+          `${report.photosDelivered} photos, ${delivered.length} generations delivered for ${options.generations} users; ` +
           `duplicates ${JSON.stringify(duplicatePhotos)}, missing ${JSON.stringify(missingPhotos)}`
       },
       {
-        name: "a generation fails only when Kie never got its createTask (then the user is told, with the retry button)",
+        name:
+          "a generation fails only when Kie never got its createTask (then the user is told, with the retry button)",
         ok: failedGenerations.every((g) => g.kie_task_id === null && g.status === "failed") &&
           failedGenerations.length === retried.length,
         detail: `${failedGenerations.length} failed (${
@@ -611,7 +642,8 @@ export const runDrill = (options: DrillOptions) =>
       },
       {
         name: "one Kie task per generation, none lost",
-        ok: kie.counters.tasksCreated === report.distinctTaskIds && report.distinctTaskIds === report.generationsWithTask &&
+        ok: kie.counters.tasksCreated === report.distinctTaskIds &&
+          report.distinctTaskIds === report.generationsWithTask &&
           lostTasks.length === 0,
         detail: `${kie.counters.tasksCreated} tasks created, ${report.distinctTaskIds} distinct task ids stored, ` +
           `${lostTasks.length} created but not delivered`

@@ -10,7 +10,7 @@
  * "leadership scope", and drive the clock until something holds.
  * `ECHO_LOGS=1` prints every captured log line (debugging a failing test).
  */
-import { Clock, Context, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
+import { Clock, type Context, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { AppConfig } from "../../src/platform/AppConfig.ts"

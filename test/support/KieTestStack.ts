@@ -57,5 +57,7 @@ export const advanceUntil = (
       yield* tick(fake, step)
     }
     if (yield* done) return maxSteps
-    return yield* Effect.die(new Error(`advanceUntil: not done after ${maxSteps} steps of ${Duration.format(Duration.fromInputUnsafe(step))}`))
+    return yield* Effect.die(
+      new Error(`advanceUntil: not done after ${maxSteps} steps of ${Duration.format(Duration.fromInputUnsafe(step))}`)
+    )
   })

@@ -26,11 +26,21 @@ const forward = (
 ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer } | undefined> =>
   new Promise((resolve) => {
     const upstream = http.request(
-      { host: "127.0.0.1", port, method: req.method, path: req.url, headers: { ...req.headers, host: `127.0.0.1:${port}` }, agent },
+      {
+        host: "127.0.0.1",
+        port,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, host: `127.0.0.1:${port}` },
+        agent
+      },
       (res) => {
         const chunks: Array<Buffer> = []
         res.on("data", (chunk: Buffer) => chunks.push(chunk))
-        res.on("end", () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }))
+        res.on(
+          "end",
+          () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) })
+        )
         res.on("error", () => resolve(undefined))
       }
     )
@@ -50,14 +60,17 @@ export const startLoadBalancer = Effect.acquireRelease(
     const server = http.createServer((req, res) => {
       const chunks: Array<Buffer> = []
       req.on("data", (chunk: Buffer) => chunks.push(chunk))
-      req.on("end", async () => {
+      // Answers from its own promise: nothing awaits the listener, and a failure ends in a 502 below.
+      req.on("end", () => void forwardOne())
+      const forwardOne = async () => {
         const body = Buffer.concat(chunks)
         const order = backends.map((_, i) => backends[(next + i) % backends.length]!)
         next++
         for (const port of order) {
           const answer = await forward(agent, port, req, body)
           if (answer === undefined) continue
-          const { connection: _connection, "keep-alive": _keepAlive, "transfer-encoding": _te, ...headers } = answer.headers
+          const { connection: _connection, "keep-alive": _keepAlive, "transfer-encoding": _te, ...headers } =
+            answer.headers
           res.writeHead(answer.status, headers)
           res.end(answer.body)
           return
@@ -65,7 +78,7 @@ export const startLoadBalancer = Effect.acquireRelease(
         failed++
         res.writeHead(502, { "content-type": "text/plain" })
         res.end("no healthy backend")
-      })
+      }
     })
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
     const balancer: LoadBalancer = {

@@ -32,7 +32,9 @@ export interface LogCapture {
 
 export const makeLogCapture = (options: { readonly echo?: boolean } = {}): LogCapture => {
   const captured: Array<CapturedLine> = []
-  const waiters = new Set<{ index: number; match: (line: CapturedLine) => boolean; resolve: (l: CapturedLine) => void }>()
+  const waiters = new Set<
+    { index: number; match: (line: CapturedLine) => boolean; resolve: (l: CapturedLine) => void }
+  >()
   const logger = makeLogger({
     format: "json",
     secrets: [TEST_BOT_TOKEN, TEST_KIE_KEY, TEST_WEBHOOK_SECRET],
@@ -42,7 +44,7 @@ export const makeLogCapture = (options: { readonly echo?: boolean } = {}): LogCa
       const line = { level: parsed.level, message, raw }
       captured.push(line)
       if (options.echo === true) process.stdout.write(raw + "\n")
-      for (const waiter of [...waiters]) {
+      for (const waiter of Array.from(waiters)) {
         if (captured.length > waiter.index && waiter.match(line)) {
           waiters.delete(waiter)
           waiter.resolve(line)

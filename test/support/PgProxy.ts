@@ -21,7 +21,9 @@ export interface PgProxy {
 
 interface Target {
   readonly connect: () => net.Socket
-  readonly listen: (server: net.Server) => Promise<{ readonly rewrite: (url: URL) => void; readonly dispose: () => void }>
+  readonly listen: (
+    server: net.Server
+  ) => Promise<{ readonly rewrite: (url: URL) => void; readonly dispose: () => void }>
 }
 
 const targetOf = (url: URL): Target => {

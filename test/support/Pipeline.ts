@@ -7,7 +7,7 @@
  */
 import { Clock, Effect, Exit, Layer, Queue, Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import { TestClock } from "effect/testing"
+import type { TestClock } from "effect/testing"
 import { Inbox } from "../../src/inbox/Inbox.ts"
 import { LeaderTerm } from "../../src/leadership/LeaderTerm.ts"
 import { Telegram } from "../../src/telegram/Telegram.ts"
@@ -167,5 +167,7 @@ export const store = (...updates: ReadonlyArray<Record<string, unknown>>) =>
     return yield* inbox.store(updates as ReadonlyArray<{ update_id: number }>)
   })
 
-export const message = (updateId: number, chatId: number, text = `message ${updateId}`) =>
-  ({ ...FakeTelegram.textMessage({ chatId, text }), update_id: updateId })
+export const message = (updateId: number, chatId: number, text = `message ${updateId}`) => ({
+  ...FakeTelegram.textMessage({ chatId, text }),
+  update_id: updateId
+})

@@ -69,7 +69,7 @@ export const startService = (env: Record<string, string>, options: StartOptions 
     buffered.rest = parts.pop() ?? ""
     for (const line of parts) {
       collected.push(line)
-      for (const waiter of [...waiters]) {
+      for (const waiter of Array.from(waiters)) {
         if (waiter.match(line)) {
           waiters.delete(waiter)
           waiter.resolve(line)

@@ -1,8 +1,8 @@
 /** Counts for `/health`, `/metrics` and the Kie rate budget. */
-import { DateTime, Effect, Option } from "effect"
+import { type DateTime, Effect, Option } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import * as UtcTime from "../../platform/UtcTime.ts"
-import { asDate, unfinished, UNFINISHED_STATUSES } from "./row.ts"
+import { asDate, unfinished, type UNFINISHED_STATUSES } from "./row.ts"
 
 /** Unfinished generations by status. */
 export type GenerationCounts = { readonly [S in typeof UNFINISHED_STATUSES[number]]: number }

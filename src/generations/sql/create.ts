@@ -6,7 +6,7 @@
  * Gotchas: a user's requests take turns on an advisory lock, so two clicks at
  * once cannot both pass the limits.
  */
-import { DateTime, Duration, Effect, Schema } from "effect"
+import { DateTime, type Duration, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { AspectRatio, Lang } from "../../texts/Messages.ts"
 import { asDate, decodeRows, type Generation, unfinished } from "./row.ts"
@@ -85,7 +85,9 @@ export const create = (sql: SqlClient, input: NewGeneration, limits: Limits) =>
   Effect.gen(function*() {
     const at = yield* DateTime.now
     return yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql`SELECT pg_advisory_xact_lock(hashtext('zimage-bot/generations/user'), hashtext(${String(input.userId)}))`
+      yield* sql`SELECT pg_advisory_xact_lock(hashtext('zimage-bot/generations/user'), hashtext(${
+        String(input.userId)
+      }))`
       const existing = yield* sql`SELECT * FROM generations WHERE source_update_id = ${input.sourceUpdateId}`.pipe(
         Effect.flatMap(decodeRows)
       )

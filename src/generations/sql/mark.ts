@@ -79,8 +79,11 @@ export const markRetried = (sql: SqlClient, id: string, retryId: string) =>
  * message that now shows the failure, is no longer a progress message.
  */
 export const markNotified = (sql: SqlClient, id: string, consumedStatusMessage?: number) =>
-  Effect.flatMap(DateTime.now, (at) =>
-    sql`UPDATE generations SET notified_at = ${asDate(at)}, updated_at = ${asDate(at)},
+  Effect.flatMap(
+    DateTime.now,
+    (at) =>
+      sql`UPDATE generations SET notified_at = ${asDate(at)}, updated_at = ${asDate(at)},
           status_message_id = CASE WHEN status_message_id = ${consumedStatusMessage ?? null}::bigint
             THEN NULL ELSE status_message_id END
-        WHERE id = ${id}::bigint`.pipe(Effect.asVoid))
+        WHERE id = ${id}::bigint`.pipe(Effect.asVoid)
+  )

@@ -12,10 +12,13 @@ export const schedulePoll = (sql: SqlClient, id: string, at: DateTime.Utc) =>
 
 /** `submitted` generations whose next poll is due, soonest first. */
 export const dueForPolling = (sql: SqlClient, limit: number, excluding: ReadonlyArray<string> = []) =>
-  Effect.flatMap(DateTime.now, (at) =>
-    sql`SELECT * FROM generations WHERE status = 'submitted' AND next_poll_at <= ${asDate(at)}
+  Effect.flatMap(
+    DateTime.now,
+    (at) =>
+      sql`SELECT * FROM generations WHERE status = 'submitted' AND next_poll_at <= ${asDate(at)}
           AND NOT (id::text = ANY(${excluding}))
-        ORDER BY next_poll_at LIMIT ${limit}`.pipe(Effect.flatMap(decodeRows)))
+        ORDER BY next_poll_at LIMIT ${limit}`.pipe(Effect.flatMap(decodeRows))
+  )
 
 /** When the next poll of a `submitted` generation (other than `excluding`) is due. */
 export const nextPollAt = (sql: SqlClient, excluding: ReadonlyArray<string>) =>

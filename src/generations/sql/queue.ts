@@ -16,8 +16,7 @@ export interface QueuePosition {
 }
 
 /** Each queued generation's id, `created_at` and round. */
-const rounds = (sql: SqlClient) =>
-  sql`
+const rounds = (sql: SqlClient) => sql`
     SELECT q.id, q.created_at,
       row_number() OVER (PARTITION BY q.user_id ORDER BY q.created_at, q.id) + coalesce(f.n, 0) AS round
     FROM generations q

@@ -10,16 +10,22 @@ import { asDate } from "./row.ts"
 
 /** The status message and the text it shows. */
 export const setStatusMessage = (sql: SqlClient, id: string, messageId: number, text: string) =>
-  Effect.flatMap(DateTime.now, (at) =>
-    sql`UPDATE generations SET status_message_id = ${messageId}, status_text = ${text},
+  Effect.flatMap(
+    DateTime.now,
+    (at) =>
+      sql`UPDATE generations SET status_message_id = ${messageId}, status_text = ${text},
           status_edited_at = ${asDate(at)}, updated_at = ${asDate(at)}
-        WHERE id = ${id}::bigint`.pipe(Effect.asVoid))
+        WHERE id = ${id}::bigint`.pipe(Effect.asVoid)
+  )
 
 /** The text last shown in the status message. */
 export const setStatusText = (sql: SqlClient, id: string, text: string) =>
-  Effect.flatMap(DateTime.now, (at) =>
-    sql`UPDATE generations SET status_text = ${text}, status_edited_at = ${asDate(at)}, updated_at = ${asDate(at)}
-        WHERE id = ${id}::bigint`.pipe(Effect.asVoid))
+  Effect.flatMap(
+    DateTime.now,
+    (at) =>
+      sql`UPDATE generations SET status_text = ${text}, status_edited_at = ${asDate(at)}, updated_at = ${asDate(at)}
+        WHERE id = ${id}::bigint`.pipe(Effect.asVoid)
+  )
 
 /** The status message `messageId` was finalized (deleted or replaced): forget it, unless another took its place. */
 export const clearStatusMessage = (sql: SqlClient, id: string, messageId: number) =>
@@ -29,12 +35,18 @@ export const clearStatusMessage = (sql: SqlClient, id: string, messageId: number
 
 /** The message that carries the result (photo, or document when too large). */
 export const setPhotoMessage = (sql: SqlClient, id: string, messageId: number) =>
-  Effect.flatMap(DateTime.now, (at) =>
-    sql`UPDATE generations SET photo_message_id = ${messageId}, updated_at = ${asDate(at)}
-        WHERE id = ${id}::bigint`.pipe(Effect.asVoid))
+  Effect.flatMap(
+    DateTime.now,
+    (at) =>
+      sql`UPDATE generations SET photo_message_id = ${messageId}, updated_at = ${asDate(at)}
+        WHERE id = ${id}::bigint`.pipe(Effect.asVoid)
+  )
 
 /** The message with the uncompressed original. */
 export const setDocumentMessage = (sql: SqlClient, id: string, messageId: number) =>
-  Effect.flatMap(DateTime.now, (at) =>
-    sql`UPDATE generations SET document_message_id = ${messageId}, updated_at = ${asDate(at)}
-        WHERE id = ${id}::bigint`.pipe(Effect.asVoid))
+  Effect.flatMap(
+    DateTime.now,
+    (at) =>
+      sql`UPDATE generations SET document_message_id = ${messageId}, updated_at = ${asDate(at)}
+        WHERE id = ${id}::bigint`.pipe(Effect.asVoid)
+  )

@@ -15,8 +15,11 @@ import { now } from "./rows.ts"
 
 /** jsonb refuses `\u0000`; Telegram text never needs it, so it becomes U+FFFD. */
 const toJsonText = (payload: unknown): string =>
-  JSON.stringify(payload, (_key, value) =>
-    typeof value === "string" && value.includes("\u0000") ? value.replaceAll("\u0000", "\uFFFD") : value)
+  JSON.stringify(
+    payload,
+    (_key, value) =>
+      typeof value === "string" && value.includes("\u0000") ? value.replaceAll("\u0000", "\uFFFD") : value
+  )
 
 /** The statement's one parameter besides the time: every row, routed, as JSON text. */
 const rowsJsonOf = (updates: ReadonlyArray<UpdateEnvelope>): string =>

@@ -19,7 +19,6 @@ export const keyLiteral = (key: bigint) => `'${key.toString()}'::bigint`
  * `pg_locks` stores a bigint advisory key as classid (high 32 bits) and objid
  * (low 32 bits) with objsubid = 1.
  */
-export const lockRowMatches = (key: bigint) =>
-  `l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+export const lockRowMatches = (key: bigint) => `l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND ((l.classid::bigint << 32) | l.objid::bigint) = ${keyLiteral(key)}`

@@ -2,8 +2,7 @@
 import type { SqlClient } from "effect/sql/SqlClient"
 
 /** Sets (or refreshes) the chat's `blocked_at` and Telegram's description of why. */
-export const block = (sql: SqlClient, chatId: number, reason: string, at: Date) =>
-  sql`
+export const block = (sql: SqlClient, chatId: number, reason: string, at: Date) => sql`
     INSERT INTO telegram_chats (chat_id, blocked_at, blocked_reason, updated_at)
     VALUES (${chatId}, ${at}, ${reason}, ${at})
     ON CONFLICT (chat_id) DO UPDATE

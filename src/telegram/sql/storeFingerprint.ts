@@ -2,7 +2,6 @@
 import type { SqlClient } from "effect/sql/SqlClient"
 
 /** Replaces the one stored fingerprint. */
-export const storeFingerprint = (sql: SqlClient, fingerprint: string, at: Date) =>
-  sql`
+export const storeFingerprint = (sql: SqlClient, fingerprint: string, at: Date) => sql`
     INSERT INTO telegram_webhook (id, fingerprint, set_at) VALUES (1, ${fingerprint}, ${at})
     ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, set_at = EXCLUDED.set_at`
