@@ -20,6 +20,7 @@
  * | `fail`       | `Fail`       | yes   | no image; `failCode` and `failMsg` say why     |
  */
 import { Result, Schema } from "effect"
+import { ASPECT_RATIOS } from "../texts/Messages.ts"
 import {
   KieBadPayload,
   type KieError,
@@ -40,9 +41,7 @@ import {
 // ---------------------------------------------------------------------------
 // Requests
 
-/** The aspect ratios Z-Image accepts (`input.aspect_ratio`). */
-export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"] as const
-/** One of `ASPECT_RATIOS`. */
+/** One of `ASPECT_RATIOS` (`texts/Messages.ts`): the ratios Z-Image accepts as `input.aspect_ratio`. */
 export const AspectRatio = Schema.Literals(ASPECT_RATIOS)
 /** One of `ASPECT_RATIOS`. */
 export type AspectRatio = typeof AspectRatio.Type

@@ -15,6 +15,7 @@ export type Lang = "ru" | "en"
 export const langOf = (languageCode: string | undefined | null): Lang =>
   languageCode !== undefined && languageCode !== null && languageCode.toLowerCase().startsWith("en") ? "en" : "ru"
 
+/** The aspect ratios offered to users, which are the ones Z-Image accepts (`input.aspect_ratio`). */
 export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"] as const
 export type AspectRatio = typeof ASPECT_RATIOS[number]
 export const isAspectRatio = (s: string): s is AspectRatio => (ASPECT_RATIOS as ReadonlyArray<string>).includes(s)
