@@ -156,7 +156,10 @@ const make = Effect.gen(function*() {
   const sql = yield* SqlClient
   return Generations.of({
     create: Effect.fn("Generations.create")(function*(input: NewGeneration, limits: Limits) {
-      return yield* create(sql, input, limits)
+      const result = yield* create(sql, input, limits)
+      // Ties the update's trace to the engine's spans, which carry the same id.
+      yield* Effect.annotateCurrentSpan("generation_id", result.generation.id)
+      return result
     }),
     find: (id) => find(sql, id),
     findByTaskId: (taskId) => findByTaskId(sql, taskId),
