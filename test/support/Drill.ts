@@ -73,6 +73,8 @@ export interface DrillOptions {
 export interface FaultRecord {
   readonly fault: Fault
   readonly victim: string
+  /** Wall-clock time of the fault (ms since epoch), comparable with the fakes' call times. */
+  readonly atWallMs: number
   /** From the fault to another `/health` reporting `"active":true`. */
   readonly failoverMs: number
   readonly newLeader: string
@@ -97,7 +99,14 @@ export interface DrillReport {
    */
   readonly stalePresses: number
   readonly photosDelivered: number
+  /** Users who got more than one photo. */
   readonly duplicatePhotos: ReadonlyArray<number>
+  /**
+   * Of those, users whose extra photos a fault explains: every photo but the
+   * last was sent before a fault and never recorded (the row names the last
+   * one), so the next leader could not know Telegram had it.
+   */
+  readonly explainedDuplicatePhotos: ReadonlyArray<number>
   readonly missingPhotos: ReadonlyArray<number>
   readonly kieTasksCreated: number
   readonly generationsWithTask: number
@@ -388,6 +397,7 @@ export const runDrill = (options: DrillOptions) =>
         while (events() < threshold && performance.now() < deadline) yield* pause(20)
         const victim = yield* awaitLeader()
         const at = performance.now()
+        const atWallMs = Date.now()
         if (fault === "kill") {
           victim.service.kill("SIGKILL")
           yield* Effect.promise(() => victim.service.exited)
@@ -398,7 +408,7 @@ export const runDrill = (options: DrillOptions) =>
         }
         const leader = yield* awaitLeader(victim)
         const failoverMs = performance.now() - at
-        faults.push({ fault, victim: victim.name, failoverMs, newLeader: leader.name })
+        faults.push({ fault, victim: victim.name, atWallMs, failoverMs, newLeader: leader.name })
         say(
           `${fault} of ${victim.name} at ${events()}/${expectedEvents} events: ${leader.name} ACTIVE after ${
             failoverMs.toFixed(0)
@@ -490,8 +500,14 @@ export const runDrill = (options: DrillOptions) =>
     const attemptsOf = new Map(rows.map((r) => [Number(r.update_id), r.attempts]))
     const generationRows = yield* query((
       sql
-    ) => sql<{ chat_id: string; status: string; kie_task_id: string | null; fail_code: string | null }>`
-        SELECT chat_id, status, kie_task_id, fail_code FROM generations`)
+    ) => sql<{
+      chat_id: string
+      status: string
+      kie_task_id: string | null
+      fail_code: string | null
+      photo_message_id: string | null
+    }>`
+        SELECT chat_id, status, kie_task_id, fail_code, photo_message_id FROM generations`)
 
     const orderViolations: Array<string> = []
     const unexplainedResends: Array<string> = []
@@ -540,6 +556,18 @@ export const runDrill = (options: DrillOptions) =>
     }
     const userChats = [...userUpdates.keys()]
     const duplicatePhotos = userChats.filter((c) => (photosByChat.get(c) ?? 0) > 1)
+    // A photo Telegram took just before a fault, whose message id the dying leader never recorded,
+    // is sent again by the next leader: Telegram has no idempotency key. Only that case is allowed.
+    const explainedDuplicatePhotos = duplicatePhotos.filter((chatId) => {
+      const photos = telegram.calls("sendPhoto").filter((c) => chatOf(c) === chatId)
+      const recorded = generationRows.find((g) => Number(g.chat_id) === chatId && g.photo_message_id !== null)
+      const last = photos.at(-1)!
+      if (last.response === undefined || recorded === undefined) return false
+      if (Number(recorded.photo_message_id) !== messageIdOf(last)) return false
+      return photos.slice(0, -1).every((photo, i) =>
+        faults.some((f) => f.atWallMs >= photo.at && f.atWallMs <= photos[i + 1]!.at)
+      )
+    })
     const missingPhotos = userChats.filter((c) => (photosByChat.get(c) ?? 0) === 0)
     const taskIds = generationRows.flatMap((g) => (g.kie_task_id === null ? [] : [g.kie_task_id]))
     const delivered = generationRows.filter((g) => g.status === "delivered")
@@ -581,6 +609,7 @@ export const runDrill = (options: DrillOptions) =>
       stalePresses: stalePresses.length,
       photosDelivered: telegram.calls("sendPhoto").length,
       duplicatePhotos,
+      explainedDuplicatePhotos,
       missingPhotos,
       kieTasksCreated: kie.counters.tasksCreated,
       generationsWithTask: taskIds.length,
@@ -624,12 +653,14 @@ export const runDrill = (options: DrillOptions) =>
         }`
       },
       {
-        name: "every user got exactly one photo",
-        ok: duplicatePhotos.length === 0 && missingPhotos.length === 0 &&
+        name: "every user got exactly one photo (a second only when a fault cut off the recording of the first)",
+        ok: duplicatePhotos.length === explainedDuplicatePhotos.length && missingPhotos.length === 0 &&
           delivered.length === options.generations,
         detail:
           `${report.photosDelivered} photos, ${delivered.length} generations delivered for ${options.generations} users; ` +
-          `duplicates ${JSON.stringify(duplicatePhotos)}, missing ${JSON.stringify(missingPhotos)}`
+          `duplicates ${JSON.stringify(duplicatePhotos)} (explained by a fault: ${
+            JSON.stringify(explainedDuplicatePhotos)
+          }), missing ${JSON.stringify(missingPhotos)}`
       },
       {
         name:
