@@ -8,7 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { bundle } from "../scripts/build.ts"
 import { getJson, startService } from "./support/ServiceProcess.ts"
-import { TEST_BOT_TOKEN, TEST_KIE_KEY } from "./support/TestConfig.ts"
+import { processEnv } from "./support/TestConfig.ts"
 import { freshDatabaseUrl } from "./support/TestDatabase.ts"
 
 describe("production bundle", () => {
@@ -17,12 +17,7 @@ describe("production bundle", () => {
       yield* Effect.promise(() => bundle("dist"))
       const service = startService(
         {
-          TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN,
-          KIE_API_KEY: TEST_KIE_KEY,
-          PORT: "0",
-          HOST: "127.0.0.1",
-          TELEGRAM_API_ROOT: "http://127.0.0.1:9",
-          KIE_BASE_URL: "http://127.0.0.1:9",
+          ...processEnv,
           DATABASE_URL: yield* freshDatabaseUrl
         },
         { via: "npm-dist" }

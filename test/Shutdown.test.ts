@@ -14,16 +14,11 @@ import { Context, Deferred, Effect, Fiber, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { startPgProxy } from "./support/PgProxy.ts"
 import { type ServiceProcess, startService } from "./support/ServiceProcess.ts"
-import { TEST_BOT_TOKEN, TEST_KIE_KEY, TEST_WEBHOOK_SECRET } from "./support/TestConfig.ts"
+import { TEST_WEBHOOK_SECRET, processEnv } from "./support/TestConfig.ts"
 import { freshDatabaseUrl } from "./support/TestDatabase.ts"
 
 const env = {
-  TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN,
-  KIE_API_KEY: TEST_KIE_KEY,
-  PORT: "0",
-  HOST: "127.0.0.1",
-  TELEGRAM_API_ROOT: "http://127.0.0.1:9",
-  KIE_BASE_URL: "http://127.0.0.1:9",
+  ...processEnv,
   // Webhook mode; Telegram is never called (there are no leader-only services yet).
   PUBLIC_URL: "https://zimage.example.com",
   TELEGRAM_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET

@@ -6,15 +6,10 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { getJson, startService } from "./support/ServiceProcess.ts"
 import { freshDatabaseUrl } from "./support/TestDatabase.ts"
-import { TEST_BOT_TOKEN, TEST_KIE_KEY } from "./support/TestConfig.ts"
+import { TEST_BOT_TOKEN, TEST_KIE_KEY, processEnv } from "./support/TestConfig.ts"
 
 const env = {
-  TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN,
-  KIE_API_KEY: TEST_KIE_KEY,
-  PORT: "0",
-  HOST: "127.0.0.1",
-  TELEGRAM_API_ROOT: "http://127.0.0.1:9",
-  KIE_BASE_URL: "http://127.0.0.1:9"
+  ...processEnv
 }
 
 const assertOneCleanErrorLine = (lines: ReadonlyArray<string>, mentions: string) => {

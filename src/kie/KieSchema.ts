@@ -55,9 +55,6 @@ export const MODEL = "z-image"
 // ---------------------------------------------------------------------------
 // Task states
 
-/** Kie's names of a task's states. */
-export type TaskStateName = "waiting" | "queuing" | "generating" | "success" | "fail"
-
 /** Accepted, not started; or not visible yet (`recordMissing`). */
 export interface TaskWaiting {
   readonly _tag: "Waiting"

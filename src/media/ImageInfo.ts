@@ -82,7 +82,3 @@ export const fitsAsPhoto = (size: number, info: ImageInfo | undefined): boolean 
   info.width > 0 && info.height > 0 &&
   info.width + info.height <= PHOTO_MAX_DIMENSION_SUM &&
   Math.max(info.width / info.height, info.height / info.width) <= PHOTO_MAX_RATIO
-
-/** The MIME type of an upload in `format` (JPEG when unknown). */
-export const mimeType = (format: ImageFormat | undefined): string =>
-  format === "png" ? "image/png" : format === "webp" ? "image/webp" : "image/jpeg"

@@ -59,9 +59,5 @@ export const fromUnknown = (value: unknown): Option.Option<DateTime.Utc> => {
 export const age = (now: DateTime.DateTime, then: DateTime.DateTime): Duration.Duration =>
   Duration.millis(Math.max(0, DateTime.toEpochMillis(now) - DateTime.toEpochMillis(then)))
 
-/** The age of any timestamp-like value, `None` when it cannot be read. */
-export const ageOf = (now: DateTime.DateTime, value: unknown): Option.Option<Duration.Duration> =>
-  Option.map(fromUnknown(value), (then) => age(now, then))
-
 /** Whole seconds, for logs and `/health`. */
 export const toSeconds = (duration: Duration.Duration): number => Math.floor(Duration.toMillis(duration) / 1000)

@@ -10,16 +10,25 @@ export const TEST_BOT_TOKEN = "1234567890:AAFakeTokenForTestsOnly_abcdefghijkl"
 export const TEST_KIE_KEY = "kie-test-key-0123456789abcdef"
 export const TEST_WEBHOOK_SECRET = "test_webhook_secret-0123456789"
 
-export const baseEnv: Record<string, string> = {
+/**
+ * The least a service needs to start: test secrets, any free port on loopback,
+ * and Telegram and Kie at an address where nothing listens unless a test starts
+ * a fake there. Tests that start real service processes spread it into theirs.
+ */
+export const processEnv: Readonly<Record<string, string>> = {
   TELEGRAM_BOT_TOKEN: TEST_BOT_TOKEN,
   KIE_API_KEY: TEST_KIE_KEY,
   PORT: "0",
   HOST: "127.0.0.1",
+  TELEGRAM_API_ROOT: "http://127.0.0.1:9",
+  KIE_BASE_URL: "http://127.0.0.1:9"
+}
+
+/** `processEnv` for configurations decoded in-process: JSON logs, warnings only. */
+export const baseEnv: Record<string, string> = {
+  ...processEnv,
   LOG_FORMAT: "json",
   LOG_LEVEL: "warn",
-  // Nothing listens here unless a test starts a fake on it.
-  TELEGRAM_API_ROOT: "http://127.0.0.1:9",
-  KIE_BASE_URL: "http://127.0.0.1:9",
   INSTANCE_ID: "test"
 }
 
