@@ -130,13 +130,12 @@ export const make: Effect.Effect<EngineTerm, never, Scope.Scope> = Effect.gen(fu
       yield* Effect.logInfo(
         `[GEN] draining: ${sendingCount} createTask request(s) and ${jobCount} delivery/notice job(s) in flight`
       )
-      const done = yield* Effect.all([FiberMap.awaitEmpty(submissionFibers), FiberMap.awaitEmpty(jobs)]).pipe(
+      yield* Effect.all([FiberMap.awaitEmpty(submissionFibers), FiberMap.awaitEmpty(jobs)]).pipe(
         Effect.timeoutOption(shutdownTimeout),
-        Effect.ignore,
-        Effect.as(true)
+        Effect.ignore
       )
       const left = (yield* FiberMap.size(submissionFibers)) + (yield* FiberMap.size(jobs))
-      if (done && left > 0) {
+      if (left > 0) {
         yield* Effect.logWarning(
           `[GEN] ${left} job(s) still running after ${
             Duration.format(shutdownTimeout)
