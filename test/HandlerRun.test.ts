@@ -4,10 +4,12 @@
  * `TestClock` for the retry backoff.
  */
 import { assert, layer } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Schema, Semaphore } from "effect"
+import { Duration, Effect, Exit, Fiber, Option, Schema, Semaphore } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { makeHandlerRun } from "../src/dispatch/HandlerRun.ts"
+import { UpdateHandlerError } from "../src/dispatch/UpdateHandler.ts"
+import { SendWaits } from "../src/telegram/SendGate.ts"
 import { type InFlight, type Item, makeInFlight } from "../src/dispatch/InFlight.ts"
 import { Inbox } from "../src/inbox/Inbox.ts"
 import { Update } from "../src/telegram/TelegramUpdate.ts"
@@ -128,5 +130,71 @@ layer(PipelineLive(), { timeout: "60 seconds" })("HandlerRun", (it) => {
       const row = yield* rowOf(503)
       assert.strictEqual(row?.status, "dead")
       assert.include(row?.last_error ?? "", `gave up after ${MAX_ATTEMPTS} claims that did not finish`)
+    }))
+
+  it.effect("a run that must wait for Telegram is rescheduled: no attempt counted, no failure recorded, no worker held", () =>
+    Effect.gen(function*() {
+      const waits = MAX_ATTEMPTS + 2
+      let runs = 0
+      const { fiber, inFlight, item, logs } = yield* startRun(504, () =>
+        Effect.suspend(() =>
+          ++runs <= waits
+            ? Effect.fail(new UpdateHandlerError({ message: "sendMessage: 429", waitMillis: 20_000 }))
+            : Effect.void
+        ))
+      let after = 0
+      for (let n = 1; n <= waits; n++) {
+        const line = yield* logs.awaitLine(
+          (l) => l.message.includes("update 504 waits 20 s for Telegram's flood limit"),
+          {
+            after
+          }
+        )
+        after = logs.lines().indexOf(line) + 1
+        assert.strictEqual(item.state, "backoff")
+        assert.strictEqual(inFlight.running(), 0, "a chat waiting on Telegram holds no worker")
+        // Not before Telegram's wait is over.
+        yield* TestClock.adjust("19 seconds")
+        assert.strictEqual(runs, n)
+        yield* TestClock.adjust("1 second")
+      }
+      assert.deepStrictEqual(yield* Fiber.await(fiber), Exit.void)
+      const row = yield* rowOf(504)
+      assert.strictEqual(row?.status, "done", `${waits} waits, more than the ${MAX_ATTEMPTS} runs an update gets`)
+      assert.strictEqual(row?.attempts, 1)
+      assert.isNull(row?.last_error)
+      assert.isFalse(logs.lines().some((l) => l.message.includes("failed (run")))
+    }))
+
+  it.effect("a short wait for Telegram inside a run lets go of the worker meanwhile", () =>
+    Effect.gen(function*() {
+      const recorder = yield* makeRecordingHandler
+      const { inFlight, run, worker } = yield* runner(recorder.handler)
+      const item = yield* claimOne(505, inFlight)
+      let waited = false
+      recorder.script(505, () =>
+        Effect.gen(function*() {
+          const sendWaits = yield* SendWaits
+          assert.isFalse(sendWaits.own, "a handler's sends are replies")
+          yield* sendWaits.around(Effect.sleep("3 seconds"))
+          waited = true
+        }))
+      const fiber = yield* Effect.forkChild(run(item, worker))
+      yield* recorder.awaitEvents(1, (e) => e.updateId === 505 && e.phase === "start")
+      yield* Effect.yieldNow
+      // Another chat on the same worker gets it while this run waits.
+      const other = yield* Semaphore.withPermit(worker, Effect.succeed("ran")).pipe(Effect.timeoutOption("1 second"))
+      assert.deepStrictEqual(other, Option.some("ran"))
+      yield* TestClock.adjust("3 seconds")
+      assert.deepStrictEqual(yield* Fiber.await(fiber), Exit.void)
+      assert.isTrue(waited)
+      assert.strictEqual((yield* rowOf(505))?.status, "done")
+      // The run gave the permit back exactly once.
+      assert.strictEqual(yield* Semaphore.withPermit(worker, Effect.succeed(1)), 1)
+      assert.isFalse(
+        yield* Semaphore.withPermitsIfAvailable(worker, 2)(Effect.succeed(true)).pipe(
+          Effect.map((taken) => taken._tag === "Some")
+        )
+      )
     }))
 })

@@ -110,7 +110,9 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
         Effect.provide(logs.layer),
         Effect.forkChild
       )
-      yield* logs.awaitLine((l) => l.message.includes("429 on sendMessage: waiting 5 s (wait 1 of 3)"))
+      yield* logs.awaitLine((l) =>
+        l.message.includes(`429 on sendMessage: chat ${chatId} paused for 5 s; waiting 5 s (wait 1 of 3)`)
+      )
       assert.lengthOf(fake.calls("sendMessage").filter((c) => c.seq > before), 1)
       yield* TestClock.adjust("4 seconds")
       assert.lengthOf(fake.calls("sendMessage").filter((c) => c.seq > before), 1, "not before retry_after")
@@ -146,12 +148,20 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
     Effect.gen(function*() {
       const telegram = yield* Telegram
       const fake = yield* FakeTelegram.FakeTelegram
-      fake.failNext("answerCallbackQuery", FakeTelegram.failure.rateLimited(600))
+      const chatId = freshChat()
+      fake.failNext("sendMessage", FakeTelegram.failure.rateLimited(600))
       const before = fake.mark()
-      const error = yield* failureOf(telegram.answerCallbackQuery({ callback_query_id: "q" }))
+      const error = yield* failureOf(telegram.sendMessage({ chat_id: chatId, text: "x" }))
       assert.strictEqual(error._tag, "TelegramRateLimited")
       assert.strictEqual((error as { retryAfterSeconds: number }).retryAfterSeconds, 600)
-      assert.lengthOf(fake.calls("answerCallbackQuery").filter((c) => c.seq > before), 1)
+      assert.lengthOf(fake.calls("sendMessage").filter((c) => c.seq > before), 1)
+      // The chat stays paused: the next call fails without a request; another chat is sent to at once.
+      const again = yield* failureOf(telegram.sendMessage({ chat_id: chatId, text: "x" }))
+      assert.strictEqual(again._tag, "TelegramRateLimited")
+      assert.isAtMost(Math.abs((again as { retryAfterSeconds: number }).retryAfterSeconds - 600), 1)
+      assert.lengthOf(fake.calls("sendMessage").filter((c) => c.seq > before), 1)
+      yield* telegram.sendMessage({ chat_id: freshChat(), text: "other chat" })
+      assert.lengthOf(fake.calls("sendMessage").filter((c) => c.seq > before), 2)
     }))
 
   it.effect("403 blocked: recorded in PostgreSQL, later sends short-circuit, an update from the chat clears it", () =>

@@ -18,13 +18,18 @@ import type { ChatAction } from "./ChatFlowLogic.ts"
 /** The chat blocked the bot (or is gone): the update is finished, nothing can be sent. */
 export class ChatUnreachable extends Data.TaggedError("ChatUnreachable")<{ readonly chatId: number }> {}
 
-/** A Telegram failure as "retry the update later", or `ChatUnreachable` for a blocked chat. */
+/**
+ * A Telegram failure as "retry the update later" (after Telegram's wait, for
+ * a flood limit), or `ChatUnreachable` for a blocked chat.
+ */
 export const orRetry = <A>(what: string, effect: Effect.Effect<A, TelegramError>) =>
-  effect.pipe(Effect.mapError((error) =>
-    error._tag === "TelegramChatBlocked"
-      ? new ChatUnreachable({ chatId: error.chatId })
-      : new UpdateHandlerError({ message: `${what}: ${error.message}` })
-  ))
+  effect.pipe(Effect.mapError((error) => {
+    if (error._tag === "TelegramChatBlocked") return new ChatUnreachable({ chatId: error.chatId })
+    const message = `${what}: ${error.message}`
+    return error._tag === "TelegramRateLimited"
+      ? new UpdateHandlerError({ message, waitMillis: error.retryAfterSeconds * 1000 })
+      : new UpdateHandlerError({ message })
+  }))
 
 /** A database failure as "retry the update later". */
 export const orRetrySql = <A, R>(effect: Effect.Effect<A, SqlError, R>): Effect.Effect<A, UpdateHandlerError, R> =>

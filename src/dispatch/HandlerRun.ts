@@ -9,15 +9,23 @@
  * error. An update claimed again after more claims than that which never
  * finished (a crash or a lost leadership each time) is dead at once.
  *
+ * A run that must wait for Telegram (a flood limit) longer than
+ * `HANDLER_INLINE_WAIT` ends with `waitMillis`: the update is rescheduled,
+ * run again after that wait with no attempt counted, up to `MAX_RESCHEDULES`
+ * times in a row. Shorter waits are taken in line, and a run lets go of its
+ * worker while it waits, so a chat waiting on Telegram holds back nobody
+ * else.
+ *
  * Gotchas: while draining no run starts, and a backoff that ends is not
  * followed by a run: the fiber is interrupted and the row is handed back by
  * the drain. An update stays `running` until its failure is recorded, so the
  * drain waits for that write too.
  */
-import { Cause, Clock, Duration, Effect, Metric, Schedule, Schema, Semaphore } from "effect"
+import { Cause, Clock, Duration, Effect, Metric, Option, Schedule, Schema, Semaphore } from "effect"
 import type { InboxShape } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { backoff } from "../platform/Retry.ts"
+import { SendWaits } from "../telegram/SendGate.ts"
 import type { InFlight, Item } from "./InFlight.ts"
 import { countProcessed, describeFailure, record } from "./Bookkeeping.ts"
 import type { UpdateHandler } from "./UpdateHandler.ts"
@@ -25,8 +33,49 @@ import type { UpdateHandler } from "./UpdateHandler.ts"
 /** Delay before the next run of a failed update. */
 export const handlerRetryPolicy = backoff("1 second", "30 seconds")
 
-/** What a failed run is recorded as: a short message, never a whole error object. */
-class AttemptFailed extends Schema.TaggedError<AttemptFailed>()("AttemptFailed", { message: Schema.String }) {}
+/** A handler run waits for Telegram up to this long in line; a longer wait reschedules the update. */
+export const HANDLER_INLINE_WAIT = Duration.seconds(5)
+/** Reschedules in a row after which a run that must wait counts as failed after all. */
+export const MAX_RESCHEDULES = 20
+
+/**
+ * What a failed run is recorded as: a short message, never a whole error
+ * object; `waitMillis` when it only has to wait for Telegram.
+ */
+class AttemptFailed extends Schema.TaggedError<AttemptFailed>()("AttemptFailed", {
+  message: Schema.String,
+  waitMillis: Schema.optionalKey(Schema.Number)
+}) {}
+
+/** The failure of a run, keeping the handler's `waitMillis` (a flood wait) if it has one. */
+const attemptFailed = (cause: Cause.Cause<unknown>): AttemptFailed => {
+  const error = Cause.findErrorOption(cause)
+  const waitMillis = Option.isSome(error) && typeof error.value === "object" && error.value !== null &&
+      "waitMillis" in error.value && typeof error.value.waitMillis === "number"
+    ? error.value.waitMillis
+    : undefined
+  const message = describeFailure(cause)
+  return waitMillis === undefined ? new AttemptFailed({ message }) : new AttemptFailed({ message, waitMillis })
+}
+
+/**
+ * How a handler run waits for Telegram: replies (not the bot's own sends),
+ * at most `HANDLER_INLINE_WAIT` in line, and the worker let go meanwhile
+ * (taken back before the run goes on; concurrent waits let go of it once).
+ */
+const sendWaitsFor = (worker: Semaphore.Semaphore): SendWaits => {
+  let waiting = 0
+  return {
+    own: false,
+    maxWaitMillis: Duration.toMillis(HANDLER_INLINE_WAIT),
+    around: (wait) =>
+      Effect.acquireUseRelease(
+        Effect.suspend(() => ++waiting === 1 ? Semaphore.release(worker, 1) : Effect.succeed(0)),
+        () => wait,
+        () => Effect.suspend(() => --waiting === 0 ? Semaphore.take(worker, 1) : Effect.succeed(0))
+      )
+  }
+}
 
 /** What a handler run needs. */
 export interface HandlerRunOptions {
@@ -52,7 +101,10 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
       Effect.flatMap((recorded) => countProcessed("dead", recorded, item.claimedAtMillis))
     )
 
-  /** One handler run, holding the worker's permit; any failure but interruption becomes AttemptFailed. */
+  /**
+   * One handler run, holding the worker's permit except while it waits for
+   * Telegram; any failure but interruption becomes AttemptFailed.
+   */
   const runOnce = (item: Item, worker: Semaphore.Semaphore, attempt: number) =>
     Semaphore.withPermit(
       worker,
@@ -63,14 +115,28 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
         item.started = true
         yield* handler.handle(item.update, { updateId: item.claimed.updateId, attempt }).pipe(
           Effect.timeout(options.handlerTimeout),
+          Effect.provideService(SendWaits, sendWaitsFor(worker)),
           Effect.catchCause((cause) =>
             Cause.hasInterruptsOnly(cause)
               ? Effect.failCause(cause as Cause.Cause<never>)
-              : Effect.fail(new AttemptFailed({ message: describeFailure(cause) }))
+              : Effect.fail(attemptFailed(cause))
           )
         )
       })
     )
+
+  /** Waits out Telegram's flood wait for a rescheduled update, holding no worker. */
+  const waitForTelegram = (item: Item, waitMillis: number) =>
+    Effect.gen(function*() {
+      inFlight.setState(item, "backoff")
+      yield* Metric.update(Metrics.updateReschedules, 1)
+      yield* Effect.logInfo(
+        `[DISPATCH] update ${item.claimed.updateId} waits ${
+          Math.ceil(waitMillis / 1000)
+        } s for Telegram's flood limit; it runs again then (not a failure)`
+      )
+      yield* Effect.sleep(Duration.millis(waitMillis))
+    })
 
   /** Runs until done or dead, with retries. */
   const runToEnd = Effect.fn("Dispatcher.handlerRun")(function*(item: Item, worker: Semaphore.Semaphore) {
@@ -84,6 +150,7 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
       return yield* Effect.logError(`[DISPATCH] update ${updateId} dead: ${message}`)
     }
     const nextDelay = yield* Schedule.toStep(handlerRetryPolicy)
+    let reschedules = 0
     for (;;) {
       const outcome = yield* Effect.result(runOnce(item, worker, attempt))
       if (outcome._tag === "Success") {
@@ -93,6 +160,13 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
       }
       // Still "running" until the failure is recorded: a drain waits for that write.
       const failure = outcome.failure
+      if (failure.waitMillis !== undefined && reschedules < MAX_RESCHEDULES) {
+        reschedules++
+        yield* waitForTelegram(item, failure.waitMillis)
+        if (inFlight.isDraining()) return yield* Effect.interrupt
+        continue
+      }
+      reschedules = 0
       yield* Effect.logWarning(
         `[DISPATCH] update ${updateId} failed (run ${attempt} of ${maxAttempts}): ${failure.message}`
       )

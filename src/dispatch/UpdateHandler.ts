@@ -9,16 +9,24 @@
  * counted across restarts) tells a retry from a first run. Failing with
  * `UpdateHandlerError` (or dying, or running past UPDATE_HANDLER_TIMEOUT_MS)
  * retries the update with backoff up to UPDATE_MAX_ATTEMPTS runs; then it is
- * marked dead with the error and the chat's later updates go on.
+ * marked dead with the error and the chat's later updates go on. A run
+ * that must wait for Telegram's flood limits (`waitMillis`) is rescheduled
+ * instead: not a failure, no worker held meanwhile.
  */
 import { Context, type Effect, Schema } from "effect"
 import type { Update } from "../telegram/TelegramUpdate.ts"
 
 export type { CallbackQuery, Chat, Message, Update, User } from "../telegram/TelegramUpdate.ts"
 
-/** A failed run: the update is retried, or dead once its runs are used up. */
+/**
+ * A run that did not finish. Without `waitMillis` it failed: the update is
+ * retried, or dead once its runs are used up. With `waitMillis` Telegram
+ * asked us to wait (flood limits) longer than a handler may: the update runs
+ * again after that long, and the run does not count as a failure.
+ */
 export class UpdateHandlerError extends Schema.TaggedError<UpdateHandlerError>()("UpdateHandlerError", {
-  message: Schema.String
+  message: Schema.String,
+  waitMillis: Schema.optionalKey(Schema.Number)
 }) {}
 
 /** Which update a run is for, and which run it is. */

@@ -28,6 +28,14 @@ export const updatesProcessed = counter(
   "Telegram updates finished, by outcome (done, dead)"
 )
 export const updateRetries = counter("zimage_update_retries_total", "Failed handler attempts that were retried")
+export const updateReschedules = counter(
+  "zimage_update_reschedules_total",
+  "Handler runs put off because Telegram asked to wait (flood limits); not failures"
+)
+export const updatesDropped = counter(
+  "zimage_updates_dropped_total",
+  "Telegram updates acknowledged but not stored or not answered, by reason (flood)"
+)
 export const updateProcessingSeconds = Metric.histogram("zimage_update_processing_seconds", {
   description: "Time from claiming an update to finishing it",
   boundaries: seconds
@@ -101,6 +109,8 @@ const initialSeries = Effect.all([
   Metric.update(Metric.withAttributes(updatesProcessed, { outcome: "done" }), 0),
   Metric.update(Metric.withAttributes(updatesProcessed, { outcome: "dead" }), 0),
   Metric.update(updateRetries, 0),
+  Metric.update(updateReschedules, 0),
+  Metric.update(Metric.withAttributes(updatesDropped, { reason: "flood" }), 0),
   Metric.update(queueDepth, 0),
   Metric.update(queueOldestPendingSeconds, 0),
   Metric.update(leaderActive, 0),

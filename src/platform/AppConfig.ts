@@ -81,6 +81,8 @@ export interface AppConfigShape {
   // Telegram update pipeline
   /** Bound on one Bot API call (long polling adds its own `timeout` on top). */
   readonly telegramRequestTimeout: Duration.Duration
+  /** Pace sends to Telegram's flood limits (`telegram/SendGate.ts`); 429 pauses apply either way. */
+  readonly telegramPacing: boolean
   /** Handler runs per update before it is marked dead. */
   readonly updateMaxAttempts: number
   /** One handler run longer than this counts as a failed attempt. */
@@ -358,6 +360,7 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
         Duration.seconds(30),
         parseMillis(1_000, 300_000)
       ),
+      telegramPacing: yield* withDefault("TELEGRAM_PACING", true, parseBoolean),
       updateMaxAttempts: yield* withDefault("UPDATE_MAX_ATTEMPTS", 5, parseInteger(1, 100)),
       updateHandlerTimeout: yield* withDefault(
         "UPDATE_HANDLER_TIMEOUT_MS",

@@ -1,46 +1,52 @@
 /**
  * One Bot API request, as every method of the Telegram client makes it:
- * short-circuit for blocked chats, timeout, abort on interruption, typed
- * errors, decoded result, 429 retries.
+ * short-circuit for blocked chats, the flood gate, timeout, abort on
+ * interruption, typed errors, decoded result, 429 retries.
  *
- * - 429: waits `retry_after` (on the Effect clock) and retries, at most
- *   `RATE_LIMIT_MAX_WAITS` times and never longer than `RATE_LIMIT_MAX_WAIT`
- *   at once; then `TelegramRateLimited`.
+ * - Flood gate (`SendGate.ts`): a call to a chat waits for the chat's slot
+ *   (pacing, or a pause after a 429) before it is sent; calls to no chat
+ *   (getUpdates, answerCallbackQuery, …) are never held back. The caller's `SendWaits`
+ *   decides how: a wait longer than its `maxWaitMillis` fails at once with
+ *   `TelegramRateLimited` (the dispatcher then runs the update again later,
+ *   holding no worker), a shorter one runs through its `around`.
+ * - 429: pauses the chat (or every chat, see `SendGate.ts`) for `retry_after`
+ *   and retries through the gate, at most `RATE_LIMIT_MAX_WAITS` times; then
+ *   `TelegramRateLimited`.
  * - 403 (blocked, deactivated, kicked) and 400 "chat not found" on a call to a
  *   numeric chat: the chat is recorded in `BlockedChats`, and later calls to it
  *   fail with `TelegramChatBlocked` without touching the network.
  * - Every request sent is counted in `zimage_telegram_calls_total{method,result}`
  *   (each 429 retry is a request of its own; a call skipped for a blocked chat
- *   is not).
+ *   or refused by the gate is not).
  */
-import { Duration, Effect, Schedule, Schema } from "effect"
+import { Clock, Duration, Effect, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BlockedChats } from "./BlockedChats.ts"
-import { fromGrammy, networkError, TelegramChatBlocked, type TelegramError } from "./TelegramErrors.ts"
+import { type SendGate, SendWaits } from "./SendGate.ts"
+import {
+  fromGrammy,
+  networkError,
+  TelegramChatBlocked,
+  type TelegramError,
+  TelegramRateLimited
+} from "./TelegramErrors.ts"
 
-/** At most this many waits on 429 per call. */
+/** At most this many 429s per call before it fails with `TelegramRateLimited`. */
 export const RATE_LIMIT_MAX_WAITS = 3
-/** A 429 asking for a longer wait than this fails at once instead of holding the caller. */
+/** The longest wait taken in line outside a handler (the default `SendWaits`). */
 export const RATE_LIMIT_MAX_WAIT = Duration.seconds(30)
 
-/** 429 → wait `retry_after`, at most `RATE_LIMIT_MAX_WAITS` times; anything else is not retried here. */
-export const rateLimitPolicy = Schedule.recurs(RATE_LIMIT_MAX_WAITS).pipe(
-  Schedule.setInputType<TelegramError>(),
-  Schedule.while(({ input }) =>
-    input._tag === "TelegramRateLimited" &&
-    Duration.isLessThanOrEqualTo(Duration.seconds(input.retryAfterSeconds), RATE_LIMIT_MAX_WAIT)
-  ),
-  Schedule.modifyDelay(({ input }) =>
-    Effect.succeed(Duration.seconds(input._tag === "TelegramRateLimited" ? input.retryAfterSeconds : 0))
-  ),
-  Schedule.tap(({ input, attempt }) =>
-    Effect.logWarning(
-      `[TELEGRAM] 429 on ${input.method}: waiting ${
-        input._tag === "TelegramRateLimited" ? input.retryAfterSeconds : 0
-      } s (wait ${attempt} of ${RATE_LIMIT_MAX_WAITS})`
+/**
+ * After a 429 the call is tried again at once: the gate, now paused, does
+ * the waiting. Not when the gate refused the wait as too long.
+ */
+const rateLimitPolicy = (maxWaitMillis: number) =>
+  Schedule.recurs(RATE_LIMIT_MAX_WAITS).pipe(
+    Schedule.setInputType<TelegramError>(),
+    Schedule.while(({ input }) =>
+      input._tag === "TelegramRateLimited" && input.retryAfterSeconds * 1000 <= maxWaitMillis
     )
   )
-)
 
 /** grammY's raw methods: `(payload?, signal)` → the Bot API `result`. */
 export type RawApi = Record<string, (...args: ReadonlyArray<unknown>) => Promise<unknown>>
@@ -74,27 +80,76 @@ const skippedAsBlocked = (method: string, chatId: number) =>
     message: `Telegram ${method} skipped: chat ${chatId} is marked as blocked`
   })
 
-/** Calls through `raw`, keeping the blocked chats in `blockedChats`. */
-export const makeCall = (raw: RawApi, blockedChats: BlockedChats): Call => (method, payload, options) => {
-  const { chatId } = options
-  const request = Effect.tryPromise({
-    try: (signal) => payload === undefined ? raw[method]!(signal) : raw[method]!(payload, signal),
-    catch: (error) => fromGrammy(method, chatId, error)
-  }).pipe(
-    Effect.timeoutOrElse({
-      duration: options.timeout,
-      orElse: () => Effect.fail(networkError(method, `no answer within ${Duration.format(options.timeout)}`))
-    }),
-    Effect.flatMap(decodeResult(method, options.result)),
-    Effect.onExit(Metrics.countExit(Metrics.telegramCalls, method, "Telegram")),
-    Effect.retry(rateLimitPolicy),
-    Effect.tapError((error) =>
-      error._tag === "TelegramChatBlocked" ? blockedChats.markBlocked(error.chatId, error.description) : Effect.void
+/** The gate refused to wait this long in line. */
+const waitTooLong = (method: string, chatId: number | undefined, waitMillis: number) =>
+  new TelegramRateLimited({
+    method,
+    retryAfterSeconds: Math.ceil(waitMillis / 1000),
+    message: `Telegram ${method}${chatId === undefined ? "" : ` to chat ${chatId}`} must wait ${
+      Math.ceil(waitMillis / 1000)
+    } s (flood limits)`
+  })
+
+/** Calls through `raw`, keeping the blocked chats in `blockedChats` and passing `gate`. */
+export const makeCall =
+  (raw: RawApi, blockedChats: BlockedChats, gate: SendGate): Call => (method, payload, options) => {
+    const { chatId } = options
+    const send = Effect.tryPromise({
+      try: (signal) => payload === undefined ? raw[method]!(signal) : raw[method]!(payload, signal),
+      catch: (error) => fromGrammy(method, chatId, error)
+    }).pipe(
+      Effect.timeoutOrElse({
+        duration: options.timeout,
+        orElse: () => Effect.fail(networkError(method, `no answer within ${Duration.format(options.timeout)}`))
+      }),
+      Effect.flatMap(decodeResult(method, options.result)),
+      Effect.onExit(Metrics.countExit(Metrics.telegramCalls, method, "Telegram"))
     )
-  )
-  if (chatId === undefined) return request
-  return Effect.flatMap(
-    blockedChats.isBlocked(chatId),
-    (blocked) => blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : request
-  )
-}
+    const request = Effect.gen(function*() {
+      const waits = yield* SendWaits
+      let rateLimits = 0
+      const gated = Effect.gen(function*() {
+        if (chatId !== undefined) {
+          const now = yield* Clock.currentTimeMillis
+          const wait = gate.waitFor(chatId, waits.own, now)
+          if (wait > waits.maxWaitMillis) return yield* Effect.fail(waitTooLong(method, chatId, wait))
+          const booked = gate.take(chatId, waits.own, now)
+          if (booked > 0) yield* waits.around(Effect.sleep(Duration.millis(booked)))
+        }
+        return yield* send.pipe(Effect.tapError((error) =>
+          error._tag === "TelegramRateLimited"
+            ? recordRateLimit(gate, chatId, error, ++rateLimits, waits.maxWaitMillis)
+            : Effect.void
+        ))
+      })
+      return yield* Effect.retry(gated, rateLimitPolicy(waits.maxWaitMillis))
+    }).pipe(
+      Effect.tapError((error) =>
+        error._tag === "TelegramChatBlocked" ? blockedChats.markBlocked(error.chatId, error.description) : Effect.void
+      )
+    )
+    if (chatId === undefined) return request
+    return Effect.flatMap(
+      blockedChats.isBlocked(chatId),
+      (blocked) => blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : request
+    )
+  }
+
+/** A 429 from Telegram pauses the chat (or everything) in the gate, and is logged. */
+const recordRateLimit = (
+  gate: SendGate,
+  chatId: number | undefined,
+  error: TelegramRateLimited,
+  nth: number,
+  maxWaitMillis: number
+) =>
+  Effect.gen(function*() {
+    gate.rateLimited(chatId, error.retryAfterSeconds * 1000, yield* Clock.currentTimeMillis)
+    const paused = chatId === undefined ? "every chat" : `chat ${chatId}`
+    const next = nth > RATE_LIMIT_MAX_WAITS || error.retryAfterSeconds * 1000 > maxWaitMillis
+      ? "not waiting here"
+      : `waiting ${error.retryAfterSeconds} s (wait ${nth} of ${RATE_LIMIT_MAX_WAITS})`
+    yield* Effect.logWarning(
+      `[TELEGRAM] 429 on ${error.method}: ${paused} paused for ${error.retryAfterSeconds} s; ${next}`
+    )
+  })

@@ -3,8 +3,9 @@
  * (its request building, multipart uploads and parameter types) wrapped in
  * typed Effect errors, timeouts, interruption and the Bot API's quirks.
  *
- * - 429: waits `retry_after` and retries (`rateLimitPolicy`), then
- *   `TelegramRateLimited`.
+ * - Telegram's flood limits: sends are paced per chat and a 429 pauses the
+ *   chat (or every chat) before the call is retried (`SendGate.ts`); a wait
+ *   longer than the caller allows is `TelegramRateLimited`.
  * - 403 (blocked, deactivated, kicked) and 400 "chat not found": the chat is
  *   recorded as blocked in PostgreSQL and later calls to it fail with
  *   `TelegramChatBlocked` without touching the network, until an update from
@@ -13,7 +14,7 @@
  * - Every call has a timeout and is cancelled (AbortSignal) when interrupted.
  *
  * Parts: `BotApiCall.ts` makes one request (policies, metrics, blocked-chat
- * short-circuit), `TelegramErrors.ts` types its failures, `BlockedChats.ts`
+ * short-circuit), `SendGate.ts` paces sends and keeps 429 pauses, `TelegramErrors.ts` types its failures, `BlockedChats.ts`
  * and `WebhookFingerprint.ts` own the two tables (their SQL in `sql/`). This
  * module holds no SQL: it names the methods, their result shapes and timeouts.
  */
@@ -23,11 +24,13 @@ import type { Message, Opts, UserFromGetMe, WebhookInfo } from "grammy/types"
 import { AppConfig } from "../platform/AppConfig.ts"
 import * as BlockedChats from "./BlockedChats.ts"
 import { type Call, makeCall, type RawApi } from "./BotApiCall.ts"
+import { makeSendGate } from "./SendGate.ts"
 import type { TelegramBadRequest, TelegramError } from "./TelegramErrors.ts"
 import { UpdateEnvelope } from "./TelegramUpdate.ts"
 import * as WebhookFingerprint from "./WebhookFingerprint.ts"
 
-export { RATE_LIMIT_MAX_WAIT, RATE_LIMIT_MAX_WAITS, rateLimitPolicy } from "./BotApiCall.ts"
+export { RATE_LIMIT_MAX_WAIT, RATE_LIMIT_MAX_WAITS } from "./BotApiCall.ts"
+export { type SendGate, SendWaits } from "./SendGate.ts"
 export { migration } from "./sql/migrate.ts"
 export {
   TelegramApiError,
@@ -228,7 +231,7 @@ const make = Effect.gen(function*() {
     apiRoot: config.telegramApiRoot,
     timeoutSeconds: 3600
   })
-  const call = makeCall(api.raw as unknown as RawApi, blockedChats)
+  const call = makeCall(api.raw as unknown as RawApi, blockedChats, makeSendGate({ pacing: config.telegramPacing }))
   const bot = botMethods(call, config.telegramRequestTimeout)
 
   const ensureWebhook = Effect.fn("Telegram.ensureWebhook")(function*(spec: WebhookFingerprint.WebhookSpec) {

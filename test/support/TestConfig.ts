@@ -29,7 +29,9 @@ export const baseEnv: Record<string, string> = {
   ...processEnv,
   LOG_FORMAT: "json",
   LOG_LEVEL: "warn",
-  INSTANCE_ID: "test"
+  INSTANCE_ID: "test",
+  // Tests drive many sends to one chat within one TestClock instant; pacing has tests of its own.
+  TELEGRAM_PACING: "false"
 }
 
 export const loadConfig = (env: Record<string, string | undefined>) =>
