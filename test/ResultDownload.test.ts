@@ -15,6 +15,7 @@ import { imageKind } from "../src/media/ImageMagic.ts"
 import { pinnedLookup, type Resolve } from "../src/media/PinnedLookup.ts"
 import { isPrivateAddress } from "../src/media/PrivateAddress.ts"
 import {
+  DOWNLOAD_USER_AGENT,
   type DownloadFailed,
   ResultDownload,
   type ResultDownloadOptions,
@@ -29,6 +30,7 @@ import { TestConfigLive } from "./support/TestConfig.ts"
 interface Seen {
   readonly path: string
   readonly host: string
+  readonly userAgent: string
 }
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void
@@ -40,7 +42,7 @@ const serve = (routes: Record<string, Handler>) =>
       const seen: Array<Seen> = []
       const server = http.createServer((req, res) => {
         const path = req.url ?? "/"
-        seen.push({ path, host: req.headers.host ?? "" })
+        seen.push({ path, host: req.headers.host ?? "", userAgent: req.headers["user-agent"] ?? "" })
         const route = routes[path]
         if (route === undefined) res.writeHead(404).end()
         else route(req, res)
@@ -324,9 +326,10 @@ describe("ResultDownload", () => {
         const bytes = yield* downloads.download(`http://images.test:${port}/hop`)
         assert.deepStrictEqual(Buffer.from(bytes), png)
         assert.deepStrictEqual(server.seen, [
-          { path: "/hop", host: `images.test:${port}` },
-          { path: "/r.png", host: `cdn.test:${port}` }
+          { path: "/hop", host: `images.test:${port}`, userAgent: DOWNLOAD_USER_AGENT },
+          { path: "/r.png", host: `cdn.test:${port}`, userAgent: DOWNLOAD_USER_AGENT }
         ])
+        assert.include(DOWNLOAD_USER_AGENT, "zimage-bot/")
         assert.deepStrictEqual(calls, ["images.test", "cdn.test"], "each hop resolved once, and nothing else asked")
       })))
 
@@ -378,5 +381,18 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("ResultDownload in the engine
         )
         assert.lengthOf(h.telegram.calls("sendPhoto"), 0)
         assert.lengthOf(h.telegram.calls("sendDocument"), 0)
+      })))
+
+  it.effect("a GIF result: delivered as a document named .gif (Telegram takes only PNG, JPEG and WebP as photos here)", () =>
+    withEngine({}, (h) =>
+      Effect.gen(function*() {
+        h.kie.serveResult("result.png", Buffer.from("GIF89a\x02\x00\x02\x00\x00\x00\x00;", "latin1"))
+        const g = yield* h.create({ userId: 802 })
+        yield* h.startEngine
+        yield* h.advanceUntil(Effect.map(h.row(g.id), (r) => r.status === "delivered"), { maxSteps: 60 })
+        assert.lengthOf(h.telegram.calls("sendPhoto"), 0)
+        const documents = h.telegram.calls("sendDocument")
+        assert.lengthOf(documents, 1)
+        assert.strictEqual(documents[0]!.files[0]?.filename, `zimage-${g.id}.gif`)
       })))
 })

@@ -26,6 +26,7 @@
 import { Context, Duration, Effect, Layer, Schema } from "effect"
 import * as http from "node:http"
 import * as https from "node:https"
+import { version } from "../observability/Health.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { BoundedBody } from "./BoundedBody.ts"
 import { DOCUMENT_MAX_BYTES } from "./ImageInfo.ts"
@@ -37,6 +38,8 @@ import { bareAddress, isIpAddress, isPrivateAddress } from "./PrivateAddress.ts"
 export const DOWNLOAD_TIMEOUT = Duration.seconds(60)
 /** Redirects followed at most. */
 export const MAX_REDIRECTS = 3
+/** Browser-like, as for Kie's API: Cloudflare in front of file hosts may refuse requests without one. */
+export const DOWNLOAD_USER_AGENT = `Mozilla/5.0 (compatible; zimage-bot/${version})`
 
 /** A download that did not give usable bytes; `reason` says which bound or step failed. */
 export class DownloadFailed extends Schema.TaggedError<DownloadFailed>()("DownloadFailed", {
@@ -194,7 +197,7 @@ const fetchOnce = (url: URL, addresses: ReadonlyArray<ResolvedAddress>, maxBytes
       method: "GET",
       agent: false,
       lookup: pinnedLookup(addresses),
-      headers: { accept: "image/png, image/jpeg, image/webp, image/gif" }
+      headers: { accept: "image/png, image/jpeg, image/webp, image/gif", "user-agent": DOWNLOAD_USER_AGENT }
     })
     request.on("error", (error) => fail("transport", errorCode(error)))
     request.on("response", (response) => {
