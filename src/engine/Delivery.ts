@@ -5,7 +5,9 @@
  * every `succeeded` row (a running delivery is not started twice).
  *
  * Details: the result is downloaded (bounded, `ResultDownload`, each URL
- * retried by `downloadPolicy`), sent as a photo with "✅ Готово!" and the
+ * retried by `downloadPolicy` unless the failure is permanent; a refused
+ * address or non-image bytes fail the generation as `download_refused`),
+ * sent as a photo with "✅ Готово!" and the
  * "🔁 Ещё вариант" / "🖼 Новая картинка" keyboard (as a document with the same
  * caption when Telegram would not take it as a photo), its message id
  * recorded at once, then the uncompressed original (SEND_ORIGINAL_DOCUMENT),
@@ -28,7 +30,7 @@
 import { DateTime, Effect, Metric, Option, Result, Schedule, Semaphore } from "effect"
 import { t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
-import { type DownloadFailed, hostOf, ResultDownload } from "../media/ResultDownload.ts"
+import { type DownloadFailed, hostOf, isRefusal, isTransient, ResultDownload } from "../media/ResultDownload.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { generationSecondsHistogram } from "../observability/Metrics.ts"
 import { backoff } from "../platform/Retry.ts"
@@ -43,6 +45,10 @@ import type { StatusMessages } from "./StatusMessages.ts"
 export const DELIVERY_CONCURRENCY = 4
 /** Downloading the result: 3 more tries, 2 s, 4 s, 8 s apart (jittered). */
 export const downloadPolicy = backoff("2 seconds", "8 seconds").pipe(Schedule.upTo({ times: 3 }))
+
+/** A download retried by `downloadPolicy` while its failure may pass (not a refused address or non-image bytes). */
+const retried = <A>(effect: Effect.Effect<A, DownloadFailed>) =>
+  effect.pipe(Effect.retry({ schedule: downloadPolicy, while: isTransient }))
 
 /** The deliveries of one term. */
 export interface Delivery {
@@ -71,18 +77,23 @@ export const make = (
         for (const url of g.resultUrls) {
           const result = yield* Effect.result(
             downloads.download(url).pipe(
-              Effect.tapError((error) => Effect.logWarning(`[GEN] generation ${g.id}: ${error.message}; retrying`)),
-              Effect.retry(downloadPolicy)
+              Effect.tapError((error) =>
+                Effect.logWarning(
+                  `[GEN] generation ${g.id}: ${error.message}; ${isTransient(error) ? "retrying" : "not retried"}`
+                )
+              ),
+              retried
             )
           )
           if (Result.isSuccess(result)) return Option.some(result.success)
           last = result.failure
         }
+        const refused = last !== undefined && isRefusal(last)
         yield* notices.fail(
           g,
-          "download_failed",
+          refused ? "download_refused" : "download_failed",
           last?.message ?? `no result URL (${g.resultUrls.map(hostOf).join(", ")})`,
-          t(g.lang).deliveryFailed
+          refused ? t(g.lang).deliveryRefused : t(g.lang).deliveryFailed
         )
         return Option.none<Uint8Array>()
       })
@@ -98,10 +109,7 @@ export const make = (
         if (config.sendOriginalDocument && g.documentMessageId === null) {
           // Resumed after the photo went out: only the original is missing.
           yield* logState(g.id, "resuming delivery: the photo was sent, sending the original")
-          const bytes = yield* downloads.download(g.resultUrls[0] ?? "").pipe(
-            Effect.retry(downloadPolicy),
-            Effect.option
-          )
+          const bytes = yield* downloads.download(g.resultUrls[0] ?? "").pipe(retried, Effect.option)
           if (Option.isSome(bytes)) yield* upload.sendOriginal(g, bytes.value, ResultUpload.filenameOf(g, bytes.value))
           return true
         }

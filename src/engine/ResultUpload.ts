@@ -25,6 +25,7 @@ import { InputFile } from "grammy"
 import { doneKeyboard, t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
 import { fitsAsPhoto, imageInfo } from "../media/ImageInfo.ts"
+import { imageKind } from "../media/ImageMagic.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { backoff } from "../platform/Retry.ts"
 import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
@@ -40,8 +41,8 @@ export type SendOutcome = "sent" | "gone" | "later"
 
 /** The file name a result is sent under. */
 export const filenameOf = (g: Generation, bytes: Uint8Array) => {
-  const info = imageInfo(bytes)
-  return `zimage-${g.id}.${info?.format === "jpeg" ? "jpg" : info?.format ?? "png"}`
+  const kind = imageKind(bytes)
+  return `zimage-${g.id}.${kind === "jpeg" ? "jpg" : kind ?? "png"}`
 }
 
 /** Result messages of one term. */

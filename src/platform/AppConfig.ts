@@ -49,6 +49,12 @@ export interface AppConfigShape {
    */
   readonly kieNsfwChecker: boolean
   readonly generationTimeout: Duration.Duration
+  /**
+   * Result URLs on loopback, private or link-local addresses are downloaded
+   * (ALLOW_PRIVATE_RESULT_URLS, default false). They are also allowed,
+   * whatever this says, when KIE_BASE_URL itself is on such an address.
+   */
+  readonly allowPrivateResultUrls: boolean
   // Database
   /** `None` means the embedded PostgreSQL in `embeddedPgDir`. */
   readonly databaseUrl: Option.Option<Redacted.Redacted<string>>
@@ -334,6 +340,7 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
         Duration.minutes(5),
         parseMillis(1_000, 86_400_000)
       ),
+      allowPrivateResultUrls: yield* withDefault("ALLOW_PRIVATE_RESULT_URLS", false, parseBoolean),
       databaseUrl: yield* optional("DATABASE_URL", parseDatabaseUrl),
       embeddedPgDir: yield* withDefault("EMBEDDED_PG_DIR", ".data/pg", ok),
       databasePoolSize: yield* withDefault("DATABASE_POOL_SIZE", 10, parseInteger(2, 200)),

@@ -94,6 +94,7 @@ const texts = {
     unavailable: "сервис генерации временно недоступен, попробуйте позже",
     unconfirmed: "сервис генерации не подтвердил запрос, попробуйте ещё раз",
     deliveryFailed: "не удалось получить готовую картинку, попробуйте ещё раз",
+    deliveryRefused: "сервис генерации вернул не картинку, попробуйте ещё раз",
     originalCaption: "Оригинал без сжатия",
     commands: { start: "Начать", help: "Помощь", cancel: "Отменить ввод" },
     kieReasons: {
@@ -145,6 +146,7 @@ const texts = {
     unavailable: "the image service is temporarily unavailable, please try later",
     unconfirmed: "the image service did not confirm the request, please try again",
     deliveryFailed: "could not fetch the finished picture, please try again",
+    deliveryRefused: "the image service returned something that is not a picture, please try again",
     originalCaption: "Uncompressed original",
     commands: { start: "Start", help: "Help", cancel: "Cancel the input" },
     kieReasons: {
