@@ -35,6 +35,7 @@ export const makeAccess = (allowed: Option.Option<ReadonlySet<number>>, replies:
       : incoming.chatType === "private" || input._tag === "Command"
       ? replies.send(incoming.chatId, text)
       : Effect.void
-    return Effect.as(Effect.andThen(Metric.update(accessRefused, 1), answer), true)
+    // Counted once answered: an update retried after a failed send is not counted twice.
+    return Effect.as(Effect.andThen(answer, Metric.update(accessRefused, 1)), true)
   }
 })
