@@ -4,6 +4,7 @@
  *
  * - `Dispatcher.layer`: dispatcher + WORKERS workers;
  * - `Reconciler.layer`: stuck and orphaned updates, retention;
+ * - `Retention.layer`: old finished generations and chat sessions deleted;
  * - `Poller.layer` when PUBLIC_URL is unset (long polling), otherwise
  *   `WebhookSetup.layer` (setWebhook on becoming ACTIVE);
  * - a fresh `LeaderTerm` per build.
@@ -17,6 +18,7 @@ import * as Dispatcher from "./dispatch/Dispatcher.ts"
 import { LeaderTerm } from "./leadership/LeaderTerm.ts"
 import * as Poller from "./intake/Poller.ts"
 import * as Reconciler from "./inbox/Reconciler.ts"
+import * as Retention from "./chat/Retention.ts"
 import * as WebhookSetup from "./intake/WebhookSetup.ts"
 
 /** Long polling or setWebhook, by PUBLIC_URL. */
@@ -26,9 +28,9 @@ export const intakeLayer = Layer.unwrap(Effect.gen(function*() {
 }))
 
 /**
- * Needs AppConfig, Inbox, Telegram, PgClient (LISTEN) and UpdateHandler (the
- * chat flow); provides nothing, runs fibers in the scope it is built in.
+ * Needs AppConfig, Inbox, Telegram, Generations, PgClient (LISTEN) and
+ * UpdateHandler (the chat flow); provides nothing, runs fibers in the scope it is built in.
  */
-export const layer = Layer.mergeAll(Dispatcher.layer, Reconciler.layer, intakeLayer).pipe(
+export const layer = Layer.mergeAll(Dispatcher.layer, Reconciler.layer, Retention.layer, intakeLayer).pipe(
   Layer.provide(LeaderTerm.layer)
 )

@@ -3,7 +3,9 @@
  * that owns the table; this list only fixes the order in which they run.
  * Never edit or renumber an applied migration: add a new one.
  */
+import { Effect } from "effect"
 import type { Migrations } from "./database/Database.ts"
+import * as ChatRetention from "./chat/Retention.ts"
 import * as ChatSessions from "./chat/ChatSessions.ts"
 import * as Generations from "./generations/Generations.ts"
 import * as Inbox from "./inbox/Inbox.ts"
@@ -19,5 +21,6 @@ export const migrations: Migrations = {
   "0005_generations": Generations.migration,
   "0006_generation_engine": Generations.migrationEngine,
   "0007_generation_retries": Generations.migrationRetries,
-  "0008_generations_submitted_at": Generations.migrationSentAt
+  "0008_generations_submitted_at": Generations.migrationSentAt,
+  "0010_retention": Effect.andThen(Generations.migrationCreatedAt, ChatRetention.migration)
 }

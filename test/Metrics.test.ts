@@ -266,7 +266,9 @@ describe("/metrics", () => {
             assert.notInclude(body, secret)
           }
           const labelNames = new Set(samples.flatMap((s) => Object.keys(s.labels)))
-          for (const name of labelNames) assert.include(["source", "outcome", "method", "result", "kind", "reason", "le"], name)
+          for (const name of labelNames) {
+            assert.include(["source", "outcome", "method", "result", "kind", "reason", "le"], name)
+          }
           for (const sample of samples) {
             for (const [name, value] of Object.entries(sample.labels)) {
               if (name === "le") assert.match(value, /^(\+Inf|\d+(\.\d+)?)$/)

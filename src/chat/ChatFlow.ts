@@ -20,6 +20,7 @@
  */
 import { Effect, Layer, Option } from "effect"
 import { AppConfig } from "../platform/AppConfig.ts"
+import { makeAccess } from "./Access.ts"
 import { type ChatState, Idle, transition } from "./ChatFlowLogic.ts"
 import { incomingOf } from "./ChatIncoming.ts"
 import { makeChatReplies, orRetrySql } from "./ChatReplies.ts"
@@ -34,15 +35,17 @@ const make = Effect.gen(function*() {
   const config = yield* AppConfig
   const sessions = yield* ChatSessions
   const replies = makeChatReplies(yield* Telegram)
+  const access = makeAccess(config.allowedUserIds, replies)
   const requests = makeGenerationRequests(yield* Generations, replies, {
     maxActivePerUser: config.maxActiveGenerationsPerUser,
     dailyLimit: config.dailyGenerationLimit,
+    globalDailyLimit: config.globalDailyGenerationLimit,
     timeout: config.generationTimeout
   })
 
   const handle = Effect.fn("ChatFlow.handle")(function*(update: Update, context: { readonly updateId: number }) {
     const incoming = incomingOf(update)
-    if (incoming === undefined) return
+    if (incoming === undefined || (yield* access.refused(incoming))) return
     const stored = yield* orRetrySql(sessions.get(incoming.chatId))
     if (Option.isSome(stored) && stored.value.lastUpdateId >= context.updateId) return // handled before
     const before: ChatState = Option.match(stored, { onNone: () => Idle, onSome: (s) => s.state })

@@ -7,14 +7,21 @@
  * idempotent per update id: `Generations.create` finds the row this update
  * already made, and a retry this very update made does not count as the
  * failed generation's one retry.
+ *
+ * Every way to start one (ratio button, "🔁 Ещё вариант", "🔄 Попробовать
+ * снова") goes through `start`, so every one counts against the limits. A
+ * refusal is counted in `zimage_generations_refused_total` by reason; the
+ * first refusal by the global budget in a UTC day is also one ERROR line
+ * (`[BUDGET]`), so an operator hears of it once, not once per request.
  */
-import { Effect, Option } from "effect"
+import { DateTime, Effect, Metric, Option } from "effect"
 import type { Generation, GenerationLimitReached, GenerationsShape, Limits } from "../generations/Generations.ts"
 import { UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
 import type { ChatAction } from "./ChatFlowLogic.ts"
 import type { Incoming } from "./ChatIncoming.ts"
 import { type ChatReplies, type ChatUnreachable, orRetrySql } from "./ChatReplies.ts"
 import { type AspectRatio, type Lang, t } from "../texts/Messages.ts"
+import { generationsRefused } from "../observability/Metrics.ts"
 
 /** Starting generations from the chat. */
 export interface GenerationRequests {
@@ -44,6 +51,7 @@ export const makeGenerationRequests = (
   replies: ChatReplies,
   limits: Limits
 ): GenerationRequests => {
+  const refused = makeRefusals(replies)
   const start = Effect.fn("ChatFlow.startGeneration")(function*(
     incoming: Incoming,
     lang: Lang,
@@ -56,11 +64,10 @@ export const makeGenerationRequests = (
       limits
     ).pipe(
       Effect.map(Option.some),
-      Effect.catchTag("GenerationLimitReached", (limit: GenerationLimitReached) =>
-        Effect.as(
-          replies.send(incoming.chatId, limit.kind === "busy" ? t(lang).busy : t(lang).dailyLimit(limit.limit)),
-          Option.none()
-        )),
+      Effect.catchTag(
+        "GenerationLimitReached",
+        (limit: GenerationLimitReached) => Effect.as(refused(incoming.chatId, lang, limit), Option.none())
+      ),
       Effect.catchTag(
         "SqlError",
         (error) => new UpdateHandlerError({ message: `recording a generation: ${error.message}` })
@@ -108,4 +115,41 @@ export const makeGenerationRequests = (
   })
 
   return { start, repeat }
+}
+
+/** The words for a refusal. */
+const refusalText = (lang: Lang, limit: GenerationLimitReached): string => {
+  switch (limit.kind) {
+    case "busy":
+      return t(lang).busy
+    case "daily":
+      return t(lang).dailyLimit(limit.limit)
+    case "global":
+      return t(lang).globalLimit
+  }
+}
+
+/**
+ * Telling a user why a generation was refused, counting it, and raising the
+ * alarm on the first global-budget refusal of each UTC day (remembered in
+ * this process: a new leader may say it once more that day).
+ */
+const makeRefusals = (replies: ChatReplies) => {
+  let alarmedDay = ""
+  const alarmOncePerDay = (limit: GenerationLimitReached) =>
+    Effect.gen(function*() {
+      const day = DateTime.formatIsoDateUtc(yield* DateTime.now)
+      if (day === alarmedDay) return
+      alarmedDay = day
+      yield* Effect.logError(
+        `[BUDGET] global daily generation limit of ${limit.limit} reached on ${day}: ` +
+          "new generations are refused until 00:00 UTC (GLOBAL_DAILY_GENERATION_LIMIT)"
+      )
+    })
+  return (chatId: number, lang: Lang, limit: GenerationLimitReached) =>
+    Effect.gen(function*() {
+      yield* Metric.update(Metric.withAttributes(generationsRefused, { reason: limit.kind }), 1)
+      if (limit.kind === "global") yield* alarmOncePerDay(limit)
+      yield* replies.send(chatId, refusalText(lang, limit))
+    })
 }

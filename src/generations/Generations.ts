@@ -3,7 +3,7 @@
  * Fibers of the generation engine are caches of these rows; a new leader
  * resumes from them. This service is the table's only door; its SQL lives in
  * `sql/`, one file per operation (`create`, `find`, `queue`, `mark`,
- * `setMessage`, `poll`, `list`, `count`, and the DDL in `migrate`), the row
+ * `setMessage`, `poll`, `list`, `count`, `retention`, and the DDL in `migrate`), the row
  * schema in `sql/row.ts`.
  *
  * Life of a row:
@@ -43,7 +43,7 @@
 import { Context, type DateTime, type Duration, Effect, Layer, type Option } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import { counts, type GenerationCounts, inFlight, sentSince } from "./sql/count.ts"
+import { counts, countSince, type GenerationCounts, inFlight, sentSince } from "./sql/count.ts"
 import { create, type GenerationLimitReached, type Limits, type NewGeneration } from "./sql/create.ts"
 import { find, findByTaskId } from "./sql/find.ts"
 import { failedUnnotified, openStatusMessages, overdue, statusesToRefresh, withStatus } from "./sql/list.ts"
@@ -51,11 +51,12 @@ import * as Mark from "./sql/mark.ts"
 import { dueForPolling, nextPollAt, schedulePoll } from "./sql/poll.ts"
 import { nextQueued, type QueuePosition, queuePositions } from "./sql/queue.ts"
 import type { Generation, GenerationStatus } from "./sql/row.ts"
+import { purgeFinished } from "./sql/retention.ts"
 import * as SetMessage from "./sql/setMessage.ts"
 
 export type { GenerationCounts } from "./sql/count.ts"
 export { CHANNEL, GenerationLimitReached, type Limits, type NewGeneration } from "./sql/create.ts"
-export { migration, migrationEngine, migrationRetries, migrationSentAt } from "./sql/migrate.ts"
+export { migration, migrationCreatedAt, migrationEngine, migrationRetries, migrationSentAt } from "./sql/migrate.ts"
 export type { QueuePosition } from "./sql/queue.ts"
 export { type Generation, type GenerationStatus, STATUSES, UNFINISHED_STATUSES } from "./sql/row.ts"
 
@@ -150,6 +151,17 @@ export interface GenerationsShape {
   readonly counts: Effect.Effect<GenerationCounts, SqlError>
   /** When createTask requests were last sent, for those sent after `since` (by any instance). */
   readonly sentSince: (since: DateTime.Utc) => Effect.Effect<ReadonlyArray<DateTime.Utc>, SqlError>
+  /**
+   * Generations created at or after `since` that did not fail: with `since` =
+   * 00:00 UTC today, what the global daily budget has used.
+   */
+  readonly countSince: (since: DateTime.Utc) => Effect.Effect<number, SqlError>
+  /**
+   * Retention: deletes up to `limit` finished (delivered or failed)
+   * generations created before `before`, oldest first; returns how many.
+   * Unfinished ones are never deleted.
+   */
+  readonly purgeFinished: (before: DateTime.Utc, limit: number) => Effect.Effect<number, SqlError>
 }
 
 const make = Effect.gen(function*() {
@@ -196,11 +208,13 @@ const make = Effect.gen(function*() {
     statusesToRefresh: (editedBefore, limit) => statusesToRefresh(sql, editedBefore, limit),
     inFlight: inFlight(sql),
     counts: counts(sql),
-    sentSince: (since) => sentSince(sql, since)
+    sentSince: (since) => sentSince(sql, since),
+    countSince: (since) => countSince(sql, since),
+    purgeFinished: (before, limit) => purgeFinished(sql, before, limit)
   })
 })
 
-/** The `generations` table's service. Needs `SqlClient` (migrations 0005-0008 applied). */
+/** The `generations` table's service. Needs `SqlClient` (migrations 0005-0008 and 0010 applied). */
 export class Generations extends Context.Service<Generations, GenerationsShape>()("zimage-bot/Generations") {
   static readonly layer = Layer.effect(Generations, make)
 }

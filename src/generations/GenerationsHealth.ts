@@ -19,7 +19,7 @@
 import { Context, DateTime, Effect, Layer, Metric, Option, Ref } from "effect"
 import { Generations } from "./Generations.ts"
 import { Health } from "../observability/Health.ts"
-import { generationsInFlight, MetricsRefresh } from "../observability/Metrics.ts"
+import { generationsInFlight, generationsToday, MetricsRefresh } from "../observability/Metrics.ts"
 
 /** Why and until when the engine holds back createTask requests. */
 export interface SubmissionPause {
@@ -75,7 +75,7 @@ export const healthFields = Effect.gen(function*() {
 
 /**
  * Provides `GenerationEngineStatus` and registers the `/health` probe (and,
- * when `MetricsRefresh` is present, the in-flight gauge). Build it once per
+ * when `MetricsRefresh` is present, the in-flight and today's gauges). Build it once per
  * process, outside the leadership scope.
  */
 export const layer: Layer.Layer<GenerationEngineStatus, never, Generations | Health> = Layer.effect(
@@ -96,6 +96,14 @@ export const layer: Layer.Layer<GenerationEngineStatus, never, Generations | Hea
       yield* metrics.value.register(
         generations.inFlight.pipe(
           Effect.flatMap((n) => Metric.update(generationsInFlight, n)),
+          Effect.ignore
+        )
+      )
+      // How much of GLOBAL_DAILY_GENERATION_LIMIT today has used.
+      yield* metrics.value.register(
+        DateTime.now.pipe(
+          Effect.flatMap((now) => generations.countSince(DateTime.startOf(now, "day"))),
+          Effect.flatMap((n) => Metric.update(generationsToday, n)),
           Effect.ignore
         )
       )

@@ -64,6 +64,21 @@ export const leaderTransitions = counter(
   "zimage_leader_transitions_total",
   "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services did not start)"
 )
+export const generationsRefused = counter(
+  "zimage_generations_refused_total",
+  "Generations a user asked for and was refused, by reason (busy: one already in flight, daily: the user's " +
+    "DAILY_GENERATION_LIMIT, global: GLOBAL_DAILY_GENERATION_LIMIT of all users together)"
+)
+/** The reasons `generationsRefused` counts, each a series from the start. */
+export const REFUSAL_REASONS = ["busy", "daily", "global"] as const
+export const generationsToday = gauge(
+  "zimage_generations_today",
+  "Generations started since 00:00 UTC that did not fail: what GLOBAL_DAILY_GENERATION_LIMIT counts"
+)
+export const accessRefused = counter(
+  "zimage_access_refused_total",
+  "Messages and button presses from users not in ALLOWED_USER_IDS, answered with the private-bot text"
+)
 
 /** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
 export const countCall = (metric: typeof kieCalls, method: string, result: string) =>
@@ -116,7 +131,9 @@ const initialSeries = Effect.all([
   Metric.update(leaderActive, 0),
   ...["acquired", "lost", "released", "failed"].map((kind) =>
     Metric.update(Metric.withAttributes(leaderTransitions, { kind }), 0)
-  )
+  ),
+  ...REFUSAL_REASONS.map((reason) => Metric.update(Metric.withAttributes(generationsRefused, { reason }), 0)),
+  Metric.update(accessRefused, 0)
 ], { discard: true })
 
 /**

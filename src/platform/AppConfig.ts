@@ -107,6 +107,23 @@ export interface AppConfigShape {
    * makes the redelivery a duplicate.
    */
   readonly inboxRetention: Duration.Duration
+  // Cost control and retention
+  /**
+   * Generations all users together may start per UTC day (failed ones do not
+   * count); 0 means no budget. A cap on what one day can cost, whoever asks.
+   */
+  readonly globalDailyGenerationLimit: number
+  /**
+   * ALLOWED_USER_IDS: the only Telegram users the bot serves (a private bot);
+   * `None` (unset) means everyone.
+   */
+  readonly allowedUserIds: Option.Option<ReadonlySet<number>>
+  /**
+   * Finished generations (prompts, chat ids, result URLs) and chat sessions
+   * untouched for this long are deleted. At least a day, so today's
+   * generations, which the daily limits count, are never among them.
+   */
+  readonly generationRetention: Duration.Duration
 }
 
 // ---------------------------------------------------------------------------
@@ -180,6 +197,19 @@ export const parseHttpUrl = (s: string): Parsed<string> => {
   }
   if (url.search !== "" || url.hash !== "") return bad("must not contain a query string or fragment")
   return ok(url.href.replace(/\/+$/, ""))
+}
+
+/**
+ * `123,456 789`: Telegram user ids separated by commas or spaces. The reason
+ * names no id (the list is not a secret, but it is nobody else's business).
+ */
+export const parseUserIds = (s: string): Parsed<ReadonlySet<number>> => {
+  const parts = s.split(/[\s,]+/).filter((part) => part.length > 0)
+  const ids = parts.filter((part) => /^\d{1,16}$/.test(part)).map(Number).filter((n) => n > 0)
+  if (parts.length === 0 || ids.length !== parts.length) {
+    return bad("must be a comma-separated list of Telegram user ids (positive whole numbers)")
+  }
+  return ok(new Set(ids))
 }
 
 const secret = (s: string): Parsed<Redacted.Redacted<string>> => ok(Redacted.make(s))
@@ -361,7 +391,7 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
       shutdownDeadline,
       sendOriginalDocument: yield* withDefault("SEND_ORIGINAL_DOCUMENT", true, parseBoolean),
       maxActiveGenerationsPerUser: yield* withDefault("MAX_ACTIVE_GENERATIONS_PER_USER", 1, parseInteger(1, 100)),
-      dailyGenerationLimit: yield* withDefault("DAILY_GENERATION_LIMIT", 0, parseInteger(0, 100_000)),
+      dailyGenerationLimit: yield* withDefault("DAILY_GENERATION_LIMIT", 30, parseInteger(0, 100_000)),
       telegramRequestTimeout: yield* withDefault(
         "TELEGRAM_REQUEST_TIMEOUT_MS",
         Duration.seconds(30),
@@ -396,7 +426,17 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
           const n = parseInteger(48, 24 * 365)(s)
           return n.ok ? ok(Duration.hours(n.value)) : bad("must be a number of hours between 48 and 8760")
         }
-      )
+      ),
+      globalDailyGenerationLimit: yield* withDefault(
+        "GLOBAL_DAILY_GENERATION_LIMIT",
+        1000,
+        parseInteger(0, 10_000_000)
+      ),
+      allowedUserIds: yield* optional("ALLOWED_USER_IDS", parseUserIds),
+      generationRetention: yield* withDefault("GENERATION_RETENTION_DAYS", Duration.days(30), (s) => {
+        const n = parseInteger(1, 3650)(s)
+        return n.ok ? ok(Duration.days(n.value)) : bad("must be a number of days between 1 and 3650")
+      })
     } satisfies AppConfigShape
   })
 

@@ -82,6 +82,9 @@ const texts = {
     expired: "Эта кнопка устарела",
     busy: "Подождите: предыдущая картинка ещё генерируется.",
     dailyLimit: (limit: number) => `На сегодня лимит исчерпан: ${limit} картинок в день. Возвращайтесь завтра!`,
+    globalLimit: "Сегодня бот уже нарисовал столько картинок, сколько может за день. " +
+      "Возвращайтесь завтра: лимит обновится в 00:00 UTC.",
+    privateBot: "Это частный бот: он отвечает только своим пользователям.",
     cancelled: "Отменено. Чтобы начать заново, нажмите /start",
     help: "Я рисую картинки по текстовому описанию (модель Z-Image).\n\n" +
       "1. Нажмите /start и «🖼 Создать картинку».\n" +
@@ -134,6 +137,9 @@ const texts = {
     expired: "This button has expired",
     busy: "Please wait: your previous picture is still being generated.",
     dailyLimit: (limit: number) => `You have reached today's limit of ${limit} pictures. Come back tomorrow!`,
+    globalLimit: "The bot has drawn as many pictures today as it can in a day. " +
+      "Come back tomorrow: the limit resets at 00:00 UTC.",
+    privateBot: "This is a private bot: it only answers its own users.",
     cancelled: "Cancelled. To start again, send /start",
     help: "I draw pictures from a text description (Z-Image model).\n\n" +
       "1. Send /start and tap “🖼 Create a picture”.\n" +

@@ -34,3 +34,13 @@ export const sentSince = (sql: SqlClient, since: DateTime.Utc) =>
     SELECT submitted_at FROM generations WHERE submitted_at > ${asDate(since)} ORDER BY submitted_at`.pipe(
     Effect.map((rows) => rows.flatMap((row) => Option.toArray(UtcTime.fromUnknown(row.submitted_at))))
   )
+
+/**
+ * Generations created at or after `since` that did not fail: what the global
+ * daily budget counts (`since` = 00:00 UTC today). Uses `generations_created`.
+ */
+export const countSince = (sql: SqlClient, since: DateTime.Utc) =>
+  sql<{ n: bigint }>`
+    SELECT count(*) AS n FROM generations WHERE created_at >= ${asDate(since)} AND status <> 'failed'`.pipe(
+    Effect.map((rows) => Number(rows[0]?.n ?? 0))
+  )

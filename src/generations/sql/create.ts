@@ -4,19 +4,27 @@
  * announces it on `CHANNEL` (delivered at commit).
  *
  * Gotchas: a user's requests take turns on an advisory lock, so two clicks at
- * once cannot both pass the limits.
+ * once cannot both pass the limits. With a global budget, every request that
+ * passed its user's limits then takes turns on one more advisory lock, held
+ * to commit, so the count it reads includes every row committed before it
+ * and no two requests can take the last place (always user lock first, then
+ * the global one: no deadlock).
  */
 import { DateTime, type Duration, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { AspectRatio, Lang } from "../../texts/Messages.ts"
+import { countSince } from "./count.ts"
 import { asDate, decodeRows, type Generation, unfinished } from "./row.ts"
 
 /** The NOTIFY channel a new generation is announced on: it wakes the engine on the ACTIVE instance. */
 export const CHANNEL = "generations"
 
-/** The user has as many generations in flight (`busy`) or made today (`daily`) as allowed. */
+/**
+ * The user has as many generations in flight (`busy`) or made today (`daily`)
+ * as allowed, or all users together made today's budget (`global`).
+ */
 export class GenerationLimitReached extends Schema.TaggedError<GenerationLimitReached>()("GenerationLimitReached", {
-  kind: Schema.Literals(["busy", "daily"]),
+  kind: Schema.Literals(["busy", "daily", "global"]),
   limit: Schema.Int,
   message: Schema.String
 }) {}
@@ -37,6 +45,8 @@ export interface Limits {
   readonly maxActivePerUser: number
   /** 0: no daily limit. Counted per UTC day, failed generations excluded. */
   readonly dailyLimit: number
+  /** Absent or 0: no budget. All users together, per UTC day, failed generations excluded. */
+  readonly globalDailyLimit?: number
   readonly timeout: Duration.Duration
 }
 
@@ -72,6 +82,23 @@ const checkLimits = (userId: number, limits: Limits, counts: { readonly active: 
   return Effect.void
 }
 
+/**
+ * Waits for the global budget's turn (until commit), then refuses if today's
+ * generations of all users, failed ones excluded, already fill it.
+ */
+const checkGlobalBudget = (sql: SqlClient, limit: number, startOfDay: DateTime.Utc) =>
+  Effect.gen(function*() {
+    yield* sql`SELECT pg_advisory_xact_lock(hashtext('zimage-bot/generations/global'), 0)`
+    const today = yield* countSince(sql, startOfDay)
+    if (today >= limit) {
+      return yield* new GenerationLimitReached({
+        kind: "global",
+        limit,
+        message: `all users together reached the global daily limit of ${limit}`
+      })
+    }
+  })
+
 const insert = (sql: SqlClient, input: NewGeneration, at: DateTime.Utc, deadline: DateTime.Utc) =>
   sql`
     INSERT INTO generations
@@ -92,7 +119,10 @@ export const create = (sql: SqlClient, input: NewGeneration, limits: Limits) =>
         Effect.flatMap(decodeRows)
       )
       if (existing.length > 0) return { generation: existing[0]!, created: false }
-      yield* checkLimits(input.userId, limits, yield* userCounts(sql, input.userId, DateTime.startOf(at, "day")))
+      const startOfDay = DateTime.startOf(at, "day")
+      yield* checkLimits(input.userId, limits, yield* userCounts(sql, input.userId, startOfDay))
+      const budget = limits.globalDailyLimit ?? 0
+      if (budget > 0) yield* checkGlobalBudget(sql, budget, startOfDay)
       const generation: Generation = yield* insert(sql, input, at, DateTime.addDuration(at, limits.timeout))
       // Delivered at commit: wakes the engine on the ACTIVE instance.
       yield* sql`SELECT pg_notify(${CHANNEL}, ${generation.id})`

@@ -79,3 +79,11 @@ export const migrationRetries = ddl(`ALTER TABLE generations ADD COLUMN retried_
 export const migrationSentAt = ddl(
   `CREATE INDEX generations_submitted_at ON generations (submitted_at) WHERE submitted_at IS NOT NULL`
 )
+
+/**
+ * Migration 0010, for cost control and retention: an index on `created_at`,
+ * which both the global daily budget (today's rows of all users) and the
+ * retention pass (finished rows older than GENERATION_RETENTION_DAYS) read by
+ * range; without it each would scan the whole table.
+ */
+export const migrationCreatedAt = ddl(`CREATE INDEX generations_created ON generations (created_at)`)
