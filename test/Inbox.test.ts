@@ -141,4 +141,36 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
         assert.strictEqual(yield* statements, WRITERS + 1 + good.length + 1)
       }))
   })
+
+  describe("Inbox.claim (fair between chats)", () => {
+    it.effect("a chat with a backlog takes at most CLAIMS_PER_CHAT places; the other chats are claimed beside it", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const inbox = yield* Inbox
+        yield* sql`DELETE FROM telegram_updates`
+        const FLOODER = 77
+        // 300 updates of one chat first (one forward does this), then 30 other chats.
+        const flood = Array.from({ length: 300 }, (_, i) => message(20_000 + i, FLOODER))
+        const others = Array.from({ length: 30 }, (_, i) => message(30_000 + i, 100 + i))
+        yield* inbox.store(flood as any)
+        yield* inbox.store(others as any)
+
+        const first = yield* inbox.claim("fair-term", 64)
+        const ofFlooder = first.filter((u) => u.chatId === FLOODER).map((u) => u.updateId)
+        assert.deepStrictEqual(ofFlooder, [20_000, 20_001, 20_002, 20_003], "the flooder's earliest, in order")
+        assert.strictEqual(first.length - ofFlooder.length, 30, "every other chat in the same claim")
+
+        // While those four are held, the flooder gets nothing more; once two finish, two more.
+        assert.deepStrictEqual(yield* inbox.claim("fair-term", 64), [])
+        yield* inbox.complete("fair-term", [20_000, 20_001])
+        const next = yield* inbox.claim("fair-term", 64)
+        assert.deepStrictEqual(next.map((u) => u.updateId), [20_004, 20_005])
+
+        // A chat still processing under another term is not claimed at all (order across failover).
+        yield* sql`UPDATE telegram_updates SET claimed_by = 'dead-term' WHERE update_id = 20002`
+        yield* inbox.complete("fair-term", [20_003, 20_004, 20_005])
+        assert.deepStrictEqual(yield* inbox.claim("fair-term", 64), [])
+        yield* sql`DELETE FROM telegram_updates`
+      }))
+  })
 })

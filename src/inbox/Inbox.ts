@@ -44,7 +44,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
 import type { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 import { registerInboxHealth } from "./InboxHealth.ts"
-import { claim, type ClaimedUpdate } from "./sql/claim.ts"
+import { claim, type ClaimedUpdate, CLAIMS_PER_CHAT } from "./sql/claim.ts"
 import { type InboxStats, stats } from "./sql/counts.ts"
 import { complete, markDead } from "./sql/finish.ts"
 import { notify } from "./sql/notify.ts"
@@ -58,7 +58,7 @@ import { describeStoreFailure, makeStoreWriter, storeTimeout } from "./StoreWrit
 
 export { CHANNEL } from "./sql/notify.ts"
 export { migration } from "./sql/migrate.ts"
-export type { ClaimedUpdate } from "./sql/claim.ts"
+export { CLAIMS_PER_CHAT, type ClaimedUpdate } from "./sql/claim.ts"
 export type { InboxStats } from "./sql/counts.ts"
 export type { PendingUpdate } from "./sql/orphans.ts"
 export type { StuckUpdate } from "./sql/stuck.ts"
@@ -81,9 +81,15 @@ export interface InboxShape {
   readonly store: (updates: ReadonlyArray<UpdateEnvelope>) => Effect.Effect<number, InboxUnavailable>
   /**
    * Claims up to `limit` pending updates in `update_id` order for `term`,
-   * skipping chats with an update still `processing` under another term.
+   * skipping chats with an update still `processing` under another term and
+   * holding at most `perChat` (default `CLAIMS_PER_CHAT`) rows of a chat in
+   * `processing`, so one chat's backlog cannot crowd out the others.
    */
-  readonly claim: (term: string, limit: number) => Effect.Effect<ReadonlyArray<ClaimedUpdate>, SqlError>
+  readonly claim: (
+    term: string,
+    limit: number,
+    perChat?: number
+  ) => Effect.Effect<ReadonlyArray<ClaimedUpdate>, SqlError>
   /** Marks finished (`done`) updates this term owns; returns how many it still owned. */
   readonly complete: (term: string, updateIds: ReadonlyArray<number>) => Effect.Effect<number, SqlError>
   /** Records a failed attempt's error; the row stays `processing`. */
@@ -163,7 +169,9 @@ const make = Effect.gen(function*() {
 
   return Inbox.of({
     store,
-    claim: Effect.fn("Inbox.claim")((term: string, limit: number) => claim(sql, term, limit)),
+    claim: Effect.fn("Inbox.claim")((term: string, limit: number, perChat = CLAIMS_PER_CHAT) =>
+      claim(sql, term, limit, perChat)
+    ),
     complete: Effect.fn("Inbox.complete")((term: string, updateIds: ReadonlyArray<number>) =>
       complete(sql, term, updateIds)
     ),

@@ -1,17 +1,33 @@
 /**
  * Claiming pending updates for a leadership term.
  *
- * Details: rows are taken in `update_id` order with `FOR UPDATE SKIP LOCKED`,
- * and a claim counts an attempt. A pending row is claimable only while no row
- * of its chat is `processing` under another term, so a chat's order survives
- * failover: its later updates wait until the reconciler hands the dead
- * leader's row back.
+ * Details: rows are taken in `update_id` order, and a claim counts an
+ * attempt. A pending row is claimable only while no row of its chat is
+ * `processing` under another term, so a chat's order survives failover: its
+ * later updates wait until the reconciler hands the dead leader's row back.
+ *
+ * Fairness: a chat holds at most `perChat` rows in `processing` at once (the
+ * earliest of its pending ones). A chat with a backlog of hundreds therefore
+ * takes a few places in a claim, and every other chat's updates are claimed
+ * beside them, not after them.
+ *
+ * Gotchas: the per-chat rank is a window over the pending rows, so a claim
+ * reads every pending row (cheap while the dispatcher keeps up; the intake's
+ * flood gate keeps one chat's backlog short). Two claims at once (a deposed
+ * leader's last one) cannot take a row twice: the UPDATE re-checks
+ * `status = 'pending'` on the row it locks.
  */
 import { type DateTime, Effect, type Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { Int8 } from "../../database/SqlColumns.ts"
 import { decodeRows, now, timestamp } from "./rows.ts"
+
+/**
+ * Rows of one chat a term holds in `processing` at most: enough to run a
+ * chat's updates back to back, small beside the claimed updates in memory.
+ */
+export const CLAIMS_PER_CHAT = 4
 
 /** An update this leadership term now owns. */
 export interface ClaimedUpdate {
@@ -36,32 +52,42 @@ const ClaimedRow = Schema.Struct({
 
 /**
  * Claims up to `limit` pending updates in `update_id` order for `term`,
- * skipping chats with an update still `processing` under another term.
+ * skipping chats with an update still `processing` under another term and
+ * taking at most `perChat` rows in `processing` per chat.
  */
 export const claim = (
   sql: SqlClient,
   term: string,
-  limit: number
+  limit: number,
+  perChat: number
 ): Effect.Effect<ReadonlyArray<ClaimedUpdate>, SqlError> =>
   Effect.gen(function*() {
     const claimedAt = yield* now
     const rows = yield* sql`
-      WITH candidates AS (
-        SELECT t.update_id
-        FROM telegram_updates t
-        WHERE t.status = 'pending'
-          AND NOT EXISTS (
-            SELECT 1 FROM telegram_updates p
-            WHERE p.status = 'processing' AND p.chat_id = t.chat_id AND p.claimed_by IS DISTINCT FROM ${term}
-          )
-        ORDER BY t.update_id
+      WITH busy AS (
+        SELECT chat_id, count(*) AS held, bool_or(claimed_by IS DISTINCT FROM ${term}) AS elsewhere
+        FROM telegram_updates
+        WHERE status = 'processing' AND chat_id IS NOT NULL
+        GROUP BY chat_id
+      ),
+      ranked AS (
+        SELECT update_id, chat_id, row_number() OVER (PARTITION BY chat_id ORDER BY update_id) AS place
+        FROM telegram_updates
+        WHERE status = 'pending'
+      ),
+      candidates AS (
+        SELECT r.update_id
+        FROM ranked r LEFT JOIN busy b ON b.chat_id = r.chat_id
+        WHERE r.chat_id IS NULL
+          OR (b.chat_id IS NULL AND r.place <= ${perChat})
+          OR (NOT b.elsewhere AND r.place + b.held <= ${perChat})
+        ORDER BY r.update_id
         LIMIT ${limit}
-        FOR UPDATE SKIP LOCKED
       )
       UPDATE telegram_updates u
       SET status = 'processing', claimed_at = ${claimedAt}, claimed_by = ${term}, attempts = u.attempts + 1
       FROM candidates c
-      WHERE u.update_id = c.update_id
+      WHERE u.update_id = c.update_id AND u.status = 'pending'
       RETURNING u.update_id, u.chat_id, u.kind, u.payload, u.attempts, u.received_at`.pipe(
       Effect.flatMap(decodeRows(ClaimedRow))
     )
