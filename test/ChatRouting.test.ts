@@ -6,6 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, FiberSet, Option, Semaphore } from "effect"
 import { makeChatRouting, workerFor } from "../src/dispatch/ChatRouting.ts"
+import { CLAIMS_PER_CHAT } from "../src/inbox/Inbox.ts"
 import { type Item, makeInFlight } from "../src/dispatch/InFlight.ts"
 import type { Update } from "../src/telegram/TelegramUpdate.ts"
 
@@ -38,10 +39,14 @@ const recordingRouting = Effect.gen(function*() {
       return made
     })
   const fibers = yield* FiberSet.make()
+  let capDrained = 0
   const routing = yield* makeChatRouting({
     workers: WORKERS,
     inFlight,
     fibers,
+    onCapDrained: () => {
+      capDrained++
+    },
     run: (item, worker: Semaphore.Semaphore) =>
       Semaphore.withPermit(
         worker,
@@ -62,7 +67,8 @@ const recordingRouting = Effect.gen(function*() {
     route: (item: Item) => routing.route(item).pipe(Effect.andThen(settle)),
     release: (updateId: number) =>
       Effect.flatMap(gate(updateId), (made) => Deferred.succeed(made, undefined)).pipe(Effect.andThen(settle)),
-    roomSignals: () => roomSignals
+    roomSignals: () => roomSignals,
+    capDrained: () => capDrained
   }
 })
 
@@ -121,5 +127,18 @@ describe("ChatRouting", () => {
       yield* routing.release(21)
       assert.isTrue(yield* Fiber.join(idle))
       assert.deepStrictEqual(routing.inFlight.startedIds(), [])
+    }))
+
+  it.effect("a chat that had CLAIMS_PER_CHAT updates queued wakes the claim loop when it runs out; a smaller one does not", () =>
+    Effect.gen(function*() {
+      const routing = yield* recordingRouting
+      for (let n = 0; n < CLAIMS_PER_CHAT - 1; n++) yield* routing.route(itemOf(900 + n, "90"))
+      for (let n = 0; n < CLAIMS_PER_CHAT - 1; n++) yield* routing.release(900 + n)
+      assert.strictEqual(routing.capDrained(), 0)
+      for (let n = 0; n < CLAIMS_PER_CHAT; n++) yield* routing.route(itemOf(910 + n, "91"))
+      for (let n = 0; n < CLAIMS_PER_CHAT - 1; n++) yield* routing.release(910 + n)
+      assert.strictEqual(routing.capDrained(), 0, "not while its last update still runs")
+      yield* routing.release(910 + CLAIMS_PER_CHAT - 1)
+      assert.strictEqual(routing.capDrained(), 1)
     }))
 })

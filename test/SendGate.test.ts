@@ -86,7 +86,7 @@ describe("SendGate", () => {
     const gate = makeSendGate({ pacing: true })
     for (let chat = 1; chat <= MAX_TRACKED_CHATS * 2; chat++) gate.take(chat, false, chat * 10)
     assert.isAtMost(gate.trackedChats(), MAX_TRACKED_CHATS)
-    // A chat still paused is never forgotten.
+    // A chat still paused outlives the idle ones.
     gate.rateLimited(-7, 60_000_000, MAX_TRACKED_CHATS * 20)
     for (let chat = 1; chat <= MAX_TRACKED_CHATS * 2; chat++) gate.take(chat, false, MAX_TRACKED_CHATS * 30 + chat)
     assert.isAbove(gate.waitFor(-7, false, MAX_TRACKED_CHATS * 100), 0)

@@ -29,7 +29,8 @@ import { makeGenerationRequests } from "./GenerationRequests.ts"
 import { Generations } from "../generations/Generations.ts"
 import { langOf } from "../texts/Messages.ts"
 import { Telegram } from "../telegram/Telegram.ts"
-import { type Update, UpdateHandler } from "../dispatch/UpdateHandler.ts"
+import { type Update, type UpdateContext, UpdateHandler } from "../dispatch/UpdateHandler.ts"
+import { floodReply } from "./FloodReply.ts"
 
 const make = Effect.gen(function*() {
   const config = yield* AppConfig
@@ -43,9 +44,11 @@ const make = Effect.gen(function*() {
     timeout: config.generationTimeout
   })
 
-  const handle = Effect.fn("ChatFlow.handle")(function*(update: Update, context: { readonly updateId: number }) {
+  const handle = Effect.fn("ChatFlow.handle")(function*(update: Update, context: UpdateContext) {
     const incoming = incomingOf(update)
     if (incoming === undefined || (yield* access.refused(incoming))) return
+    if (context.flood === "notice" || context.flood === "quiet")
+      return yield* floodReply(incoming, context.flood, replies)
     const stored = yield* orRetrySql(sessions.get(incoming.chatId))
     if (Option.isSome(stored) && stored.value.lastUpdateId >= context.updateId) return // handled before
     const before: ChatState = Option.match(stored, { onNone: () => Idle, onSome: (s) => s.state })

@@ -8,11 +8,16 @@
  * holds back nobody but itself. Different chats run in parallel, up to one
  * per worker.
  *
+ * A claim takes at most `CLAIMS_PER_CHAT` updates of a chat at once; a chat
+ * that had that many queued may have more waiting in the inbox, so when its
+ * queue runs empty the claim loop is woken (`onCapDrained`) to fetch them.
+ *
  * Gotchas: the fiber of a chat ends when its queue is empty; the next update
  * of that chat starts a new one. The hash must stay the same on every
  * instance and across releases.
  */
 import { Effect, FiberSet, Semaphore } from "effect"
+import { CLAIMS_PER_CHAT } from "../inbox/Inbox.ts"
 import type { InFlight, Item } from "./InFlight.ts"
 
 /** A stable worker index for a chat: FNV-1a over its decimal id, identical on every instance. */
@@ -33,6 +38,8 @@ export interface ChatRoutingOptions {
   readonly run: (item: Item, worker: Semaphore.Semaphore) => Effect.Effect<void>
   /** Where the chats' fibers run (cleared when the term ends). */
   readonly fibers: FiberSet.FiberSet
+  /** A chat that had `CLAIMS_PER_CHAT` updates queued ran out of them: claim again. */
+  readonly onCapDrained: () => void
 }
 
 /** Routes claimed updates to their chats' fibers. */
@@ -47,6 +54,8 @@ export const makeChatRouting = (options: ChatRoutingOptions): Effect.Effect<Chat
     const { inFlight } = options
     const permits = yield* Effect.forEach(Array.from({ length: options.workers }), () => Semaphore.make(1))
     const chats = new Map<string, Array<Item>>()
+    // Chats that had CLAIMS_PER_CHAT updates queued at once since their fiber started.
+    const capped = new Set<string>()
 
     /** The fiber of one chat: its queued updates, strictly one after another. */
     const runChat = (key: string): Effect.Effect<void> =>
@@ -56,6 +65,7 @@ export const makeChatRouting = (options: ChatRoutingOptions): Effect.Effect<Chat
           const item = queue?.[0]
           if (queue === undefined || item === undefined) {
             chats.delete(key)
+            if (capped.delete(key)) options.onCapDrained()
             return
           }
           yield* options.run(item, permits[item.worker]!)
@@ -70,6 +80,7 @@ export const makeChatRouting = (options: ChatRoutingOptions): Effect.Effect<Chat
         const queue = chats.get(item.chatKey)
         if (queue !== undefined) {
           queue.push(item)
+          if (queue.length >= CLAIMS_PER_CHAT) capped.add(item.chatKey)
           return
         }
         chats.set(item.chatKey, [item])

@@ -14,12 +14,15 @@
  * next wake-up; an update from a chat marks the chat unblocked before its
  * handler runs (it proves the bot can write there again).
  */
-import { Clock, Duration, Effect, Exit, Option, Queue, Schedule, Schema } from "effect"
+import { Clock, DateTime, Duration, Effect, Exit, Metric, Option, Queue, Schedule, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ClaimedUpdate, InboxShape } from "../inbox/Inbox.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import type { RateBudget } from "../platform/AppConfig.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
 import type { Telegram } from "../telegram/Telegram.ts"
 import { isHandledKind, Update } from "../telegram/TelegramUpdate.ts"
+import { type FloodVerdict, makeFloodWatch } from "./FloodWatch.ts"
 import { countFinished, describeFailure, record } from "./Bookkeeping.ts"
 import { workerFor } from "./ChatRouting.ts"
 import type { InFlight, Item } from "./InFlight.ts"
@@ -32,6 +35,7 @@ export const CLAIM_BATCH_SIZE = 64
 export const IN_FLIGHT_PER_WORKER = 16
 
 const decodeUpdate = Schema.decodeUnknownExit(Update)
+const droppedAsFlood = Metric.withAttributes(Metrics.updatesDropped, { reason: "flood" })
 
 /** What claiming needs. */
 export interface ClaimingOptions {
@@ -41,6 +45,8 @@ export interface ClaimingOptions {
   readonly telegram: Telegram["Service"]
   readonly inFlight: InFlight
   readonly workers: number
+  /** Updates of one user in a chat answered one by one within a window (`FloodWatch.ts`). */
+  readonly floodNoticeRate: RateBudget
   /** Hands a claimed update to its chat. */
   readonly route: (item: Item) => Effect.Effect<void>
 }
@@ -60,6 +66,18 @@ export interface Claiming {
 export const makeClaiming = (options: ClaimingOptions): Claiming => {
   const { inbox, inFlight, term } = options
   const capacity = options.workers * IN_FLIGHT_PER_WORKER
+  const floodWatch = makeFloodWatch(options.floodNoticeRate)
+
+  /** The flood verdict for a claimed update from a user in a chat (others are always answered). */
+  const floodVerdict = (row: ClaimedUpdate, update: Update, claimedAtMillis: number): FloodVerdict => {
+    const userId = update.message?.from?.id ?? update.callback_query?.from.id
+    if (row.chatId === null || userId === undefined) return "answer"
+    const receivedAt = Option.match(row.receivedAt, {
+      onNone: () => claimedAtMillis,
+      onSome: (at) => DateTime.toEpochMillis(at)
+    })
+    return floodWatch.verdict(`${row.chatId}:${userId}`, receivedAt)
+  }
 
   /** Splits a claimed batch: routable items, rows of unhandled kinds (done); undecodable rows are dead here. */
   const sortOut = (claimed: ReadonlyArray<ClaimedUpdate>, claimedAtMillis: number) =>
@@ -82,7 +100,10 @@ export const makeClaiming = (options: ClaimingOptions): Claiming => {
           continue
         }
         const chatKey = row.chatId === null ? `update:${row.updateId}` : String(row.chatId)
+        const flood = floodVerdict(row, decoded.value, claimedAtMillis)
+        if (flood !== "answer") yield* Metric.update(droppedAsFlood, 1)
         routed.push({
+          flood,
           claimed: row,
           update: decoded.value,
           chatKey,

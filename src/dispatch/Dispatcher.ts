@@ -85,8 +85,22 @@ export const layer: Layer.Layer<
     handlerTimeout: config.updateHandlerTimeout,
     maxAttempts: config.updateMaxAttempts
   })
-  const routing = yield* makeChatRouting({ workers, inFlight, run, fibers: chatFibers })
-  const claiming = makeClaiming({ inbox, term, telegram: yield* Telegram, inFlight, workers, route: routing.route })
+  const routing = yield* makeChatRouting({
+    workers,
+    inFlight,
+    run,
+    fibers: chatFibers,
+    onCapDrained: () => Queue.offerUnsafe(wake, undefined)
+  })
+  const claiming = makeClaiming({
+    inbox,
+    term,
+    telegram: yield* Telegram,
+    inFlight,
+    workers,
+    floodNoticeRate: config.floodNoticeRate,
+    route: routing.route
+  })
 
   const stopping: DrainOptions = {
     inbox,

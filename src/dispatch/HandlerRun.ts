@@ -113,7 +113,8 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
         if (inFlight.isDraining()) return yield* Effect.interrupt
         inFlight.setState(item, "running")
         item.started = true
-        yield* handler.handle(item.update, { updateId: item.claimed.updateId, attempt }).pipe(
+        const context = { updateId: item.claimed.updateId, attempt, ...(item.flood ? { flood: item.flood } : {}) }
+        yield* handler.handle(item.update, context).pipe(
           Effect.timeout(options.handlerTimeout),
           Effect.provideService(SendWaits, sendWaitsFor(worker)),
           Effect.catchCause((cause) =>

@@ -13,6 +13,7 @@
  * Gotchas: plain mutable state, touched only from fibers of one term; no
  * effect runs while it changes, so no lock is needed.
  */
+import type { FloodVerdict } from "./FloodWatch.ts"
 import { Deferred, type Duration, Effect, Exit, Option } from "effect"
 import type { ClaimedUpdate } from "../inbox/Inbox.ts"
 import type { Update } from "../telegram/TelegramUpdate.ts"
@@ -33,6 +34,8 @@ export interface Item {
   started: boolean
   /** Clock time of the claim, for `zimage_update_processing_seconds`. */
   readonly claimedAtMillis: number
+  /** Part of a flood (`FloodWatch.ts`)? Absent: answer as usual. */
+  readonly flood?: FloodVerdict
 }
 
 /** This term's claimed updates in memory; see the module doc. */

@@ -15,8 +15,10 @@
  */
 import { Context, type Effect, Schema } from "effect"
 import type { Update } from "../telegram/TelegramUpdate.ts"
+import type { FloodVerdict } from "./FloodWatch.ts"
 
 export type { CallbackQuery, Chat, Message, Update, User } from "../telegram/TelegramUpdate.ts"
+export type { FloodVerdict } from "./FloodWatch.ts"
 
 /**
  * A run that did not finish. Without `waitMillis` it failed: the update is
@@ -37,6 +39,12 @@ export interface UpdateContext {
    * while it held the update (whether or not it had started the handler).
    */
   readonly attempt: number
+  /**
+   * Part of a flood from this user (`FloodWatch.ts`): `notice` wants one
+   * short "too many messages" answer instead of the usual one, `quiet` none.
+   * Absent or `answer`: handle as usual.
+   */
+  readonly flood?: FloodVerdict
 }
 
 /** The chat flow as the dispatcher sees it (see the module doc). */

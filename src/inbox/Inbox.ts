@@ -38,10 +38,13 @@
  * one INSERT and one commit, and each caller still hears only once its own
  * rows are committed.
  */
-import { Context, type DateTime, Effect, Layer, Queue, Schema, type Scope } from "effect"
+import { Clock, Context, type DateTime, Effect, Layer, Metric, Queue, Schema, type Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
+import * as Metrics from "../observability/Metrics.ts"
+import { AppConfig } from "../platform/AppConfig.ts"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
+import { makeFloodGate } from "./FloodGate.ts"
 import type { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 import { registerInboxHealth } from "./InboxHealth.ts"
 import { claim, type ClaimedUpdate, CLAIMS_PER_CHAT } from "./sql/claim.ts"
@@ -74,7 +77,9 @@ export interface InboxShape {
    * Stores a batch (duplicates ignored), in one statement shared with the
    * stores queued beside it (group commit), and, when anything new was
    * stored, announces it (a coalesced NOTIFY after the commit). Returns, once
-   * the rows are committed, how many of these updates were new. Fails only
+   * the rows are committed, how many of these updates were new. Updates over
+   * a chat's or user's rate (`FloodGate.ts`) are left out and counted, not
+   * stored: they are acknowledged all the same. Fails only
    * with `InboxUnavailable` (database down, not migrated, shutting down, no
    * commit within 5 s, …).
    */
@@ -144,6 +149,8 @@ const makeAnnouncer = (
     return Queue.offer(announcements, undefined).pipe(Effect.asVoid)
   })
 
+const droppedAsFlood = Metric.withAttributes(Metrics.updatesDropped, { reason: "flood" })
+
 const make = Effect.gen(function*() {
   const sql = yield* SqlClient
   // Once per change, not once per request: Telegram retries a lot during an outage.
@@ -151,9 +158,13 @@ const make = Effect.gen(function*() {
   const wake = notify(sql)
   const announce = yield* makeAnnouncer(wake)
   const writer = yield* makeStoreWriter({ insert: (updates) => storeUpdates(sql, updates), onStored: announce })
+  const config = yield* AppConfig
+  const floodGate = makeFloodGate({ perChat: config.floodChatRate, perUser: config.floodUserRate })
 
   const store = Effect.fn("Inbox.store")(function*(updates: ReadonlyArray<UpdateEnvelope>) {
-    return yield* writer.write(updates)
+    const { admitted, dropped } = floodGate.admit(updates, yield* Clock.currentTimeMillis)
+    if (dropped > 0) yield* Metric.update(droppedAsFlood, dropped)
+    return admitted.length === 0 ? 0 : yield* writer.write(admitted)
   }, (effect) =>
     effect.pipe(
       Effect.timeout(storeTimeout),

@@ -89,6 +89,12 @@ export interface AppConfigShape {
   readonly telegramRequestTimeout: Duration.Duration
   /** Pace sends to Telegram's flood limits (`telegram/SendGate.ts`); 429 pauses apply either way. */
   readonly telegramPacing: boolean
+  /** Updates stored per chat, beyond which they are acknowledged and dropped (`inbox/FloodGate.ts`). */
+  readonly floodChatRate: RateBudget
+  /** Updates stored per user over all chats, likewise. */
+  readonly floodUserRate: RateBudget
+  /** Messages of one user in a chat answered one by one; beyond, one "too many messages" notice (`dispatch/FloodWatch.ts`). */
+  readonly floodNoticeRate: RateBudget
   /** Handler runs per update before it is marked dead. */
   readonly updateMaxAttempts: number
   /** One handler run longer than this counts as a failed attempt. */
@@ -398,6 +404,9 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
         parseMillis(1_000, 300_000)
       ),
       telegramPacing: yield* withDefault("TELEGRAM_PACING", true, parseBoolean),
+      floodChatRate: yield* withDefault("FLOOD_CHAT_RATE", { count: 60, window: Duration.minutes(1) }, parseRate),
+      floodUserRate: yield* withDefault("FLOOD_USER_RATE", { count: 30, window: Duration.minutes(1) }, parseRate),
+      floodNoticeRate: yield* withDefault("FLOOD_NOTICE_RATE", { count: 6, window: Duration.seconds(10) }, parseRate),
       updateMaxAttempts: yield* withDefault("UPDATE_MAX_ATTEMPTS", 5, parseInteger(1, 100)),
       updateHandlerTimeout: yield* withDefault(
         "UPDATE_HANDLER_TIMEOUT_MS",

@@ -22,11 +22,14 @@
  *   one chat leave one after another, not all at once when a pause ends.
  *
  * Gotchas: the state is in memory, per process; a new leader starts with
- * full buckets (at worst it meets one 429 per chat). Idle chats are forgotten
- * once the map grows past `MAX_TRACKED_CHATS`, so memory stays bounded
- * however many chats write to the bot.
+ * full buckets (at worst it meets one 429 per chat). Past
+ * `MAX_TRACKED_CHATS`, idle chats and then the oldest are forgotten
+ * (`platform/BoundedMap.ts`), so memory stays bounded however many chats
+ * write to the bot.
  */
 import { Context, type Effect } from "effect"
+import { forgetDown } from "../platform/BoundedMap.ts"
+import { isFull, refill, type TokenBucket } from "../platform/TokenBucket.ts"
 
 /** Messages a private chat may get at once before pacing starts. */
 export const PRIVATE_BURST = 3
@@ -43,18 +46,9 @@ const PRIVATE_PER_MS = 1 / 1_000
 const GROUP_PER_MS = 20 / 60_000
 const OWN_PER_MS = OWN_PER_SECOND / 1_000
 
-/** A token bucket that may go into debt: each reservation takes a token, waiting until it is there. */
-interface Bucket {
-  tokens: number
-  at: number
+/** A token bucket that may go into debt (each reservation takes a token, waiting until it is there), and a pause. */
+interface Bucket extends TokenBucket {
   pausedUntil: number
-}
-
-const refill = (bucket: Bucket, capacity: number, perMs: number, now: number) => {
-  if (now > bucket.at) {
-    bucket.tokens = Math.min(capacity, bucket.tokens + (now - bucket.at) * perMs)
-    bucket.at = now
-  }
 }
 
 /** Milliseconds until `bucket` has a whole token (and is not paused). */
@@ -90,14 +84,12 @@ export const makeSendGate = (options: { readonly pacing: boolean }): SendGate =>
   const shape = (chatId: number) =>
     chatId < 0 ? { capacity: GROUP_BURST, perMs: GROUP_PER_MS } : { capacity: PRIVATE_BURST, perMs: PRIVATE_PER_MS }
 
-  /** Forgets chats whose bucket is full again and that are not paused. */
-  const forgetIdle = (now: number) => {
-    for (const [chatId, bucket] of chats) {
+  /** Forgets chats whose bucket is full again and that are not paused (then the oldest). */
+  const forgetIdle = (now: number) =>
+    forgetDown(chats, MAX_TRACKED_CHATS, (bucket, chatId) => {
       const { capacity, perMs } = shape(chatId)
-      refill(bucket, capacity, perMs, now)
-      if (bucket.tokens >= capacity && bucket.pausedUntil <= now) chats.delete(chatId)
-    }
-  }
+      return isFull(bucket, capacity, perMs, now) && bucket.pausedUntil <= now
+    })
 
   const bucketOf = (chatId: number, now: number): Bucket => {
     const existing = chats.get(chatId)

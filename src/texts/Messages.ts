@@ -85,6 +85,7 @@ const texts = {
     globalLimit: "Сегодня бот уже нарисовал столько картинок, сколько может за день. " +
       "Возвращайтесь завтра: лимит обновится в 00:00 UTC.",
     privateBot: "Это частный бот: он отвечает только своим пользователям.",
+    tooManyMessages: "⏳ Слишком много сообщений. Подождите немного, потом продолжим.",
     cancelled: "Отменено. Чтобы начать заново, нажмите /start",
     help: "Я рисую картинки по текстовому описанию (модель Z-Image).\n\n" +
       "1. Нажмите /start и «🖼 Создать картинку».\n" +
@@ -140,6 +141,7 @@ const texts = {
     globalLimit: "The bot has drawn as many pictures today as it can in a day. " +
       "Come back tomorrow: the limit resets at 00:00 UTC.",
     privateBot: "This is a private bot: it only answers its own users.",
+    tooManyMessages: "⏳ Too many messages. Wait a moment, then we will go on.",
     cancelled: "Cancelled. To start again, send /start",
     help: "I draw pictures from a text description (Z-Image model).\n\n" +
       "1. Send /start and tap “🖼 Create a picture”.\n" +

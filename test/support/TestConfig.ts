@@ -31,7 +31,11 @@ export const baseEnv: Record<string, string> = {
   LOG_LEVEL: "warn",
   INSTANCE_ID: "test",
   // Tests drive many sends to one chat within one TestClock instant; pacing has tests of its own.
-  TELEGRAM_PACING: "false"
+  TELEGRAM_PACING: "false",
+  // Likewise for the flood controls: far above anything a test sends; they have tests of their own.
+  FLOOD_CHAT_RATE: "10000/1s",
+  FLOOD_USER_RATE: "10000/1s",
+  FLOOD_NOTICE_RATE: "10000/1s"
 }
 
 export const loadConfig = (env: Record<string, string | undefined>) =>
