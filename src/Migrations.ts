@@ -3,6 +3,7 @@
  * that owns the table; this list only fixes the order in which they run.
  * Never edit or renumber an applied migration: add a new one.
  */
+import { Effect } from "effect"
 import type { Migrations } from "./database/Database.ts"
 import * as ChatSessions from "./chat/ChatSessions.ts"
 import * as Generations from "./generations/Generations.ts"
@@ -19,5 +20,6 @@ export const migrations: Migrations = {
   "0005_generations": Generations.migration,
   "0006_generation_engine": Generations.migrationEngine,
   "0007_generation_retries": Generations.migrationRetries,
-  "0008_generations_submitted_at": Generations.migrationSentAt
+  "0008_generations_submitted_at": Generations.migrationSentAt,
+  "0009_group_chats": Effect.andThen(ChatSessions.migrationPerUser, Generations.migrationThreads)
 }

@@ -52,13 +52,21 @@ export const makeGenerationRequests = (
     updateId: number
   ) {
     const result = yield* generations.create(
-      { userId: incoming.from.id, chatId: incoming.chatId, lang, prompt, aspectRatio, sourceUpdateId: updateId },
+      {
+        userId: incoming.from.id,
+        chatId: incoming.chatId,
+        lang,
+        prompt,
+        aspectRatio,
+        sourceUpdateId: updateId,
+        threadId: incoming.threadId
+      },
       limits
     ).pipe(
       Effect.map(Option.some),
       Effect.catchTag("GenerationLimitReached", (limit: GenerationLimitReached) =>
         Effect.as(
-          replies.send(incoming.chatId, limit.kind === "busy" ? t(lang).busy : t(lang).dailyLimit(limit.limit)),
+          replies.send(incoming, limit.kind === "busy" ? t(lang).busy : t(lang).dailyLimit(limit.limit)),
           Option.none()
         )),
       Effect.catchTag(
@@ -70,7 +78,7 @@ export const makeGenerationRequests = (
     const { created, generation } = result.value
     if (created) yield* Effect.logInfo("[FLOW] generation recorded", { generationId: generation.id })
     if (generation.statusMessageId === null) {
-      const status = yield* replies.send(incoming.chatId, t(lang).generating)
+      const status = yield* replies.send(incoming, t(lang).generating)
       yield* orRetrySql(generations.setStatusMessage(generation.id, status.message_id, t(lang).generating))
     }
     return Option.some(generation)
@@ -83,6 +91,10 @@ export const makeGenerationRequests = (
     updateId: number
   ) {
     const source = yield* orRetrySql(generations.find(action.generationId))
+    // In a group, someone else's picture: its buttons are theirs.
+    if (Option.isSome(source) && source.value.userId !== incoming.from.id) {
+      return yield* replies.answer(action.queryId, t(lang).notYourButton)
+    }
     // Our own generation, finished the right way; a failed one retried only once
     // (this very update may be re-running after a crash, so its own retry counts as unused).
     const usable = Option.filter(source, (g: Generation) =>

@@ -55,7 +55,7 @@ import * as SetMessage from "./sql/setMessage.ts"
 
 export type { GenerationCounts } from "./sql/count.ts"
 export { CHANNEL, GenerationLimitReached, type Limits, type NewGeneration } from "./sql/create.ts"
-export { migration, migrationEngine, migrationRetries, migrationSentAt } from "./sql/migrate.ts"
+export { migration, migrationEngine, migrationRetries, migrationSentAt, migrationThreads } from "./sql/migrate.ts"
 export type { QueuePosition } from "./sql/queue.ts"
 export { type Generation, type GenerationStatus, STATUSES, UNFINISHED_STATUSES } from "./sql/row.ts"
 
@@ -200,7 +200,7 @@ const make = Effect.gen(function*() {
   })
 })
 
-/** The `generations` table's service. Needs `SqlClient` (migrations 0005-0008 applied). */
+/** The `generations` table's service. Needs `SqlClient` (migrations 0005-0009 applied). */
 export class Generations extends Context.Service<Generations, GenerationsShape>()("zimage-bot/Generations") {
   static readonly layer = Layer.effect(Generations, make)
 }

@@ -79,3 +79,10 @@ export const migrationRetries = ddl(`ALTER TABLE generations ADD COLUMN retried_
 export const migrationSentAt = ddl(
   `CREATE INDEX generations_submitted_at ON generations (submitted_at) WHERE submitted_at IS NOT NULL`
 )
+
+/**
+ * Migration 0009 (part): `message_thread_id`, the forum topic the generation
+ * was asked for in. The engine sends the status, the picture and any failure
+ * notice later, from the row alone, so the row must say where they go.
+ */
+export const migrationThreads = ddl(`ALTER TABLE generations ADD COLUMN message_thread_id bigint`)
