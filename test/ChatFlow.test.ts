@@ -661,6 +661,18 @@ describe("chat flow, groups", () => {
       const original = yield* fake.awaitCall("sendDocument", inGroup, { after: before, timeoutMs: 20_000 })
       assert.strictEqual(original.params.message_thread_id, topic)
       assert.strictEqual(fake.messages(groupId).find((m) => m.kind === "photo")?.threadId, topic)
+
+      // The photo answers no message (Telegram shows it under the topic's creation message, by
+      // member 999): its buttons are still its owner's, and only theirs.
+      const [again] = buttons(photo)
+      const pressAgain = (userId: number, id: string) => () =>
+        fake.pressButton({ chatId: groupId, userId, messageId: messageIdOf(photo), data: again![1], id })
+      yield* handled(app, fake, pressAgain(B, "b-again"))
+      assert.strictEqual((yield* answeredWith(fake, "b-again")).params.text, t("ru").notYourButton)
+      const [secondStatus] = yield* handled(app, fake, pressAgain(A, "a-again"))
+      assert.isUndefined((yield* answeredWith(fake, "a-again")).params.text)
+      assert.strictEqual(secondStatus!.params.message_thread_id, topic)
+      assert.lengthOf(yield* generationsOf(app, groupId), 2)
     }))
 
   it.live("private chats stay as they were: no quoting, no forced reply, no topic", () =>

@@ -276,6 +276,7 @@ describe("chat flow logic in groups", () => {
     assert.strictEqual(command.addressedTo, "Other_Bot")
     assert.strictEqual(command.threadId, 9)
     assert.strictEqual(command.userMessageId, 40)
+    assert.isUndefined(command.repliesTo, "the topic's creation message is no reply")
 
     // A reply thread in an ordinary supergroup is not a topic: sends cannot name it.
     const message = FakeTelegram.textMessage({ chatId: -100, userId: A, text: "кот", replyTo: { messageId: 3 } })

@@ -8,6 +8,7 @@
  * them), and whose message a text replies to or a button was shown on.
  */
 import type { Message, Update, User } from "../dispatch/UpdateHandler.ts"
+import type { RepliedMessage } from "../telegram/TelegramUpdate.ts"
 import type { ChatInput } from "./ChatFlowLogic.ts"
 import { parseCallbackData } from "../texts/Messages.ts"
 
@@ -45,6 +46,15 @@ export const parseCommand = (text: string): Command | undefined => {
 /** `/start`, `/start@zimage_bot payload` → "start"; `undefined` for plain text. */
 export const commandOf = (text: string): string | undefined => parseCommand(text)?.command
 
+/**
+ * The message `message` really replies to: not the "topic created" message
+ * Telegram puts there for every message in a forum topic that replies to nothing.
+ */
+const repliedOf = (message: Message | undefined): RepliedMessage | undefined => {
+  const replied = message?.reply_to_message
+  return replied === undefined || replied.forum_topic_created !== undefined ? undefined : replied
+}
+
 /** A topic of a forum (not the reply thread of an ordinary supergroup, which sends cannot name). */
 const topicOf = (message: Message | undefined): number | undefined =>
   message?.is_topic_message === true ? message.message_thread_id : undefined
@@ -65,7 +75,7 @@ const fromMessage = (message: Message, from: User): Incoming => {
     threadId: topicOf(message),
     userMessageId: message.message_id,
     addressedTo: command?.bot,
-    repliesTo: message.reply_to_message?.from
+    repliesTo: repliedOf(message)?.from
   }
 }
 
@@ -80,7 +90,7 @@ export const incomingOf = (update: Update): Incoming | undefined => {
   const query = update.callback_query
   if (query !== undefined) {
     const shownOn = query.message
-    const answered = shownOn?.reply_to_message
+    const answered = repliedOf(shownOn)
     return {
       // A button on an inline message has no chat: answer in the user's private chat.
       chatId: shownOn?.chat.id ?? query.from.id,

@@ -54,10 +54,15 @@ export const MessageEntity = open({ type: Schema.String, offset: Schema.Int, len
 /**
  * The message a message replies to, as far as the bot needs it: whose it is.
  * Telegram sends it one level deep (its own `reply_to_message` is left out).
+ *
+ * Gotcha: in a forum topic, a message that replies to nothing still carries
+ * one: the topic's "topic created" service message (`forum_topic_created`),
+ * from whoever opened the topic.
  */
 export const RepliedMessage = open({
   message_id: Schema.Int,
-  from: optional(User)
+  from: optional(User),
+  forum_topic_created: optional(Schema.Unknown)
 })
 export type RepliedMessage = typeof RepliedMessage.Type
 

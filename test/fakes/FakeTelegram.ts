@@ -255,6 +255,21 @@ export const fakeBot = {
   username: "fake_bot"
 } as const
 
+/**
+ * The "topic created" service message of forum topic `threadId`, opened by a
+ * member (id 999). Telegram puts it in `reply_to_message` of every message in
+ * the topic that replies to nothing else.
+ */
+export const topicCreated = (chatId: number, threadId: number) => ({
+  message_id: threadId,
+  from: user(999),
+  chat: chatOf(chatId),
+  date: 0,
+  message_thread_id: threadId,
+  is_topic_message: true,
+  forum_topic_created: { name: `Topic ${threadId}`, icon_color: 7322096 }
+})
+
 export const user = (id: number, languageCode = "ru") => ({
   id,
   is_bot: false,
@@ -290,14 +305,16 @@ export const textMessage = (options: {
       chat: chatOf(options.chatId),
       date: Math.floor(Date.now() / 1000),
       ...(options.threadId === undefined ? {} : { message_thread_id: options.threadId, is_topic_message: true }),
-      ...(options.replyTo === undefined ? {} : {
-        reply_to_message: {
-          message_id: options.replyTo.messageId,
-          from: options.replyTo.from ?? fakeBot,
-          chat: chatOf(options.chatId),
-          date: Math.floor(Date.now() / 1000)
-        }
-      }),
+      ...(options.replyTo === undefined
+        ? options.threadId === undefined ? {} : { reply_to_message: topicCreated(options.chatId, options.threadId) }
+        : {
+          reply_to_message: {
+            message_id: options.replyTo.messageId,
+            from: options.replyTo.from ?? fakeBot,
+            chat: chatOf(options.chatId),
+            date: Math.floor(Date.now() / 1000)
+          }
+        }),
       text: options.text,
       ...(command === null ? {} : { entities: [{ type: "bot_command", offset: 0, length: command[0].length }] })
     }
@@ -545,7 +562,11 @@ const start = async (options: FakeTelegramOptions) => {
   })
   /** `reply_to_message` of a bot message: a user's message pushed earlier, or the bot's own. */
   const repliedOf = (message: StoredMessage): Record<string, unknown> => {
-    if (message.replyTo === undefined) return {}
+    if (message.replyTo === undefined) {
+      return message.threadId === undefined
+        ? {}
+        : { reply_to_message: topicCreated(message.chatId, message.threadId) }
+    }
     const own = chats.get(message.chatId)?.messages.get(message.replyTo)
     // Telegram sends a replied-to message one level deep: without its own reply_to_message.
     const { reply_to_message: _nested, ...fromUser } = userMessages.get(`${message.chatId}/${message.replyTo}`) ?? {}
