@@ -43,9 +43,6 @@ export const parseCommand = (text: string): Command | undefined => {
   return match === null ? undefined : { command: match[1]!.toLowerCase(), bot: match[2] }
 }
 
-/** `/start`, `/start@zimage_bot payload` → "start"; `undefined` for plain text. */
-export const commandOf = (text: string): string | undefined => parseCommand(text)?.command
-
 /**
  * The message `message` really replies to: not the "topic created" message
  * Telegram puts there for every message in a forum topic that replies to nothing.
