@@ -4,11 +4,14 @@
  * modes) and the fake Kie. Texts and callback data are the public contract.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Effect, Option, Schema } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Arbitrary, Effect, Option, Redacted, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { SqlClient } from "effect/sql/SqlClient"
 import { ChatSessions } from "../src/chat/ChatSessions.ts"
-import { isValidState } from "../src/chat/ChatFlowLogic.ts"
+import { type ChatState, isValidState } from "../src/chat/ChatFlowLogic.ts"
+import * as Database from "../src/database/Database.ts"
+import { migrations } from "../src/Migrations.ts"
 import { PROMPT_MAX_LENGTH, t } from "../src/texts/Messages.ts"
 import { FakeKie, localResult } from "./fakes/FakeKie.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
@@ -113,7 +116,7 @@ describe("chat flow, long polling", () => {
       ])
       // The ratio keyboard is taken away so it cannot start a second generation.
       yield* fake.awaitCall("editMessageReplyMarkup", (c) => Number(c.params.message_id) === keyboardMessageId)
-      const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId)))
+      const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId, chatId)))
       assert.deepStrictEqual(Option.map(session, (s) => s.state._tag), Option.some("Idle"))
     }))
 
@@ -173,7 +176,7 @@ describe("chat flow, long polling", () => {
         assert.strictEqual(answered.params.text, t("ru").expired)
       }
       assert.lengthOf(yield* generationsOf(app, chatId), 0)
-      const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId)))
+      const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId, chatId)))
       assert.deepStrictEqual(
         Option.map(session, (s) => s.state),
         Option.some({
@@ -484,7 +487,7 @@ describe("chat flow, random updates", () => {
               lastId = fake.pushUpdate(update)
             }
             const dead = yield* awaitInboxIdle(app, lastId)
-            const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId)))
+            const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId, chatId)))
             const answered = fake.calls("answerCallbackQuery")
               .map((c) => String(c.params.callback_query_id))
               .filter((id) => queries.includes(id))
@@ -496,5 +499,230 @@ describe("chat flow, random updates", () => {
       )
       const failure = Arbitrary.formatCheckFailure(result)
       assert.isUndefined(failure, failure)
+    }))
+})
+
+describe("chat flow, groups", () => {
+  const groupId = -1009001
+  const [A, B] = [6101, 6102]
+
+  /** `params.reply_parameters.message_id` of a recorded send. */
+  const repliesTo = (call: FakeTelegram.RecordedCall) =>
+    (call.params.reply_parameters as { message_id?: number } | undefined)?.message_id
+
+  /**
+   * Pushes `update` (or runs `push`, which pushes one) and waits until the bot
+   * handled it; returns the sendMessage calls it made in the group.
+   */
+  const handled = (
+    app: Parameters<typeof awaitInboxIdle>[0],
+    fake: Fake,
+    update: Record<string, unknown> | (() => number)
+  ) =>
+    Effect.gen(function*() {
+      const after = fake.mark()
+      const id = typeof update === "function" ? update() : fake.pushUpdate(update)
+      assert.strictEqual(yield* awaitInboxIdle(app, id), 0)
+      return fake.calls("sendMessage").filter((c) => c.seq > after && Number(c.params.chat_id) === groupId)
+    })
+
+  const sessionOf = (app: Parameters<typeof awaitInboxIdle>[0], userId: number) =>
+    app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(groupId, userId))).pipe(
+      Effect.map(Option.map((s) => s.state))
+    )
+
+  it.live("members have conversations of their own, and a button acts only for whom it was shown to", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl })
+      const say = (userId: number, text: string, messageId: number, replyTo?: number) =>
+        FakeTelegram.textMessage({
+          chatId: groupId,
+          userId,
+          text,
+          messageId,
+          ...(replyTo === undefined ? {} : { replyTo: { messageId: replyTo } })
+        })
+      const press = (userId: number, messageId: number, data: string, id: string) => () =>
+        fake.pressButton({ chatId: groupId, userId, messageId, data, id })
+
+      const [welcomeA] = yield* handled(app, fake, say(A, "/start", 1001))
+      const [welcomeB] = yield* handled(app, fake, say(B, "/start", 1002))
+      assert.strictEqual(repliesTo(welcomeA!), 1001)
+      assert.strictEqual(repliesTo(welcomeB!), 1002)
+
+      // B presses A's welcome button: told so, and nothing else happens.
+      assert.lengthOf(yield* handled(app, fake, press(B, messageIdOf(welcomeA!), "zimage:start", "b-on-a")), 0)
+      assert.strictEqual((yield* answeredWith(fake, "b-on-a")).params.text, t("ru").notYourButton)
+
+      // Each asks for a prompt: a forced reply from that member alone, quoting their /start.
+      const [askA] = yield* handled(app, fake, press(A, messageIdOf(welcomeA!), "zimage:start", "a-start"))
+      const [askB] = yield* handled(app, fake, press(B, messageIdOf(welcomeB!), "zimage:start", "b-start"))
+      for (const [ask, quoted] of [[askA!, 1001], [askB!, 1002]] as const) {
+        assert.strictEqual(ask.params.text, t("ru").askPrompt)
+        assert.deepStrictEqual(ask.params.reply_markup, { force_reply: true, selective: true })
+        assert.deepStrictEqual(ask.params.reply_parameters, { message_id: quoted, allow_sending_without_reply: true })
+      }
+
+      // Chatter that is no reply to the bot is not a prompt.
+      assert.lengthOf(yield* handled(app, fake, say(A, "кто-нибудь видел мой зонт?", 1003)), 0)
+      const [ratioA] = yield* handled(app, fake, say(A, "рыжий кот", 1004, messageIdOf(askA!)))
+      const [ratioB] = yield* handled(app, fake, say(B, "серый пёс", 1005, messageIdOf(askB!)))
+      assert.strictEqual(ratioA!.params.text, t("ru").chooseRatio)
+      assert.strictEqual(repliesTo(ratioA!), 1004)
+      assert.strictEqual(repliesTo(ratioB!), 1005)
+      assert.deepStrictEqual(
+        yield* sessionOf(app, A),
+        Option.some<ChatState>({
+          _tag: "WaitingAspectRatio",
+          prompt: "рыжий кот",
+          keyboardMessageId: messageIdOf(ratioA!)
+        })
+      )
+      assert.deepStrictEqual(Option.map(yield* sessionOf(app, B), (s) => s._tag), Option.some("WaitingAspectRatio"))
+
+      // B presses A's ratio keyboard: "not your button", and no generation starts.
+      assert.lengthOf(yield* handled(app, fake, press(B, messageIdOf(ratioA!), "zimage:ratio:1:1", "b-on-a-ratio")), 0)
+      assert.strictEqual((yield* answeredWith(fake, "b-on-a-ratio")).params.text, t("ru").notYourButton)
+      assert.lengthOf(yield* generationsOf(app, groupId), 0)
+
+      // A's own press starts A's generation; B still waits for a ratio.
+      const [status] = yield* handled(app, fake, press(A, messageIdOf(ratioA!), "zimage:ratio:16:9", "a-ratio"))
+      assert.strictEqual(status!.params.text, t("ru").generating)
+      assert.deepStrictEqual((yield* generationsOf(app, groupId)).map((g) => [g.prompt, g.aspect_ratio]), [[
+        "рыжий кот",
+        "16:9"
+      ]])
+      assert.deepStrictEqual(Option.map(yield* sessionOf(app, A), (s) => s._tag), Option.some("Idle"))
+      assert.deepStrictEqual(Option.map(yield* sessionOf(app, B), (s) => s._tag), Option.some("WaitingAspectRatio"))
+    }))
+
+  it.live("a command for another bot gets no answer; one for this bot (any case) does", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const app = yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl })
+      const command = (text: string, messageId: number) =>
+        FakeTelegram.textMessage({ chatId: groupId, userId: A, text, messageId })
+      // Telegram failing getMe only delays the answer (the update is retried), it never guesses.
+      fake.failNext("getMe", FakeTelegram.failure.serverError())
+      assert.lengthOf(yield* handled(app, fake, command("/start@other_bot", 2001)), 0)
+      const asked = fake.calls("getMe").length
+      assert.isAtLeast(asked, 2)
+      assert.lengthOf(yield* handled(app, fake, command("/help@other_bot", 2002)), 0)
+      const [welcome] = yield* handled(app, fake, command(`/start@${FakeTelegram.fakeBot.username}`, 2003))
+      assert.strictEqual(welcome!.params.text, t("ru").welcome)
+      const [help] = yield* handled(app, fake, command("/help@Fake_Bot", 2004))
+      assert.strictEqual(help!.params.text, t("ru").help)
+      const [plain] = yield* handled(app, fake, command("/help", 2005))
+      assert.strictEqual(plain!.params.text, t("ru").help)
+      assert.lengthOf(fake.calls("getMe"), asked, "a getMe answer is remembered")
+    }))
+
+  it.live("a forum topic is answered in that topic, the picture included", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const kie = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY, defaultTask: { steps: ["generating", localResult()] } })
+      const app = yield* startApp({
+        ...fake.env,
+        DATABASE_URL: yield* freshDatabaseUrl,
+        KIE_BASE_URL: kie.url,
+        KIE_POLL_INTERVAL_MS: "100"
+      })
+      const topic = 77
+      const [welcome] = yield* handled(
+        app,
+        fake,
+        FakeTelegram.textMessage({ chatId: groupId, userId: A, text: "/start", messageId: 3001, threadId: topic })
+      )
+      const [ask] = yield* handled(
+        app,
+        fake,
+        () => fake.pressButton({ chatId: groupId, userId: A, messageId: messageIdOf(welcome!), data: "zimage:start" })
+      )
+      const [ratio] = yield* handled(
+        app,
+        fake,
+        FakeTelegram.textMessage({
+          chatId: groupId,
+          userId: A,
+          text: "маяк",
+          messageId: 3002,
+          threadId: topic,
+          replyTo: { messageId: messageIdOf(ask!) }
+        })
+      )
+      const before = fake.mark()
+      const [status] = yield* handled(
+        app,
+        fake,
+        () => fake.pressButton({ chatId: groupId, userId: A, messageId: messageIdOf(ratio!), data: "zimage:ratio:1:1" })
+      )
+      for (const sent of [welcome!, ask!, ratio!, status!]) assert.strictEqual(sent.params.message_thread_id, topic)
+      const inGroup = (c: FakeTelegram.RecordedCall) => Number(c.params.chat_id) === groupId
+      const photo = yield* fake.awaitCall("sendPhoto", inGroup, { after: before, timeoutMs: 20_000 })
+      assert.include(String(photo.params.caption), "✅ Готово!")
+      assert.strictEqual(photo.params.message_thread_id, topic)
+      const original = yield* fake.awaitCall("sendDocument", inGroup, { after: before, timeoutMs: 20_000 })
+      assert.strictEqual(original.params.message_thread_id, topic)
+      assert.strictEqual(fake.messages(groupId).find((m) => m.kind === "photo")?.threadId, topic)
+
+      // The photo answers no message (Telegram shows it under the topic's creation message, by
+      // member 999): its buttons are still its owner's, and only theirs.
+      const [again] = buttons(photo)
+      const pressAgain = (userId: number, id: string) => () =>
+        fake.pressButton({ chatId: groupId, userId, messageId: messageIdOf(photo), data: again![1], id })
+      yield* handled(app, fake, pressAgain(B, "b-again"))
+      assert.strictEqual((yield* answeredWith(fake, "b-again")).params.text, t("ru").notYourButton)
+      const [secondStatus] = yield* handled(app, fake, pressAgain(A, "a-again"))
+      assert.isUndefined((yield* answeredWith(fake, "a-again")).params.text)
+      assert.strictEqual(secondStatus!.params.message_thread_id, topic)
+      assert.lengthOf(yield* generationsOf(app, groupId), 2)
+    }))
+
+  it.live("private chats stay as they were: no quoting, no forced reply, no topic", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      yield* startApp({ ...fake.env, DATABASE_URL: yield* freshDatabaseUrl })
+      const { welcome, ask, ratio } = yield* upToRatio(fake, 6201, "кот")
+      for (const sent of [welcome, ask, ratio]) {
+        assert.isUndefined(sent.params.reply_parameters)
+        assert.isUndefined(sent.params.message_thread_id)
+      }
+      assert.isUndefined(ask.params.reply_markup)
+      assert.lengthOf(fake.calls("getMe"), 0)
+    }))
+})
+
+describe("chat sessions, migration 0009", () => {
+  it.live("re-keys chat_sessions by (chat, user) and keeps the rows that were there", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabaseUrl
+      const before = Object.fromEntries(Object.entries(migrations).filter(([name]) => name < "0009"))
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* Database.migrate(before)
+        yield* sql`INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at)
+          VALUES (501, 501, 'waiting_aspect_ratio', 'кот', 7, 'en', 40, now()),
+                 (502, NULL, 'waiting_prompt', NULL, NULL, 'ru', 41, now()),
+                 (-900, 503, 'waiting_prompt', NULL, NULL, 'ru', 42, now())`
+        yield* Database.migrate(migrations)
+        const sessions = yield* ChatSessions
+        assert.deepStrictEqual(
+          Option.getOrUndefined(yield* sessions.get(501, 501)),
+          { state: { _tag: "WaitingAspectRatio", prompt: "кот", keyboardMessageId: 7 }, lang: "en", lastUpdateId: 40 }
+        )
+        assert.strictEqual(Option.getOrUndefined(yield* sessions.get(502, 502))?.state._tag, "WaitingPrompt")
+        assert.strictEqual(Option.getOrUndefined(yield* sessions.get(-900, 503))?.state._tag, "WaitingPrompt")
+        // Another member of that group starts a conversation of their own beside it.
+        yield* sessions.save(-900, 504, { state: { _tag: "Idle" }, lang: "ru", lastUpdateId: 43 })
+        assert.strictEqual(Option.getOrUndefined(yield* sessions.get(-900, 503))?.state._tag, "WaitingPrompt")
+        const columns = yield* sql<{ column_name: string }>`
+          SELECT column_name FROM information_schema.columns
+          WHERE table_name = 'generations' AND column_name = 'message_thread_id'`
+        assert.lengthOf(columns, 1)
+      }).pipe(
+        Effect.provide(ChatSessions.layer),
+        Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))
+      )
     }))
 })

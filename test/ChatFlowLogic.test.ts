@@ -9,6 +9,10 @@ import {
   transition
 } from "../src/chat/ChatFlowLogic.ts"
 import { ASPECT_RATIOS, CallbackData, parseCallbackData, PROMPT_MAX_LENGTH, t } from "../src/texts/Messages.ts"
+import { incomingOf } from "../src/chat/ChatIncoming.ts"
+import { placementOf } from "../src/chat/ChatReplies.ts"
+import { Update } from "../src/telegram/TelegramUpdate.ts"
+import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 
 const ru = { lang: "ru", singleModelOnly: true } as const
 
@@ -214,4 +218,106 @@ describe("chat flow logic", () => {
     },
     { arbitrary: { runs: 300 } }
   )
+})
+
+describe("chat flow logic in groups", () => {
+  const A = 111
+  const B = 222
+  const pressed = (data: string, pressedBy: number, shownTo: number | undefined): ChatInput => ({
+    _tag: "Callback",
+    queryId: "q",
+    data: parseCallbackData(data),
+    messageId: 7,
+    pressedBy,
+    shownTo
+  })
+  const waiting: ChatState = { _tag: "WaitingAspectRatio", prompt: "кот", keyboardMessageId: 7 }
+
+  it("a button shown to one user does nothing for another but say so", () => {
+    for (const data of ["zimage:start", "zimage:ratio:1:1", "zimage:again:5", "zimage:retry:5", "junk"]) {
+      for (const state of [Idle, { _tag: "WaitingPrompt" } as const, waiting]) {
+        const r = transition(state, pressed(data, B, A), ru)
+        assert.deepStrictEqual(r.state, state)
+        assert.deepStrictEqual(r.actions, [{ _tag: "AnswerCallback", queryId: "q", text: t("ru").notYourButton }])
+      }
+    }
+    const en = transition(waiting, pressed("zimage:ratio:1:1", B, A), { lang: "en", singleModelOnly: true })
+    assert.deepStrictEqual(en.actions, [{ _tag: "AnswerCallback", queryId: "q", text: t("en").notYourButton }])
+  })
+
+  it("the user a button was shown to (or anyone, when it was shown to nobody in particular) can press it", () => {
+    for (const shownTo of [A, undefined]) {
+      const r = transition(waiting, pressed("zimage:ratio:16:9", A, shownTo), ru)
+      assert.deepStrictEqual(r.actions[1], {
+        _tag: "StartGeneration",
+        prompt: "кот",
+        aspectRatio: "16:9",
+        keyboardMessageId: 7
+      })
+    }
+  })
+
+  it("the prompt request is marked as asking for a reply", () => {
+    const r = transition(Idle, pressed("zimage:start", A, A), ru)
+    assert.deepStrictEqual(r.actions.filter((a) => a._tag === "Send"), [{
+      _tag: "Send",
+      text: t("ru").askPrompt,
+      asksForReply: true
+    }])
+  })
+
+  it("reads topic, reply target, command address and button owner from group updates", () => {
+    const decode = Schema.decodeUnknownSync(Update)
+    const command = incomingOf(decode({
+      update_id: 1,
+      ...FakeTelegram.textMessage({ chatId: -100, userId: A, text: "/start@Other_Bot go", messageId: 40, threadId: 9 })
+    }))!
+    assert.deepStrictEqual(command.input, { _tag: "Command", command: "start" })
+    assert.strictEqual(command.addressedTo, "Other_Bot")
+    assert.strictEqual(command.threadId, 9)
+    assert.strictEqual(command.userMessageId, 40)
+    assert.isUndefined(command.repliesTo, "the topic's creation message is no reply")
+
+    // A reply thread in an ordinary supergroup is not a topic: sends cannot name it.
+    const message = FakeTelegram.textMessage({ chatId: -100, userId: A, text: "кот", replyTo: { messageId: 3 } })
+    ;(message.message as Record<string, unknown>).message_thread_id = 3
+    const text = incomingOf(decode({ update_id: 2, ...message }))!
+    assert.strictEqual(text.threadId, undefined)
+    assert.strictEqual(text.repliesTo?.id, FakeTelegram.fakeBot.id)
+
+    const press = FakeTelegram.callbackQuery({ chatId: -100, userId: B, data: "zimage:ratio:1:1", messageId: 5 })
+    const shownOn = (press.callback_query as { message: Record<string, unknown> }).message
+    shownOn.reply_to_message = { message_id: 41, date: 0, chat: shownOn.chat, from: FakeTelegram.user(A) }
+    shownOn.message_thread_id = 9
+    shownOn.is_topic_message = true
+    const callbackIncoming = incomingOf(decode({ update_id: 3, ...press }))!
+    assert.deepStrictEqual(
+      callbackIncoming.input,
+      {
+        _tag: "Callback",
+        queryId: (press.callback_query as { id: string }).id,
+        data: { _tag: "Ratio", ratio: "1:1" },
+        messageId: 5,
+        pressedBy: B,
+        shownTo: A
+      }
+    )
+    assert.strictEqual(callbackIncoming.threadId, 9)
+    assert.strictEqual(callbackIncoming.userMessageId, 41)
+  })
+
+  it("group replies quote the user's message and force their reply; private ones stay plain", () => {
+    const group = { chatId: -100, chatType: "supergroup", threadId: 9, userMessageId: 40 }
+    assert.deepStrictEqual(placementOf(group, true), {
+      message_thread_id: 9,
+      reply_parameters: { message_id: 40, allow_sending_without_reply: true },
+      reply_markup: { force_reply: true, selective: true }
+    })
+    assert.deepStrictEqual(placementOf({ ...group, threadId: undefined }, false), {
+      reply_parameters: { message_id: 40, allow_sending_without_reply: true }
+    })
+    const direct = { chatId: A, chatType: "private", threadId: undefined, userMessageId: 40 }
+    assert.deepStrictEqual(placementOf(direct, true), {})
+    assert.deepStrictEqual(placementOf(direct, false), {})
+  })
 })

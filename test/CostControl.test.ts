@@ -192,8 +192,8 @@ describe("retention", () => {
         assert.sameMembers(left.map((r) => r.id), [oldQueued, oldSubmitted, recent, today])
         assert.notInclude(left.map((r) => r.id), oldDelivered)
         assert.notInclude(left.map((r) => r.id), oldFailed)
-        assert.isTrue(Option.isNone(yield* sessions.get(301)))
-        assert.isTrue(Option.isSome(yield* sessions.get(302)))
+        assert.isTrue(Option.isNone(yield* sessions.get(301, 301)))
+        assert.isTrue(Option.isSome(yield* sessions.get(302, 302)))
         // Today's count, which the daily limits read, did not drop.
         assert.strictEqual(yield* generations.countSince(DateTime.makeUnsafe("2027-02-05T00:00:00Z")), 1)
         // A second pass finds nothing more.

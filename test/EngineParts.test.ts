@@ -90,6 +90,26 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("engine parts", (it) => {
         }))))
   })
 
+  describe("FailureNotices in a forum topic", () => {
+    it.effect("a notice sent as a new message goes to the generation's topic", () =>
+      withEngine({}, (h) =>
+        Effect.scoped(Effect.gen(function*() {
+          const generations = yield* Generations
+          const notices = yield* FailureNotices.make(yield* EngineTerm.make, yield* StatusMessages.make)
+          const g = yield* h.create({ userId: 713, chatId: -1000713, threadId: 42 })
+          assert.strictEqual((yield* h.row(g.id)).threadId, 42)
+          yield* generations.markFailed(g.id, "timeout", "too slow", t("ru").timedOut).pipe(Effect.orDie)
+          h.telegram.failNext(
+            "editMessageText",
+            FakeTelegram.failure.error(400, "Bad Request: message to edit not found")
+          )
+          yield* notices.notify(g.id)
+          const notice = h.telegram.messages(-1000713).find((m) => m.text === t("ru").failed(t("ru").timedOut))
+          assert.strictEqual(notice?.threadId, 42)
+          assert.isTrue(yield* told(h, g.id))
+        }))))
+  })
+
   describe("Sweep", () => {
     it.effect("a submitting row nobody sends fails once its request has certainly ended (polling mode); a queued one at its deadline", () =>
       withEngine({}, (h) =>

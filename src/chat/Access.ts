@@ -33,7 +33,7 @@ export const makeAccess = (allowed: Option.Option<ReadonlySet<number>>, replies:
     const answer = input._tag === "Callback"
       ? replies.answer(input.queryId, text)
       : incoming.chatType === "private" || input._tag === "Command"
-      ? replies.send(incoming.chatId, text)
+      ? replies.send(incoming, text)
       : Effect.void
     // Counted once answered: an update retried after a failed send is not counted twice.
     return Effect.as(Effect.andThen(answer, Metric.update(accessRefused, 1)), true)

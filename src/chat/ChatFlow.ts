@@ -14,28 +14,66 @@
  * After the row exists, the generation engine (leader-only) does the rest:
  * Kie, status edits, delivery, failure messages.
  *
+ * In groups each member has a conversation of their own (sessions are keyed
+ * by chat and user), and the bot speaks only when spoken to: a command
+ * addressed to it (not `/start@otherbot`), a button, or a reply to one of its
+ * messages from someone it is waiting for. Answers go to the forum topic the
+ * update came from.
+ *
  * Parts: `ChatIncoming` reads the update, `ChatFlowLogic` decides,
  * `ChatReplies` answers, `GenerationRequests` records generations,
- * `ChatSessions` keeps the state.
+ * `ChatSessions` keeps the state, `BotIdentity` knows the bot's own name.
  */
 import { Effect, Layer, Option } from "effect"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { makeAccess } from "./Access.ts"
 import { type ChatState, Idle, transition } from "./ChatFlowLogic.ts"
-import { incomingOf } from "./ChatIncoming.ts"
-import { makeChatReplies, orRetrySql } from "./ChatReplies.ts"
+import { type BotIdentity, isOurName, makeBotIdentity } from "./BotIdentity.ts"
+import { type Incoming, incomingOf } from "./ChatIncoming.ts"
+import { type ChatUnreachable, makeChatReplies, orRetrySql } from "./ChatReplies.ts"
 import { ChatSessions } from "./ChatSessions.ts"
 import { makeGenerationRequests } from "./GenerationRequests.ts"
 import { Generations } from "../generations/Generations.ts"
 import { langOf } from "../texts/Messages.ts"
 import { Telegram } from "../telegram/Telegram.ts"
-import { type Update, type UpdateContext, UpdateHandler } from "../dispatch/UpdateHandler.ts"
+import { type Update, type UpdateContext, UpdateHandler, type UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
 import { floodReply } from "./FloodReply.ts"
+
+/**
+ * Whether a group update is meant for the bot. Commands: unless addressed to
+ * another bot. Texts and other messages: only from a member the bot is
+ * waiting for, and only as a reply to one of its messages (with privacy mode
+ * on, that is all Telegram sends anyway; with it off, chatter stays chatter).
+ * Buttons: always (whose they are is the flow's business).
+ */
+const spokenTo = (
+  incoming: Incoming,
+  before: ChatState,
+  botIdentity: Effect.Effect<BotIdentity, ChatUnreachable | UpdateHandlerError>
+): Effect.Effect<boolean, ChatUnreachable | UpdateHandlerError> => {
+  switch (incoming.input._tag) {
+    case "Callback":
+      return Effect.succeed(true)
+    case "Command": {
+      const addressedTo = incoming.addressedTo
+      if (addressedTo === undefined) return Effect.succeed(true)
+      return Effect.map(botIdentity, (me) => isOurName(me, addressedTo))
+    }
+    case "Text":
+    case "NonText": {
+      const repliesTo = incoming.repliesTo
+      if (before._tag === "Idle" || repliesTo === undefined || !repliesTo.is_bot) return Effect.succeed(false)
+      return Effect.map(botIdentity, (me) => me.id === repliesTo.id)
+    }
+  }
+}
 
 const make = Effect.gen(function*() {
   const config = yield* AppConfig
   const sessions = yield* ChatSessions
-  const replies = makeChatReplies(yield* Telegram)
+  const telegram = yield* Telegram
+  const replies = makeChatReplies(telegram)
+  const botIdentity = makeBotIdentity(telegram)
   const access = makeAccess(config.allowedUserIds, replies)
   const requests = makeGenerationRequests(yield* Generations, replies, {
     maxActivePerUser: config.maxActiveGenerationsPerUser,
@@ -47,20 +85,17 @@ const make = Effect.gen(function*() {
   const handle = Effect.fn("ChatFlow.handle")(function*(update: Update, context: UpdateContext) {
     const incoming = incomingOf(update)
     if (incoming === undefined || (yield* access.refused(incoming))) return
-    if (context.flood === "notice" || context.flood === "quiet")
+    if (context.flood === "notice" || context.flood === "quiet") {
       return yield* floodReply(incoming, context.flood, replies)
-    const stored = yield* orRetrySql(sessions.get(incoming.chatId))
+    }
+    const stored = yield* orRetrySql(sessions.get(incoming.chatId, incoming.from.id))
     if (Option.isSome(stored) && stored.value.lastUpdateId >= context.updateId) return // handled before
     const before: ChatState = Option.match(stored, { onNone: () => Idle, onSome: (s) => s.state })
     const lang = incoming.from.language_code !== undefined
       ? langOf(incoming.from.language_code)
       : Option.match(stored, { onNone: () => "ru" as const, onSome: (s) => s.lang })
 
-    // In groups, stay quiet unless spoken to: no welcome for every message.
-    if (
-      incoming.chatType !== "private" && before._tag === "Idle" &&
-      (incoming.input._tag === "Text" || incoming.input._tag === "NonText")
-    ) return
+    if (incoming.chatType !== "private" && !(yield* spokenTo(incoming, before, botIdentity))) return
 
     const decided = transition(before, incoming.input, { lang, singleModelOnly: config.singleModelOnly })
     let state = decided.state
@@ -70,7 +105,7 @@ const make = Effect.gen(function*() {
           yield* replies.answer(action.queryId, action.text)
           break
         case "Send": {
-          const sent = yield* replies.send(incoming.chatId, action.text, action)
+          const sent = yield* replies.send(incoming, action.text, action)
           if (action.isRatioKeyboard === true && state._tag === "WaitingAspectRatio") {
             state = { ...state, keyboardMessageId: sent.message_id }
           }

@@ -42,6 +42,13 @@ export type ChatInput =
     readonly data: ParsedCallback
     /** The message the pressed button belongs to, when Telegram tells us. */
     readonly messageId: number | undefined
+    /** Who pressed the button. */
+    readonly pressedBy?: number | undefined
+    /**
+     * Whom the button's message was shown to (in groups the bot's messages
+     * answer a user's message); `undefined` when nobody in particular.
+     */
+    readonly shownTo?: number | undefined
   }
 
 /** What the flow does in answer, in order; `ChatFlow.ts` carries it out. */
@@ -53,6 +60,11 @@ export type ChatAction =
     readonly keyboard?: InlineKeyboard | undefined
     /** Remember the sent message as the ratio keyboard of the new state. */
     readonly isRatioKeyboard?: boolean | undefined
+    /**
+     * The message asks the user to write something: in a group it must be
+     * answered as a reply (`force_reply`), or privacy mode hides the answer.
+     */
+    readonly asksForReply?: boolean | undefined
   }
   /** Take the keyboard off a message so it cannot be pressed twice. */
   | { readonly _tag: "RemoveKeyboard"; readonly messageId: number }
@@ -118,6 +130,10 @@ const acceptPrompt = (text: string, settings: FlowSettings): Transition => ({
   actions: [{ _tag: "Send", text: t(settings.lang).chooseRatio, keyboard: ratioKeyboard, isRatioKeyboard: true }]
 })
 
+/** A button shown to one user and pressed by another: it does nothing for them. */
+const isSomeoneElses = (input: ChatInput & { _tag: "Callback" }): boolean =>
+  input.shownTo !== undefined && input.pressedBy !== undefined && input.shownTo !== input.pressedBy
+
 /** The conversation: what `input` does to a chat in `state`. Pure. */
 export const transition = (state: ChatState, input: ChatInput, settings: FlowSettings): Transition => {
   const text = t(settings.lang)
@@ -160,6 +176,9 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
       }
     }
     case "Callback": {
+      if (isSomeoneElses(input)) {
+        return stay(state, { _tag: "AnswerCallback", queryId: input.queryId, text: text.notYourButton })
+      }
       const expired = stay(state, { _tag: "AnswerCallback", queryId: input.queryId, text: text.expired })
       switch (input.data._tag) {
         case "Start":
@@ -168,7 +187,7 @@ export const transition = (state: ChatState, input: ChatInput, settings: FlowSet
             actions: [
               { _tag: "AnswerCallback", queryId: input.queryId },
               ...removeRatioKeyboard(state),
-              send(text.askPrompt)
+              { _tag: "Send", text: text.askPrompt, asksForReply: true }
             ]
           }
         case "Ratio": {

@@ -2,9 +2,13 @@
  * What an update means to the chat flow: the chat, the sender and the
  * `ChatInput` (a command, text, something else, or a button press), or
  * nothing when the update is none of the flow's business.
+ *
+ * Groups add three facts the flow needs: the forum topic to answer in, the
+ * user's message to reply to (so `force_reply` with `selective` reaches only
+ * them), and whose message a text replies to or a button was shown on.
  */
-import { Predicate } from "effect"
-import type { Update, User } from "../dispatch/UpdateHandler.ts"
+import type { Message, Update, User } from "../dispatch/UpdateHandler.ts"
+import type { RepliedMessage } from "../telegram/TelegramUpdate.ts"
 import type { ChatInput } from "./ChatFlowLogic.ts"
 import { parseCallbackData } from "../texts/Messages.ts"
 
@@ -14,12 +18,62 @@ export interface Incoming {
   readonly chatType: string
   readonly from: User
   readonly input: ChatInput
+  /** The forum topic the update came from: every answer goes back there. */
+  readonly threadId: number | undefined
+  /**
+   * The user's own message this update is about: the message itself, or for
+   * a button the message the bot's message answered. Replies in groups quote it.
+   */
+  readonly userMessageId: number | undefined
+  /** The bot a command is addressed to (`/start@zimage_bot` → "zimage_bot"). */
+  readonly addressedTo: string | undefined
+  /** The sender of the message a text replies to; for a button, whom its message answered. */
+  readonly repliesTo: User | undefined
 }
 
-/** `/start`, `/start@zimage_bot payload` → "start"; `undefined` for plain text. */
-export const commandOf = (text: string): string | undefined => {
-  const match = /^\/([A-Za-z0-9_]{1,32})(?:@[A-Za-z0-9_]{1,64})?(?:\s|$)/.exec(text)
-  return match === null ? undefined : match[1]!.toLowerCase()
+/** A command's name and the bot it names, if any. */
+export interface Command {
+  readonly command: string
+  readonly bot: string | undefined
+}
+
+/** `/start`, `/start@zimage_bot payload` → start (and zimage_bot); `undefined` for plain text. */
+export const parseCommand = (text: string): Command | undefined => {
+  const match = /^\/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{1,64}))?(?:\s|$)/.exec(text)
+  return match === null ? undefined : { command: match[1]!.toLowerCase(), bot: match[2] }
+}
+
+/**
+ * The message `message` really replies to: not the "topic created" message
+ * Telegram puts there for every message in a forum topic that replies to nothing.
+ */
+const repliedOf = (message: Message | undefined): RepliedMessage | undefined => {
+  const replied = message?.reply_to_message
+  return replied === undefined || replied.forum_topic_created !== undefined ? undefined : replied
+}
+
+/** A topic of a forum (not the reply thread of an ordinary supergroup, which sends cannot name). */
+const topicOf = (message: Message | undefined): number | undefined =>
+  message?.is_topic_message === true ? message.message_thread_id : undefined
+
+const fromMessage = (message: Message, from: User): Incoming => {
+  const text = message.text
+  const command = text === undefined ? undefined : parseCommand(text)
+  const input: ChatInput = text === undefined
+    ? { _tag: "NonText" }
+    : command !== undefined
+    ? { _tag: "Command", command: command.command }
+    : { _tag: "Text", text }
+  return {
+    chatId: message.chat.id,
+    chatType: message.chat.type,
+    from,
+    input,
+    threadId: topicOf(message),
+    userMessageId: message.message_id,
+    addressedTo: command?.bot,
+    repliesTo: repliedOf(message)?.from
+  }
 }
 
 /** The flow's view of `update`; `undefined` for a bot's message or an update that is neither message nor callback. */
@@ -28,27 +82,29 @@ export const incomingOf = (update: Update): Incoming | undefined => {
   if (message !== undefined) {
     const from = message.from
     if (from === undefined || from.is_bot) return undefined
-    const text = message.text
-    const input: ChatInput = text === undefined
-      ? { _tag: "NonText" }
-      : Predicate.isNotUndefined(commandOf(text))
-      ? { _tag: "Command", command: commandOf(text)! }
-      : { _tag: "Text", text }
-    return { chatId: message.chat.id, chatType: message.chat.type, from, input }
+    return fromMessage(message, from)
   }
   const query = update.callback_query
   if (query !== undefined) {
+    const shownOn = query.message
+    const answered = repliedOf(shownOn)
     return {
       // A button on an inline message has no chat: answer in the user's private chat.
-      chatId: query.message?.chat.id ?? query.from.id,
-      chatType: query.message?.chat.type ?? "private",
+      chatId: shownOn?.chat.id ?? query.from.id,
+      chatType: shownOn?.chat.type ?? "private",
       from: query.from,
       input: {
         _tag: "Callback",
         queryId: query.id,
         data: parseCallbackData(query.data),
-        messageId: query.message?.message_id
-      }
+        messageId: shownOn?.message_id,
+        pressedBy: query.from.id,
+        shownTo: answered?.from?.is_bot === false ? answered.from.id : undefined
+      },
+      threadId: topicOf(shownOn),
+      userMessageId: answered?.from?.is_bot === false ? answered.message_id : undefined,
+      addressedTo: undefined,
+      repliesTo: answered?.from
     }
   }
   return undefined

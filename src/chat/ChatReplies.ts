@@ -35,13 +35,38 @@ export const orRetry = <A>(what: string, effect: Effect.Effect<A, TelegramError>
 export const orRetrySql = <A, R>(effect: Effect.Effect<A, SqlError, R>): Effect.Effect<A, UpdateHandlerError, R> =>
   Effect.mapError(effect, (error) => new UpdateHandlerError({ message: error.message }))
 
+/** Where a reply goes: the chat, its forum topic, and in a group the user's message it answers. */
+export interface ReplyTarget {
+  readonly chatId: number
+  readonly chatType: string
+  readonly threadId: number | undefined
+  readonly userMessageId: number | undefined
+}
+
+/**
+ * Where and how a reply is sent. Private chats get plain messages, as always.
+ * In a group a reply quotes the user's message (so everyone, and the bot
+ * later, can tell whom it answers) and a request for text forces a reply from
+ * that user alone: with privacy mode on, the bot sees nothing else they write.
+ */
+export const placementOf = (to: ReplyTarget, asksForReply: boolean) => {
+  const group = to.chatType !== "private"
+  return {
+    ...(to.threadId === undefined ? {} : { message_thread_id: to.threadId }),
+    ...(group && to.userMessageId !== undefined
+      ? { reply_parameters: { message_id: to.userMessageId, allow_sending_without_reply: true } }
+      : {}),
+    ...(group && asksForReply ? { reply_markup: { force_reply: true as const, selective: true } } : {})
+  }
+}
+
 /** The replies the flow makes. */
 export interface ChatReplies {
-  /** Sends `text`, with the action's keyboard if it has one. */
+  /** Sends `text` to `to`, with the action's keyboard if it has one. */
   readonly send: (
-    chatId: number,
+    to: ReplyTarget,
     text: string,
-    keyboard?: ChatAction & { _tag: "Send" }
+    action?: ChatAction & { _tag: "Send" }
   ) => Effect.Effect<Message.TextMessage, ChatUnreachable | UpdateHandlerError>
   /** Takes the inline keyboard off a message (best effort). */
   readonly removeKeyboard: (chatId: number, messageId: number) => Effect.Effect<void>
@@ -54,13 +79,14 @@ export const makeChatReplies = (telegram: TelegramShape): ChatReplies => {
   const bestEffort = (what: string, effect: Effect.Effect<void, TelegramError>) =>
     effect.pipe(Effect.catch((error) => Effect.logDebug(`[FLOW] ${what} skipped: ${error.message}`)))
   return {
-    send: (chatId, text, keyboard) =>
+    send: (to, text, action) =>
       orRetry(
         "sendMessage",
         telegram.sendMessage({
-          chat_id: chatId,
+          chat_id: to.chatId,
           text,
-          ...(keyboard?.keyboard === undefined ? {} : { reply_markup: keyboard.keyboard })
+          ...placementOf(to, action?.asksForReply === true),
+          ...(action?.keyboard === undefined ? {} : { reply_markup: action.keyboard })
         })
       ),
     removeKeyboard: (chatId, messageId) =>

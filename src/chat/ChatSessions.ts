@@ -6,6 +6,10 @@
  * the update's replies were sent, together with the id of that update. An
  * update at or below it was fully handled before and is skipped.
  *
+ * Keyed by (chat, user) since migration 0009: in a group every member has a
+ * conversation of their own. A private chat's id is its user's id, so its
+ * one row keeps its meaning.
+ *
  * The table's SQL (its DDL and two statements) stays in this file rather than
  * in a `sql/` folder: the module is nothing but the table, and each statement
  * sits next to the row schema that decodes it.
@@ -36,6 +40,19 @@ export const migration = ddl(
     updated_at timestamptz NOT NULL,
     CHECK (state <> 'waiting_aspect_ratio' OR prompt IS NOT NULL)
   )`
+)
+
+/**
+ * Migration 0009 (part): one row per (chat, user). Rows of private chats that
+ * never recorded a user get the chat's id (the same number); a group row
+ * without a user keeps its data under the chat's (negative) id, which no user
+ * has, rather than being dropped.
+ */
+export const migrationPerUser = ddl(
+  `UPDATE chat_sessions SET user_id = chat_id WHERE user_id IS NULL`,
+  `ALTER TABLE chat_sessions ALTER COLUMN user_id SET NOT NULL`,
+  `ALTER TABLE chat_sessions DROP CONSTRAINT chat_sessions_pkey`,
+  `ALTER TABLE chat_sessions ADD PRIMARY KEY (chat_id, user_id)`
 )
 
 const Row = Schema.Struct({
@@ -77,17 +94,17 @@ const columnsOf = (state: ChatState) => {
   }
 }
 
-/** The `chat_sessions` table's service. Needs `SqlClient` (migration 0004 applied). */
+/** The `chat_sessions` table's service. Needs `SqlClient` (migrations 0004 and 0009 applied). */
 export class ChatSessions extends Context.Service<ChatSessions, {
-  /** The chat's session; `None` for a chat we have never talked to. */
-  readonly get: (chatId: number) => Effect.Effect<Option.Option<ChatSession>, SqlError>
+  /** The user's session in the chat; `None` when they never talked to us there. */
+  readonly get: (chatId: number, userId: number) => Effect.Effect<Option.Option<ChatSession>, SqlError>
   /**
    * Stores the state reached by handling `updateId`. An older update never
    * overwrites a newer one's state.
    */
   readonly save: (
     chatId: number,
-    userId: number | null,
+    userId: number,
     session: ChatSession
   ) => Effect.Effect<void, SqlError>
 }>()("zimage-bot/ChatSessions") {
@@ -96,8 +113,9 @@ export class ChatSessions extends Context.Service<ChatSessions, {
     Effect.gen(function*() {
       const sql = yield* SqlClient
 
-      const get = (chatId: number) =>
-        sql`SELECT state, prompt, keyboard_message_id, lang, last_update_id FROM chat_sessions WHERE chat_id = ${chatId}`
+      const get = (chatId: number, userId: number) =>
+        sql`SELECT state, prompt, keyboard_message_id, lang, last_update_id FROM chat_sessions
+          WHERE chat_id = ${chatId} AND user_id = ${userId}`
           .pipe(
             Effect.flatMap((rows) =>
               rows.length === 0
@@ -111,7 +129,7 @@ export class ChatSessions extends Context.Service<ChatSessions, {
             )
           )
 
-      const save = (chatId: number, userId: number | null, session: ChatSession) =>
+      const save = (chatId: number, userId: number, session: ChatSession) =>
         Effect.gen(function*() {
           const at = DateTime.toDateUtc(yield* DateTime.now)
           const columns = columnsOf(session.state)
@@ -119,8 +137,7 @@ export class ChatSessions extends Context.Service<ChatSessions, {
             INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at)
             VALUES (${chatId}, ${userId}, ${columns.state}, ${columns.prompt}, ${columns.keyboardMessageId},
               ${session.lang}, ${session.lastUpdateId}, ${at})
-            ON CONFLICT (chat_id) DO UPDATE SET
-              user_id = COALESCE(EXCLUDED.user_id, chat_sessions.user_id),
+            ON CONFLICT (chat_id, user_id) DO UPDATE SET
               state = EXCLUDED.state,
               prompt = EXCLUDED.prompt,
               keyboard_message_id = EXCLUDED.keyboard_message_id,

@@ -23,5 +23,5 @@ export const floodReply = (
   const text = verdict === "notice" ? t(langOf(incoming.from.language_code)).tooManyMessages : undefined
   const input = incoming.input
   if (input._tag === "Callback") return replies.answer(input.queryId, text)
-  return text === undefined ? Effect.void : Effect.asVoid(replies.send(incoming.chatId, text))
+  return text === undefined ? Effect.void : Effect.asVoid(replies.send(incoming, text))
 }

@@ -19,7 +19,7 @@ import type { Generation, GenerationLimitReached, GenerationsShape, Limits } fro
 import { UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
 import type { ChatAction } from "./ChatFlowLogic.ts"
 import type { Incoming } from "./ChatIncoming.ts"
-import { type ChatReplies, type ChatUnreachable, orRetrySql } from "./ChatReplies.ts"
+import { type ChatReplies, type ChatUnreachable, orRetrySql, type ReplyTarget } from "./ChatReplies.ts"
 import { type AspectRatio, type Lang, t } from "../texts/Messages.ts"
 import { generationsRefused } from "../observability/Metrics.ts"
 
@@ -60,13 +60,21 @@ export const makeGenerationRequests = (
     updateId: number
   ) {
     const result = yield* generations.create(
-      { userId: incoming.from.id, chatId: incoming.chatId, lang, prompt, aspectRatio, sourceUpdateId: updateId },
+      {
+        userId: incoming.from.id,
+        chatId: incoming.chatId,
+        lang,
+        prompt,
+        aspectRatio,
+        sourceUpdateId: updateId,
+        threadId: incoming.threadId
+      },
       limits
     ).pipe(
       Effect.map(Option.some),
       Effect.catchTag(
         "GenerationLimitReached",
-        (limit: GenerationLimitReached) => Effect.as(refused(incoming.chatId, lang, limit), Option.none())
+        (limit: GenerationLimitReached) => Effect.as(refused(incoming, lang, limit), Option.none())
       ),
       Effect.catchTag(
         "SqlError",
@@ -77,7 +85,7 @@ export const makeGenerationRequests = (
     const { created, generation } = result.value
     if (created) yield* Effect.logInfo("[FLOW] generation recorded", { generationId: generation.id })
     if (generation.statusMessageId === null) {
-      const status = yield* replies.send(incoming.chatId, t(lang).generating)
+      const status = yield* replies.send(incoming, t(lang).generating)
       yield* orRetrySql(generations.setStatusMessage(generation.id, status.message_id, t(lang).generating))
     }
     return Option.some(generation)
@@ -90,6 +98,10 @@ export const makeGenerationRequests = (
     updateId: number
   ) {
     const source = yield* orRetrySql(generations.find(action.generationId))
+    // In a group, someone else's picture: its buttons are theirs.
+    if (Option.isSome(source) && source.value.userId !== incoming.from.id) {
+      return yield* replies.answer(action.queryId, t(lang).notYourButton)
+    }
     // Our own generation, finished the right way; a failed one retried only once
     // (this very update may be re-running after a crash, so its own retry counts as unused).
     const usable = Option.filter(source, (g: Generation) =>
@@ -146,10 +158,10 @@ const makeRefusals = (replies: ChatReplies) => {
           "new generations are refused until 00:00 UTC (GLOBAL_DAILY_GENERATION_LIMIT)"
       )
     })
-  return (chatId: number, lang: Lang, limit: GenerationLimitReached) =>
+  return (to: ReplyTarget, lang: Lang, limit: GenerationLimitReached) =>
     Effect.gen(function*() {
       yield* Metric.update(Metric.withAttributes(generationsRefused, { reason: limit.kind }), 1)
       if (limit.kind === "global") yield* alarmOncePerDay(limit)
-      yield* replies.send(chatId, refusalText(lang, limit))
+      yield* replies.send(to, refusalText(lang, limit))
     })
 }

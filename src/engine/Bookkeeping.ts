@@ -38,3 +38,11 @@ export const finished = (outcome: FinishOutcome) =>
 /** Seconds from `from` to `to`, never negative. */
 export const secondsBetween = (from: DateTime.Utc, to: DateTime.Utc) =>
   Math.max(0, (DateTime.toEpochMillis(to) - DateTime.toEpochMillis(from)) / 1000)
+
+/**
+ * The forum topic of a generation's messages as a send parameter: the
+ * engine sends long after the update, from the row alone, and an answer
+ * outside the topic would land in the group's General topic.
+ */
+export const inTopicOf = (g: { readonly threadId: number | null }): { readonly message_thread_id?: number } =>
+  g.threadId === null ? {} : { message_thread_id: g.threadId }

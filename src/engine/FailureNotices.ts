@@ -25,7 +25,7 @@ import { Effect, Option, Result } from "effect"
 import { retryKeyboard, t } from "../texts/Messages.ts"
 import { type Generation, Generations } from "../generations/Generations.ts"
 import { Telegram } from "../telegram/Telegram.ts"
-import { bookkeeping, finished, type FinishOutcome, logState } from "./Bookkeeping.ts"
+import { bookkeeping, finished, type FinishOutcome, inTopicOf, logState } from "./Bookkeeping.ts"
 import type { EngineTerm } from "./EngineTerm.ts"
 import type { StatusMessages } from "./StatusMessages.ts"
 
@@ -88,7 +88,9 @@ export const make = (
         // The status message is gone or cannot be edited: a new message instead.
         yield* generations.clearStatusMessage(g.id, g.statusMessageId)
       }
-      const sent = yield* Effect.result(telegram.sendMessage({ chat_id: g.chatId, text, reply_markup }))
+      const sent = yield* Effect.result(
+        telegram.sendMessage({ chat_id: g.chatId, ...inTopicOf(g), text, reply_markup })
+      )
       if (Result.isSuccess(sent)) return yield* told()
       const error = sent.failure
       if (error._tag === "TelegramChatBlocked" || error._tag === "TelegramBadRequest") {

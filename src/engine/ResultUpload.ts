@@ -29,7 +29,7 @@ import { imageKind } from "../media/ImageMagic.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { backoff } from "../platform/Retry.ts"
 import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
-import { bookkeeping, logState } from "./Bookkeeping.ts"
+import { bookkeeping, inTopicOf, logState } from "./Bookkeeping.ts"
 import type { FailureNotices } from "./FailureNotices.ts"
 import { TRANSIENT_TELEGRAM } from "./StatusMessages.ts"
 
@@ -112,6 +112,7 @@ export const make = (
           Effect.suspend(() =>
             telegram.sendDocument({
               chat_id: g.chatId,
+              ...inTopicOf(g),
               document: new InputFile(bytes, filename),
               caption: t(g.lang).originalCaption
             })
@@ -140,7 +141,13 @@ export const make = (
             "sendPhoto",
             g,
             Effect.suspend(() =>
-              telegram.sendPhoto({ chat_id: g.chatId, photo: new InputFile(bytes, filename), caption, reply_markup })
+              telegram.sendPhoto({
+                chat_id: g.chatId,
+                ...inTopicOf(g),
+                photo: new InputFile(bytes, filename),
+                caption,
+                reply_markup
+              })
             )
           )
           if (Result.isSuccess(photo)) {
@@ -161,6 +168,7 @@ export const make = (
           Effect.suspend(() =>
             telegram.sendDocument({
               chat_id: g.chatId,
+              ...inTopicOf(g),
               document: new InputFile(bytes, filename),
               caption,
               reply_markup

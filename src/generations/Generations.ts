@@ -56,7 +56,14 @@ import * as SetMessage from "./sql/setMessage.ts"
 
 export type { GenerationCounts } from "./sql/count.ts"
 export { CHANNEL, GenerationLimitReached, type Limits, type NewGeneration } from "./sql/create.ts"
-export { migration, migrationCreatedAt, migrationEngine, migrationRetries, migrationSentAt } from "./sql/migrate.ts"
+export {
+  migration,
+  migrationCreatedAt,
+  migrationEngine,
+  migrationRetries,
+  migrationSentAt,
+  migrationThreads
+} from "./sql/migrate.ts"
 export type { QueuePosition } from "./sql/queue.ts"
 export { type Generation, type GenerationStatus, STATUSES, UNFINISHED_STATUSES } from "./sql/row.ts"
 
@@ -214,7 +221,7 @@ const make = Effect.gen(function*() {
   })
 })
 
-/** The `generations` table's service. Needs `SqlClient` (migrations 0005-0008 and 0010 applied). */
+/** The `generations` table's service. Needs `SqlClient` (migrations 0005-0010 applied). */
 export class Generations extends Context.Service<Generations, GenerationsShape>()("zimage-bot/Generations") {
   static readonly layer = Layer.effect(Generations, make)
 }

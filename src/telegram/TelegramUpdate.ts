@@ -52,6 +52,21 @@ export type Chat = typeof Chat.Type
 export const MessageEntity = open({ type: Schema.String, offset: Schema.Int, length: Schema.Int })
 
 /**
+ * The message a message replies to, as far as the bot needs it: whose it is.
+ * Telegram sends it one level deep (its own `reply_to_message` is left out).
+ *
+ * Gotcha: in a forum topic, a message that replies to nothing still carries
+ * one: the topic's "topic created" service message (`forum_topic_created`),
+ * from whoever opened the topic.
+ */
+export const RepliedMessage = open({
+  message_id: Schema.Int,
+  from: optional(User),
+  forum_topic_created: optional(Schema.Unknown)
+})
+export type RepliedMessage = typeof RepliedMessage.Type
+
+/**
  * A message. Also fits the `InaccessibleMessage` a callback query may carry
  * (Telegram then sends only `chat`, `message_id` and `date: 0`).
  */
@@ -61,6 +76,9 @@ export const Message = open({
   chat: Chat,
   from: optional(User),
   message_thread_id: optional(Schema.Int),
+  /** True for a message in a forum topic: answers go to that topic (`message_thread_id`). */
+  is_topic_message: optional(Schema.Boolean),
+  reply_to_message: optional(RepliedMessage),
   text: optional(Schema.String),
   caption: optional(Schema.String),
   entities: optional(Schema.Array(MessageEntity))

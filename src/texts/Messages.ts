@@ -80,6 +80,7 @@ const texts = {
     notText: "Я понимаю только текст. Опишите картинку словами.",
     useRatioButtons: "Выберите формат кнопкой под сообщением выше или пришлите новое описание.",
     expired: "Эта кнопка устарела",
+    notYourButton: "Эта кнопка не для вас",
     busy: "Подождите: предыдущая картинка ещё генерируется.",
     dailyLimit: (limit: number) => `На сегодня лимит исчерпан: ${limit} картинок в день. Возвращайтесь завтра!`,
     globalLimit: "Сегодня бот уже нарисовал столько картинок, сколько может за день. " +
@@ -136,6 +137,7 @@ const texts = {
     notText: "I only understand text. Describe the picture in words.",
     useRatioButtons: "Pick a format with the buttons above, or send a new description.",
     expired: "This button has expired",
+    notYourButton: "This button is not for you",
     busy: "Please wait: your previous picture is still being generated.",
     dailyLimit: (limit: number) => `You have reached today's limit of ${limit} pictures. Come back tomorrow!`,
     globalLimit: "The bot has drawn as many pictures today as it can in a day. " +

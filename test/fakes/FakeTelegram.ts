@@ -65,7 +65,14 @@
  * `FakeTelegram.textMessage({ chatId, text })` and
  * `FakeTelegram.callbackQuery({ chatId, data, messageId })` build realistic
  * updates; `pushUpdate(update)` queues one (assigning `update_id` if absent,
- * increasing like Telegram's) and returns its id.
+ * increasing like Telegram's) and returns its id. A negative `chatId` is a
+ * supergroup; `threadId` puts a message in a forum topic; `replyTo` makes it a
+ * reply (to the bot's message by default).
+ *
+ * `pressButton({ chatId, userId, messageId, data })` pushes the press of a
+ * button on a message the bot sent, with that message as Telegram stores it:
+ * its topic, and the message it replies to (with that message's sender, as
+ * pushed earlier) as `reply_to_message`.
  */
 import { Context, Data, Effect, Layer, type Scope } from "effect"
 import * as http from "node:http"
@@ -127,6 +134,10 @@ export interface StoredMessage {
   readonly text: string | undefined
   readonly caption: string | undefined
   readonly replyMarkup: unknown
+  /** The forum topic it was sent to (`message_thread_id`). */
+  readonly threadId: number | undefined
+  /** The message it replies to (`reply_parameters.message_id`). */
+  readonly replyTo: number | undefined
 }
 
 export type FakeFailure =
@@ -194,6 +205,15 @@ export interface FakeTelegramShape {
     FakeTelegramTimeout
   >
   readonly pushUpdate: (update: Record<string, unknown>) => number
+  /** Pushes a press of a button on the bot's message `messageId` (as stored) and returns the update id. */
+  readonly pressButton: (options: {
+    readonly chatId: number
+    readonly userId: number
+    readonly messageId: number
+    readonly data: string
+    readonly id?: string
+    readonly languageCode?: string
+  }) => number
   /** Updates queued and not yet confirmed (getUpdates) or delivered (webhook). */
   readonly pendingUpdates: () => ReadonlyArray<Record<string, unknown>>
   readonly failNext: (method: string, failure: FakeFailure, times?: number) => void
@@ -227,6 +247,29 @@ export interface FakeTelegramShape {
 
 let nextCallbackId = 1
 
+/** The fake's bot, as getMe describes it (for the default token). */
+export const fakeBot = {
+  id: Number(TEST_BOT_TOKEN.split(":")[0]),
+  is_bot: true,
+  first_name: "Fake Bot",
+  username: "fake_bot"
+} as const
+
+/**
+ * The "topic created" service message of forum topic `threadId`, opened by a
+ * member (id 999). Telegram puts it in `reply_to_message` of every message in
+ * the topic that replies to nothing else.
+ */
+export const topicCreated = (chatId: number, threadId: number) => ({
+  message_id: threadId,
+  from: user(999),
+  chat: chatOf(chatId),
+  date: 0,
+  message_thread_id: threadId,
+  is_topic_message: true,
+  forum_topic_created: { name: `Topic ${threadId}`, icon_color: 7322096 }
+})
+
 export const user = (id: number, languageCode = "ru") => ({
   id,
   is_bot: false,
@@ -248,6 +291,10 @@ export const textMessage = (options: {
   readonly messageId?: number
   readonly languageCode?: string
   readonly updateId?: number
+  /** A forum topic. */
+  readonly threadId?: number
+  /** The message this one replies to, by default the bot's. */
+  readonly replyTo?: { readonly messageId: number; readonly from?: Record<string, unknown> }
 }): Record<string, unknown> => {
   const command = /^\/\w+/.exec(options.text)
   return {
@@ -257,6 +304,17 @@ export const textMessage = (options: {
       from: user(options.userId ?? Math.abs(options.chatId), options.languageCode),
       chat: chatOf(options.chatId),
       date: Math.floor(Date.now() / 1000),
+      ...(options.threadId === undefined ? {} : { message_thread_id: options.threadId, is_topic_message: true }),
+      ...(options.replyTo === undefined
+        ? options.threadId === undefined ? {} : { reply_to_message: topicCreated(options.chatId, options.threadId) }
+        : {
+          reply_to_message: {
+            message_id: options.replyTo.messageId,
+            from: options.replyTo.from ?? fakeBot,
+            chat: chatOf(options.chatId),
+            date: Math.floor(Date.now() / 1000)
+          }
+        }),
       text: options.text,
       ...(command === null ? {} : { entities: [{ type: "bot_command", offset: 0, length: command[0].length }] })
     }
@@ -359,7 +417,7 @@ export const make = (options: FakeTelegramOptions = {}): Effect.Effect<FakeTeleg
 const start = async (options: FakeTelegramOptions) => {
   const token = options.token ?? TEST_BOT_TOKEN
   const botId = Number(token.split(":")[0])
-  const bot = { id: botId, is_bot: true, first_name: "Fake Bot", username: "fake_bot" }
+  const bot = { ...fakeBot, id: botId }
   const retryDelay = options.webhookRetryDelayMs ?? 200
 
   const calls: Array<RecordedCall> = []
@@ -375,6 +433,8 @@ const start = async (options: FakeTelegramOptions) => {
   const failures = new Map<string, Array<FakeFailure>>()
   const blocked = new Set<number>()
   const chats = new Map<number, { nextId: number; messages: Map<number, StoredMessage> }>()
+  /** Messages users sent (pushed updates), by `<chat>/<message id>`: what a bot message may reply to. */
+  const userMessages = new Map<string, Record<string, unknown>>()
   const answered: Array<string> = []
   let commands: unknown = []
   const sockets = new Set<import("node:net").Socket>()
@@ -496,8 +556,32 @@ const start = async (options: FakeTelegramOptions) => {
     ...(message.text === undefined ? {} : { text: message.text }),
     ...(message.caption === undefined ? {} : { caption: message.caption }),
     ...(message.replyMarkup === undefined ? {} : { reply_markup: message.replyMarkup }),
+    ...(message.threadId === undefined ? {} : { message_thread_id: message.threadId, is_topic_message: true }),
+    ...repliedOf(message),
     ...extra
   })
+  /** `reply_to_message` of a bot message: a user's message pushed earlier, or the bot's own. */
+  const repliedOf = (message: StoredMessage): Record<string, unknown> => {
+    if (message.replyTo === undefined) {
+      return message.threadId === undefined
+        ? {}
+        : { reply_to_message: topicCreated(message.chatId, message.threadId) }
+    }
+    const own = chats.get(message.chatId)?.messages.get(message.replyTo)
+    // Telegram sends a replied-to message one level deep: without its own reply_to_message.
+    const { reply_to_message: _nested, ...fromUser } = userMessages.get(`${message.chatId}/${message.replyTo}`) ?? {}
+    const replied = (Object.keys(fromUser).length > 0 ? fromUser : undefined) ??
+      (own === undefined ? undefined : { ...messageResult({ ...own, replyTo: undefined }) })
+    return replied === undefined ? {} : { reply_to_message: replied }
+  }
+  const placementOf = (params: Record<string, unknown>) => {
+    const thread = params.message_thread_id
+    const reply = (params.reply_parameters as { message_id?: unknown } | undefined)?.message_id
+    return {
+      threadId: typeof thread === "number" ? thread : undefined,
+      replyTo: typeof reply === "number" ? reply : undefined
+    }
+  }
   const fileOf = (
     params: Record<string, unknown>,
     files: ReadonlyArray<UploadedFile>,
@@ -648,7 +732,8 @@ const start = async (options: FakeTelegramOptions) => {
         kind: "text",
         text,
         caption: undefined,
-        replyMarkup: call.params.reply_markup
+        replyMarkup: call.params.reply_markup,
+        ...placementOf(call.params)
       }
       state.messages.set(message.messageId, message)
       ok(call, res, messageResult(message))
@@ -721,7 +806,8 @@ const start = async (options: FakeTelegramOptions) => {
       kind,
       text: undefined,
       caption,
-      replyMarkup: call.params.reply_markup
+      replyMarkup: call.params.reply_markup,
+      ...placementOf(call.params)
     }
     state.messages.set(message.messageId, message)
     const fileId = `file-${chatId}-${message.messageId}`
@@ -920,11 +1006,28 @@ const start = async (options: FakeTelegramOptions) => {
       const given = update.update_id
       const updateId = typeof given === "number" ? given : nextUpdateId++
       if (updateId >= nextUpdateId) nextUpdateId = updateId + 1
+      const message = update.message as { chat?: { id?: unknown }; message_id?: unknown } | undefined
+      if (message !== undefined && typeof message.message_id === "number") {
+        userMessages.set(`${String(message.chat?.id)}/${message.message_id}`, message)
+      }
       queue.push({ update_id: updateId, ...update })
       queue.sort((a, b) => Number(a.update_id) - Number(b.update_id))
       releaseHeld()
       void deliver()
       return updateId
+    },
+    pressButton: (press) => {
+      const stored = chats.get(press.chatId)?.messages.get(press.messageId)
+      if (stored === undefined) throw new Error(`FakeTelegram: no message ${press.messageId} in chat ${press.chatId}`)
+      return shape.pushUpdate({
+        callback_query: {
+          id: press.id ?? `cbq-${nextCallbackId++}`,
+          from: user(press.userId, press.languageCode),
+          message: messageResult(stored),
+          chat_instance: `ci-${press.chatId}`,
+          data: press.data
+        }
+      })
     },
     pendingUpdates: () => [...queue],
     failNext: (method, injected, times = 1) => {

@@ -39,6 +39,8 @@ export interface NewGenerationOptions {
   readonly lang?: Lang
   readonly prompt?: string
   readonly aspectRatio?: AspectRatio
+  /** A forum topic it was asked in. */
+  readonly threadId?: number
   /** Send and record a "⏳ Генерирую..." status message, as the chat flow does (default true). */
   readonly statusMessage?: boolean
 }
@@ -144,7 +146,8 @@ export const withEngine = <A, E>(
                 lang,
                 prompt: o.prompt ?? `a picture for user ${o.userId}`,
                 aspectRatio: o.aspectRatio ?? "1:1",
-                sourceUpdateId: nextUpdateId++
+                sourceUpdateId: nextUpdateId++,
+                threadId: o.threadId
               },
               {
                 maxActivePerUser: options.limits?.maxActivePerUser ?? 2,
@@ -154,7 +157,11 @@ export const withEngine = <A, E>(
             )
             if (o.statusMessage === false) return generation
             const telegramService = yield* Telegram
-            const sent = yield* telegramService.sendMessage({ chat_id: chatId, text: t(lang).generating })
+            const sent = yield* telegramService.sendMessage({
+              chat_id: chatId,
+              ...(o.threadId === undefined ? {} : { message_thread_id: o.threadId }),
+              text: t(lang).generating
+            })
             yield* generations.setStatusMessage(generation.id, sent.message_id, t(lang).generating)
             return { ...generation, statusMessageId: sent.message_id, statusText: t(lang).generating }
           }).pipe(Effect.orDie, Effect.provide(context)),

@@ -1,6 +1,6 @@
 /**
- * Retention of `chat_sessions`: a chat untouched for the retention period
- * loses its row (its prompt, if it was half-way, and its ids); if it comes
+ * Retention of `chat_sessions`: a conversation (a chat and user) untouched
+ * for the retention period loses its row (its prompt, if it was half-way, and its ids); if it comes
  * back it starts from `idle`, as a new chat does.
  *
  * Why here and not in `ChatSessions.ts`: that module is the conversation's
@@ -24,8 +24,8 @@ export const purgeSessions = (
   limit: number
 ): Effect.Effect<number, SqlError> =>
   sql`
-    DELETE FROM chat_sessions WHERE chat_id IN (
-      SELECT chat_id FROM chat_sessions WHERE updated_at < ${DateTime.toDateUtc(before)}
+    DELETE FROM chat_sessions WHERE (chat_id, user_id) IN (
+      SELECT chat_id, user_id FROM chat_sessions WHERE updated_at < ${DateTime.toDateUtc(before)}
       ORDER BY updated_at
       LIMIT ${limit}
     )

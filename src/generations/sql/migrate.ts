@@ -81,6 +81,13 @@ export const migrationSentAt = ddl(
 )
 
 /**
+ * Migration 0009 (part): `message_thread_id`, the forum topic the generation
+ * was asked for in. The engine sends the status, the picture and any failure
+ * notice later, from the row alone, so the row must say where they go.
+ */
+export const migrationThreads = ddl(`ALTER TABLE generations ADD COLUMN message_thread_id bigint`)
+
+/**
  * Migration 0010, for cost control and retention: an index on `created_at`,
  * which both the global daily budget (today's rows of all users) and the
  * retention pass (finished rows older than GENERATION_RETENTION_DAYS) read by

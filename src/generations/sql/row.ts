@@ -51,6 +51,7 @@ const Row = Schema.Struct({
   fail_reason: Schema.NullOr(Schema.String),
   retried_by: Schema.NullOr(Id),
   source_update_id: Schema.NullOr(Int8),
+  message_thread_id: Schema.NullOr(Int8),
   created_at: Schema.Unknown,
   deadline_at: Schema.Unknown,
   submitted_at: Schema.Unknown,
@@ -86,6 +87,8 @@ export interface Generation {
   readonly retriedBy: string | null
   /** The update that asked for this generation. */
   readonly sourceUpdateId: number | null
+  /** The forum topic it was asked in: every message about it goes there (`message_thread_id`). */
+  readonly threadId: number | null
   readonly createdAt: DateTime.Utc
   readonly deadlineAt: DateTime.Utc
   /** When createTask was (last) sent for it. */
@@ -116,6 +119,7 @@ const toGeneration = (row: typeof Row.Type): Generation => ({
   failReason: row.fail_reason,
   retriedBy: row.retried_by,
   sourceUpdateId: row.source_update_id,
+  threadId: row.message_thread_id,
   // Written by us from the Clock; an unreadable value would be a bug, and
   // epoch 0 makes such a row look overdue rather than immortal.
   createdAt: Option.getOrElse(UtcTime.fromUnknown(row.created_at), () => DateTime.makeUnsafe(0)),
