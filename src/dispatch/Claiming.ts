@@ -35,7 +35,7 @@ export const CLAIM_BATCH_SIZE = 64
 export const IN_FLIGHT_PER_WORKER = 16
 
 const decodeUpdate = Schema.decodeUnknownExit(Update)
-const droppedAsFlood = Metric.withAttributes(Metrics.updatesDropped, { reason: "flood" })
+const unansweredInFlood = Metric.withAttributes(Metrics.updatesDropped, { reason: "flood_unanswered" })
 
 /** What claiming needs. */
 export interface ClaimingOptions {
@@ -101,7 +101,7 @@ export const makeClaiming = (options: ClaimingOptions): Claiming => {
         }
         const chatKey = row.chatId === null ? `update:${row.updateId}` : String(row.chatId)
         const flood = floodVerdict(row, decoded.value, claimedAtMillis)
-        if (flood !== "answer") yield* Metric.update(droppedAsFlood, 1)
+        if (flood !== "answer") yield* Metric.update(unansweredInFlood, 1)
         routed.push({
           flood,
           claimed: row,

@@ -34,7 +34,7 @@ export const updateReschedules = counter(
 )
 export const updatesDropped = counter(
   "zimage_updates_dropped_total",
-  "Telegram updates acknowledged but not stored or not answered, by reason (flood)"
+  "Telegram updates acknowledged but not stored (flood), or stored and answered only by the flood notice or not at all (flood_unanswered)"
 )
 export const updateProcessingSeconds = Metric.histogram("zimage_update_processing_seconds", {
   description: "Time from claiming an update to finishing it",
@@ -126,6 +126,7 @@ const initialSeries = Effect.all([
   Metric.update(updateRetries, 0),
   Metric.update(updateReschedules, 0),
   Metric.update(Metric.withAttributes(updatesDropped, { reason: "flood" }), 0),
+  Metric.update(Metric.withAttributes(updatesDropped, { reason: "flood_unanswered" }), 0),
   Metric.update(queueDepth, 0),
   Metric.update(queueOldestPendingSeconds, 0),
   Metric.update(leaderActive, 0),

@@ -240,6 +240,8 @@ export interface FakeTelegramShape {
    * off instead of guessing a delay.
    */
   readonly idle: (quietMs?: number, timeoutMs?: number) => Promise<void>
+  /** Calls to `chatId` answered 429 by the per-chat flood control (`floodControl` option). */
+  readonly floodLimited: (chatId: number) => number
 }
 
 // ---------------------------------------------------------------------------
@@ -409,6 +411,17 @@ export interface FakeTelegramOptions {
   readonly webhookRetryDelayMs?: number
   /** Every answer leaves this long after the request arrived, like the network to api.telegram.org. */
   readonly latencyMs?: number
+  /**
+   * Telegram's per-chat flood control: more than `perSecond` calls to one
+   * chat within a second answer 429 with `retry_after` = `retryAfter`, and
+   * every call to that chat does until the wait is over (real time).
+   */
+  readonly floodControl?: {
+    readonly perSecond: number
+    readonly retryAfter: number
+    /** A stricter (or looser) limit for some chats: Telegram's real limits are dynamic. */
+    readonly perSecondFor?: (chatId: number) => number | undefined
+  }
 }
 
 export const make = (options: FakeTelegramOptions = {}): Effect.Effect<FakeTelegramShape, never, Scope.Scope> =>
@@ -597,6 +610,27 @@ const start = async (options: FakeTelegramOptions) => {
     return typeof value === "string" && value !== "" ? value : undefined
   }
 
+  // -- per-chat flood control (opt-in) -----------------------------------------
+  const flood = new Map<number, { times: Array<number>; pausedUntil: number; limited: number }>()
+  /** Whether this call to `chatId` is over the flood limit (counting it either way). */
+  const floodLimited = (chatId: number): boolean => {
+    const limits = options.floodControl
+    if (limits === undefined) return false
+    const now = Date.now()
+    const state = flood.get(chatId) ?? { times: [], pausedUntil: 0, limited: 0 }
+    flood.set(chatId, state)
+    if (state.pausedUntil > now) {
+      state.limited++
+      return true
+    }
+    state.times = state.times.filter((at) => at > now - 1_000)
+    state.times.push(now)
+    if (state.times.length <= (limits.perSecondFor?.(chatId) ?? limits.perSecond)) return false
+    state.pausedUntil = now + limits.retryAfter * 1_000
+    state.limited++
+    return true
+  }
+
   // -- methods ---------------------------------------------------------------
   type Handler = (call: RecordedCall, res: http.ServerResponse) => void
   const chatIdOf = (call: RecordedCall, res: http.ServerResponse): number | undefined => {
@@ -607,6 +641,11 @@ const start = async (options: FakeTelegramOptions) => {
     }
     if (blocked.has(chatId)) {
       fail(call, res, 403, "Forbidden: bot was blocked by the user")
+      return undefined
+    }
+    if (floodLimited(chatId)) {
+      const retryAfter = Math.max(1, Math.ceil(((flood.get(chatId)?.pausedUntil ?? 0) - Date.now()) / 1000))
+      fail(call, res, 429, `Too Many Requests: retry after ${retryAfter}`, { retry_after: retryAfter })
       return undefined
     }
     return chatId
@@ -1069,6 +1108,7 @@ const start = async (options: FakeTelegramOptions) => {
     answeredCallbackQueries: () => [...answered],
     commands: () => commands,
     heldPolls: () => (held === undefined ? 0 : 1),
+    floodLimited: (chatId) => flood.get(chatId)?.limited ?? 0,
     idle: async (quietMs = 15, timeoutMs = 2_000) => {
       const deadline = Date.now() + timeoutMs
       let seen = -1
