@@ -53,6 +53,8 @@ describe("SendGate", () => {
     assert.strictEqual(gate.waitFor(PRIVATE, false, 15_000), 6_000)
     assert.strictEqual(gate.waitFor(PRIVATE + 1, false, 1_000), 0)
     assert.strictEqual(gate.waitFor(PRIVATE, false, 21_000), 0)
+    // After the pause: one message, then one a second, no new burst.
+    assert.deepStrictEqual([0, 1, 2].map(() => gate.take(PRIVATE, false, 21_000)), [0, 1_000, 2_000])
   })
 
   it("a 429 on a call to no chat pauses every chat", () => {

@@ -14,7 +14,8 @@
  *   bucket of `OWN_PER_SECOND` a second for all chats, Telegram's figure for
  *   bulk sending; replies to users do not, so a burst of `/start`s is never
  *   slowed down by it.
- * - **429**: on a call to a chat it pauses that chat only, for `retry_after`.
+ * - **429**: on a call to a chat it pauses that chat only, for `retry_after`,
+ *   and the chat gets no new burst after it (one message, then one a second).
  *   A 429 on a call to no chat (getMe, answerCallbackQuery, …), or 429s for
  *   `GLOBAL_429_CHATS` different chats within a second, mean the bot as a
  *   whole is over the limit: every send is paused.
@@ -128,6 +129,9 @@ export const makeSendGate = (options: { readonly pacing: boolean }): SendGate =>
     }
     const bucket = bucketOf(chatId, now)
     bucket.pausedUntil = Math.max(bucket.pausedUntil, until)
+    // After the pause one message, then one a second: no new burst into a chat Telegram just limited.
+    bucket.tokens = Math.min(bucket.tokens, 1)
+    bucket.at = Math.max(bucket.at, until)
     recent429 = recent429.filter((entry) => entry.at > now - 1_000 && entry.chatId !== chatId)
     recent429.push({ chatId, at: now })
     if (recent429.length >= GLOBAL_429_CHATS) globalPausedUntil = Math.max(globalPausedUntil, until)
