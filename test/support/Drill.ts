@@ -164,7 +164,8 @@ const align = (
   return { inOrder: k === expected.length, resentOf }
 }
 
-const percentiles = (values: ReadonlyArray<number>) => {
+/** The median, the 99th percentile and the largest of `values`. */
+export const percentiles = (values: ReadonlyArray<number>) => {
   const sorted = [...values].sort((a, b) => a - b)
   const at = (q: number) =>
     sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!

@@ -30,6 +30,7 @@ import { performance } from "node:perf_hooks"
 import { t } from "../../src/texts/Messages.ts"
 import { FakeKie, localResult } from "../fakes/FakeKie.ts"
 import * as FakeTelegram from "../fakes/FakeTelegram.ts"
+import { percentiles } from "./Drill.ts"
 import { startLoadBalancer } from "./LoadBalancer.ts"
 import { getJson, startService } from "./ServiceProcess.ts"
 import { TEST_KIE_KEY, TEST_WEBHOOK_SECRET } from "./TestConfig.ts"
@@ -82,13 +83,6 @@ const FLOODER = 600_001
 const OTHERS_BASE = 610_000
 const ru = t("ru")
 const SEND_METHODS = new Set(["sendMessage", "sendPhoto", "sendDocument", "editMessageText", "editMessageReplyMarkup"])
-
-const percentiles = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const at = (q: number) =>
-    sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
-  return { p50: at(0.5), p99: at(0.99), max: sorted.at(-1) ?? 0 }
-}
 
 const pause = (ms: number) => Effect.promise(() => new Promise((resolve) => setTimeout(resolve, ms)))
 
