@@ -57,6 +57,31 @@ export const leaderTransitions = counter(
   "Leadership changes of this instance, by kind (acquired, lost, released, failed: leader-only services did not start)"
 )
 
+/**
+ * The `result` label of `zimage_kie_callbacks_total`: what the route did with
+ * a request (`stored`, `hint` and `duplicate` as the store says; `unknown_task`
+ * for a task this bot never created; `not_final` for an intermediate state;
+ * then the refusals 400, 401, 413 and 503).
+ */
+export const kieCallbackResults = [
+  "stored",
+  "hint",
+  "duplicate",
+  "unknown_task",
+  "not_final",
+  "bad_request",
+  "unauthorized",
+  "too_large",
+  "unavailable"
+] as const
+/** One value of `kieCallbackResults`. */
+export type KieCallbackResult = typeof kieCallbackResults[number]
+export const kieCallbacks = counter(
+  "zimage_kie_callbacks_total",
+  "Requests to /kie/callback, by result (stored, hint, duplicate, unknown_task, not_final, bad_request, " +
+    "unauthorized, too_large, unavailable)"
+)
+
 /** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
 export const countCall = (metric: typeof kieCalls, method: string, result: string) =>
   Metric.update(Metric.withAttributes(metric, { method, result }), 1)
@@ -106,7 +131,8 @@ const initialSeries = Effect.all([
   Metric.update(leaderActive, 0),
   ...["acquired", "lost", "released", "failed"].map((kind) =>
     Metric.update(Metric.withAttributes(leaderTransitions, { kind }), 0)
-  )
+  ),
+  ...kieCallbackResults.map((result) => Metric.update(Metric.withAttributes(kieCallbacks, { result }), 0))
 ], { discard: true })
 
 /**
