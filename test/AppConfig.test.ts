@@ -68,7 +68,7 @@ describe("AppConfig", () => {
         ...required,
         TELEGRAM_API_ROOT: "http://127.0.0.1:8081/",
         PUBLIC_URL: "https://bot.example.com/",
-        TELEGRAM_WEBHOOK_SECRET: "s3cret_token-x",
+        TELEGRAM_WEBHOOK_SECRET: "s3cret_token-x-0123456789",
         KIE_BASE_URL: "http://127.0.0.1:8082",
         KIE_WEBHOOK_HMAC_KEY: "hmac-key-123",
         DATABASE_URL: "postgres://u:p@db.internal:5432/app",
@@ -87,7 +87,7 @@ describe("AppConfig", () => {
       assert.deepStrictEqual(config.publicUrl, Option.some("https://bot.example.com"))
       assert.strictEqual(
         Option.map(config.telegramWebhookSecret, Redacted.value).pipe(Option.getOrThrow),
-        "s3cret_token-x"
+        "s3cret_token-x-0123456789"
       )
       assert.strictEqual(config.kieBaseUrl, "http://127.0.0.1:8082")
       assert.strictEqual(config.port, 8080)
@@ -108,7 +108,7 @@ describe("AppConfig", () => {
       const config = yield* loadConfig({
         ...required,
         RENDER_EXTERNAL_URL: "https://zimage.onrender.com",
-        TELEGRAM_WEBHOOK_SECRET: "abc"
+        TELEGRAM_WEBHOOK_SECRET: "abcdefghijklmnop"
       })
       assert.deepStrictEqual(config.publicUrl, Option.some("https://zimage.onrender.com"))
     }))
@@ -139,6 +139,36 @@ describe("AppConfig", () => {
       assert.strictEqual(error.variable, "TELEGRAM_WEBHOOK_SECRET")
     }))
 
+  it.effect("webhook mode: PUBLIC_URL must be https except on loopback; the secret at least 16 characters", () =>
+    Effect.gen(function*() {
+      const secret = "0123456789abcdef"
+      for (const url of ["http://127.0.0.1:8080", "http://localhost:3000/", "http://[::1]:9"]) {
+        const config = yield* loadConfig({ ...required, PUBLIC_URL: url, TELEGRAM_WEBHOOK_SECRET: secret })
+        assert.isTrue(Option.isSome(config.publicUrl), url)
+      }
+      for (
+        const [variable, url] of [
+          ["PUBLIC_URL", "http://bot.example.com"],
+          ["PUBLIC_URL", "http://10.0.0.5:8080"],
+          ["PUBLIC_URL", "http://127.0.0.1.example.com"],
+          ["RENDER_EXTERNAL_URL", "http://zimage.onrender.com"]
+        ] as const
+      ) {
+        const error = yield* failure({ ...required, [variable]: url, TELEGRAM_WEBHOOK_SECRET: secret })
+        assert.strictEqual(error.variable, variable, url)
+        assert.include(error.message, "https://")
+        assert.notInclude(error.message, url)
+      }
+      const short = "fifteen_chars_x"
+      assert.lengthOf(short, 15)
+      for (const env of [{ PUBLIC_URL: "https://bot.example.com" }, {}]) {
+        const error = yield* failure({ ...required, ...env, TELEGRAM_WEBHOOK_SECRET: short })
+        assert.strictEqual(error.variable, "TELEGRAM_WEBHOOK_SECRET")
+        assert.include(error.message, "at least 16 characters")
+        assert.notInclude(error.message, short)
+      }
+    }))
+
   it.effect.each(
     [
       ["PORT", "abc"],
@@ -154,7 +184,7 @@ describe("AppConfig", () => {
     ] as const
   )("rejects %s=%s with a message that names it and hides the value", ([variable, value]) =>
     Effect.gen(function*() {
-      const error = yield* failure({ ...required, TELEGRAM_WEBHOOK_SECRET: "x", [variable]: value })
+      const error = yield* failure({ ...required, TELEGRAM_WEBHOOK_SECRET: "x".repeat(16), [variable]: value })
       assert.strictEqual(error.variable, variable)
       assert.isTrue(error.message.startsWith(variable))
       assert.notInclude(error.message, value)

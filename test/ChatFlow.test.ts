@@ -162,19 +162,30 @@ describe("chat flow, long polling", () => {
       const ratio = yield* exchange(fake, FakeTelegram.textMessage({ chatId, text: "закат" }), "sendMessage", chatId)
       assert.strictEqual(ratio.params.text, t("ru").chooseRatio)
 
-      // An old keyboard, a tampered ratio and unknown data: "expired", nothing recorded.
+      // An old keyboard, a tampered ratio, unknown data and generation ids beyond
+      // PostgreSQL's bigint (which no query may see): "expired", nothing recorded.
+      const pressed: Array<number> = []
       for (
         const [data, messageId] of [
           ["zimage:ratio:1:1", messageIdOf(ratio) - 1],
           ["zimage:ratio:5:4", messageIdOf(ratio)],
-          ["zimage:something", messageIdOf(ratio)]
+          ["zimage:something", messageIdOf(ratio)],
+          ["zimage:again:99999999999999999999999", messageIdOf(ratio)],
+          ["zimage:again:9223372036854775808", messageIdOf(ratio)],
+          ["zimage:retry:9999999999999999999", messageIdOf(ratio)]
         ] as const
       ) {
         const id = `stale-${data}-${messageId}`
-        fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data, messageId, id }))
+        pressed.push(fake.pushUpdate(FakeTelegram.callbackQuery({ chatId, data, messageId, id })))
         const answered = yield* answeredWith(fake, id)
         assert.strictEqual(answered.params.text, t("ru").expired)
       }
+      assert.strictEqual(yield* awaitInboxIdle(app, pressed.at(-1)!), 0, "no update ended dead")
+      const statuses = yield* app.run(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        return yield* sql<{ status: string }>`SELECT status FROM telegram_updates WHERE update_id IN ${sql.in(pressed)}`
+      }))
+      assert.deepStrictEqual(statuses.map((r) => r.status), pressed.map(() => "done"))
       assert.lengthOf(yield* generationsOf(app, chatId), 0)
       const session = yield* app.run(Effect.flatMap(Effect.service(ChatSessions), (s) => s.get(chatId, chatId)))
       assert.deepStrictEqual(

@@ -122,6 +122,18 @@ describe("chat flow logic", () => {
     }
   })
 
+  it("generation ids beyond PostgreSQL's bigint are Unknown (no query ever sees them); 2^63 - 1 is the last one", () => {
+    for (const id of ["9223372036854775808", "9999999999999999999", "99999999999999999999999"]) {
+      assert.strictEqual(parseCallbackData(CallbackData.again(id))._tag, "Unknown", id)
+      assert.strictEqual(parseCallbackData(CallbackData.retry(id))._tag, "Unknown", id)
+    }
+    assert.deepStrictEqual(parseCallbackData("zimage:again:9223372036854775807"), {
+      _tag: "Again",
+      generationId: "9223372036854775807"
+    })
+    assert.deepStrictEqual(parseCallbackData("zimage:retry:0042"), { _tag: "Retry", generationId: "0042" })
+  })
+
   it("greets users who write without pressing /start", () => {
     const r = transition(Idle, { _tag: "Text", text: "нарисуй кота" }, ru)
     assert.strictEqual(sends(r.actions)[0], t("ru").welcome)

@@ -263,7 +263,7 @@ describe("docs/contract.md", () => {
       const webhook = yield* envVarsReadBy({
         ...required,
         PUBLIC_URL: "https://bot.example.com",
-        TELEGRAM_WEBHOOK_SECRET: "secret_value"
+        TELEGRAM_WEBHOOK_SECRET: "secret_value-0123456789"
       })
       const read = new Set([...polling, ...webhook])
       // The static collection misses nothing the configuration really reads…

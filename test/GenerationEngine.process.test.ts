@@ -97,7 +97,15 @@ describe("GenerationEngine across processes", () => {
           (c) => c.params.chat_id === chatId && c.params.message_id === messageId(status),
           { timeoutMs: 20_000 }
         )
-        const health = yield* Effect.promise(() => getJson(second.port, "/health"))
+        // /health reads the database at most once a second, so its count may lag the delivery by that much.
+        const health = yield* Effect.promise(async () => {
+          const until = Date.now() + 5_000
+          for (;;) {
+            const answer = await getJson(second.port, "/health")
+            if (answer.body.inflight_generations === 0 || Date.now() > until) return answer
+            await new Promise((resolve) => setTimeout(resolve, 100))
+          }
+        })
         assert.deepInclude(health.body, { active: true, inflight_generations: 0, generation_engine: "running" })
 
         assert.strictEqual(kie.counters.createTask, 1, "never a second createTask")

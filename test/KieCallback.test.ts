@@ -4,17 +4,24 @@
  * callback is stored, also when the callback reaches another instance.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Option, PubSub, Result, type Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, Fiber, Layer, Metric, Option, PubSub, Result, type Scope } from "effect"
 import type { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
 import { decodeRecordData, Kie, type KieShape, type TaskState } from "../src/kie/Kie.ts"
-import { type CallbackSignal, KieCallbacks, type KieCallbacksShape } from "../src/kie/KieCallback.ts"
+import {
+  type CallbackSignal,
+  KieCallbacks,
+  type KieCallbacksShape,
+  MAX_CALLBACK_BYTES
+} from "../src/kie/KieCallback.ts"
 import type { KieRateBudget } from "../src/kie/KieRateBudget.ts"
 import { prune } from "../src/kie/sql/prune.ts"
+import * as Metrics from "../src/observability/Metrics.ts"
 import { type CallbackResult, FakeKie, type FakeKieOptions, type SendCallbackOptions } from "./fakes/FakeKie.ts"
 import { CallbackServer, KieStack, KieTestDatabase, serverUrl } from "./support/KieTestStack.ts"
+import { type LogCapture, makeLogCapture } from "./support/LogCapture.ts"
 import { TEST_KIE_KEY, TEST_WEBHOOK_SECRET } from "./support/TestConfig.ts"
 
 const HMAC_KEY = "kie-hmac-test-key-0123456789"
@@ -51,7 +58,12 @@ const deliverTo =
     })
 
 const withBot = <A, E>(
-  options: { readonly fake?: Partial<FakeKieOptions>; readonly env?: Record<string, string> },
+  options: {
+    readonly fake?: Partial<FakeKieOptions>
+    readonly env?: Record<string, string>
+    /** Captures what the instance (its HTTP server included) logs. */
+    readonly logs?: LogCapture
+  },
   body: (h: Harness) => Effect.Effect<A, E, Env>
 ) =>
   Effect.scoped(Effect.gen(function*() {
@@ -61,7 +73,11 @@ const withBot = <A, E>(
       const callbacks = yield* KieCallbacks
       const url = yield* serverUrl
       return yield* body({ fake, kie, callbacks, url, deliver: deliverTo(fake, url) })
-    }).pipe(Effect.provide(Instance(fake, options.env ?? {})))
+    }).pipe(
+      Effect.provide(Instance(fake, options.env ?? {})),
+      // Outside, so the instance (its HTTP server included) is built with the capturing logger.
+      Effect.provide(options.logs?.layer ?? Layer.empty)
+    )
   }))
 
 /** Lets real I/O (HTTP, PostgreSQL, NOTIFY) happen for `millis` of real time; the clock does not move. */
@@ -120,6 +136,40 @@ const countRows = (taskId: string) =>
       SELECT count(*)::int AS n, max(callback_count) AS count FROM kie_tasks WHERE task_id = ${taskId}
     `
     return rows[0]!
+  })
+
+/** How many callback requests the route has answered with `result` (this process, all tests). */
+const answeredAs = (result: Metrics.KieCallbackResult) =>
+  Effect.map(Metric.value(Metric.withAttributes(Metrics.kieCallbacks, { result })), (state) => state.count)
+
+/** `effect`, or a test failure after `millis` of real time (the TestClock does not move here). */
+const withinRealTime = <A, E, R>(millis: number, what: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.raceFirst(
+    effect,
+    Effect.promise(() => new Promise((resolve) => setTimeout(resolve, millis))).pipe(
+      Effect.andThen(Effect.die(new Error(`${what}: no answer within ${millis} ms`)))
+    )
+  )
+
+/**
+ * Runs `effect` while another transaction holds `kie_tasks` in EXCLUSIVE
+ * mode: plain reads go through, anything that locks rows (SELECT … FOR
+ * UPDATE) or writes waits until the lock is released after `effect`.
+ */
+const whileTableLocked = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const locked = yield* Deferred.make<void>()
+    const unlock = yield* Deferred.make<void>()
+    const holder = yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`LOCK TABLE kie_tasks IN EXCLUSIVE MODE`
+      yield* Deferred.succeed(locked, undefined)
+      yield* Deferred.await(unlock)
+    })).pipe(Effect.forkChild)
+    yield* Deferred.await(locked)
+    return yield* effect.pipe(
+      Effect.ensuring(Deferred.succeed(unlock, undefined).pipe(Effect.andThen(Fiber.join(holder)), Effect.orDie))
+    )
   })
 
 layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
@@ -294,10 +344,13 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
         Effect.gen(function*() {
           fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
           const taskId = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+          const [storedBefore, duplicatesBefore] = [yield* answeredAs("stored"), yield* answeredAs("duplicate")]
           assert.strictEqual((yield* deliver(taskId)).status, 200)
           assert.strictEqual((yield* deliver(taskId)).status, 200)
           assert.strictEqual((yield* deliver(taskId, { state: { success: [EVIL] } })).status, 200)
           assert.deepStrictEqual(yield* countRows(taskId), { n: 1, count: 3 })
+          assert.strictEqual((yield* answeredAs("stored")) - storedBefore, 1)
+          assert.strictEqual((yield* answeredAs("duplicate")) - duplicatesBefore, 2)
           const stored = yield* callbacks.lookup(taskId)
           assert.isTrue(Option.isSome(stored))
           assert.include(JSON.stringify(Option.getOrThrow(stored).data), REAL)
@@ -314,16 +367,81 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
           assert.deepStrictEqual(yield* countRows("task_not_ours"), { n: 0, count: null })
         })))
 
-    it.effect("413 for a body over 1 MiB (declared or chunked), 400 for non-JSON or a non-callback", () =>
+    it.effect("an unknown task is refused cheaply: one plain read (no row lock, no transaction), no log line, counted", () =>
+      Effect.gen(function*() {
+        const logs = makeLogCapture()
+        yield* withBot({ logs }, ({ fake, kie, deliver }) =>
+          Effect.gen(function*() {
+            fake.scriptNextTasks({ steps: ["generating"], final: { success: [REAL] } })
+            const ours = yield* kie.createTask({ prompt: "p", aspectRatio: "1:1" })
+            fake.addTask("task_not_ours_either")
+            const before = yield* answeredAs("unknown_task")
+            const since = logs.mark()
+            // Storing takes a row lock, which the EXCLUSIVE table lock holds up: only a plain read answers now.
+            const url = yield* serverUrl
+            const withUnknownRef = {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({
+                code: 200,
+                data: { taskId: "task_not_ours_3", state: "fail", failCode: "500", failMsg: "Internal Error" }
+              })
+            }
+            const answers = yield* whileTableLocked(Effect.all([
+              withinRealTime(5_000, "an unknown task", deliver("task_not_ours_either")),
+              withinRealTime(5_000, "an unknown ref", post(`${url}/kie/callback?ref=0123456789abcdef`, withUnknownRef))
+            ]))
+            for (const answer of answers) {
+              assert.strictEqual(answer.status, 200)
+              assert.include(answer.body, "unknown task")
+            }
+            assert.strictEqual((yield* answeredAs("unknown_task")) - before, 2)
+            const lines = logs.lines().slice(since)
+            assert.deepStrictEqual(lines.filter((l) => l.level !== "DEBUG").map((l) => l.message), [])
+
+            // A task of ours still goes through the storing transaction (after the lock is gone).
+            assert.strictEqual((yield* deliver(ours)).status, 200)
+            assert.deepStrictEqual(yield* storedUrls(yield* KieCallbacks, ours), [REAL])
+            // (And the capture does see the route's lines.)
+            yield* logs.awaitLine((l) => l.level === "INFO" && l.message.startsWith("[KIE] callback stored"), {
+              after: since
+            })
+          }))
+      }))
+
+    it.effect("in long-polling mode (no PUBLIC_URL) the route is not served: 404", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const fake = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY })
+        yield* Effect.gen(function*() {
+          const url = yield* serverUrl
+          const posted = yield* post(`${url}/kie/callback`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ code: 200, data: { taskId: "task_polling", state: "success" } })
+          })
+          assert.strictEqual(posted.status, 404)
+        }).pipe(Effect.provide(CallbackServer.pipe(Layer.provideMerge(KieStack(fake, {})))))
+      })))
+
+    it.effect("413 for a body over 64 KiB (declared or chunked), 400 for non-JSON or a non-callback", () =>
       withBot({}, ({ url }) =>
         Effect.gen(function*() {
           const target = `${url}/kie/callback`
           const json = { "content-type": "application/json" }
-          const big = JSON.stringify({
-            code: 200,
-            data: { taskId: "t", state: "success", pad: "x".repeat(1024 * 1024) }
+          assert.strictEqual(MAX_CALLBACK_BYTES, 64 * 1024)
+          const padded = (size: number) => {
+            const body = (pad: string) => JSON.stringify({ code: 200, data: { taskId: "t", state: "generating", pad } })
+            return body("x".repeat(size - body("").length))
+          }
+          const exact = yield* post(target, { method: "POST", headers: json, body: padded(MAX_CALLBACK_BYTES) })
+          assert.deepStrictEqual(exact, {
+            status: 200,
+            body: JSON.stringify({ ok: true, ignored: "not a final state" })
           })
-          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: big })).status, 413)
+          const tooLarge = yield* answeredAs("too_large")
+          const over = padded(MAX_CALLBACK_BYTES + 1)
+          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: over })).status, 413)
+          assert.strictEqual((yield* answeredAs("too_large")) - tooLarge, 1)
           const chunked = new ReadableStream({
             start(controller) {
               for (let i = 0; i < 17; i++) controller.enqueue(new Uint8Array(64 * 1024).fill(32))

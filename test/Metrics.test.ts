@@ -7,6 +7,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
 import { Health, HealthRoute } from "../src/observability/Health.ts"
@@ -224,7 +225,9 @@ describe("/metrics", () => {
             valueOf(after, "zimage_update_processing_seconds_count")
           )
           assert.strictEqual(delta("zimage_telegram_calls_total", { method: "sendMessage", result: "ok" }), 1)
-          assert.strictEqual(valueOf(after, "zimage_queue_depth"), 0)
+          // The gauges are read from the database at most once a (clock) second: the next second's scrape.
+          yield* TestClock.adjust("1 second")
+          assert.strictEqual(valueOf((yield* scrape).samples, "zimage_queue_depth"), 0)
 
           // Telegram and Kie calls by method and result, including failures.
           telegramFake.blockChat(CHAT + 1)
@@ -282,6 +285,74 @@ describe("/metrics", () => {
           Effect.provide(live)
         )
       }),
+    { timeout: 60_000 }
+  )
+})
+
+describe("/health and /metrics read the database at most once a second", () => {
+  const Live = TestHttpServerLive(Layer.mergeAll(HealthRoute, MetricsRoute)).pipe(
+    Layer.provideMerge(Inbox.layer),
+    Layer.provideMerge(Layer.mergeAll(Health.layer, MetricsRefresh.layer)),
+    Layer.provideMerge(TestDatabaseLive),
+    Layer.provideMerge(TestConfigLive())
+  )
+
+  /** How many times a probe counting in `sequence` has run: read from the database itself. */
+  const reads = (sequence: string) =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const [row] = yield* sql<{ n: string }>`
+        SELECT CASE WHEN is_called THEN last_value ELSE 0 END::text AS n FROM ${sql(sequence)}`
+      return Number(row!.n)
+    })
+
+  const get = (path: string) =>
+    Effect.gen(function*() {
+      const url = yield* serverUrl
+      return yield* Effect.promise(() =>
+        fetch(url + path).then(async (r) => ({ status: r.status, body: await r.text() }))
+      )
+    })
+
+  it.effect(
+    "50 calls within one clock second: one database read each; the next second reads again; live fields stay live",
+    () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const health = yield* Health
+        const metrics = yield* MetricsRefresh
+        yield* sql`CREATE SEQUENCE health_reads`
+        yield* sql`CREATE SEQUENCE metrics_reads`
+        // Probes that count their runs in the database, next to the inbox's own.
+        yield* health.register(sql`SELECT nextval('health_reads')`.pipe(Effect.as({ probe: "database" }), Effect.orDie))
+        yield* metrics.register(sql`SELECT nextval('metrics_reads')`.pipe(Effect.asVoid, Effect.orDie))
+        let liveReads = 0
+        yield* health.registerLive(Effect.sync(() => ({ live_reads: ++liveReads })))
+
+        const answers = yield* Effect.all(
+          Array.from({ length: 50 }, (_, i) => get(i % 2 === 0 ? "/health" : "/metrics")),
+          { concurrency: 10 }
+        )
+        for (let i = 0; i < 50; i += 2) yield* get("/health").pipe(Effect.andThen(get("/metrics")))
+        assert.isTrue(answers.every((answer) => answer.status === 200))
+        assert.strictEqual(yield* reads("health_reads"), 1)
+        assert.strictEqual(yield* reads("metrics_reads"), 1)
+        assert.strictEqual(liveReads, 50, "the leadership-like probe is read for every answer")
+        const last = JSON.parse((yield* get("/health")).body)
+        assert.deepInclude(last, { status: "ok", probe: "database", db: "ok", queue_depth: 0, live_reads: 51 })
+
+        yield* TestClock.adjust("1 second")
+        yield* get("/health")
+        yield* get("/metrics")
+        yield* get("/health")
+        assert.strictEqual(yield* reads("health_reads"), 2)
+        assert.strictEqual(yield* reads("metrics_reads"), 2)
+        // In-process callers can still read everything now.
+        yield* health.report
+        yield* metrics.refresh
+        assert.strictEqual(yield* reads("health_reads"), 3)
+        assert.strictEqual(yield* reads("metrics_reads"), 3)
+      }).pipe(Effect.provide(Live)),
     { timeout: 60_000 }
   )
 })

@@ -76,6 +76,27 @@ layer(PipelineLive(), { timeout: "60 seconds" })("long polling", (it) => {
       yield* logs.awaitLine((l) => l.message === "[POLL] polling works again")
     }))
 
+  it.effect("an update with a lone surrogate or NUL (jsonb refuses both) is stored with U+FFFD; polling goes on", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const fake = yield* FakeTelegram.FakeTelegram
+      const recorder = yield* makeRecordingHandler
+      const start = fake.mark()
+      // The fake answers with JSON.stringify, which writes these as the escapes `\ud800` and `\u0000`.
+      const odd = fake.pushUpdate(FakeTelegram.textMessage({ chatId: 25, text: "x\ud800y\u0000z" }))
+      yield* becomeLeader(Poller.layer, recorder.handler)
+      yield* fake.awaitCall("getUpdates", (c) => c.params.offset === odd + 1, { after: start })
+      const [stored] = yield* sql<{ text: string }>`
+        SELECT payload->'message'->>'text' AS text FROM telegram_updates WHERE update_id = ${odd}`
+      assert.strictEqual(stored?.text, "x\uFFFDy\uFFFDz")
+
+      const next = fake.pushUpdate(FakeTelegram.textMessage({ chatId: 25, text: "after" }))
+      yield* fake.awaitCall("getUpdates", (c) => c.params.offset === next + 1, { after: start })
+      assert.strictEqual((yield* rowOf(next))?.status, "pending")
+      assert.lengthOf(fake.pendingUpdates(), 0, "both confirmed at Telegram")
+    }))
+
   it.effect("409 Conflict backs off on the clock and is logged once per change", () =>
     Effect.gen(function*() {
       yield* clearInbox

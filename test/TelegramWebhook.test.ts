@@ -149,6 +149,30 @@ layer(WebhookServerLive, { timeout: "60 seconds" })("POST /telegram/webhook", (i
       assert.strictEqual((yield* rowsOf(1009))[0]!.payload.message.text, "a\uFFFDb")
     }))
 
+  it.effect("lone surrogates (which jsonb refuses) are stored as U+FFFD: 200, not 503 forever; pairs stay", () =>
+    Effect.gen(function*() {
+      const url = yield* serverUrl
+      // JSON.stringify writes a lone surrogate as the escape `\ud800`, as a sender's JSON would.
+      const body = JSON.stringify({
+        update_id: 1010,
+        message: {
+          message_id: 1,
+          date: 0,
+          chat: { id: 5, type: "private" },
+          text: "a\ud800b\udc00c 🖼 \u0000",
+          entities: [{ type: "bold", offset: 0, length: 1, "key\udfff": "x" }]
+        }
+      })
+      assert.include(body, "\\ud800")
+      const answer = yield* post(url, body)
+      assert.strictEqual(answer.status, 200)
+      assert.deepStrictEqual(answer.body, { ok: true, duplicate: false })
+      const [row] = yield* rowsOf(1010)
+      assert.strictEqual(row!.payload.message.text, "a\uFFFDb\uFFFDc 🖼 \uFFFD")
+      assert.sameMembers(Object.keys(row!.payload.message.entities[0]), ["type", "offset", "length", "key\uFFFD"])
+      assert.strictEqual(row!.status, "pending")
+    }))
+
   it.effect("concurrent duplicate POSTs: all 200, exactly one stored it", () =>
     Effect.gen(function*() {
       const url = yield* serverUrl

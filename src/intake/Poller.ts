@@ -18,6 +18,7 @@ import { Inbox } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
 import { retryLogged } from "../platform/Supervised.ts"
+import { safeJson } from "../telegram/SafeJson.ts"
 import { Telegram, type TelegramError } from "../telegram/Telegram.ts"
 import { allowedUpdates, type UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 import { backoff } from "../platform/Retry.ts"
@@ -89,7 +90,8 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | Telegram> = La
     /** Stores a batch, retrying until it is committed: the offset must not move before. */
     const storeBatch = (updates: ReadonlyArray<UpdateEnvelope>) =>
       retried(
-        inbox.store(updates),
+        // NUL or a lone surrogate would make the INSERT fail on every retry: polling would stop for good.
+        inbox.store(safeJson(updates)),
         pollRetryPolicy,
         (error) => `could not store ${updates.length} update(s), not confirming them: ${error.message}`
       )

@@ -21,6 +21,7 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
+import { safeJson } from "../telegram/SafeJson.ts"
 import { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 
 /** Where Telegram posts updates (the path of the webhook URL we register). */
@@ -51,9 +52,10 @@ const decodeEnvelope = Schema.decodeUnknownOption(UpdateEnvelope)
 /** New updates stored from webhooks (duplicates are not counted). */
 const receivedByWebhook = Metric.withAttributes(Metrics.updatesReceived, { source: "webhook" })
 
+/** The body as JSON that `jsonb` can store (NUL and lone surrogates replaced), if it is JSON. */
 const parseJson = (bytes: ArrayBuffer): Option.Option<unknown> => {
   try {
-    return Option.some(JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)))
+    return Option.some(safeJson(JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes))))
   } catch {
     return Option.none()
   }

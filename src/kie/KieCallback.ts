@@ -46,6 +46,7 @@ import {
   Duration,
   Effect,
   Layer,
+  Metric,
   Option,
   type PubSub,
   Redacted,
@@ -60,6 +61,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomBytes } from "node:crypto"
 import { listenForever } from "../database/Listen.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
 import { type CallbackSignal, makeCallbackSignals } from "./KieCallbackSignals.ts"
@@ -80,8 +82,13 @@ export type { CallbackSignal, RecordCallback, RecordOutcome, StoredCallback }
 
 /** The route Kie POSTs callbacks to, below PUBLIC_URL. */
 export const CALLBACK_PATH = "/kie/callback"
-/** Callbacks are small (the prompt is at most 1000 characters); anything bigger is not Kie. */
-export const MAX_CALLBACK_BYTES = 1024 * 1024
+/**
+ * Callbacks are small: the task's parameters (a prompt of at most 1000
+ * characters, an image URL or two) and the result URLs, a few KiB. 64 KiB
+ * leaves ample room; anything bigger is not Kie, and is refused (413) before
+ * it is buffered.
+ */
+export const MAX_CALLBACK_BYTES = 64 * 1024
 /** How long registry rows are kept: long enough for any generation and for an operator to look. */
 export const REGISTRY_RETENTION: Duration.Duration = Duration.days(7)
 
@@ -199,82 +206,112 @@ const readBodyLimited = (request: HttpServerRequest.HttpServerRequest, limit: nu
 const terminalName = (state: TaskState): "success" | "fail" | undefined =>
   isTerminal(state) ? (state._tag === "Success" ? "success" : "fail") : undefined
 
-/**
- * `POST /kie/callback`. 413 over 1 MiB; 401 when KIE_WEBHOOK_HMAC_KEY is set
- * and the signature is missing, wrong or stale; 400 for a body that is not a
- * recordInfo-shaped callback; 503 when it cannot be stored (Kie retries);
- * otherwise 200, also for unknown tasks and repeats (ignored).
- */
-export const KieCallbackRoute = HttpRouter.add(
-  "POST",
-  CALLBACK_PATH,
-  Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const config = yield* AppConfig
-    const callbacks = yield* KieCallbacks
-    const hmacKey = Option.map(config.kieWebhookHmacKey, Redacted.value)
-    const signature = request.headers["x-webhook-signature"]
-    const timestamp = request.headers["x-webhook-timestamp"]
-    if (Option.isSome(hmacKey) && (signature === undefined || timestamp === undefined)) {
-      yield* Effect.logWarning("[KIE] callback rejected: no signature headers")
-      return respond(401, { error: "missing signature" })
-    }
+/** The answer to a callback request, counted under its result. */
+const answer = (result: Metrics.KieCallbackResult, status: number, body: Record<string, unknown>) =>
+  Metric.update(Metric.withAttributes(Metrics.kieCallbacks, { result }), 1).pipe(
+    Effect.as(respond(status, body))
+  )
 
+/** The signature check of a callback when KIE_WEBHOOK_HMAC_KEY is set: `undefined` when it passes. */
+const signatureProblem = (
+  request: HttpServerRequest.HttpServerRequest,
+  hmacKey: Option.Option<string>,
+  taskId: string
+) =>
+  Effect.gen(function*() {
+    if (Option.isNone(hmacKey)) return undefined
+    const check = checkSignature({
+      key: hmacKey.value,
+      taskId,
+      signature: request.headers["x-webhook-signature"],
+      timestamp: request.headers["x-webhook-timestamp"],
+      nowMillis: yield* Clock.currentTimeMillis
+    })
+    return check === "ok" ? undefined : check
+  })
+
+/** The body as a decoded callback, or the answer to give instead. */
+const readCallback = (request: HttpServerRequest.HttpServerRequest) =>
+  Effect.gen(function*() {
     const text = yield* readBodyLimited(request, MAX_CALLBACK_BYTES)
     let json: unknown
     try {
       json = JSON.parse(text)
     } catch {
-      return respond(400, { error: "body is not JSON" })
+      return Result.fail(yield* answer("bad_request", 400, { error: "body is not JSON" }))
     }
     const decoded = decodeCallbackBody(json)
-    if (Result.isFailure(decoded)) {
-      yield* Effect.logWarning(`[KIE] callback rejected: ${decoded.failure.message}`)
-      return respond(400, { error: "not a Kie task callback" })
-    }
-    const { taskId, state, data } = decoded.success
+    if (Result.isSuccess(decoded)) return Result.succeed(decoded.success)
+    yield* Effect.logWarning(`[KIE] callback rejected: ${decoded.failure.message}`)
+    return Result.fail(yield* answer("bad_request", 400, { error: "not a Kie task callback" }))
+  })
 
-    if (Option.isSome(hmacKey)) {
-      const check = checkSignature({
-        key: hmacKey.value,
-        taskId,
-        signature,
-        timestamp,
-        nowMillis: yield* Clock.currentTimeMillis
-      })
-      if (check !== "ok") {
-        yield* Effect.logWarning(`[KIE] callback rejected: signature ${check}`, { taskId })
-        return respond(401, { error: "bad signature" })
-      }
-    }
+/**
+ * `POST /kie/callback`. 413 over 64 KiB; 401 when KIE_WEBHOOK_HMAC_KEY is set
+ * and the signature is missing, wrong or stale; 400 for a body that is not a
+ * recordInfo-shaped callback; 503 when it cannot be stored (Kie retries);
+ * otherwise 200, also for unknown tasks and repeats (ignored). An unknown
+ * task costs one indexed read, no transaction and no log line (only the
+ * metric counts it): anyone can POST here.
+ */
+const handleCallback = Effect.gen(function*() {
+  const request = yield* HttpServerRequest.HttpServerRequest
+  const config = yield* AppConfig
+  const callbacks = yield* KieCallbacks
+  const hmacKey = Option.map(config.kieWebhookHmacKey, Redacted.value)
+  if (
+    Option.isSome(hmacKey) &&
+    (request.headers["x-webhook-signature"] === undefined || request.headers["x-webhook-timestamp"] === undefined)
+  ) {
+    yield* Effect.logWarning("[KIE] callback rejected: no signature headers")
+    return yield* answer("unauthorized", 401, { error: "missing signature" })
+  }
+  const read = yield* readCallback(request)
+  if (Result.isFailure(read)) return read.failure
+  const { taskId, state, data } = read.success
 
-    const stateName = terminalName(state)
-    if (stateName === undefined) {
-      // Kie calls back when a task finishes; an intermediate state has nothing to deliver.
-      return respond(200, { ok: true, ignored: "not a final state" })
-    }
-    const ref = new URL(request.url, "http://callback.invalid").searchParams.get("ref") ?? undefined
-    const outcome = yield* callbacks.record({
-      taskId,
-      ref,
-      state: stateName,
-      data,
-      signatureVerified: Option.isSome(hmacKey)
-    })
-    yield* outcome === "unknown"
-      ? Effect.logInfo("[KIE] callback for an unknown task ignored", { taskId })
-      : Effect.logInfo(`[KIE] callback ${outcome}`, { taskId, state: stateName })
-    return respond(200, outcome === "unknown" ? { ok: true, ignored: "unknown task" } : { ok: true })
-  }).pipe(
-    Effect.catchTag("BodyTooLarge", () => Effect.succeed(respond(413, { error: "body too large" }))),
-    Effect.catchTag("HttpServerError", () => Effect.succeed(respond(400, { error: "unreadable body" }))),
-    Effect.catchTag(
-      "SqlError",
-      (error) =>
-        Effect.logWarning(`[KIE] callback could not be stored: ${error.message}`).pipe(
-          Effect.as(respond(503, { error: "temporarily unavailable" }))
-        )
-    ),
-    Effect.withSpan("KieCallback.receive")
-  )
+  const problem = yield* signatureProblem(request, hmacKey, taskId)
+  if (problem !== undefined) {
+    yield* Effect.logWarning(`[KIE] callback rejected: signature ${problem}`, { taskId })
+    return yield* answer("unauthorized", 401, { error: "bad signature" })
+  }
+
+  const stateName = terminalName(state)
+  if (stateName === undefined) {
+    // Kie calls back when a task finishes; an intermediate state has nothing to deliver.
+    return yield* answer("not_final", 200, { ok: true, ignored: "not a final state" })
+  }
+  const ref = new URL(request.url, "http://callback.invalid").searchParams.get("ref") ?? undefined
+  const outcome = yield* callbacks.record({
+    taskId,
+    ref,
+    state: stateName,
+    data,
+    signatureVerified: Option.isSome(hmacKey)
+  })
+  if (outcome === "unknown") return yield* answer("unknown_task", 200, { ok: true, ignored: "unknown task" })
+  yield* Effect.logInfo(`[KIE] callback ${outcome}`, { taskId, state: stateName })
+  return yield* answer(outcome, 200, { ok: true })
+}).pipe(
+  Effect.catchTag("BodyTooLarge", () => answer("too_large", 413, { error: "body too large" })),
+  Effect.catchTag("HttpServerError", () => answer("bad_request", 400, { error: "unreadable body" })),
+  Effect.catchTag(
+    "SqlError",
+    (error) =>
+      Effect.logWarning(`[KIE] callback could not be stored: ${error.message}`).pipe(
+        Effect.andThen(answer("unavailable", 503, { error: "temporarily unavailable" }))
+      )
+  ),
+  Effect.withSpan("KieCallback.receive")
 )
+
+/**
+ * The `POST /kie/callback` route, in webhook mode only (PUBLIC_URL set). In
+ * long-polling mode createTask sends no callBackUrl, so nothing legitimate
+ * calls it: the path is not served at all (404), and a stray request costs
+ * nothing.
+ */
+export const KieCallbackRoute = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* AppConfig
+  return Option.isSome(config.publicUrl) ? HttpRouter.add("POST", CALLBACK_PATH, handleCallback) : Layer.empty
+}))

@@ -114,7 +114,7 @@ export const layer = <E, R>(
       const key = config.leaderLockKey
 
       const board = yield* makeStatusBoard(key)
-      yield* health.register(board.health)
+      yield* health.registerLive(board.health)
       const contender = yield* makeContender(key, board)
       const lead = makeLeadership({ key, board, leaderOnly, shutdownTimeout: config.shutdownTimeout })
 

@@ -9,6 +9,7 @@
 import { Cause, Context, Effect, Exit, Layer, Metric, Ref } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
+import { DATABASE_READ_TTL } from "./Health.ts"
 
 const seconds = Metric.boundariesFromIterable([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30])
 const generationSeconds = Metric.boundariesFromIterable([5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600])
@@ -80,6 +81,31 @@ export const accessRefused = counter(
   "Messages and button presses from users not in ALLOWED_USER_IDS, answered with the private-bot text"
 )
 
+/**
+ * The `result` label of `zimage_kie_callbacks_total`: what the route did with
+ * a request (`stored`, `hint` and `duplicate` as the store says; `unknown_task`
+ * for a task this bot never created; `not_final` for an intermediate state;
+ * then the refusals 400, 401, 413 and 503).
+ */
+export const kieCallbackResults = [
+  "stored",
+  "hint",
+  "duplicate",
+  "unknown_task",
+  "not_final",
+  "bad_request",
+  "unauthorized",
+  "too_large",
+  "unavailable"
+] as const
+/** One value of `kieCallbackResults`. */
+export type KieCallbackResult = typeof kieCallbackResults[number]
+export const kieCallbacks = counter(
+  "zimage_kie_callbacks_total",
+  "Requests to /kie/callback, by result (stored, hint, duplicate, unknown_task, not_final, bad_request, " +
+    "unauthorized, too_large, unavailable)"
+)
+
 /** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
 export const countCall = (metric: typeof kieCalls, method: string, result: string) =>
   Metric.update(Metric.withAttributes(metric, { method, result }), 1)
@@ -134,41 +160,52 @@ const initialSeries = Effect.all([
     Metric.update(Metric.withAttributes(leaderTransitions, { kind }), 0)
   ),
   ...REFUSAL_REASONS.map((reason) => Metric.update(Metric.withAttributes(generationsRefused, { reason }), 0)),
-  Metric.update(accessRefused, 0)
+  Metric.update(accessRefused, 0),
+  ...kieCallbackResults.map((result) => Metric.update(Metric.withAttributes(kieCallbacks, { result }), 0))
 ], { discard: true })
 
 /**
  * Gauges refreshed at scrape time. Services register an effect that sets
  * their gauges (and may fail or be slow: it is bounded and skipped then).
+ * They read the database, so a scrape runs them at most about once a second
+ * (`DATABASE_READ_TTL`, on the Effect clock); scrapes in between share the
+ * last refresh.
  */
 export class MetricsRefresh extends Context.Service<MetricsRefresh, {
   readonly register: (refresh: Effect.Effect<void>) => Effect.Effect<void>
+  /** Runs every refresher now. */
   readonly refresh: Effect.Effect<void>
+  /** What a scrape runs: `refresh`, unless one finished less than `DATABASE_READ_TTL` ago. */
+  readonly refreshRecent: Effect.Effect<void>
 }>()("zimage-bot/MetricsRefresh") {
   static readonly layer = Layer.effect(
     MetricsRefresh,
     Effect.gen(function*() {
       yield* initialSeries
       const refreshers = yield* Ref.make<ReadonlyArray<Effect.Effect<void>>>([])
+      const refresh = Effect.flatMap(Ref.get(refreshers), (all) =>
+        Effect.forEach(
+          all,
+          (refresh) => refresh.pipe(Effect.timeout("1 second"), Effect.catchCause(() => Effect.void)),
+          { concurrency: "unbounded", discard: true }
+        ))
+      const [refreshRecent, forget] = yield* Effect.cachedInvalidateWithTTL(refresh, DATABASE_READ_TTL)
       return MetricsRefresh.of({
-        register: (refresh) => Ref.update(refreshers, (all) => [...all, refresh]),
-        refresh: Effect.flatMap(Ref.get(refreshers), (all) =>
-          Effect.forEach(
-            all,
-            (refresh) => refresh.pipe(Effect.timeout("1 second"), Effect.catchCause(() => Effect.void)),
-            { concurrency: "unbounded", discard: true }
-          ))
+        register: (refresher) => Ref.update(refreshers, (all) => [...all, refresher]).pipe(Effect.andThen(forget)),
+        refresh,
+        refreshRecent
       })
     })
   )
 }
 
+/** `GET /metrics`: the database-derived gauges are read at most about once a second however often it is scraped. */
 export const MetricsRoute = HttpRouter.add(
   "GET",
   "/metrics",
   Effect.gen(function*() {
     const refresh = yield* MetricsRefresh
-    yield* refresh.refresh
+    yield* refresh.refreshRecent
     const body = yield* PrometheusMetrics.format()
     return HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
   })

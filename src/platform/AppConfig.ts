@@ -220,6 +220,32 @@ export const parseUserIds = (s: string): Parsed<ReadonlySet<number>> => {
 
 const secret = (s: string): Parsed<Redacted.Redacted<string>> => ok(Redacted.make(s))
 
+/** Hosts where plain http is fine for PUBLIC_URL: the traffic never leaves the machine. */
+const LOOPBACK_HOSTS: ReadonlyArray<string> = ["127.0.0.1", "localhost", "[::1]"]
+
+/**
+ * PUBLIC_URL (or RENDER_EXTERNAL_URL): https, because Telegram sends the
+ * webhook secret and Kie sends results to it; plain http only on loopback
+ * (local runs, tests, the sandbox).
+ */
+export const parsePublicUrl = (s: string): Parsed<string> => {
+  const parsed = parseHttpUrl(s)
+  if (!parsed.ok) return parsed
+  const url = new URL(parsed.value)
+  return url.protocol === "https:" || LOOPBACK_HOSTS.includes(url.hostname)
+    ? parsed
+    : bad("must be an https:// URL (plain http:// only for 127.0.0.1, localhost or [::1])")
+}
+
+/** The shortest TELEGRAM_WEBHOOK_SECRET accepted: anything shorter is guessable. */
+export const MIN_WEBHOOK_SECRET_LENGTH = 16
+
+/** TELEGRAM_WEBHOOK_SECRET: at least `MIN_WEBHOOK_SECRET_LENGTH` characters. */
+export const parseWebhookSecret = (s: string): Parsed<Redacted.Redacted<string>> =>
+  s.length >= MIN_WEBHOOK_SECRET_LENGTH
+    ? ok(Redacted.make(s))
+    : bad(`must be at least ${MIN_WEBHOOK_SECRET_LENGTH} characters long (a random value, e.g. Render's generateValue)`)
+
 /** `123456:ABC-def_...`, as issued by @BotFather. */
 export const parseBotToken = (s: string): Parsed<Redacted.Redacted<string>> =>
   /^\d+:[A-Za-z0-9_-]+$/.test(s)
@@ -317,11 +343,11 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
     const telegramBotToken = yield* required("TELEGRAM_BOT_TOKEN", "the bot token from @BotFather", parseBotToken)
     const kieApiKey = yield* required("KIE_API_KEY", "the API key from kie.ai/api-key", secret)
 
-    const explicitPublicUrl = yield* optional("PUBLIC_URL", parseHttpUrl)
+    const explicitPublicUrl = yield* optional("PUBLIC_URL", parsePublicUrl)
     const publicUrl = Option.isSome(explicitPublicUrl)
       ? explicitPublicUrl
-      : yield* optional("RENDER_EXTERNAL_URL", parseHttpUrl)
-    const rawWebhookSecret = yield* optional("TELEGRAM_WEBHOOK_SECRET", secret)
+      : yield* optional("RENDER_EXTERNAL_URL", parsePublicUrl)
+    const rawWebhookSecret = yield* optional("TELEGRAM_WEBHOOK_SECRET", parseWebhookSecret)
     if (Option.isSome(publicUrl) && Option.isNone(rawWebhookSecret)) {
       return yield* new ConfigInvalid({
         variable: "TELEGRAM_WEBHOOK_SECRET",

@@ -11,12 +11,63 @@
  * those idle at that moment, so a connection whose request was in flight
  * would otherwise stay open until `keepAliveTimeout` and hold the shutdown
  * for the whole SHUTDOWN_TIMEOUT_MS.
+ *
+ * Every instance is public (Render routes traffic to all of them), so the
+ * server bounds what a slow or greedy client can hold: see `SERVER_LIMITS`.
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
 import { createServer, type Server, type ServerResponse } from "node:http"
 import { AppConfig } from "./AppConfig.ts"
+
+/** What the Node server allows one client, and all of them together. */
+export interface ServerLimits {
+  /** The request line and headers must arrive within this (slowloris). */
+  readonly headersTimeoutMs: number
+  /**
+   * The whole request, body included, must arrive within this. It bounds
+   * receiving only: a handler that takes longer to answer is not cut off.
+   */
+  readonly requestTimeoutMs: number
+  /** Open connections at most; more are closed as soon as they are accepted. */
+  readonly maxConnections: number
+  /**
+   * An idle keep-alive connection is kept this long: longer than the 60 s
+   * Render's proxy keeps its side open, so the proxy never reuses a
+   * connection we are just closing.
+   */
+  readonly keepAliveTimeoutMs: number
+  /** How often Node checks the two request timeouts; their precision. */
+  readonly connectionsCheckingIntervalMs: number
+}
+
+/**
+ * The limits in production. 10 s for headers and 30 s for a request are
+ * ample for Telegram (a webhook body is at most 1 MiB) and Kie (a few KiB)
+ * and for Render's health checks and Prometheus; 1000 connections is far
+ * above what Render's proxy opens to one instance (it reuses keep-alive
+ * connections), yet bounds the sockets and memory a flood can take.
+ */
+export const SERVER_LIMITS: ServerLimits = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  maxConnections: 1000,
+  keepAliveTimeoutMs: 65_000,
+  connectionsCheckingIntervalMs: 1_000
+}
+
+/** A Node HTTP server with `limits` (production's by default). */
+export const makeNodeServer = (limits: ServerLimits = SERVER_LIMITS): Server => {
+  const server = createServer({
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: limits.connectionsCheckingIntervalMs
+  })
+  server.maxConnections = limits.maxConnections
+  return server
+}
 
 /**
  * Once `begin` is called, every response (in flight or still to come on an
@@ -45,12 +96,13 @@ const closeConnectionsWhenIdle = (server: Server) => {
   }
 }
 
-export const layer = <E, R>(routes: Layer.Layer<never, E, R>) =>
+/** Serves `routes` on HOST:PORT with `limits` (production's by default; tests pass small ones). */
+export const layer = <E, R>(routes: Layer.Layer<never, E, R>, limits: ServerLimits = SERVER_LIMITS) =>
   Layer.unwrap(Effect.gen(function*() {
     const config = yield* AppConfig
     // Added before the server is built, so it runs once the server has closed.
     yield* Effect.addFinalizer(() => Effect.logInfo("[HTTP] server closed"))
-    const server = createServer({ keepAliveTimeout: 65_000 })
+    const server = makeNodeServer(limits)
     const connections = closeConnectionsWhenIdle(server)
     const serve = HttpRouter.serve(routes, { disableLogger: true }).pipe(
       Layer.provideMerge(NodeHttpServer.layer(() => server, {

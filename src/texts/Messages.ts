@@ -41,16 +41,30 @@ export type ParsedCallback =
   | { readonly _tag: "Retry"; readonly generationId: string }
   | { readonly _tag: "Unknown" }
 
-/** Anything not produced by `CallbackData` (old keyboards, tampered data) is `Unknown`. */
+/** The largest generation id: PostgreSQL's `bigint` maximum, 2^63 - 1. */
+const MAX_GENERATION_ID = "9223372036854775807"
+
+/**
+ * A decimal id a `bigint` column can hold. A larger one (tampered data) would
+ * make every query with it fail, and the update be retried until it is dead.
+ */
+const fitsBigint = (digits: string): boolean =>
+  digits.length < MAX_GENERATION_ID.length ||
+  (digits.length === MAX_GENERATION_ID.length && digits <= MAX_GENERATION_ID)
+
+/**
+ * Anything not produced by `CallbackData` (old keyboards, tampered data,
+ * generation ids beyond `bigint`) is `Unknown`.
+ */
 export const parseCallbackData = (data: string | undefined): ParsedCallback => {
   if (data === undefined) return { _tag: "Unknown" }
   if (data === CallbackData.start) return { _tag: "Start" }
   const ratio = /^zimage:ratio:(\d{1,2}:\d{1,2})$/.exec(data)
   if (ratio !== null) return isAspectRatio(ratio[1]!) ? { _tag: "Ratio", ratio: ratio[1] } : { _tag: "Unknown" }
   const again = /^zimage:again:(\d{1,19})$/.exec(data)
-  if (again !== null) return { _tag: "Again", generationId: again[1]! }
+  if (again !== null && fitsBigint(again[1]!)) return { _tag: "Again", generationId: again[1]! }
   const retry = /^zimage:retry:(\d{1,19})$/.exec(data)
-  if (retry !== null) return { _tag: "Retry", generationId: retry[1]! }
+  if (retry !== null && fitsBigint(retry[1]!)) return { _tag: "Retry", generationId: retry[1]! }
   return { _tag: "Unknown" }
 }
 

@@ -7,12 +7,12 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { isInetAddress } from "effect/net/NetAddress"
-import { createServer } from "node:http"
+import { makeNodeServer } from "../../src/platform/HttpServer.ts"
 
 export const TestHttpServerLive = <E, R>(routes: Layer.Layer<never, E, R>) =>
   HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
     Layer.provideMerge(
-      NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 65_000 }), { port: 0, host: "127.0.0.1" })
+      NodeHttpServer.layer(() => makeNodeServer(), { port: 0, host: "127.0.0.1" })
     )
   )
 

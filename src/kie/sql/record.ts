@@ -8,7 +8,8 @@
  * id. A callback is trusted when its signature was verified or it carries the
  * row's ref. The row is locked for the decision (`FOR UPDATE`), and the NOTIFY
  * is sent in the same transaction, so listeners hear of it once it is
- * committed.
+ * committed. A callback for a task we never created is answered after one
+ * indexed read, without a transaction or a row lock.
  *
  * | stored before  | this callback | outcome     |
  * | -------------- | ------------- | ----------- |
@@ -50,8 +51,31 @@ interface RegistryRow {
   readonly callback_trusted: boolean | null
 }
 
-/** Stores `callback` in one transaction (NOTIFY included); see the table above. */
+/**
+ * Whether a row may match `callback` (by task id, or by ref on a row without
+ * one): one indexed read outside any transaction. Anyone can POST callbacks,
+ * so one for a task we never created must cost no more than this.
+ */
+const mayMatch = (pg: PgClient.PgClient, callback: RecordCallback): Effect.Effect<boolean, SqlError> => {
+  const byRef = callback.ref === undefined ? pg`false` : pg`(ref = ${callback.ref} AND task_id IS NULL)`
+  return Effect.map(
+    pg`SELECT 1 FROM kie_tasks WHERE task_id = ${callback.taskId} OR ${byRef} LIMIT 1`,
+    (rows) => rows.length > 0
+  )
+}
+
+/**
+ * Stores `callback` in one transaction (NOTIFY included); see the table
+ * above. A callback no row matches is `unknown` without a transaction.
+ */
 export const record = (pg: PgClient.PgClient, callback: RecordCallback): Effect.Effect<RecordOutcome, SqlError> =>
+  Effect.flatMap(
+    mayMatch(pg, callback),
+    (known) => known ? recordMatched(pg, callback) : Effect.succeed("unknown" as const)
+  )
+
+/** The decision of the table above, with the row locked. */
+const recordMatched = (pg: PgClient.PgClient, callback: RecordCallback): Effect.Effect<RecordOutcome, SqlError> =>
   pg.withTransaction(Effect.gen(function*() {
     let rows = yield* pg<RegistryRow>`
       SELECT ref, task_id, callback_trusted FROM kie_tasks WHERE task_id = ${callback.taskId} FOR UPDATE
