@@ -98,6 +98,7 @@ const flood = (databaseUrl: string) => Effect.gen(function*() {
     otherChats: floodOthers,
     startP99GoalMs: 1_000,
     floodRetryAfterSeconds: 20,
+    afterFloodMs: 10_500,
     timeoutMs: 300_000,
     logDir: path.join(os.tmpdir(), `zimage-chaos-logs-${floodName}`),
     progress: (line) => console.log(`  ${line}`)

@@ -129,7 +129,7 @@ describe("ChatRouting", () => {
       assert.deepStrictEqual(routing.inFlight.startedIds(), [])
     }))
 
-  it.effect("a chat that had CLAIMS_PER_CHAT updates queued wakes the claim loop when it runs out; a smaller one does not", () =>
+  it.effect("a chat given CLAIMS_PER_CHAT updates wakes the claim loop when it runs out, even if they never queued at once", () =>
     Effect.gen(function*() {
       const routing = yield* recordingRouting
       for (let n = 0; n < CLAIMS_PER_CHAT - 1; n++) yield* routing.route(itemOf(900 + n, "90"))
@@ -140,5 +140,14 @@ describe("ChatRouting", () => {
       assert.strictEqual(routing.capDrained(), 0, "not while its last update still runs")
       yield* routing.release(910 + CLAIMS_PER_CHAT - 1)
       assert.strictEqual(routing.capDrained(), 1)
+      // Routed one by one while the earlier ones finish: the queue never holds them all.
+      yield* routing.route(itemOf(920, "92"))
+      for (let n = 1; n < CLAIMS_PER_CHAT; n++) {
+        yield* routing.route(itemOf(920 + n, "92"))
+        yield* routing.release(920 + n - 1)
+      }
+      assert.strictEqual(routing.capDrained(), 1)
+      yield* routing.release(920 + CLAIMS_PER_CHAT - 1)
+      assert.strictEqual(routing.capDrained(), 2)
     }))
 })

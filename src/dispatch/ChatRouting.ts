@@ -9,8 +9,9 @@
  * per worker.
  *
  * A claim takes at most `CLAIMS_PER_CHAT` updates of a chat at once; a chat
- * that had that many queued may have more waiting in the inbox, so when its
- * queue runs empty the claim loop is woken (`onCapDrained`) to fetch them.
+ * whose fiber was given that many may have more waiting in the inbox, so
+ * when its queue runs empty the claim loop is woken (`onCapDrained`) to
+ * fetch them.
  *
  * Gotchas: the fiber of a chat ends when its queue is empty; the next update
  * of that chat starts a new one. The hash must stay the same on every
@@ -38,7 +39,7 @@ export interface ChatRoutingOptions {
   readonly run: (item: Item, worker: Semaphore.Semaphore) => Effect.Effect<void>
   /** Where the chats' fibers run (cleared when the term ends). */
   readonly fibers: FiberSet.FiberSet
-  /** A chat that had `CLAIMS_PER_CHAT` updates queued ran out of them: claim again. */
+  /** A chat whose fiber was given `CLAIMS_PER_CHAT` updates ran out of them: claim again. */
   readonly onCapDrained: () => void
 }
 
@@ -54,8 +55,10 @@ export const makeChatRouting = (options: ChatRoutingOptions): Effect.Effect<Chat
     const { inFlight } = options
     const permits = yield* Effect.forEach(Array.from({ length: options.workers }), () => Semaphore.make(1))
     const chats = new Map<string, Array<Item>>()
-    // Chats that had CLAIMS_PER_CHAT updates queued at once since their fiber started.
-    const capped = new Set<string>()
+    // Updates routed to each chat since its fiber started. A claim leaves a chat's rows behind only
+    // when the chat then holds CLAIMS_PER_CHAT, all routed to its current fiber; counting routes
+    // (not the queue's length, which shrinks meanwhile) makes sure its end wakes the claim loop.
+    const routedToFiber = new Map<string, number>()
 
     /** The fiber of one chat: its queued updates, strictly one after another. */
     const runChat = (key: string): Effect.Effect<void> =>
@@ -65,7 +68,8 @@ export const makeChatRouting = (options: ChatRoutingOptions): Effect.Effect<Chat
           const item = queue?.[0]
           if (queue === undefined || item === undefined) {
             chats.delete(key)
-            if (capped.delete(key)) options.onCapDrained()
+            if ((routedToFiber.get(key) ?? 0) >= CLAIMS_PER_CHAT) options.onCapDrained()
+            routedToFiber.delete(key)
             return
           }
           yield* options.run(item, permits[item.worker]!)
@@ -77,10 +81,10 @@ export const makeChatRouting = (options: ChatRoutingOptions): Effect.Effect<Chat
     const route = (item: Item) =>
       Effect.gen(function*() {
         inFlight.add(item)
+        routedToFiber.set(item.chatKey, (routedToFiber.get(item.chatKey) ?? 0) + 1)
         const queue = chats.get(item.chatKey)
         if (queue !== undefined) {
           queue.push(item)
-          if (queue.length >= CLAIMS_PER_CHAT) capped.add(item.chatKey)
           return
         }
         chats.set(item.chatKey, [item])

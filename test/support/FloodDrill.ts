@@ -13,7 +13,8 @@
  *
  * - every other user got the welcome and the picture;
  * - the others' `/start` p99 is within `startP99GoalMs`;
- * - the flooder got one "too many messages" notice and few other messages;
+ * - the flooder got one "too many messages" notice and few other messages,
+ *   and once the flood has passed its `/start` is answered as usual;
  * - few of the flooder's updates were stored, the rest counted as dropped;
  * - no update is dead or left unfinished.
  *
@@ -46,6 +47,11 @@ export interface FloodDrillOptions {
   readonly startP99GoalMs: number
   /** Telegram's `retry_after` for the flooder's chat once it is over the limit. */
   readonly floodRetryAfterSeconds: number
+  /**
+   * How long after the flood its user sends `/start` again, which must be
+   * answered: the instance's FLOOD_NOTICE_RATE window and a little more.
+   */
+  readonly afterFloodMs: number
   /** Bound on the whole run. */
   readonly timeoutMs: number
   /** Extra environment for the instance. */
@@ -152,13 +158,15 @@ export const runFloodDrill = (options: FloodDrillOptions) =>
 
     let floodDone = 0
     let floodSeconds = 0
+    let floodEndedAt = 0
     const flood = Effect.gen(function*() {
       const begun = performance.now()
       for (let i = 0; i < options.floodUpdates && performance.now() < deadline; i++) {
         yield* post(FakeTelegram.textMessage({ chatId: FLOODER, text: i % 10 === 0 ? "/start" : `spam ${i}` }))
         floodDone++
       }
-      floodSeconds = (performance.now() - begun) / 1000
+      floodEndedAt = performance.now()
+      floodSeconds = (floodEndedAt - begun) / 1000
       say(`flooder sent ${floodDone} updates in ${floodSeconds.toFixed(1)} s`)
     })
 
@@ -246,6 +254,20 @@ export const runFloodDrill = (options: FloodDrillOptions) =>
       yield* pause(200)
       last = yield* counts
     }
+    // Once the flood has passed, its user is answered as usual again.
+    yield* pause(Math.max(0, floodEndedAt + options.afterFloodMs - performance.now()))
+    const afterMark = telegram.mark()
+    yield* post(FakeTelegram.textMessage({ chatId: FLOODER, text: "/start" }))
+    const afterFlood = yield* telegram.awaitCall(
+      "sendMessage",
+      (c) => chatOf(c) === FLOODER && c.params.text === ru.welcome,
+      { after: afterMark, timeoutMs: Math.min(remaining(), 60_000) }
+    ).pipe(Effect.option)
+    last = yield* counts
+    while (last.open > 0 && performance.now() < deadline) {
+      yield* pause(100)
+      last = yield* counts
+    }
     const metrics = yield* Effect.promise(() =>
       fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text(), () => "")
     )
@@ -254,7 +276,7 @@ export const runFloodDrill = (options: FloodDrillOptions) =>
     const toFlooder = telegram.calls().filter((c) => SEND_METHODS.has(c.method) && chatOf(c) === FLOODER)
     const delivered = toFlooder.filter((c) => c.response !== undefined && c.response.status === 200)
     const flooder = {
-      sent: floodDone,
+      sent: floodDone + 1,
       messagesDelivered: delivered.length,
       answered429: telegram.floodLimited(FLOODER),
       notices: delivered.filter((c) => c.params.text === ru.tooManyMessages).length,
@@ -289,8 +311,14 @@ export const runFloodDrill = (options: FloodDrillOptions) =>
           `${flooder.messagesDelivered} delivered (${flooder.notices} notice), ${flooder.answered429} answered 429`
       },
       {
+        name: "after the flood, its user's /start is answered again",
+        ok: afterFlood._tag === "Some",
+        detail: afterFlood._tag === "Some" ? "welcomed" : "no welcome within 60 s"
+      },
+      {
         name: "few of the flood stored, the rest counted as dropped",
-        ok: flooder.rowsStored <= 40 + flooder.floodSeconds && flooder.rowsStored + flooder.droppedMetric === floodDone,
+        ok: flooder.rowsStored <= 41 + flooder.floodSeconds &&
+          flooder.rowsStored + flooder.droppedMetric === floodDone + 1,
         detail: `${flooder.rowsStored} rows stored, ${flooder.droppedMetric} dropped, of ${floodDone} sent`
       },
       {
