@@ -1,5 +1,6 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
+import { LeaderTerm } from "../src/leadership/LeaderTerm.ts"
 import { TestClock } from "effect/testing"
 import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
 import * as Reconciler from "../src/inbox/Reconciler.ts"
@@ -56,5 +57,32 @@ layer(PipelineLive(env), { timeout: "60 seconds" })("failover", (it) => {
       assert.strictEqual(rerun?.attempt, 2, "the handler is told this is not the first run")
       // w waited long enough to be an orphan: logged once, and dispatched.
       assert.lengthOf(logs.lines().filter((l) => l.message.startsWith(`[RECONCILE] orphan update ${w} `)), 1)
+    }))
+
+  it.effect("a leader whose process is gone (no connection left): the next leader takes its rows back at once, in order", () =>
+    Effect.gen(function*() {
+      const [x, y, w] = [201, 202, 203]
+      const chatA = 21
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      recorder.script(x, (context) => (context.attempt === 1 ? Effect.never : Effect.void))
+
+      // The first leader ran in a process whose instance has no connection now (it was SIGKILLed).
+      yield* store(message(x, chatA), message(y, chatA))
+      const killedTerm = Layer.succeed(LeaderTerm, { id: "killed-process/term-1" })
+      const first = yield* becomeLeader(LeaderOnly.pipe(Layer.provide(killedTerm)), recorder.handler)
+      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      yield* first.lose
+      assert.strictEqual((yield* rowOf(x))?.claimed_by, "killed-process/term-1")
+
+      // The next leader: no clock move at all, yet x, y and then w run, in order.
+      yield* becomeLeader(LeaderOnly, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* store(message(w, chatA))
+      yield* recorder.awaitEnded([x, y, w])
+      assert.deepStrictEqual(recorder.ended().map((e) => e.updateId), [x, y, w])
+      assert.strictEqual(recorder.history().find((e) => e.updateId === x && e.phase === "end")?.attempt, 2)
+      yield* logs.awaitLine((l) =>
+        l.message.startsWith(`[RECONCILE] update ${x} was in processing for 0 s under killed-process/term-1`)
+      )
     }))
 })

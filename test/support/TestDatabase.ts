@@ -40,7 +40,14 @@ export const freshDatabaseUrl = Effect.acquireRelease(
 
 /** `PgClient`/`SqlClient` on a fresh database. */
 export const TestPgLive = Layer.unwrap(
-  Effect.map(freshDatabaseUrl, (url) => PgClient.layer({ url: Redacted.make(url), maxConnections: 10 }))
+  Effect.map(freshDatabaseUrl, (url) =>
+    PgClient.layer({
+      url: Redacted.make(url),
+      maxConnections: 10,
+      // Named like the service's pool (`database/Database.ts`) for TestConfig's INSTANCE_ID "test", so terms of
+      // that instance count as alive for the reconciler (`inbox/sql/stuck.ts`).
+      applicationName: "zimage-bot test"
+    }))
 ).pipe(Layer.orDie)
 
 /** A fresh database with every migration applied, plus `Database` on it. Needs `AppConfig`. */
