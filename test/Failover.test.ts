@@ -6,6 +6,7 @@ import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
 import * as Reconciler from "../src/inbox/Reconciler.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import { becomeLeader, makeRecordingHandler, message, PipelineLive, rowOf, store } from "./support/Pipeline.ts"
+import { connectedAs } from "./support/TestDatabase.ts"
 
 // The reconciler's second pass comes after the stuck threshold, so one clock step triggers it.
 const env = {
@@ -18,7 +19,7 @@ const env = {
 const LeaderOnly = Layer.mergeAll(Dispatcher.layer, Reconciler.layer)
 
 layer(PipelineLive(env), { timeout: "60 seconds" })("failover", (it) => {
-  it.effect("rows claimed by a killed leader are reprocessed by the next one, in order, and only their chat waits", () =>
+  it.effect("rows claimed by a deposed leader are reprocessed by the next one, in order, and only their chat waits", () =>
     Effect.gen(function*() {
       const [x, y, w, v] = [101, 102, 103, 104]
       const chatA = 11
@@ -29,7 +30,13 @@ layer(PipelineLive(env), { timeout: "60 seconds" })("failover", (it) => {
       recorder.script(x, (context) => (context.attempt === 1 ? Effect.never : Effect.void))
 
       yield* store(message(x, chatA), message(y, chatA))
-      const first = yield* becomeLeader(LeaderOnly, recorder.handler).pipe(Effect.provide(logs.layer))
+      // The first leader ran in another process that is still connected (its lock session was cut, say), so
+      // the next leader cannot tell that its handlers stopped: its rows wait for the threshold.
+      yield* connectedAs("deposed-process")
+      const deposedTerm = Layer.succeed(LeaderTerm, { id: "deposed-process/term-1" })
+      const first = yield* becomeLeader(LeaderOnly.pipe(Layer.provide(deposedTerm)), recorder.handler).pipe(
+        Effect.provide(logs.layer)
+      )
       yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
       yield* first.lose
       for (const id of [x, y]) assert.strictEqual((yield* rowOf(id))?.status, "processing")

@@ -1,12 +1,12 @@
 import { assert, layer } from "@effect/vitest"
-import { PgClient, PgConnection } from "@effect/sql-pg"
-import { Duration, Effect, Exit, Layer, Schedule, Schema, Scope } from "effect"
+import { Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { LeaderTerm } from "../src/leadership/LeaderTerm.ts"
 import * as Reconciler from "../src/inbox/Reconciler.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import { becomeLeader, clearInbox, makeRecordingHandler, message, PipelineLive, rows } from "./support/Pipeline.ts"
+import { connectedAs } from "./support/TestDatabase.ts"
 
 const STUCK_MS = 90_000
 const ORPHAN_MS = 60_000
@@ -22,22 +22,6 @@ const THIS_TERM = "this-instance/term-now"
 const DEAD_TERM = "other-instance/term-dead"
 /** A term of an instance with no connection at all (its process was killed). */
 const GONE_TERM = "gone-instance/term-killed"
-
-/**
- * Keeps a connection named like `instance`'s pool open until the returned
- * effect closes it (or the test ends): that instance's process counts as alive.
- */
-const connectedAs = (instance: string) =>
-  Effect.gen(function*() {
-    const pg = yield* PgClient.PgClient
-    const scope = yield* Scope.make()
-    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    const connection = yield* PgConnection.make({
-      url: pg.config.url,
-      applicationName: `zimage-bot ${instance}`
-    }).pipe(Scope.provide(scope))
-    return { pid: connection.processId, close: Scope.close(scope, Exit.void) }
-  })
 
 /** Waits (polling, live, bounded) until backend `pid` has left pg_stat_activity. */
 const backendGone = (pid: number) =>
@@ -244,12 +228,12 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       assert.deepStrictEqual(late.requeued.map((r) => r.updateId), [zombie])
     }))
 
-  it.effect("a term whose instance has no connection left: its rows come back at the first pass, no grace; a connected one's wait", () =>
+  it.effect("rows of a term whose instance has no connection left, or of this instance's earlier term, come back at the first pass; a connected one's wait", () =>
     Effect.gen(function*() {
       yield* clearInbox
       const sql = yield* SqlClient
       const termStart = Date.UTC(2031, 6, 1)
-      const [killed, killedLater, deposed] = [++nextId, ++nextId, ++nextId]
+      const [killed, killedLater, deposed, ownEarlier] = [++nextId, ++nextId, ++nextId, ++nextId]
       const insert = (
         id: number,
         chatId: number,
@@ -261,6 +245,8 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       yield* insert(killed, 8, termStart - 200, GONE_TERM)
       yield* insert(killedLater, 9, termStart + 50, GONE_TERM)
       yield* insert(deposed, 10, termStart - 200, DEAD_TERM)
+      // This instance's own earlier term (it lost the lock and won it back): its services have stopped.
+      yield* insert(ownEarlier, 11, termStart - 3_000, "this-instance/term-before")
       const deposedProcess = yield* connectedAs("other-instance")
 
       const reconciler = yield* passAt(
@@ -269,9 +255,10 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       )
       const logs = makeLogCapture()
       const first = yield* passAt(termStart + 100, reconciler.pass).pipe(Effect.provide(logs.layer))
-      assert.deepStrictEqual(first.requeued.map((r) => [r.updateId, r.ownerGone]), [
-        [killed, true],
-        [killedLater, true]
+      assert.deepStrictEqual(first.requeued.map((r) => [r.updateId, r.reason]), [
+        [killed, "gone"],
+        [killedLater, "gone"],
+        [ownEarlier, "own"]
       ])
       assert.isDefined(
         logs.lines().find((l) =>
@@ -281,7 +268,7 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       )
       assert.deepStrictEqual(
         (yield* rows).map((r) => [r.update_id, r.status]),
-        [[killed, "pending"], [killedLater, "pending"], [deposed, "processing"]],
+        [[killed, "pending"], [killedLater, "pending"], [deposed, "processing"], [ownEarlier, "pending"]],
         "the connected instance's row keeps the grace"
       )
 
@@ -289,7 +276,7 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       yield* deposedProcess.close
       yield* backendGone(deposedProcess.pid)
       const recheck = yield* passAt(termStart + 1_100, reconciler.recheck)
-      assert.deepStrictEqual(recheck.map((r) => [r.updateId, r.ownerGone]), [[deposed, true]])
+      assert.deepStrictEqual(recheck.map((r) => [r.updateId, r.reason]), [[deposed, "gone"]])
     }))
 
   it.effect("deletes finished updates past INBOX_RETENTION_HOURS, keeps the rest", () =>

@@ -21,6 +21,7 @@ import { DateTime, Duration, Effect, Layer, Option, Schedule } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
+import type { StuckReason } from "./sql/stuck.ts"
 import { LeaderTerm } from "../leadership/LeaderTerm.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
 import * as UtcTime from "../platform/UtcTime.ts"
@@ -63,8 +64,8 @@ export interface Requeued {
   readonly claimedBy: string | null
   /** Whole seconds since it was claimed; `None` when the claim time was missing. */
   readonly stuckSeconds: Option.Option<number>
-  /** Taken back because its term's instance has no connection left, not for its age. */
-  readonly ownerGone: boolean
+  /** Why: its claim's age, its term's instance gone, or an earlier term of this instance (`sql/stuck.ts`). */
+  readonly reason: StuckReason
 }
 
 /** What one pass did. */
@@ -80,12 +81,18 @@ const ageSeconds = (now: DateTime.Utc, at: Option.Option<DateTime.Utc>): Option.
 
 const describeRequeued = (row: Requeued): string => {
   const since = Option.match(row.stuckSeconds, { onNone: () => "an unknown time", onSome: (s) => `${s} s` })
-  return row.ownerGone
-    ? `[RECONCILE] update ${row.updateId} was in processing for ${since} under ${row.claimedBy}, whose instance ` +
-      "has no database connection left (gone): back to pending at once"
-    : `[RECONCILE] update ${row.updateId} was stuck in processing for ${since} (claimed by ${
-      row.claimedBy ?? "nobody"
-    }): back to pending`
+  switch (row.reason) {
+    case "gone":
+      return `[RECONCILE] update ${row.updateId} was in processing for ${since} under ${row.claimedBy}, whose ` +
+        "instance has no database connection left (gone): back to pending at once"
+    case "own":
+      return `[RECONCILE] update ${row.updateId} was in processing for ${since} under ${row.claimedBy}, an ` +
+        "earlier term of this instance (stopped): back to pending at once"
+    case "age":
+      return `[RECONCILE] update ${row.updateId} was stuck in processing for ${since} (claimed by ${
+        row.claimedBy ?? "nobody"
+      }): back to pending`
+  }
 }
 
 /**
@@ -115,7 +122,7 @@ export const make = Effect.gen(function*() {
         updateId: row.updateId,
         claimedBy: row.claimedBy,
         stuckSeconds: ageSeconds(now, row.claimedAt),
-        ownerGone: row.ownerGone
+        reason: row.reason
       }))
       for (const row of requeued) {
         // Reported here; the orphan check would only report it again.

@@ -2,9 +2,13 @@
  * Taking back rows stuck on another term (a dead or deposed leader): the
  * reconciler returns them to `pending` so the chat goes on in order.
  *
- * Two rules, either is enough:
+ * Three rules, any one is enough:
  * - the claim is older than the caller's cutoff (the threshold, or the
  *   deposed-term grace: `Reconciler.ts`);
+ * - the claiming term is an earlier term of the caller's own instance: the
+ *   lock controller starts a term only after the previous one's leader-only
+ *   services have stopped (or were given up on after `stopAfterLossTimeout`),
+ *   so the grace has nothing left to wait for (the reason `own`);
  * - the claiming term's instance has no connection to this database left,
  *   neither its pool nor its lock session (`application_name`, see
  *   `leadership/LeaderTerm.ts`). A process that is gone (SIGKILL, crash, OOM)
@@ -25,21 +29,28 @@ export interface StuckUpdate {
   readonly updateId: number
   readonly claimedBy: string | null
   readonly claimedAt: Option.Option<DateTime.Utc>
-  /** Taken back because its term's instance has no connection left, not for its age. */
-  readonly ownerGone: boolean
+  /**
+   * Why it was taken back: its claim's `age`, its term's instance `gone`, or
+   * an earlier term of this `own` instance.
+   */
+  readonly reason: StuckReason
 }
+
+/** Why a row was taken back (see the rules above). */
+export type StuckReason = "age" | "gone" | "own"
 
 const StuckRow = Schema.Struct({
   update_id: Int8,
   claimed_by: Schema.NullOr(Schema.String),
   claimed_at: Schema.Unknown,
-  owner_gone: Schema.Boolean
+  reason: Schema.Literals(["age", "gone", "own"])
 })
 
 /**
  * Returns to `pending` up to `limit` rows `processing` under any term but
  * `term` whose claim is older than `claimedBefore` (or has no claim time), or
- * whose term's instance has no connection left; reports them in `update_id`
+ * whose term is over for sure (an earlier term of `term`'s instance, or one
+ * whose instance has no connection left); reports them in `update_id`
  * order with who held them since when.
  */
 export const requeueStuck = (
@@ -51,12 +62,14 @@ export const requeueStuck = (
   const cutoff = DateTime.toDateUtc(claimedBefore)
   return sql`
     WITH stuck AS (
-      SELECT u.update_id, u.claimed_by, u.claimed_at, NOT c.old_enough AS owner_gone
+      SELECT u.update_id, u.claimed_by, u.claimed_at,
+        CASE WHEN c.old_enough THEN 'age' WHEN c.instance = c.own_instance THEN 'own' ELSE 'gone' END AS reason
       FROM telegram_updates u
       CROSS JOIN LATERAL (SELECT u.claimed_at IS NULL OR u.claimed_at < ${cutoff} AS old_enough,
-                                 substring(u.claimed_by from '^(.*)/[^/]*$') AS instance) c
+                                 substring(u.claimed_by from '^(.*)/[^/]*$') AS instance,
+                                 substring(${term} from '^(.*)/[^/]*$') AS own_instance) c
       WHERE u.status = 'processing' AND u.claimed_by IS DISTINCT FROM ${term}
-        AND (c.old_enough OR (c.instance IS NOT NULL AND NOT EXISTS (
+        AND (c.old_enough OR c.instance = c.own_instance OR (c.instance IS NOT NULL AND NOT EXISTS (
           SELECT 1 FROM pg_stat_activity a
           WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND a.application_name IN (left(${instanceApplicationPrefixes.pool} || c.instance, 63),
@@ -69,7 +82,7 @@ export const requeueStuck = (
     SET status = 'pending', claimed_at = NULL, claimed_by = NULL
     FROM stuck s
     WHERE u.update_id = s.update_id
-    RETURNING s.update_id, s.claimed_by, s.claimed_at, s.owner_gone`.pipe(
+    RETURNING s.update_id, s.claimed_by, s.claimed_at, s.reason`.pipe(
     Effect.flatMap(decodeRows(StuckRow)),
     Effect.map((rows) =>
       rows
@@ -77,7 +90,7 @@ export const requeueStuck = (
           updateId: row.update_id,
           claimedBy: row.claimed_by,
           claimedAt: timestamp(row.claimed_at),
-          ownerGone: row.owner_gone
+          reason: row.reason
         }))
         .sort((a, b) => a.updateId - b.updateId)
     )
