@@ -15,7 +15,11 @@
  *   loses every connection at once, so its rows go back as soon as a new
  *   leader looks, with no grace. A leader that is alive but lost the lock (its
  *   lock session was cut or terminated) still has its pool, so its rows keep
- *   the grace that lets it stop its handlers first.
+ *   the grace that lets it stop its handlers first. A live process whose
+ *   every connection was cut at once looks gone until it reconnects; it saw
+ *   its lock session drop in the same instant and stops its handlers then,
+ *   so what it can still do is what a killed one can: a reply already on
+ *   its way may go out twice (the fault drill counts those).
  */
 import { DateTime, Effect, type Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
