@@ -1,10 +1,12 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
+import { LeaderTerm } from "../src/leadership/LeaderTerm.ts"
 import { TestClock } from "effect/testing"
 import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
 import * as Reconciler from "../src/inbox/Reconciler.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import { becomeLeader, makeRecordingHandler, message, PipelineLive, rowOf, store } from "./support/Pipeline.ts"
+import { connectedAs } from "./support/TestDatabase.ts"
 
 // The reconciler's second pass comes after the stuck threshold, so one clock step triggers it.
 const env = {
@@ -17,7 +19,7 @@ const env = {
 const LeaderOnly = Layer.mergeAll(Dispatcher.layer, Reconciler.layer)
 
 layer(PipelineLive(env), { timeout: "60 seconds" })("failover", (it) => {
-  it.effect("rows claimed by a killed leader are reprocessed by the next one, in order, and only their chat waits", () =>
+  it.effect("rows claimed by a deposed leader are reprocessed by the next one, in order, and only their chat waits", () =>
     Effect.gen(function*() {
       const [x, y, w, v] = [101, 102, 103, 104]
       const chatA = 11
@@ -28,7 +30,13 @@ layer(PipelineLive(env), { timeout: "60 seconds" })("failover", (it) => {
       recorder.script(x, (context) => (context.attempt === 1 ? Effect.never : Effect.void))
 
       yield* store(message(x, chatA), message(y, chatA))
-      const first = yield* becomeLeader(LeaderOnly, recorder.handler).pipe(Effect.provide(logs.layer))
+      // The first leader ran in another process that is still connected (its lock session was cut, say), so
+      // the next leader cannot tell that its handlers stopped: its rows wait for the threshold.
+      yield* connectedAs("deposed-process")
+      const deposedTerm = Layer.succeed(LeaderTerm, { id: "deposed-process/term-1" })
+      const first = yield* becomeLeader(LeaderOnly.pipe(Layer.provide(deposedTerm)), recorder.handler).pipe(
+        Effect.provide(logs.layer)
+      )
       yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
       yield* first.lose
       for (const id of [x, y]) assert.strictEqual((yield* rowOf(id))?.status, "processing")
@@ -56,5 +64,32 @@ layer(PipelineLive(env), { timeout: "60 seconds" })("failover", (it) => {
       assert.strictEqual(rerun?.attempt, 2, "the handler is told this is not the first run")
       // w waited long enough to be an orphan: logged once, and dispatched.
       assert.lengthOf(logs.lines().filter((l) => l.message.startsWith(`[RECONCILE] orphan update ${w} `)), 1)
+    }))
+
+  it.effect("a leader whose process is gone (no connection left): the next leader takes its rows back at once, in order", () =>
+    Effect.gen(function*() {
+      const [x, y, w] = [201, 202, 203]
+      const chatA = 21
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      recorder.script(x, (context) => (context.attempt === 1 ? Effect.never : Effect.void))
+
+      // The first leader ran in a process whose instance has no connection now (it was SIGKILLed).
+      yield* store(message(x, chatA), message(y, chatA))
+      const killedTerm = Layer.succeed(LeaderTerm, { id: "killed-process/term-1" })
+      const first = yield* becomeLeader(LeaderOnly.pipe(Layer.provide(killedTerm)), recorder.handler)
+      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      yield* first.lose
+      assert.strictEqual((yield* rowOf(x))?.claimed_by, "killed-process/term-1")
+
+      // The next leader: no clock move at all, yet x, y and then w run, in order.
+      yield* becomeLeader(LeaderOnly, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* store(message(w, chatA))
+      yield* recorder.awaitEnded([x, y, w])
+      assert.deepStrictEqual(recorder.ended().map((e) => e.updateId), [x, y, w])
+      assert.strictEqual(recorder.history().find((e) => e.updateId === x && e.phase === "end")?.attempt, 2)
+      yield* logs.awaitLine((l) =>
+        l.message.startsWith(`[RECONCILE] update ${x} was in processing for 0 s under killed-process/term-1`)
+      )
     }))
 })

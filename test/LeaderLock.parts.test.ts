@@ -6,13 +6,12 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Fiber, Stream, SubscriptionRef } from "effect"
+import { Duration, Effect, Fiber, Schedule, Schema, Stream, SubscriptionRef } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
-import { makeContender } from "../src/leadership/Contender.ts"
+import { makeContender, waitSlice } from "../src/leadership/Contender.ts"
 import { superviseLock } from "../src/leadership/Heartbeat.ts"
-import { lockSessionOptions, openLockSession } from "../src/leadership/LockSession.ts"
-import { announceRelease } from "../src/leadership/sql/announceRelease.ts"
+import { type LockSession, lockSessionOptions, openLockSession } from "../src/leadership/LockSession.ts"
 import { findHolder } from "../src/leadership/sql/findHolder.ts"
 import { tryLock } from "../src/leadership/sql/tryLock.ts"
 import { unlock } from "../src/leadership/sql/unlock.ts"
@@ -49,6 +48,38 @@ const countEntries = <A>(ref: SubscriptionRef.SubscriptionRef<A>, entered: (a: A
     return count
   })
 
+/** Starts `acquire` on `session` and waits until the standby is PASSIVE; counts its tries. */
+const startContending = (session: LockSession) =>
+  Effect.gen(function*() {
+    const board = yield* makeStatusBoard(KEY)
+    const contender = yield* makeContender(KEY, board)
+    const tries = yield* countEntries(board.state.status, (s) => s.phase === "trying")
+    const acquiring = yield* Effect.forkChild(contender.acquire(session))
+    yield* waitFor(board.state.status, (s) => s.phase === "passive", "the standby PASSIVE")
+    return { acquiring, board, tries }
+  })
+
+interface Backend {
+  readonly wait_event_type: string | null
+}
+
+/** Polls (live, bounded) what PostgreSQL shows of backend `pid` until `done` holds. */
+const waitForBackend = (pid: number, done: (backend: Backend | undefined) => boolean, what: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const backend = sql<Backend>`SELECT wait_event_type FROM pg_stat_activity WHERE pid = ${pid}`.pipe(
+      Effect.map((rows) => rows[0])
+    )
+    yield* backend.pipe(
+      Effect.repeat({ until: done, schedule: Schedule.spaced("20 millis") }),
+      Effect.timeoutOrElse({
+        duration: "10 seconds",
+        orElse: () => Effect.die(new Error(`timed out waiting for ${what}`))
+      }),
+      TestClock.withLive
+    )
+  })
+
 /** Waits (live) for `fiber` to end and returns its failure. */
 const failureOf = <A, E>(fiber: Fiber.Fiber<A, E>) =>
   Fiber.join(fiber).pipe(Effect.flip, Effect.timeout("10 seconds"), TestClock.withLive)
@@ -60,12 +91,11 @@ layer(TestPgLive, { timeout: "60 seconds" })((it) => {
         const a = yield* open("parts-a")
         const b = yield* open("parts-b")
         assert.isTrue(yield* tryLock(a, KEY))
-        assert.isTrue(yield* tryLock(a, KEY), "re-entrant for its holder")
+        assert.isTrue(yield* tryLock(a, KEY), "true again for its holder")
         assert.isFalse(yield* tryLock(b, KEY))
         assert.deepStrictEqual(yield* findHolder(b, KEY), { pid: a.pid, application_name: "zimage-bot leader parts-a" })
 
-        // Twice taken, twice released; then no holder is visible.
-        assert.isTrue(yield* unlock(a, KEY))
+        // Tried twice but taken once (a try by the holder does not count up): one unlock releases it.
         assert.isTrue(yield* unlock(a, KEY))
         assert.isFalse(yield* unlock(a, KEY))
         assert.isUndefined(yield* findHolder(b, KEY))
@@ -103,38 +133,86 @@ layer(TestPgLive, { timeout: "60 seconds" })((it) => {
         assert.isFalse(SubscriptionRef.getUnsafe(board.state.status).heartbeatInFlight)
       }))
 
-    it.effect("the standby loop: PASSIVE while another session holds the lock, takes it at once on its release", () =>
+    it.effect("the standby loop: blocked in the lock wait, no try per second; takes the lock at once on a release", () =>
       Effect.gen(function*() {
         const holder = yield* open("parts-holder")
         const standby = yield* open("parts-standby")
         assert.isTrue(yield* tryLock(holder, KEY))
-        const board = yield* makeStatusBoard(KEY)
-        const contender = yield* makeContender(KEY, board)
-        const tries = yield* countEntries(board.state.status, (s) => s.phase === "trying")
-        const acquiring = yield* Effect.forkChild(contender.acquire(standby))
-        yield* waitFor(board.state.status, (s) => s.phase === "passive", "the standby PASSIVE")
+        const { acquiring, board, tries } = yield* startContending(standby)
 
-        // One second at a time: a try's own 2 s timeout runs on this clock too.
-        for (let second = 1; second <= 5; second++) {
-          const before = SubscriptionRef.getUnsafe(tries)
-          yield* TestClock.adjust("1 second")
-          yield* waitFor(tries, (n) => n > before, `try ${second + 1} to start`)
-          yield* waitFor(
-            board.state.status,
-            (s) => s.phase === "passive",
-            `the standby PASSIVE after try ${second + 1}`
-          )
-        }
+        // Its backend waits for the lock in PostgreSQL; the clock moving brings no try until the slice ends.
+        yield* waitForBackend(standby.pid, (b) => b?.wait_event_type === "Lock", "the standby waiting for the lock")
+        const slice = Duration.toSeconds(waitSlice)
+        for (let second = 1; second < slice; second++) yield* TestClock.adjust("1 second")
+        assert.strictEqual(SubscriptionRef.getUnsafe(tries), 1, "one try only, before the wait")
+        // At the end of a slice: the wait is cancelled, one try, and waiting again.
+        yield* TestClock.adjust("1 second")
+        yield* waitFor(tries, (n) => n === 2, "the try at the end of the slice")
+        yield* waitFor(board.state.status, (s) => s.phase === "passive", "the standby PASSIVE again")
+        yield* waitForBackend(standby.pid, (b) => b?.wait_event_type === "Lock", "the standby waiting again")
         assert.isUndefined(acquiring.pollUnsafe(), "still contending")
 
-        // The release announced: the standby takes the lock without waiting for its next try.
+        // A release with no NOTIFY and no clock move: the wait is granted.
         assert.isTrue(yield* unlock(holder, KEY))
-        yield* announceRelease(holder, KEY)
         yield* Fiber.join(acquiring).pipe(Effect.timeout("10 seconds"), TestClock.withLive)
+        assert.strictEqual(SubscriptionRef.getUnsafe(tries), 2, "taken by the wait, not by a try")
         assert.isFalse(yield* tryLock(holder, KEY), "the standby holds it now")
         assert.deepStrictEqual(yield* findHolder(holder, KEY), {
           pid: standby.pid,
           application_name: "zimage-bot leader parts-standby"
+        })
+        // Its usual bounds are back now that it leads.
+        assert.deepStrictEqual(
+          yield* standby.first(
+            "SELECT current_setting('statement_timeout') AS statement_timeout, " +
+              "current_setting('lock_timeout') AS lock_timeout",
+            Schema.Struct({ statement_timeout: Schema.String, lock_timeout: Schema.String })
+          ),
+          { statement_timeout: "5s", lock_timeout: "0" }
+        )
+      }))
+
+    it.effect("the standby loop: the holder's session terminated (a killed leader) → the standby holds the lock at once", () =>
+      Effect.gen(function*() {
+        const holder = yield* open("parts-killed")
+        const standby = yield* open("parts-heir")
+        assert.isTrue(yield* tryLock(holder, KEY))
+        const { acquiring, tries } = yield* startContending(standby)
+        yield* waitForBackend(standby.pid, (b) => b?.wait_event_type === "Lock", "the standby waiting for the lock")
+
+        // No clock move at all: only PostgreSQL granting the wait can finish `acquire`.
+        yield* terminate(holder.pid)
+        yield* Fiber.join(acquiring).pipe(Effect.timeout("10 seconds"), TestClock.withLive)
+        assert.strictEqual(SubscriptionRef.getUnsafe(tries), 1)
+        const other = yield* open("parts-other")
+        assert.deepStrictEqual(yield* findHolder(other, KEY), {
+          pid: standby.pid,
+          application_name: "zimage-bot leader parts-heir"
+        })
+      }))
+
+    it.effect("the standby loop: shutdown while waiting is prompt and leaves no backend queued for the lock", () =>
+      Effect.gen(function*() {
+        const holder = yield* open("parts-stays")
+        const standby = yield* open("parts-leaves")
+        const late = yield* open("parts-late")
+        assert.isTrue(yield* tryLock(holder, KEY))
+        const { acquiring } = yield* startContending(standby)
+        yield* waitForBackend(standby.pid, (b) => b?.wait_event_type === "Lock", "the standby waiting for the lock")
+
+        // Interrupting returns without waiting on the blocked statement; closing ends the session.
+        yield* Fiber.interrupt(acquiring).pipe(Effect.timeout("1 second"), TestClock.withLive)
+        yield* standby.close
+        yield* waitForBackend(standby.pid, (b) => b === undefined, "the closed standby's backend to end")
+
+        // Nothing left in the queue: the next waiter gets the lock when the holder lets go.
+        const next = yield* startContending(late)
+        yield* waitForBackend(late.pid, (b) => b?.wait_event_type === "Lock", "the late standby waiting")
+        assert.isTrue(yield* unlock(holder, KEY))
+        yield* Fiber.join(next.acquiring).pipe(Effect.timeout("10 seconds"), TestClock.withLive)
+        assert.deepStrictEqual(yield* findHolder(holder, KEY), {
+          pid: late.pid,
+          application_name: "zimage-bot leader parts-late"
         })
       }))
   })

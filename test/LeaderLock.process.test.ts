@@ -91,9 +91,9 @@ describe("LeaderLock across processes", () => {
         const log = messages(second.service)
         const order = [
           "[LOCK] releasing leadership",
-          "[LOCK] 🔓 PostgreSQL advisory lock released",
           "[LOCK_CONTROLLER] State transition: ACTIVE → PASSIVE",
-          "[STATE_SYNC] active_state: True -> False (reason=released)"
+          "[STATE_SYNC] active_state: True -> False (reason=released)",
+          "[LOCK] 🔓 PostgreSQL advisory lock released"
         ].map((marker) => log.findIndex((m) => m.includes(marker)))
         assert.isTrue(order.every((index, i) => index >= 0 && (i === 0 || index > order[i - 1]!)), log.join("\n"))
 

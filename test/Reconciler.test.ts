@@ -1,11 +1,12 @@
 import { assert, layer } from "@effect/vitest"
-import { Duration, Effect, Layer, Schema } from "effect"
+import { Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { LeaderTerm } from "../src/leadership/LeaderTerm.ts"
 import * as Reconciler from "../src/inbox/Reconciler.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import { becomeLeader, clearInbox, makeRecordingHandler, message, PipelineLive, rows } from "./support/Pipeline.ts"
+import { connectedAs } from "./support/TestDatabase.ts"
 
 const STUCK_MS = 90_000
 const ORPHAN_MS = 60_000
@@ -17,7 +18,21 @@ const env = {
 }
 
 const THIS_TERM = "this-instance/term-now"
+/** A term of an instance whose process is still connected (a deposed leader): see `connectedAs`. */
 const DEAD_TERM = "other-instance/term-dead"
+/** A term of an instance with no connection at all (its process was killed). */
+const GONE_TERM = "gone-instance/term-killed"
+
+/** Waits (polling, live, bounded) until backend `pid` has left pg_stat_activity. */
+const backendGone = (pid: number) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${pid}`.pipe(
+      Effect.repeat({ until: (rows) => rows[0]!.n === 0, schedule: Schedule.spaced("20 millis") }),
+      Effect.timeout("10 seconds"),
+      TestClock.withLive
+    )
+  })
 
 const pad = (n: number, width = 2) => String(Math.abs(n)).padStart(width, "0")
 /** `epochMillis` as wall-clock text at `offsetMinutes` from UTC, with or without that offset. */
@@ -67,6 +82,7 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
     ({ clock, table }) =>
       Effect.gen(function*() {
         yield* clearInbox
+        yield* connectedAs("other-instance")
         const sql = yield* SqlClient
         const written = table.map((row) => ({ ...row, updateId: ++nextId, instant: clock + row.offsetMs }))
         for (const row of written) {
@@ -168,6 +184,8 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
   it.effect("a term DEPOSED_TERM_GRACE old takes back rows claimed before it began, threshold or not", () =>
     Effect.gen(function*() {
       yield* clearInbox
+      // The old leader's process is still connected: only the grace tells that it has stopped its handlers.
+      yield* connectedAs("other-instance")
       const sql = yield* SqlClient
       const termStart = Date.UTC(2031, 4, 1)
       const [crashed, crashedOtherChat, zombie] = [++nextId, ++nextId, ++nextId]
@@ -208,6 +226,57 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Reconciler", (it) => {
       // The zombie's row still comes back by the threshold.
       const late = yield* passAt(termStart + 1_000 + STUCK_MS + 1, reconciler.pass)
       assert.deepStrictEqual(late.requeued.map((r) => r.updateId), [zombie])
+    }))
+
+  it.effect("rows of a term whose instance has no connection left, or of this instance's earlier term, come back at the first pass; a connected one's wait", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const termStart = Date.UTC(2031, 6, 1)
+      const [killed, killedLater, deposed, ownEarlier] = [++nextId, ++nextId, ++nextId, ++nextId]
+      const insert = (
+        id: number,
+        chatId: number,
+        claimedAt: number,
+        claimedBy: string
+      ) => sql`INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, claimed_at, claimed_by)
+            VALUES (${id}, ${chatId}, 'message', ${JSON.stringify(message(id, chatId))}::jsonb,
+                    ${new Date(claimedAt - 100)}, 'processing', ${new Date(claimedAt)}, ${claimedBy})`
+      yield* insert(killed, 8, termStart - 200, GONE_TERM)
+      yield* insert(killedLater, 9, termStart + 50, GONE_TERM)
+      yield* insert(deposed, 10, termStart - 200, DEAD_TERM)
+      // This instance's own earlier term (it lost the lock and won it back): its services have stopped.
+      yield* insert(ownEarlier, 11, termStart - 3_000, "this-instance/term-before")
+      const deposedProcess = yield* connectedAs("other-instance")
+
+      const reconciler = yield* passAt(
+        termStart,
+        Reconciler.make.pipe(Effect.provide(Layer.succeed(LeaderTerm, { id: THIS_TERM })))
+      )
+      const logs = makeLogCapture()
+      const first = yield* passAt(termStart + 100, reconciler.pass).pipe(Effect.provide(logs.layer))
+      assert.deepStrictEqual(first.requeued.map((r) => [r.updateId, r.reason]), [
+        [killed, "gone"],
+        [killedLater, "gone"],
+        [ownEarlier, "own"]
+      ])
+      assert.isDefined(
+        logs.lines().find((l) =>
+          l.message === `[RECONCILE] update ${killed} was in processing for 0 s under ${GONE_TERM}, whose instance ` +
+            "has no database connection left (gone): back to pending at once"
+        )
+      )
+      assert.deepStrictEqual(
+        (yield* rows).map((r) => [r.update_id, r.status]),
+        [[killed, "pending"], [killedLater, "pending"], [deposed, "processing"], [ownEarlier, "pending"]],
+        "the connected instance's row keeps the grace"
+      )
+
+      // Once that process has no connection left either, the next recheck takes its row back.
+      yield* deposedProcess.close
+      yield* backendGone(deposedProcess.pid)
+      const recheck = yield* passAt(termStart + 1_100, reconciler.recheck)
+      assert.deepStrictEqual(recheck.map((r) => [r.updateId, r.reason]), [[deposed, "gone"]])
     }))
 
   it.effect("deletes finished updates past INBOX_RETENTION_HOURS, keeps the rest", () =>

@@ -154,8 +154,8 @@ describe("shutdown", () => {
       const order = [
         "[SHUTDOWN] SIGTERM received",
         "[LOCK] releasing leadership",
-        "[LOCK] 🔓 PostgreSQL advisory lock released",
         "[STATE_SYNC] active_state: True -> False (reason=released)",
+        "[LOCK] 🔓 PostgreSQL advisory lock released",
         "[HTTP] server closed",
         "[DB] connection pool closed",
         "[SHUTDOWN] done in"

@@ -111,7 +111,9 @@ export interface InboxShape {
   readonly release: (term: string, started: ReadonlyArray<number>) => Effect.Effect<number, SqlError>
   /**
    * Returns to `pending` the rows `processing` under any other term whose
-   * claim is older than `claimedBefore`.
+   * claim is older than `claimedBefore`, or whose term is over for sure (its
+   * instance has no connection left, or it is an earlier term of this one):
+   * `sql/stuck.ts`.
    */
   readonly requeueStuck: (
     term: string,

@@ -21,6 +21,7 @@ import { DateTime, Duration, Effect, Layer, Option, Schedule } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { Inbox } from "./Inbox.ts"
+import type { StuckReason } from "./sql/stuck.ts"
 import { LeaderTerm } from "../leadership/LeaderTerm.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
 import * as UtcTime from "../platform/UtcTime.ts"
@@ -34,6 +35,15 @@ import * as UtcTime from "../platform/UtcTime.ts"
  * its database writes are fenced by `claimed_by` either way.
  */
 export const DEPOSED_TERM_GRACE = Duration.seconds(15)
+
+/**
+ * After the first pass of a term, this many rechecks (taking back only, no
+ * orphan check or purge) one `takeoverRecheckInterval` apart, besides the
+ * regular passes.
+ */
+export const takeoverRechecks = 3
+/** The spacing of the takeover rechecks. */
+export const takeoverRecheckInterval = Duration.seconds(1)
 
 /** Rows handled per kind per pass; a larger backlog takes several passes. */
 export const RECONCILE_BATCH = 500
@@ -54,6 +64,8 @@ export interface Requeued {
   readonly claimedBy: string | null
   /** Whole seconds since it was claimed; `None` when the claim time was missing. */
   readonly stuckSeconds: Option.Option<number>
+  /** Why: its claim's age, its term's instance gone, or an earlier term of this instance (`sql/stuck.ts`). */
+  readonly reason: StuckReason
 }
 
 /** What one pass did. */
@@ -67,8 +79,25 @@ export interface PassReport {
 const ageSeconds = (now: DateTime.Utc, at: Option.Option<DateTime.Utc>): Option.Option<number> =>
   Option.map(at, (then) => UtcTime.toSeconds(UtcTime.age(now, then)))
 
+const describeRequeued = (row: Requeued): string => {
+  const since = Option.match(row.stuckSeconds, { onNone: () => "an unknown time", onSome: (s) => `${s} s` })
+  switch (row.reason) {
+    case "gone":
+      return `[RECONCILE] update ${row.updateId} was in processing for ${since} under ${row.claimedBy}, whose ` +
+        "instance has no database connection left (gone): back to pending at once"
+    case "own":
+      return `[RECONCILE] update ${row.updateId} was in processing for ${since} under ${row.claimedBy}, an ` +
+        "earlier term of this instance (stopped): back to pending at once"
+    case "age":
+      return `[RECONCILE] update ${row.updateId} was stuck in processing for ${since} (claimed by ${
+        row.claimedBy ?? "nobody"
+      }): back to pending`
+  }
+}
+
 /**
- * One reconciler with its memory of logged orphans; `pass` runs one pass.
+ * One reconciler with its memory of logged orphans; `pass` runs one pass,
+ * `recheck` only takes back what is due.
  * Exposed so tests can run passes directly.
  */
 export const make = Effect.gen(function*() {
@@ -85,24 +114,34 @@ export const make = Effect.gen(function*() {
     return termOldEnough && DateTime.isGreaterThan(termStart, byThreshold) ? termStart : byThreshold
   }
 
+  /** Takes back the rows of other terms that are due (`stuckCutoff`, or their instance gone); logs each. */
+  const takeBack = (now: DateTime.Utc) =>
+    Effect.gen(function*() {
+      const stuck = yield* inbox.requeueStuck(term, stuckCutoff(now), RECONCILE_BATCH)
+      const requeued = stuck.map((row): Requeued => ({
+        updateId: row.updateId,
+        claimedBy: row.claimedBy,
+        stuckSeconds: ageSeconds(now, row.claimedAt),
+        reason: row.reason
+      }))
+      for (const row of requeued) {
+        // Reported here; the orphan check would only report it again.
+        loggedOrphans.add(row.updateId)
+        yield* Effect.logWarning(describeRequeued(row))
+      }
+      return requeued
+    })
+
+  /** A takeover recheck: only the taking back, and a wake when something came back. */
+  const recheck: Effect.Effect<ReadonlyArray<Requeued>, SqlError> = Effect.gen(function*() {
+    const requeued = yield* takeBack(yield* DateTime.now)
+    if (requeued.length > 0) yield* inbox.wake
+    return requeued
+  }).pipe(Effect.withSpan("Reconciler.recheck"))
+
   const pass: Effect.Effect<PassReport, SqlError> = Effect.gen(function*() {
     const now = yield* DateTime.now
-
-    const stuck = yield* inbox.requeueStuck(term, stuckCutoff(now), RECONCILE_BATCH)
-    const requeued = stuck.map((row): Requeued => ({
-      updateId: row.updateId,
-      claimedBy: row.claimedBy,
-      stuckSeconds: ageSeconds(now, row.claimedAt)
-    }))
-    for (const row of requeued) {
-      // Reported here; the orphan check below would only report it again.
-      loggedOrphans.add(row.updateId)
-      yield* Effect.logWarning(
-        `[RECONCILE] update ${row.updateId} was stuck in processing for ${
-          Option.match(row.stuckSeconds, { onNone: () => "an unknown time", onSome: (s) => `${s} s` })
-        } (claimed by ${row.claimedBy ?? "nobody"}): back to pending`
-      )
-    }
+    const requeued = yield* takeBack(now)
 
     const pending = yield* inbox.pendingReceivedBefore(
       DateTime.subtractDuration(now, config.orphanUpdateThreshold),
@@ -143,10 +182,13 @@ export const make = Effect.gen(function*() {
     return { requeued, newOrphans, purged }
   }).pipe(Effect.withSpan("Reconciler.pass"))
 
-  return { pass }
+  return { pass, recheck }
 })
 
-/** The reconciler of one leadership term: a pass now, then every RECONCILE_INTERVAL_MS. */
+/**
+ * The reconciler of one leadership term: a pass now, then every
+ * RECONCILE_INTERVAL_MS, plus `takeoverRechecks` rechecks soon after the first.
+ */
 export const layer: Layer.Layer<never, never, AppConfig | Inbox | LeaderTerm> = Layer.effectDiscard(
   Effect.gen(function*() {
     const config = yield* AppConfig
@@ -155,5 +197,10 @@ export const layer: Layer.Layer<never, never, AppConfig | Inbox | LeaderTerm> = 
       failing: (error) => `[RECONCILE] pass failed, trying again next interval: ${error.message}`,
       recovered: "[RECONCILE] passes work again"
     }).pipe(Effect.forkScoped)
+    yield* Effect.sleep(takeoverRecheckInterval).pipe(
+      Effect.andThen(Effect.ignore(reconciler.recheck)),
+      Effect.repeat({ times: takeoverRechecks - 1 }),
+      Effect.forkScoped
+    )
   })
 )

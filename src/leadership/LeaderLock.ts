@@ -11,7 +11,7 @@
  * The parts, each in its own module, depend on each other one way only:
  *
  * - `LockSession.ts`: the dedicated connection and its statements
- *   (`sql/<verb>.ts`: tryLock, checkHeld, unlock, announceRelease,
+ *   (`sql/<verb>.ts`: tryLock, waitLock, checkHeld, unlock, announceRelease,
  *   findHolder, applySettings);
  * - `Contender.ts`: the standby loop (`PASSIVE_WAIT`);
  * - `Heartbeat.ts`: proving the lock while ACTIVE (self-fencing);
@@ -26,8 +26,8 @@
  * | -------------------- | ------- | ------------------------------------ | -------------------------------------- |
  * | waiting_for_database | no      | waiting for `Database.ready`         | connecting                             |
  * | connecting           | no      | opening a lock session               | trying; backoff if it cannot           |
- * | trying               | no      | `pg_try_advisory_lock`               | starting; passive; backoff on failure  |
- * | passive              | no      | waiting 1 s or for a release NOTIFY  | trying; backoff if the session dropped |
+ * | trying               | no      | `pg_try_advisory_lock`, ends a wait  | starting; passive; backoff on failure  |
+ * | passive              | no      | in `pg_advisory_lock`, 10 s at most  | starting; trying; backoff if dropped   |
  * | starting             | yes     | building the leader-only services    | active; stepping_down                  |
  * | active               | yes     | services running, next heartbeat due | checking; stepping_down                |
  * | checking             | yes     | heartbeat in flight                  | active; stepping_down                  |
@@ -84,9 +84,10 @@ export const leaderFailurePolicy = backoff("2 seconds", "60 seconds")
 const sessionFailurePause = Duration.seconds(1)
 
 /**
- * After losing the lock, wait this long before contending again: longer than
- * the standbys' try interval, so a standby takes over from a holder whose
- * session just died (it may be the one in trouble). A lone instance simply
+ * After losing the lock, wait this long before contending again, so a standby
+ * takes over from a holder whose session just died (it may be the one in
+ * trouble): standbys are queued in `pg_advisory_lock` and get it at once, or
+ * at their next try when they were between waits. A lone instance simply
  * resumes after it.
  */
 export const lossCooldown = Duration.seconds(2)

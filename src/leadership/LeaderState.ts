@@ -16,8 +16,8 @@ import { Context, type DateTime, type Effect, type Option, type SubscriptionRef 
 export type LeaderPhase =
   | "waiting_for_database" // (waiting) Database.ready has not completed yet
   | "connecting" // opening the lock session
-  | "trying" // pg_try_advisory_lock in flight
-  | "passive" // (waiting) another instance holds the lock; next try in 1 s
+  | "trying" // pg_try_advisory_lock in flight, or a lock wait being cancelled
+  | "passive" // (waiting) another instance holds the lock; blocked in pg_advisory_lock until it is free
   | "starting" // lock held, leader-only services being built
   | "active" // (waiting) lock held, leader-only services running
   | "checking" // lock held, heartbeat in flight

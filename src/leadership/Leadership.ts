@@ -10,8 +10,8 @@
  * | end      | cause                                | order                                        | result     |
  * | -------- | ------------------------------------ | -------------------------------------------- | ---------- |
  * | lost     | heartbeat failed, session dropped    | log, flip, stop services (no drain)          | "lost"     |
- * | released | the layer's scope closes (interrupt) | drain services, unlock, flip, announce       | "released" |
- * | failed   | `leaderOnly` failed or died at start | log, stop (no drain), unlock, flip, announce | fails      |
+ * | released | the layer's scope closes (interrupt) | drain services, flip, unlock, announce       | "released" |
+ * | failed   | `leaderOnly` failed or died at start | log, stop (no drain), flip, unlock, announce | fails      |
  *
  * "flip" is the switch to PASSIVE with its log lines (`StatusBoard.ts`);
  * draining is bounded by SHUTDOWN_TIMEOUT_MS plus `drainGrace`, stopping
@@ -72,7 +72,7 @@ export const makeLeadership = <E, R>({ board, key, leaderOnly, shutdownTimeout }
     })
 
   /**
-   * Released (shutdown): drain, unlock, then flip. The session is still
+   * Released (shutdown): drain, flip, then unlock. The session is still
    * watched while draining, so a loss meanwhile flips at once.
    */
   const endReleased = (session: LockSession, leadership: Scope.Closeable) =>

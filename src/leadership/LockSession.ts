@@ -25,15 +25,19 @@
  *
  * Gotchas: every statement is bounded by `sessionQueryTimeout` without
  * waiting for the interrupted query (`Bounded.ts`); after a failed statement
- * the caller must `close` the session, which also ends that query.
+ * the caller must `close` the session, which also ends that query. The one
+ * exception is `blocking` (the standby's lock wait): it has no bound of its
+ * own, its caller bounds it on its own clock and interrupts it, which cancels
+ * the statement and leaves the session usable.
  */
 import { type PgClient, PgConnection } from "@effect/sql-pg"
-import { Duration, Effect, Exit, Queue, Schema, Scope } from "effect"
+import { Duration, Effect, Exit, Option, Queue, Schema, Scope } from "effect"
 import { describeUnknown } from "../database/SqlErrors.ts"
 import { detachedWithin } from "./Bounded.ts"
+import { instanceApplicationName, instanceApplicationPrefixes } from "./LeaderTerm.ts"
 import { leaderChannel } from "./sql/advisoryLock.ts"
 import { applySettings } from "./sql/applySettings.ts"
-import type { SessionQueries } from "./sql/SessionQueries.ts"
+import type { BlockingQueries, SessionQueries } from "./sql/SessionQueries.ts"
 
 /** The lock session could not be opened, or it failed or dropped. */
 export class LockSessionFailed extends Schema.TaggedError<LockSessionFailed>()("LockSessionFailed", {
@@ -47,13 +51,11 @@ const sessionConnectTimeout = Duration.seconds(5)
 const clientKeepAlive = Duration.seconds(10)
 
 /** An open lock session. */
-export interface LockSession extends SessionQueries<LockSessionFailed> {
+export interface LockSession extends SessionQueries<LockSessionFailed>, BlockingQueries<LockSessionFailed> {
   /** Backend pid of the session, for logs and operators. */
   readonly pid: number
   /** Fails as soon as the session's connection is gone; never succeeds. */
   readonly dropped: Effect.Effect<never, LockSessionFailed>
-  /** Completes when a holder of `key` announces its release; fails like `dropped`. */
-  readonly released: (key: bigint) => Effect.Effect<void, LockSessionFailed>
   /** Closes the connection now (sends Terminate); synchronous, never blocks. */
   readonly close: Effect.Effect<void>
 }
@@ -90,6 +92,17 @@ export const openLockSession = Effect.fn("LeaderLock.openSession")(function*(opt
           ? Effect.succeed(rows[0]!)
           : Effect.fail(new LockSessionFailed({ message: "lock session statement returned no row" })))
 
+    const blocking = <A>(sql: string, row: Schema.Decoder<A>) =>
+      Effect.gen(function*() {
+        const result = yield* pinned.query(sql).pipe(
+          Effect.map(Option.some),
+          Effect.catchReason("SqlError", "LockTimeoutError", () => Effect.succeed(Option.none<PgConnection.Result>()))
+        )
+        if (Option.isNone(result)) return Option.none<A>()
+        const rows = yield* Schema.decodeUnknownEffect(Schema.Array(row))(result.value.rows)
+        return Option.fromNullishOr(rows[0])
+      }).pipe(Effect.mapError(fail("lock session wait failed")))
+
     const keepalives = yield* applySettings({ first, all })
 
     // The listener lives in the caller's scope; the finalizer added after it
@@ -103,16 +116,11 @@ export const openLockSession = Effect.fn("LeaderLock.openSession")(function*(opt
       Effect.mapError(fail("the lock session's connection dropped"))
     )
     const dropped: Effect.Effect<never, LockSessionFailed> = Effect.forever(nextNotification)
-    const released = (key: bigint) =>
-      nextNotification.pipe(
-        Effect.repeat({ until: (notification) => notification.payload === key.toString() }),
-        Effect.asVoid
-      )
 
     yield* Effect.logDebug(
       `[LOCK] lock session opened (backend pid ${connection.processId}); tcp keepalives ${keepalives}`
     )
-    return { pid: connection.processId, first, all, dropped, released, close } satisfies LockSession
+    return { pid: connection.processId, first, all, blocking, dropped, close } satisfies LockSession
   }).pipe(Effect.onError(() => close))
 })
 
@@ -133,5 +141,5 @@ export const lockSessionOptions = (pool: PgClient.PgClientConfig, instanceId: st
   maxMessageSize: pool.maxMessageSize,
   connectTimeout: sessionConnectTimeout,
   keepAlive: clientKeepAlive,
-  applicationName: `zimage-bot leader ${instanceId}`.slice(0, 63)
+  applicationName: instanceApplicationName(instanceApplicationPrefixes.lockSession, instanceId)
 })

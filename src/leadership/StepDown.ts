@@ -41,13 +41,17 @@ export const closeLeadership = (
   )
 
 /**
- * Unlocks (bounded), flips PASSIVE, then tells the standbys so they try at
- * once, then closes the session. If unlocking fails the connection is closed
- * first, which makes the server release the lock. Announcing only after the
- * flip keeps "never two ACTIVE" on the fast path.
+ * Flips PASSIVE, then unlocks (bounded), then tells the standbys, then closes
+ * the session. The flip comes first because a standby blocked in
+ * `pg_advisory_lock` is granted the lock by the unlock itself, before this
+ * instance hears back: flipping after it would leave two ACTIVE for a moment.
+ * If unlocking fails the connection is closed instead, which makes the server
+ * release the lock. The NOTIFY is for standbys between two waits (and for
+ * older versions that poll).
  */
 export const release = (session: LockSession, key: bigint, board: StatusBoard, reason: StepDownReason) =>
   Effect.gen(function*() {
+    yield* board.becomePassive(reason)
     const unlocked = yield* unlock(session, key).pipe(
       Effect.tap((released) =>
         released
@@ -62,7 +66,6 @@ export const release = (session: LockSession, key: bigint, board: StatusBoard, r
         )
       )
     )
-    yield* board.becomePassive(reason)
     if (unlocked) yield* Effect.ignore(announceRelease(session, key))
     yield* session.close
   })

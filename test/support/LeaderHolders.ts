@@ -10,7 +10,7 @@
  */
 import type { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Exit, Layer, Logger, Scope, Stream, SubscriptionRef } from "effect"
-import type { SqlClient } from "effect/sql/SqlClient"
+import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { Health } from "../../src/observability/Health.ts"
 import * as LeaderLock from "../../src/leadership/LeaderLock.ts"
@@ -58,13 +58,30 @@ export const waitFor = <A>(
     Effect.asVoid
   )
 
-/** Waits until the holder's controller is sleeping or waiting, not mid round trip. */
+/**
+ * Waits until the holder's controller is sleeping or waiting, not mid round
+ * trip. A PASSIVE holder is idle only once its lock session's backend is
+ * queued for the lock in PostgreSQL: before that its wait is on its way, and
+ * after the holder's release or loss the grant may be on its way back.
+ */
 export const settled = (holder: Holder) =>
-  waitFor(
-    holder.leader.status,
-    (s) => LeaderLock.waitingPhases.has(s.phase),
-    `${holder.name} to settle (phase ${SubscriptionRef.getUnsafe(holder.leader.status).phase})`
-  )
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const queued = sql<{ queued: boolean }>`SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+      WHERE application_name = ${`zimage-bot leader ${holder.name}`} AND wait_event_type = 'Lock') AS queued`
+    // Polled every 5 ms of real time, for at most 10 s.
+    for (let poll = 0; poll < 2000; poll++) {
+      yield* waitFor(
+        holder.leader.status,
+        (s) => LeaderLock.waitingPhases.has(s.phase),
+        `${holder.name} to settle (phase ${SubscriptionRef.getUnsafe(holder.leader.status).phase})`
+      )
+      if (SubscriptionRef.getUnsafe(holder.leader.status).phase !== "passive") return
+      if ((yield* queued)[0]!.queued) return
+      yield* TestClock.withLive(Effect.sleep("5 millis"))
+    }
+    return yield* Effect.die(new Error(`timed out waiting for ${holder.name}'s lock wait to settle`))
+  })
 
 /**
  * Waits until the holder has no heartbeat in flight. For a holder stuck

@@ -6,7 +6,11 @@
  * `tcp_user_timeout` does the same when unacknowledged data is pending, where
  * keepalives do not run. The holder itself fences after ~3 s (heartbeat), long
  * before that. `idle_session_timeout = 0` keeps a server-wide setting from
- * killing the holder. On a unix socket the TCP settings do not apply and read
+ * killing the holder. `client_connection_check_interval` (PG 14+) makes a
+ * backend notice within a second that its client has gone while it runs a
+ * statement; that matters for a standby blocked in `pg_advisory_lock`, whose
+ * backend would otherwise stay queued for the lock after the standby closed
+ * the connection. On a unix socket the TCP settings do not apply and read
  * back as 0.
  */
 import { Effect, Schema } from "effect"
@@ -14,8 +18,15 @@ import type { SessionQueries } from "./SessionQueries.ts"
 
 const SettingRow = Schema.Struct({ name: Schema.String, value: Schema.String })
 
+/**
+ * The session's server-side bound of a statement. The standby lifts it while
+ * it waits for the lock and puts it back once it holds it (`waitLock.ts`).
+ */
+export const sessionStatementTimeout = "5s"
+
 const applySettingsSql = `SELECT name, set_config(name, value, false) AS value
-FROM (VALUES ('statement_timeout', '5s'),
+FROM (VALUES ('statement_timeout', '${sessionStatementTimeout}'),
+             ('client_connection_check_interval', '1s'),
              ('idle_session_timeout', '0'),
              ('idle_in_transaction_session_timeout', '0'),
              ('tcp_keepalives_idle', '10'),
