@@ -342,6 +342,28 @@ describe("chat flow, to the picture", () => {
       ])
     }))
 
+  it.live("🔁 Ещё вариант works as soon as the photo is out, while the original file is still on its way", () =>
+    Effect.gen(function*() {
+      const { app, fake } = yield* withKie
+      const chatId = 5203
+      const { keyboardMessageId } = yield* upToRatio(fake, chatId, "маяк в тумане")
+      let releaseOriginal = () => {}
+      fake.failNext("sendDocument", FakeTelegram.failure.delayed(new Promise((resolve) => (releaseOriginal = resolve))))
+      const before = fake.mark()
+      yield* pressRatio(fake, chatId, "1:1", keyboardMessageId)
+      const photo = yield* awaitFor(fake, "sendPhoto", chatId, before)
+      yield* awaitFor(fake, "sendDocument", chatId, before)
+      const [again] = buttons(photo)
+      fake.pushUpdate(
+        FakeTelegram.callbackQuery({ chatId, data: again![1], messageId: messageIdOf(photo), id: "again-early" })
+      )
+      assert.strictEqual((yield* answeredWith(fake, "again-early")).params.text, undefined, "not 'expired'")
+      releaseOriginal()
+      const second = yield* awaitFor(fake, "sendPhoto", chatId, photo.seq)
+      assert.include(String(second.params.caption), "✅ Готово!")
+      assert.strictEqual((yield* generationsOf(app, chatId)).length, 2)
+    }))
+
   it.live("failure: the reason in plain words and 🔄 Попробовать снова, which retries the same prompt and ratio", () =>
     Effect.gen(function*() {
       const { app, fake, kie } = yield* withKie

@@ -104,9 +104,12 @@ export const makeGenerationRequests = (
     }
     // Our own generation, finished the right way; a failed one retried only once
     // (this very update may be re-running after a crash, so its own retry counts as unused).
+    // "Again" works as soon as the photo (which carries the button) is out, before the original follows.
     const usable = Option.filter(source, (g: Generation) =>
       g.userId === incoming.from.id &&
-      (action.mode === "again" ? g.status === "delivered" : g.status === "failed"))
+      (action.mode === "again"
+        ? g.status === "delivered" || (g.status === "succeeded" && g.photoMessageId !== null)
+        : g.status === "failed"))
     if (Option.isNone(usable)) return yield* replies.answer(action.queryId, t(lang).expired)
     const retriedBy = usable.value.retriedBy
     if (action.mode === "retry" && retriedBy !== null) {

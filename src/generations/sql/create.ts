@@ -52,11 +52,17 @@ export interface Limits {
   readonly timeout: Duration.Duration
 }
 
-/** The user's unfinished generations, and those made since `startOfDay` that did not fail. */
+/**
+ * The user's generations still in flight (unfinished, and not a picture that
+ * is already in the chat with only its original file to follow), and those
+ * made since `startOfDay` that did not fail.
+ */
 const userCounts = (sql: SqlClient, userId: number, startOfDay: DateTime.Utc) =>
   sql<{ active: bigint; today: bigint }>`
     SELECT
-      count(*) FILTER (WHERE status IN (${unfinished})) AS active,
+      count(*) FILTER (
+        WHERE status IN (${unfinished}) AND NOT (status = 'succeeded' AND photo_message_id IS NOT NULL)
+      ) AS active,
       count(*) FILTER (WHERE created_at >= ${asDate(startOfDay)} AND status <> 'failed') AS today
     FROM generations WHERE user_id = ${userId}`.pipe(
     Effect.map(([counts]) => ({ active: Number(counts!.active), today: Number(counts!.today) }))
