@@ -155,6 +155,7 @@ export const make = (
       yield* Effect.annotateCurrentSpan("generation_id", g.id)
       const sending: SendingState = { announced: false, number: 0 }
       const outcome = yield* Effect.result(kie.createTask<SubmissionCancelled | SqlError>({
+        model: g.model,
         prompt: g.prompt,
         aspectRatio: g.aspectRatio,
         beforeSend: beforeSend(g, entered, sending)

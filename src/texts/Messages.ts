@@ -17,8 +17,13 @@ export const langOf = (languageCode: string | undefined | null): Lang =>
 
 /** The aspect ratios offered to users, which are the ones Z-Image accepts (`input.aspect_ratio`). */
 export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"] as const
-export type AspectRatio = typeof ASPECT_RATIOS[number]
-export const isAspectRatio = (s: string): s is AspectRatio => (ASPECT_RATIOS as ReadonlyArray<string>).includes(s)
+/**
+ * Every ratio some model of the catalog (`kie/ModelCatalog.ts`) offers, Z-Image's first; `auto` (the
+ * model keeps the shape of the picture it edits) is never a button.
+ */
+export const KNOWN_RATIOS = [...ASPECT_RATIOS, "3:2", "2:3", "5:4", "4:5", "21:9", "auto"] as const
+export type AspectRatio = typeof KNOWN_RATIOS[number]
+export const isAspectRatio = (s: string): s is AspectRatio => (KNOWN_RATIOS as ReadonlyArray<string>).includes(s)
 
 export const PROMPT_MAX_LENGTH = 1000
 

@@ -6,8 +6,10 @@
  *   answer `{code,msg,data}`; errors are in the body `code` with HTTP 200 by
  *   default (Kie's quirk), or with a mirrored HTTP status when a step says so.
  * - `Authorization: Bearer <key>` is checked (401 in the body otherwise).
- * - createTask validates the z-image input (model, prompt 1..1000, the five
- *   aspect ratios, boolean nsfw_checker) and answers 422 like Kie.
+ * - createTask validates the input of each model it knows (`FAKE_MODELS`,
+ *   written from Kie's docs: prompt limit, the ratio field and its values, the
+ *   picture field and its count, the other fields allowed) and answers 422
+ *   naming the field, like Kie.
  * - The account limit is enforced for real: at most `createLimit.count`
  *   accepted createTask requests in any sliding window of
  *   `createLimit.windowMs` (default 20 per 10 s), counted at arrival; over
@@ -25,7 +27,8 @@
  *   file host; `scriptResults(...)` makes the next downloads answer 404
  *   (an expired URL), hang, or answer after a real delay or once a gate opens. A success URL written as a path
  *   (`{ success: ["/results/a.png"] }`) is reported as an absolute URL on
- *   this fake, so clients can download it.
+ *   this fake, so clients can download it; its picture has the task's ratio
+ *   (64 pixels on the short side) unless `serveResult` or `resultImage` set one.
  * - Every request is counted and logged (the Authorization header is reduced
  *   to whether it was right).
  *
@@ -190,6 +193,125 @@ export interface SendCallbackOptions {
 }
 
 const ASPECT_RATIOS = ["1:1", "4:3", "3:4", "16:9", "9:16"]
+const BANANA_RATIOS = ["1:1", "9:16", "16:9", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9", "auto"]
+const SEEDREAM_RATIOS = ["1:1", "4:3", "3:4", "16:9", "9:16", "2:3", "3:2", "21:9"]
+const FLUX_RATIOS = ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+const QWEN_SIZES = ["square", "square_hd", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"]
+
+/** What Kie's Market docs say one model's `input` takes (written from the docs, not from our catalog). */
+interface FakeModel {
+  readonly prompt: number
+  /** The ratio field, its values, and whether it must be there. */
+  readonly ratio: { readonly field: string; readonly values: ReadonlyArray<string>; readonly required: boolean }
+  /** The picture field: an array of 1..max URLs, or one URL (`max: 1, single`). */
+  readonly images?: { readonly field: string; readonly max: number; readonly single?: boolean }
+  /** Other fields and the values they allow. */
+  readonly extra?: Readonly<Record<string, ReadonlyArray<unknown>>>
+}
+
+/** The models this fake serves, as Kie documents their input. */
+export const FAKE_MODELS: Readonly<Record<string, FakeModel>> = {
+  "z-image": {
+    prompt: 1000,
+    ratio: { field: "aspect_ratio", values: ASPECT_RATIOS, required: true },
+    extra: { nsfw_checker: [true, false] }
+  },
+  "google/nano-banana": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: BANANA_RATIOS, required: false },
+    extra: { output_format: ["png", "jpeg"] }
+  },
+  "google/nano-banana-edit": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: BANANA_RATIOS, required: false },
+    images: { field: "image_urls", max: 10 },
+    extra: { output_format: ["png", "jpeg"] }
+  },
+  "seedream/4.5-text-to-image": {
+    prompt: 3000,
+    ratio: { field: "aspect_ratio", values: SEEDREAM_RATIOS, required: false },
+    extra: { quality: ["basic", "high"] }
+  },
+  "seedream/4.5-edit": {
+    prompt: 3000,
+    ratio: { field: "aspect_ratio", values: SEEDREAM_RATIOS, required: false },
+    images: { field: "image_urls", max: 14 },
+    extra: { quality: ["basic", "high"] }
+  },
+  "flux-2/pro-text-to-image": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: FLUX_RATIOS, required: false },
+    extra: { resolution: ["1K", "2K"] }
+  },
+  "flux-2/pro-image-to-image": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: FLUX_RATIOS, required: false },
+    images: { field: "input_urls", max: 8 },
+    extra: { resolution: ["1K", "2K"] }
+  },
+  "gpt-image/1.5-text-to-image": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: ["1:1", "2:3", "3:2"], required: false },
+    extra: { quality: ["medium", "high"] }
+  },
+  "google/imagen4-fast": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: ASPECT_RATIOS, required: false },
+    extra: { negative_prompt: [] }
+  },
+  "qwen/image-edit": {
+    prompt: 2000,
+    ratio: { field: "image_size", values: QWEN_SIZES, required: false },
+    images: { field: "image_url", max: 1, single: true },
+    extra: { num_images: ["1", "2", "3", "4"] }
+  }
+}
+
+const isHttpUrl = (u: unknown) => typeof u === "string" && /^https?:\/\/\S+$/.test(u)
+
+/** Why Kie would refuse `input` for `model` (a message naming the field), or `undefined`. */
+const modelInputProblem = (id: string, input: Record<string, any>): string | undefined => {
+  const model = FAKE_MODELS[id]!
+  if (typeof input.prompt !== "string" || input.prompt.length === 0) return "input.prompt is required"
+  if ([...input.prompt].length > model.prompt) return `input.prompt must be at most ${model.prompt} characters`
+  const ratio = input[model.ratio.field]
+  if (ratio === undefined ? model.ratio.required : !model.ratio.values.includes(ratio)) {
+    return `input.${model.ratio.field} is invalid`
+  }
+  const images = model.images
+  if (images !== undefined) {
+    const value = input[images.field]
+    const ok = images.single === true
+      ? isHttpUrl(value)
+      : Array.isArray(value) && value.length >= 1 && value.length <= images.max && value.every(isHttpUrl)
+    if (!ok) return `input.${images.field} is invalid`
+  }
+  const known = new Set(["prompt", model.ratio.field, ...(images === undefined ? [] : [images.field])])
+  for (const [field, value] of Object.entries(input)) {
+    if (known.has(field)) continue
+    const allowed = model.extra?.[field]
+    if (allowed === undefined) return `input.${field} is not a parameter of ${id}`
+    if (allowed.length > 0 && !allowed.includes(value)) return `input.${field} is invalid`
+  }
+  return undefined
+}
+
+/** The pixel size of a result for a ratio (or Qwen size name): 64 pixels on the short side. */
+export const resultSizeFor = (ratio: unknown): { readonly width: number; readonly height: number } => {
+  const named: Record<string, string> = {
+    square: "1:1",
+    square_hd: "1:1",
+    portrait_4_3: "3:4",
+    portrait_16_9: "9:16",
+    landscape_4_3: "4:3",
+    landscape_16_9: "16:9"
+  }
+  const text = typeof ratio === "string" ? (named[ratio] ?? ratio) : "1:1"
+  const match = /^(\d+):(\d+)$/.exec(text)
+  if (match === null) return { width: 64, height: 64 }
+  const [w, h] = [Number(match[1]), Number(match[2])]
+  return w >= h ? { width: Math.round((64 * w) / h), height: 64 } : { width: 64, height: Math.round((64 * h) / w) }
+}
 let defaultImage: Buffer | undefined
 const defaultResultImage = () => (defaultImage ??= makePng(64, 64))
 const CALLBACK_TIMEOUT_MS = 10_000
@@ -390,11 +512,12 @@ export class FakeKie {
 
   /** The recordInfo `data` object of a task in a given state. */
   recordData(task: FakeTask, state: FakeTerminal | "waiting" | "queuing" | "generating"): Record<string, unknown> {
+    const model = typeof task.body.model === "string" ? task.body.model : "z-image"
     const base = {
       taskId: task.taskId,
-      model: "z-image",
+      model,
       param: JSON.stringify({
-        model: "z-image",
+        model,
         ...(task.callBackUrl === undefined ? {} : { callBackUrl: task.callBackUrl }),
         input: JSON.stringify(task.body.input ?? {})
       }),
@@ -405,7 +528,10 @@ export class FakeKie {
       return { ...base, state, resultJson: "", failCode: "", failMsg: "", costTime: null, completeTime: null }
     }
     if ("success" in state) {
-      const urls = state.success.map((url) => (url.startsWith("/") ? `${this.url}${url}` : url))
+      // A result this fake serves itself is sized by the task's ratio (`?task=`).
+      const urls = state.success.map((url) =>
+        url.startsWith("/") ? `${this.url}${url}${url.includes("?") ? "&" : "?"}task=${task.taskId}` : url
+      )
       return {
         ...base,
         state: "success",
@@ -561,7 +687,10 @@ export class FakeKie {
       : "other"
     this.count(kind)
     // The file host needs no key, like Kie's temporary URLs.
-    if (kind === "result") return this.result(res, decodeURIComponent(url.pathname.slice("/results/".length)))
+    if (kind === "result") {
+      const name = decodeURIComponent(url.pathname.slice("/results/".length))
+      return this.result(res, name, url.searchParams.get("task") ?? undefined)
+    }
     if (kind === "other") return this.reply(res, 404, { code: 404, msg: "Not Found", data: null })
     if (!authorized) {
       this.counters.unauthorized++
@@ -593,15 +722,11 @@ export class FakeKie {
       return "request body is not JSON"
     }
     if (typeof parsed !== "object" || parsed === null) return "request body must be an object"
-    if (parsed.model !== "z-image") return "model is not supported"
+    if (typeof parsed.model !== "string" || FAKE_MODELS[parsed.model] === undefined) return "model is not supported"
     const input = parsed.input
     if (typeof input !== "object" || input === null || Array.isArray(input)) return "input must be an object"
-    if (typeof input.prompt !== "string" || input.prompt.length === 0) return "input.prompt is required"
-    if ([...input.prompt].length > 1000) return "input.prompt must be at most 1000 characters"
-    if (!ASPECT_RATIOS.includes(input.aspect_ratio)) return "input.aspect_ratio is invalid"
-    if (input.nsfw_checker !== undefined && typeof input.nsfw_checker !== "boolean") {
-      return "input.nsfw_checker must be a boolean"
-    }
+    const problem = modelInputProblem(parsed.model, input)
+    if (problem !== undefined) return problem
     if (parsed.callBackUrl !== undefined && typeof parsed.callBackUrl !== "string") return "callBackUrl is invalid"
     return parsed
   }
@@ -624,7 +749,9 @@ export class FakeKie {
     }
     this.acceptedAt.push(now)
     this.counters.tasksCreated++
-    const taskId = `task_z-image_${now}${String(++this.taskSeq).padStart(4, "0")}`
+    const taskId = `task_${String(valid.model).replace(/[^a-z0-9-]/gi, "-")}_${now}${
+      String(++this.taskSeq).padStart(4, "0")
+    }`
     const script = this.nextTaskScripts.shift() ?? this.options.defaultTask ?? defaultTaskScript
     const task: FakeTask = {
       taskId,
@@ -648,24 +775,34 @@ export class FakeKie {
     setTimeout(answer, step.delayMs)
   }
 
-  private result(res: http.ServerResponse, name: string) {
+  /** The bytes of a result: set with `serveResult`, else sized by the task's ratio, else the default image. */
+  private resultBytes(name: string, taskId: string | undefined): Buffer {
+    const served = this.resultFiles.get(name) ?? this.options.resultImage
+    if (served !== undefined) return served
+    const input = taskId === undefined ? undefined : this.tasks.get(taskId)?.body.input
+    if (input === undefined) return defaultResultImage()
+    const size = resultSizeFor(input.aspect_ratio ?? input.image_size)
+    return makePng(size.width, size.height)
+  }
+
+  private result(res: http.ServerResponse, name: string, taskId?: string) {
     const step = this.resultSteps.shift() ?? "ok"
     if (step !== "ok" && "hang" in step) return (res as any).markHung()
     if (step !== "ok" && "delayMs" in step) {
-      setTimeout(() => this.result(res, name), step.delayMs)
+      setTimeout(() => this.result(res, name, taskId), step.delayMs)
       return
     }
     if (step !== "ok" && "until" in step) {
       // Not "busy" while held: `idle()` must not wait for the gate.
       ;(res as any).markHung()
-      void step.until.finally(() => this.result(res, name))
+      void step.until.finally(() => this.result(res, name, taskId))
       return
     }
     if (step !== "ok") {
       res.writeHead(step.status, { "content-type": "text/plain" })
       return res.end(`status ${step.status}`)
     }
-    const bytes = this.resultFiles.get(name) ?? this.options.resultImage ?? defaultResultImage()
+    const bytes = this.resultBytes(name, taskId)
     res.writeHead(200, { "content-type": "image/png", "content-length": bytes.length })
     res.end(bytes)
   }

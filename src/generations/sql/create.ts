@@ -36,6 +36,8 @@ export interface NewGeneration {
   readonly lang: Lang
   readonly prompt: string
   readonly aspectRatio: AspectRatio
+  /** The Kie model id; Z-Image when left out. */
+  readonly model?: string | undefined
   /** The update that asked for it: handling that update again finds this row instead of making another. */
   readonly sourceUpdateId: number
   /** The forum topic it was asked in, if any. */
@@ -104,10 +106,11 @@ const checkGlobalBudget = (sql: SqlClient, limit: number, startOfDay: DateTime.U
 const insert = (sql: SqlClient, input: NewGeneration, at: DateTime.Utc, deadline: DateTime.Utc) =>
   sql`
     INSERT INTO generations
-      (user_id, chat_id, lang, prompt, aspect_ratio, status, source_update_id, created_at, deadline_at, updated_at,
-        message_thread_id)
-    VALUES (${input.userId}, ${input.chatId}, ${input.lang}, ${input.prompt}, ${input.aspectRatio}, 'queued',
-      ${input.sourceUpdateId}, ${asDate(at)}, ${asDate(deadline)}, ${asDate(at)}, ${input.threadId ?? null})
+      (user_id, chat_id, lang, prompt, aspect_ratio, model, status, source_update_id, created_at, deadline_at,
+        updated_at, message_thread_id)
+    VALUES (${input.userId}, ${input.chatId}, ${input.lang}, ${input.prompt}, ${input.aspectRatio},
+      ${input.model ?? "z-image"}, 'queued', ${input.sourceUpdateId}, ${asDate(at)}, ${asDate(deadline)}, ${asDate(at)},
+      ${input.threadId ?? null})
     RETURNING *`.pipe(Effect.flatMap(decodeRows), Effect.map((rows) => rows[0]!))
 
 /** Records a generation (or finds the one `sourceUpdateId` already made) and wakes the engine. */

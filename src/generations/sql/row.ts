@@ -37,6 +37,7 @@ const Row = Schema.Struct({
   lang: Schema.Literals(["ru", "en"]),
   prompt: Schema.String,
   aspect_ratio: Schema.String,
+  model: Schema.String,
   status: Schema.Literals(STATUSES),
   submit_ref: Schema.NullOr(Schema.String),
   kie_task_id: Schema.NullOr(Schema.String),
@@ -68,6 +69,8 @@ export interface Generation {
   readonly lang: Lang
   readonly prompt: string
   readonly aspectRatio: AspectRatio
+  /** The Kie model id (`kie/ModelCatalog.ts`) it is made with; "🔁" and "🔄" keep it. */
+  readonly model: string
   readonly status: GenerationStatus
   readonly submitRef: string | null
   readonly kieTaskId: string | null
@@ -105,6 +108,7 @@ const toGeneration = (row: typeof Row.Type): Generation => ({
   lang: row.lang,
   prompt: row.prompt,
   aspectRatio: row.aspect_ratio as AspectRatio,
+  model: row.model,
   status: row.status,
   submitRef: row.submit_ref,
   kieTaskId: row.kie_task_id,
