@@ -28,7 +28,8 @@
  * quoting them. Prompt limits we were not told are capped at Telegram's
  * 4096-character message limit anyway, so 5000 means "whatever fits".
  */
-import { Effect, Result, Schema } from "effect"
+import { Effect, Option, Result, Schema } from "effect"
+import { type AppConfigShape, ConfigInvalid } from "../platform/AppConfig.ts"
 import type { AspectRatio } from "../texts/Messages.ts"
 import { KieValidationFailed } from "./KieErrors.ts"
 
@@ -286,3 +287,35 @@ export const modelInput = (
   request: ModelRequest
 ): Effect.Effect<Readonly<Record<string, unknown>>, KieValidationFailed> =>
   Effect.fromResult(checkInput(model, buildInput(model, request)))
+
+/**
+ * Startup check of MODELS and EDIT_MODEL against the catalog: an id the bot
+ * does not know (or a text model as EDIT_MODEL, an editor in MODELS) stops
+ * startup with one line naming it. Run by `Launcher.ts` after the
+ * configuration is read (`platform/AppConfig.ts` cannot see the catalog).
+ */
+export const checkConfiguredModels = (
+  config: Pick<AppConfigShape, "models" | "editModel">
+): Effect.Effect<void, ConfigInvalid> => {
+  const known = (edits: boolean) =>
+    CATALOG.filter((model) => (model.images !== undefined) === edits).map((model) => model.id).join(", ")
+  const text = unknownModelId(config.models, false)
+  if (text !== undefined) {
+    return Effect.fail(
+      new ConfigInvalid({
+        variable: "MODELS",
+        message: `MODELS names ${text}, which is not a text-to-image model the bot knows (${known(false)})`
+      })
+    )
+  }
+  const edit = Option.getOrUndefined(config.editModel)
+  if (edit !== undefined && unknownModelId([edit], true) !== undefined) {
+    return Effect.fail(
+      new ConfigInvalid({
+        variable: "EDIT_MODEL",
+        message: `EDIT_MODEL names ${edit}, which is not an editing model the bot knows (${known(true)})`
+      })
+    )
+  }
+  return Effect.void
+}

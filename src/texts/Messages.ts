@@ -36,7 +36,9 @@ export const CallbackData = {
   /** Another picture from the same prompt and ratio as generation `id`. */
   again: (id: string) => `zimage:again:${id}`,
   /** Retry the failed generation `id` with the same prompt and ratio. */
-  retry: (id: string) => `zimage:retry:${id}`
+  retry: (id: string) => `zimage:retry:${id}`,
+  /** Choose the Kie model `id` (`kie/ModelCatalog.ts`; at most 51 characters, so within 64 bytes). */
+  model: (id: string) => `zimage:model:${id}`
 } as const
 
 export type ParsedCallback =
@@ -44,6 +46,7 @@ export type ParsedCallback =
   | { readonly _tag: "Ratio"; readonly ratio: AspectRatio }
   | { readonly _tag: "Again"; readonly generationId: string }
   | { readonly _tag: "Retry"; readonly generationId: string }
+  | { readonly _tag: "Model"; readonly modelId: string }
   | { readonly _tag: "Unknown" }
 
 /** Anything not produced by `CallbackData` (old keyboards, tampered data) is `Unknown`. */
@@ -56,6 +59,8 @@ export const parseCallbackData = (data: string | undefined): ParsedCallback => {
   if (again !== null) return { _tag: "Again", generationId: again[1]! }
   const retry = /^zimage:retry:(\d{1,19})$/.exec(data)
   if (retry !== null) return { _tag: "Retry", generationId: retry[1]! }
+  const model = /^zimage:model:([A-Za-z0-9][A-Za-z0-9._/-]{0,50})$/.exec(data)
+  if (model !== null) return { _tag: "Model", modelId: model[1]! }
   return { _tag: "Unknown" }
 }
 
@@ -118,7 +123,33 @@ const texts = {
       unconfirmed: "Сервис генерации не подтвердил запрос. Попробуйте через минуту.",
       badAnswer: "Сервис генерации прислал неожиданный ответ. Попробуйте позже."
     },
-    kieFailedWith: (detail: string) => `Не удалось сгенерировать картинку: ${detail}`
+    kieFailedWith: (detail: string) => `Не удалось сгенерировать картинку: ${detail}`,
+    welcomeModel: (name: string) =>
+      `👋 Привет! Я рисую картинки по текстовому описанию с помощью модели ${name}.\n\n` +
+      "Нажмите «🖼 Создать картинку», опишите, что хотите увидеть, и выберите формат.",
+    modelButton: (name: string) => `🖼 ${name}`,
+    modelLine: (name: string, strength: string, price: number) => `• ${name}: ${strength} (≈ $${price} за картинку)`,
+    modelStrengths: {
+      "z-image": "быстрая и самая дешёвая, фотореализм",
+      "google/nano-banana": "точно следует описанию, хорошо пишет текст",
+      "seedream/4.5-text-to-image": "яркие детальные картинки, постеры",
+      "flux-2/pro-text-to-image": "фотографии и сложные сцены",
+      "gpt-image/1.5-text-to-image": "понимает длинные описания, текст на картинке",
+      "google/imagen4-fast": "быстрая, чистый фотореализм"
+    } as Readonly<Record<string, string>>,
+    promptTooLongFor: (length: number, max: number) =>
+      `Слишком длинное описание: ${length} символов. Сократите его до ${max}.`,
+    askEdit: "Что изменить на фото? Напишите ответом на это сообщение.",
+    editOff: "Редактирование фото выключено. Опишите картинку словами.",
+    fileTooBig: "Файл больше 20 МБ: такой бот скачать не может. Пришлите фото поменьше.",
+    notAnImage: "Это не картинка. Пришлите фото (JPEG, PNG или WebP).",
+    tooManyPhotos: (max: number) => `Эта модель берёт не больше ${max} фото; лишние я не учёл.`,
+    editReasons: {
+      refusedField: "Модель не приняла запрос. Попробуйте другое фото или другое описание.",
+      nsfw: "Запрос отклонён фильтром содержимого. Попробуйте другое фото или описание.",
+      uploadFailed: "Не удалось передать фото сервису генерации. Попробуйте ещё раз.",
+      uploadExpired: "Фото больше недоступно. Пришлите его ещё раз."
+    }
   },
   en: {
     createButton: "🖼 Create a picture",
@@ -175,7 +206,33 @@ const texts = {
       unconfirmed: "The image service did not confirm the request. Please try again in a minute.",
       badAnswer: "The image service sent an unexpected answer. Please try again later."
     },
-    kieFailedWith: (detail: string) => `The image could not be generated: ${detail}`
+    kieFailedWith: (detail: string) => `The image could not be generated: ${detail}`,
+    welcomeModel: (name: string) =>
+      `👋 Hi! I draw pictures from a text description with the ${name} model.\n\n` +
+      "Tap “🖼 Create a picture”, describe what you want to see and pick a format.",
+    modelButton: (name: string) => `🖼 ${name}`,
+    modelLine: (name: string, strength: string, price: number) => `• ${name}: ${strength} (≈ $${price} a picture)`,
+    modelStrengths: {
+      "z-image": "fast and the cheapest, photorealism",
+      "google/nano-banana": "follows the description closely, good at lettering",
+      "seedream/4.5-text-to-image": "vivid detailed pictures, posters",
+      "flux-2/pro-text-to-image": "photographs and complex scenes",
+      "gpt-image/1.5-text-to-image": "understands long descriptions, text in pictures",
+      "google/imagen4-fast": "fast, clean photorealism"
+    } as Readonly<Record<string, string>>,
+    promptTooLongFor: (length: number, max: number) =>
+      `The description is too long: ${length} characters. Please shorten it to ${max}.`,
+    askEdit: "What should I change in the photo? Write it as a reply to this message.",
+    editOff: "Photo editing is turned off. Describe the picture in words.",
+    fileTooBig: "The file is over 20 MB: a bot cannot download it. Please send a smaller photo.",
+    notAnImage: "This is not a picture. Please send a photo (JPEG, PNG or WebP).",
+    tooManyPhotos: (max: number) => `This model takes at most ${max} photos; I left out the rest.`,
+    editReasons: {
+      refusedField: "The model did not accept the request. Try another photo or description.",
+      nsfw: "The request was refused by the content filter. Try another photo or description.",
+      uploadFailed: "Could not pass the photo to the image service. Please try again.",
+      uploadExpired: "The photo is no longer available. Please send it again."
+    }
   }
 } as const
 
@@ -210,13 +267,38 @@ const keyboard = (
   inline_keyboard: rows.map((row) => [...row])
 })
 
-export const welcomeKeyboard = (lang: Lang, singleModel: boolean): InlineKeyboardMarkup =>
-  keyboard([[{ text: singleModel ? t(lang).createButton : t(lang).modelZImage, callback_data: CallbackData.start }]])
+/** A model as the welcome shows it. */
+export interface ModelButton {
+  readonly id: string
+  readonly name: string
+}
 
-export const ratioKeyboard: InlineKeyboardMarkup = keyboard([
-  ASPECT_RATIOS.slice(0, 3).map((ratio) => ({ text: ratio, callback_data: CallbackData.ratio(ratio) })),
-  ASPECT_RATIOS.slice(3).map((ratio) => ({ text: ratio, callback_data: CallbackData.ratio(ratio) }))
-])
+/**
+ * The welcome's buttons: "🖼 Создать картинку" with one model; with a choice,
+ * one button per model (`zimage:model:<id>`), Z-Image alone by default.
+ */
+export const welcomeKeyboard = (
+  lang: Lang,
+  singleModel: boolean,
+  models: ReadonlyArray<ModelButton> = [{ id: "z-image", name: "Z-Image" }]
+): InlineKeyboardMarkup =>
+  singleModel
+    ? keyboard([[{ text: t(lang).createButton, callback_data: CallbackData.start }]])
+    : keyboard(
+      models.map((model) => [{ text: t(lang).modelButton(model.name), callback_data: CallbackData.model(model.id) }])
+    )
+
+/** Ratio buttons, three to a row, in the order given (a model's own ratios). */
+export const ratioKeyboardFor = (ratios: ReadonlyArray<AspectRatio>): InlineKeyboardMarkup =>
+  keyboard(
+    Array.from(
+      { length: Math.ceil(ratios.length / 3) },
+      (_, row) =>
+        ratios.slice(row * 3, row * 3 + 3).map((ratio) => ({ text: ratio, callback_data: CallbackData.ratio(ratio) }))
+    )
+  )
+
+export const ratioKeyboard: InlineKeyboardMarkup = ratioKeyboardFor(ASPECT_RATIOS)
 
 export const doneKeyboard = (lang: Lang, generationId: string): InlineKeyboardMarkup =>
   keyboard([[

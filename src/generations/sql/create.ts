@@ -42,6 +42,10 @@ export interface NewGeneration {
   readonly sourceUpdateId: number
   /** The forum topic it was asked in, if any. */
   readonly threadId?: number | undefined
+  /** An edit's pictures as Telegram files, to upload before createTask. */
+  readonly inputFileIds?: ReadonlyArray<string> | undefined
+  /** An edit's pictures already where Kie can fetch them (no upload). */
+  readonly inputUrls?: ReadonlyArray<string> | undefined
 }
 
 /** How much one user may ask for, and how long a generation may take. */
@@ -107,11 +111,13 @@ const insert = (sql: SqlClient, input: NewGeneration, at: DateTime.Utc, deadline
   sql`
     INSERT INTO generations
       (user_id, chat_id, lang, prompt, aspect_ratio, model, status, source_update_id, created_at, deadline_at,
-        updated_at, message_thread_id)
+        updated_at, message_thread_id, input_file_ids, input_urls)
     VALUES (${input.userId}, ${input.chatId}, ${input.lang}, ${input.prompt}, ${input.aspectRatio},
       ${input.model ?? "z-image"}, 'queued', ${input.sourceUpdateId}, ${asDate(at)}, ${asDate(deadline)}, ${asDate(at)},
-      ${input.threadId ?? null})
+      ${input.threadId ?? null}, ${jsonOrNull(input.inputFileIds)}::jsonb, ${jsonOrNull(input.inputUrls)}::jsonb)
     RETURNING *`.pipe(Effect.flatMap(decodeRows), Effect.map((rows) => rows[0]!))
+
+const jsonOrNull = (list: ReadonlyArray<string> | undefined) => (list === undefined ? null : JSON.stringify(list))
 
 /** Records a generation (or finds the one `sourceUpdateId` already made) and wakes the engine. */
 export const create = (sql: SqlClient, input: NewGeneration, limits: Limits) =>

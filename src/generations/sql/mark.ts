@@ -87,3 +87,14 @@ export const markNotified = (sql: SqlClient, id: string, consumedStatusMessage?:
             THEN NULL ELSE status_message_id END
         WHERE id = ${id}::bigint`.pipe(Effect.asVoid)
   )
+
+/**
+ * An edit's pictures were uploaded: Kie fetches them at `urls`. Only while
+ * the row still waits to be sent, and only once: a second upload after a
+ * failover keeps the first URLs, so createTask always names the same files.
+ */
+export const setInputUrls = (sql: SqlClient, id: string, urls: ReadonlyArray<string>) =>
+  Effect.flatMap(DateTime.now, (at) =>
+    updated(sql`
+      UPDATE generations SET input_urls = ${JSON.stringify(urls)}::jsonb, updated_at = ${asDate(at)}
+      WHERE id = ${id}::bigint AND status = 'queued' AND input_urls IS NULL RETURNING id`))

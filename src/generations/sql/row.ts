@@ -53,6 +53,8 @@ const Row = Schema.Struct({
   retried_by: Schema.NullOr(Id),
   source_update_id: Schema.NullOr(Int8),
   message_thread_id: Schema.NullOr(Int8),
+  input_file_ids: Schema.NullOr(Schema.Array(Schema.String)),
+  input_urls: Schema.NullOr(Schema.Array(Schema.String)),
   created_at: Schema.Unknown,
   deadline_at: Schema.Unknown,
   submitted_at: Schema.Unknown,
@@ -92,6 +94,13 @@ export interface Generation {
   readonly sourceUpdateId: number | null
   /** The forum topic it was asked in: every message about it goes there (`message_thread_id`). */
   readonly threadId: number | null
+  /** An edit's pictures as Telegram files (largest size); empty for text-to-image. */
+  readonly inputFileIds: ReadonlyArray<string>
+  /**
+   * Where Kie fetches an edit's pictures: `null` while the upload of
+   * `inputFileIds` is still to do (a stored step: a failover resumes after it).
+   */
+  readonly inputUrls: ReadonlyArray<string> | null
   readonly createdAt: DateTime.Utc
   readonly deadlineAt: DateTime.Utc
   /** When createTask was (last) sent for it. */
@@ -124,6 +133,8 @@ const toGeneration = (row: typeof Row.Type): Generation => ({
   retriedBy: row.retried_by,
   sourceUpdateId: row.source_update_id,
   threadId: row.message_thread_id,
+  inputFileIds: row.input_file_ids ?? [],
+  inputUrls: row.input_urls,
   // Written by us from the Clock; an unreadable value would be a bug, and
   // epoch 0 makes such a row look overdue rather than immortal.
   createdAt: Option.getOrElse(UtcTime.fromUnknown(row.created_at), () => DateTime.makeUnsafe(0)),
