@@ -34,6 +34,8 @@ import { Kie, type KieCreateTaskError, type KieError } from "../kie/Kie.ts"
 import * as KieRateBudget from "../kie/KieRateBudget.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
+import { Telegram } from "../telegram/Telegram.ts"
+import { makeEditInputs } from "./EditInputs.ts"
 import type { AccountPause } from "./AccountPause.ts"
 import { bookkeeping, logState } from "./Bookkeeping.ts"
 import type { EngineTerm } from "./EngineTerm.ts"
@@ -84,11 +86,12 @@ export const make = (
     readonly notices: Pick<FailureNotices, "fail">
     readonly sweep: Pick<Sweep, "expire">
   }
-): Effect.Effect<Submission, never, AppConfig | Generations | Kie | KieRateBudget.KieRateBudget> =>
+): Effect.Effect<Submission, never, AppConfig | Generations | Kie | KieRateBudget.KieRateBudget | Telegram> =>
   Effect.gen(function*() {
     const config = yield* AppConfig
     const generations = yield* Generations
     const kie = yield* Kie
+    const editInputs = makeEditInputs(yield* Telegram, kie, generations)
     const budget = yield* KieRateBudget.KieRateBudget
     const { notices, pause, sweep } = parts
 
@@ -146,7 +149,15 @@ export const make = (
           return
         }
         const from = sending.announced ? "submitting" : "queued"
-        yield* notices.fail(g, error._tag, error.message, error.userReason[g.lang], "failed", from)
+        // The operator's log names the model (Kie's 422 and our own check name the field).
+        yield* notices.fail(
+          g,
+          error._tag,
+          `model ${g.model}: ${error.message}`,
+          error.userReason[g.lang],
+          "failed",
+          from
+        )
         if (ACCOUNT_PROBLEMS.has(error._tag)) yield* pause.pauseAccount(error, stale)
         else if (error._tag === "KieUnexpectedResponse" && !stale) yield* pause.pauseTransient(error)
       })
@@ -154,10 +165,18 @@ export const make = (
     const submit = Effect.fn("Engine.submit")(function*(g: Generation, entered: Deferred.Deferred<void>) {
       yield* Effect.annotateCurrentSpan("generation_id", g.id)
       const sending: SendingState = { announced: false, number: 0 }
+      // An edit's pictures first: a stored step, done once (see EditInputs).
+      const images = yield* Effect.result(editInputs.prepare(g))
+      if (images._tag === "Failure") {
+        const error = images.failure
+        yield* notices.fail(g, error.code, error.message, error.reason, "failed", "queued")
+        return
+      }
       const outcome = yield* Effect.result(kie.createTask<SubmissionCancelled | SqlError>({
         model: g.model,
         prompt: g.prompt,
         aspectRatio: g.aspectRatio,
+        imageUrls: images.success,
         beforeSend: beforeSend(g, entered, sending)
       }))
       if (outcome._tag === "Success") return yield* created(g, outcome.success, sending.number)

@@ -29,6 +29,10 @@
  *   (`{ success: ["/results/a.png"] }`) is reported as an absolute URL on
  *   this fake, so clients can download it; its picture has the task's ratio
  *   (64 pixels on the short side) unless `serveResult` or `resultImage` set one.
+ * - File upload: `POST /api/file-stream-upload` (multipart `file`,
+ *   `uploadPath`, `fileName`, the same key) keeps the bytes and answers
+ *   `data.downloadUrl` on this fake (`/uploads/<id>`); `scriptUploads` makes
+ *   the next ones fail, `expireUploads` deletes them all (their URLs 404).
  * - Every request is counted and logged (the Authorization header is reduced
  *   to whether it was right).
  *
@@ -153,7 +157,7 @@ export interface FakeRequest {
   readonly body: string
 }
 
-export type CallKind = "createTask" | "recordInfo" | "result" | "other"
+export type CallKind = "createTask" | "recordInfo" | "result" | "upload" | "other"
 
 export interface FakeCounters {
   /** createTask requests received, whatever the answer. */
@@ -166,6 +170,8 @@ export interface FakeCounters {
   recordInfo: number
   /** Downloads of result files, whatever the answer. */
   result: number
+  /** Upload requests (`/api/file-stream-upload`), whatever the answer. */
+  upload: number
   other: number
   callbacksSent: number
 }
@@ -332,9 +338,15 @@ export class FakeKie {
     rejected422: 0,
     recordInfo: 0,
     result: 0,
+    upload: 0,
     other: 0,
     callbacksSent: 0
   }
+  /** Files uploaded, by id (`/uploads/<id>` serves them). */
+  readonly uploads = new Map<
+    string,
+    { readonly bytes: Buffer; readonly fileName: string; readonly uploadPath: string }
+  >()
   readonly requests: Array<FakeRequest> = []
   readonly tasks = new Map<string, FakeTask>()
   /** Arrival times of accepted createTask requests, for the sliding window. */
@@ -348,6 +360,7 @@ export class FakeKie {
   private readonly taskScripts = new Map<string, FakeTaskScript>()
   private readonly resultFiles = new Map<string, Buffer>()
   private readonly resultSteps: Array<FakeResultStep> = []
+  private readonly uploadSteps: Array<FakeError | FakeHang> = []
   private readonly waiters: Array<{ kind: CallKind; n: number; resolve: () => void }> = []
   private taskSeq = 0
   private listeningPort = 0
@@ -428,6 +441,18 @@ export class FakeKie {
     return this
   }
 
+  /** Answers for the next uploads, one each, before normal ones. */
+  scriptUploads(...steps: ReadonlyArray<FakeError | FakeHang>): this {
+    this.uploadSteps.push(...steps)
+    return this
+  }
+
+  /** Deletes every uploaded file, as Kie does after a few days: their URLs answer 404. */
+  expireUploads(): this {
+    this.uploads.clear()
+    return this
+  }
+
   /** A result URL on this fake, as Kie would report it. */
   resultUrl(name = "result.png"): string {
     return `${this.url}/results/${name}`
@@ -504,6 +529,8 @@ export class FakeKie {
       ? this.counters.recordInfo
       : kind === "result"
       ? this.counters.result
+      : kind === "upload"
+      ? this.counters.upload
       : this.counters.other
   }
 
@@ -642,7 +669,7 @@ export class FakeKie {
       ;(res as any).markHung = finish
       const chunks: Array<Buffer> = []
       req.on("data", (chunk: Buffer) => chunks.push(chunk))
-      req.on("end", () => this.handle(req, res, Buffer.concat(chunks).toString("utf8")))
+      req.on("end", () => this.handle(req, res, Buffer.concat(chunks)))
     })
     server.on("connection", (socket) => {
       this.sockets.add(socket)
@@ -655,6 +682,7 @@ export class FakeKie {
     if (kind === "createTask") this.counters.createTask++
     else if (kind === "recordInfo") this.counters.recordInfo++
     else if (kind === "result") this.counters.result++
+    else if (kind === "upload") this.counters.upload++
     else this.counters.other++
     const n = this.callCount(kind)
     for (let i = this.waiters.length - 1; i >= 0; i--) {
@@ -666,7 +694,8 @@ export class FakeKie {
     }
   }
 
-  private handle(req: http.IncomingMessage, res: http.ServerResponse, body: string) {
+  private handle(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer) {
+    const body = raw.toString("utf8")
     const url = new URL(req.url ?? "/", "http://127.0.0.1")
     const authorized = req.headers.authorization === `Bearer ${this.options.apiKey}`
     this.requests.push({
@@ -682,11 +711,19 @@ export class FakeKie {
       ? "createTask"
       : req.method === "GET" && url.pathname === "/api/v1/jobs/recordInfo"
       ? "recordInfo"
-      : req.method === "GET" && url.pathname.startsWith("/results/")
+      : req.method === "GET" && (url.pathname.startsWith("/results/") || url.pathname.startsWith("/uploads/"))
       ? "result"
+      : req.method === "POST" && url.pathname === "/api/file-stream-upload"
+      ? "upload"
       : "other"
     this.count(kind)
     // The file host needs no key, like Kie's temporary URLs.
+    if (kind === "result" && url.pathname.startsWith("/uploads/")) {
+      const file = this.uploads.get(decodeURIComponent(url.pathname.slice("/uploads/".length)))
+      if (file === undefined) return this.reply(res, 404, "Not Found", "text/plain")
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": file.bytes.length })
+      return res.end(file.bytes)
+    }
     if (kind === "result") {
       const name = decodeURIComponent(url.pathname.slice("/results/".length))
       return this.result(res, name, url.searchParams.get("task") ?? undefined)
@@ -697,6 +734,7 @@ export class FakeKie {
       return this.reply(res, 200, { code: 401, msg: "You do not have access permissions", data: null })
     }
     if (kind === "createTask") return this.createTask(req, res, body)
+    if (kind === "upload") return void this.upload(req, res, raw)
     return this.recordInfo(res, url.searchParams.get("taskId"))
   }
 
@@ -783,6 +821,46 @@ export class FakeKie {
     if (input === undefined) return defaultResultImage()
     const size = resultSizeFor(input.aspect_ratio ?? input.image_size)
     return makePng(size.width, size.height)
+  }
+
+  /** Kie's stream upload: multipart `file`, `uploadPath`, `fileName`; answers `data.downloadUrl` on this fake. */
+  private async upload(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer) {
+    const step = this.uploadSteps.shift()
+    if (step !== undefined && "hang" in step) return (res as any).markHung()
+    if (step !== undefined) return this.answerError(res, step)
+    let form: FormData
+    try {
+      const request = new Request("http://fake.local/", {
+        method: "POST",
+        headers: { "content-type": String(req.headers["content-type"]) },
+        body: raw
+      })
+      // oxlint-disable-next-line typescript/no-deprecated -- our own test uploads
+      form = await request.formData()
+    } catch {
+      return this.reply(res, 200, { code: 400, msg: "multipart body expected", data: null })
+    }
+    const file = form.get("file")
+    const uploadPath = form.get("uploadPath")
+    const fileName = form.get("fileName")
+    if (typeof file === "string" || file === null)
+      return this.reply(res, 200, { code: 400, msg: "file is required", data: null })
+    if (typeof uploadPath !== "string" || uploadPath === "") {
+      return this.reply(res, 200, { code: 400, msg: "uploadPath is required", data: null })
+    }
+    const id = `${this.uploads.size + 1}-${typeof fileName === "string" ? fileName : file.name}`
+    const bytes = Buffer.from(await file.arrayBuffer())
+    this.uploads.set(id, { bytes, fileName: typeof fileName === "string" ? fileName : file.name, uploadPath })
+    this.reply(res, 200, {
+      code: 200,
+      msg: "File uploaded successfully",
+      data: {
+        fileName: id,
+        filePath: `${uploadPath}/${id}`,
+        downloadUrl: `${this.url}/uploads/${id}`,
+        fileSize: bytes.length
+      }
+    })
   }
 
   private result(res: http.ServerResponse, name: string, taskId?: string) {

@@ -1,0 +1,173 @@
+/**
+ * Editing a photo, end to end: the whole service in-process, the fake Bot
+ * API (getFile and file downloads) and the fake Kie (upload API and the
+ * editing models). The photo's bytes go Telegram → bot → Kie's upload API;
+ * the Telegram file URL (it carries the bot token) never leaves the process.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import { t } from "../src/texts/Messages.ts"
+import { FakeKie, localResult } from "./fakes/FakeKie.ts"
+import * as FakeTelegram from "./fakes/FakeTelegram.ts"
+import { makePng } from "./support/images.ts"
+import { startApp } from "./support/TestApp.ts"
+import { TEST_BOT_TOKEN, TEST_KIE_KEY } from "./support/TestConfig.ts"
+import { freshDatabaseUrl } from "./support/TestDatabase.ts"
+
+type Fake = FakeTelegram.FakeTelegramShape
+
+const withApp = (env: Record<string, string> = {}) =>
+  Effect.gen(function*() {
+    const fake = yield* FakeTelegram.make()
+    const kie = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY, defaultTask: { steps: ["generating", localResult()] } })
+    const app = yield* startApp({
+      ...fake.env,
+      DATABASE_URL: yield* freshDatabaseUrl,
+      KIE_BASE_URL: kie.url,
+      KIE_UPLOAD_BASE_URL: kie.url,
+      KIE_POLL_INTERVAL_MS: "100",
+      ...env
+    })
+    return { fake, kie, app }
+  })
+
+const awaitFor = (fake: Fake, method: string, chatId: number, after: number) =>
+  fake.awaitCall(method, (c) => Number(c.params.chat_id) === chatId, { after, timeoutMs: 20_000 })
+
+/** Nothing Kie received mentions the token or a Telegram file path. */
+const assertNoTelegramUrl = (kie: FakeKie) => {
+  const everything = kie.requests.map((r) => `${r.path} ${r.body}`).join("\n")
+  assert.notInclude(everything, TEST_BOT_TOKEN)
+  assert.notInclude(everything, "/file/bot")
+  for (const task of kie.tasks.values()) assert.notInclude(JSON.stringify(task.body), "photos/file_")
+}
+
+describe("editing a photo", () => {
+  it.live("a photo with a caption: getFile, upload to Kie, the edit model gets the URL, the picture comes back", () =>
+    Effect.gen(function*() {
+      const { app, fake, kie } = yield* withApp()
+      const chatId = 8101
+      const photo = makePng(120, 80)
+      const fileId = fake.addFile(photo)
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId, caption: "сделай небо фиолетовым" }))
+      const status = yield* awaitFor(fake, "sendMessage", chatId, before)
+      assert.strictEqual(status.params.text, t("ru").generating)
+      const delivered = yield* awaitFor(fake, "sendPhoto", chatId, before)
+      assert.include(String(delivered.params.caption), "✅ Готово!")
+
+      // The largest size was fetched through getFile and downloaded once.
+      const getFile = fake.calls("getFile")
+      assert.lengthOf(getFile, 1)
+      assert.strictEqual(getFile[0]!.params.file_id, fileId)
+      assert.lengthOf(fake.fileDownloads(), 1)
+      // Its bytes went to Kie's upload API, and the edit model got the upload's URL.
+      assert.strictEqual(kie.counters.upload, 1)
+      const [upload] = [...kie.uploads.values()]
+      assert.deepStrictEqual(Buffer.compare(upload!.bytes, Buffer.from(photo)), 0)
+      const task = [...kie.tasks.values()][0]!
+      assert.strictEqual(task.body.model, "google/nano-banana-edit")
+      assert.deepStrictEqual(task.body.input, {
+        prompt: "сделай небо фиолетовым",
+        output_format: "png",
+        image_urls: [`${kie.url}/uploads/${[...kie.uploads.keys()][0]}`]
+      })
+      assertNoTelegramUrl(kie)
+      const rows = yield* app.run(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        return yield* sql<{ model: string; aspect_ratio: string; input_urls: Array<string> }>`
+          SELECT model, aspect_ratio, input_urls FROM generations WHERE chat_id = ${chatId}`
+      }))
+      assert.deepStrictEqual(rows.map((r) => [r.model, r.aspect_ratio, r.input_urls.length]), [[
+        "google/nano-banana-edit",
+        "auto",
+        1
+      ]])
+
+      // A reply to the delivered picture refines it: its stored result, no new upload.
+      const next = fake.mark()
+      fake.pushUpdate(FakeTelegram.textMessage({
+        chatId,
+        text: "а теперь добавь луну",
+        replyTo: {
+          messageId: FakeTelegram.messageIdOf(delivered),
+          // Telegram quotes the replied message whole: the picture the bot sent.
+          extra: { photo: [{ file_id: "bot-photo", file_unique_id: "ubot", width: 64, height: 64 }] }
+        }
+      }))
+      const refined = yield* awaitFor(fake, "sendPhoto", chatId, next)
+      assert.include(String(refined.params.caption), "✅ Готово!")
+      const second = [...kie.tasks.values()][1]!
+      assert.strictEqual(second.body.input.prompt, "а теперь добавь луну")
+      assert.strictEqual(second.body.input.image_urls[0], rowsResult(kie))
+      assert.strictEqual(kie.counters.upload, 1, "the stored result is edited, not uploaded again")
+      assertNoTelegramUrl(kie)
+    }))
+
+  it.live("a photo without a caption: the bot asks what to change; the answer starts the edit", () =>
+    Effect.gen(function*() {
+      const { fake, kie } = yield* withApp()
+      const chatId = 8102
+      const fileId = fake.addFile(makePng(64, 64))
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId, asDocument: true }))
+      const ask = yield* awaitFor(fake, "sendMessage", chatId, before)
+      assert.strictEqual(ask.params.text, t("ru").askEdit)
+      assert.strictEqual(kie.counters.upload, 0)
+      const next = fake.mark()
+      fake.pushUpdate(FakeTelegram.textMessage({ chatId, text: "убери фон" }))
+      yield* awaitFor(fake, "sendPhoto", chatId, next)
+      assert.strictEqual([...kie.tasks.values()][0]!.body.input.prompt, "убери фон")
+      assert.strictEqual(kie.counters.upload, 1)
+    }))
+
+  it.live("a file over 20 MB is refused with a clear message; editing off says so; nothing reaches Kie", () =>
+    Effect.gen(function*() {
+      const { fake, kie } = yield* withApp()
+      const chatId = 8103
+      const fileId = fake.addFile(makePng(8, 8), { size: 25 * 1024 * 1024 })
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId, caption: "x", size: 25 * 1024 * 1024 }))
+      const refused = yield* awaitFor(fake, "sendMessage", chatId, before)
+      assert.strictEqual(refused.params.text, t("ru").fileTooBig)
+      assert.strictEqual(kie.counters.upload + kie.counters.createTask, 0)
+      assert.lengthOf(fake.calls("getFile"), 0)
+    }))
+
+  it.live("an upload Kie refuses: the user gets a plain reason with the retry button; the log names the model", () =>
+    Effect.gen(function*() {
+      const { fake, kie } = yield* withApp()
+      const chatId = 8104
+      kie.scriptUploads({ error: 500, msg: "storage unavailable" })
+      const fileId = fake.addFile(makePng(64, 64))
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId, caption: "сделай ярче" }))
+      const failure = yield* fake.awaitCall(
+        "editMessageText",
+        (c) => Number(c.params.chat_id) === chatId && String(c.params.text).startsWith("❌"),
+        { after: before, timeoutMs: 20_000 }
+      )
+      assert.include(String(failure.params.text), t("ru").editReasons.uploadFailed)
+      const markup = failure.params.reply_markup as { inline_keyboard: Array<Array<{ callback_data: string }>> }
+      assert.match(markup.inline_keyboard[0]![0]!.callback_data, /^zimage:retry:\d+$/)
+      assert.strictEqual(kie.counters.createTask, 0, "nothing was created, nothing billed")
+
+      // The retry uploads again (free) and makes the picture.
+      const next = fake.mark()
+      fake.pushUpdate(FakeTelegram.callbackQuery({
+        chatId,
+        data: markup.inline_keyboard[0]![0]!.callback_data,
+        messageId: FakeTelegram.messageIdOf(failure)
+      }))
+      yield* awaitFor(fake, "sendPhoto", chatId, next)
+      assert.strictEqual(kie.counters.upload, 2)
+      assert.strictEqual(kie.counters.tasksCreated, 1)
+    }))
+})
+
+/** The result URL Kie reported for the first task (what the bot stored). */
+const rowsResult = (kie: FakeKie) => {
+  const first = [...kie.tasks.values()][0]!
+  return `${kie.url}/results/result.png?task=${first.taskId}`
+}
