@@ -11,7 +11,7 @@ import { t } from "../src/texts/Messages.ts"
 import { FakeKie, localResult } from "./fakes/FakeKie.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { makePng } from "./support/images.ts"
-import { startApp } from "./support/TestApp.ts"
+import { startApp, startAppScoped } from "./support/TestApp.ts"
 import { TEST_BOT_TOKEN, TEST_KIE_KEY } from "./support/TestConfig.ts"
 import { freshDatabaseUrl } from "./support/TestDatabase.ts"
 
@@ -163,6 +163,85 @@ describe("editing a photo", () => {
       yield* awaitFor(fake, "sendPhoto", chatId, next)
       assert.strictEqual(kie.counters.upload, 2)
       assert.strictEqual(kie.counters.tasksCreated, 1)
+    }))
+})
+
+describe("editing survives a failover", () => {
+  const appEnv = (fake: Fake, kie: FakeKie, databaseUrl: string) => ({
+    ...fake.env,
+    DATABASE_URL: databaseUrl,
+    KIE_BASE_URL: kie.url,
+    KIE_UPLOAD_BASE_URL: kie.url,
+    KIE_POLL_INTERVAL_MS: "100",
+    SHUTDOWN_TIMEOUT_MS: "300"
+  })
+  const statusMessages = (fake: Fake, chatId: number) =>
+    fake.calls("sendMessage").filter((c) => Number(c.params.chat_id) === chatId && c.params.text === t("ru").generating)
+
+  it.live("during the upload: the new leader uploads again (free) and creates exactly one task; one status, one picture", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const kie = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY, defaultTask: { steps: ["generating", localResult()] } })
+      const databaseUrl = yield* freshDatabaseUrl
+      kie.scriptUploads({ hang: true })
+      const first = yield* startAppScoped(appEnv(fake, kie, databaseUrl))
+      const chatId = 8201
+      const fileId = fake.addFile(makePng(64, 48))
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId, caption: "в стиле акварели" }))
+      yield* awaitFor(fake, "sendMessage", chatId, before)
+      yield* kie.awaitCalls("upload", 1, 10_000)
+      yield* first.stop
+      yield* startApp(appEnv(fake, kie, databaseUrl))
+      const delivered = yield* awaitFor(fake, "sendPhoto", chatId, before)
+      assert.include(String(delivered.params.caption), "✅ Готово!")
+      assert.strictEqual(kie.counters.upload, 2)
+      assert.strictEqual(kie.counters.tasksCreated, 1)
+      assert.lengthOf(statusMessages(fake, chatId), 1, "the photo got exactly one answer")
+      assert.lengthOf(fake.calls("sendPhoto").filter((c) => Number(c.params.chat_id) === chatId), 1)
+      assertNoTelegramUrl(kie)
+    }))
+
+  it.live("between upload and createTask: the new leader sends the stored URL, uploads nothing, creates once", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const kie = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY, defaultTask: { steps: ["generating", localResult()] } })
+      const databaseUrl = yield* freshDatabaseUrl
+      // Kie takes no task on the first leader (nothing created), after the upload was stored.
+      kie.scriptCreate(...Array.from({ length: 20 }, () => ({ error: 455, msg: "maintenance" })))
+      const first = yield* startAppScoped(appEnv(fake, kie, databaseUrl))
+      const chatId = 8202
+      const fileId = fake.addFile(makePng(64, 48))
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId, caption: "добавь радугу" }))
+      // createTask is refused with proof that nothing was created (retried, then requeued, pause):
+      // the row is back to queued, its upload stored. The leader dies there.
+      yield* kie.awaitCalls("createTask", 1, 10_000)
+      const requeued = first.app.run(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const rows = yield* sql<{ status: string; input_urls: unknown }>`
+          SELECT status, input_urls FROM generations WHERE chat_id = ${chatId}`
+        return rows[0]?.status === "queued" && rows[0].input_urls !== null
+      }))
+      for (let i = 0; i < 200 && !(yield* requeued); i++) yield* Effect.sleep("50 millis")
+      assert.isTrue(yield* requeued, "the row went back to queued with its upload stored")
+      assert.strictEqual(kie.counters.upload, 1)
+      assert.strictEqual(kie.counters.tasksCreated, 0)
+      yield* first.stop
+      kie.clearCreateScript()
+      const second = yield* startApp(appEnv(fake, kie, databaseUrl))
+      yield* awaitFor(fake, "sendPhoto", chatId, before)
+      assert.strictEqual(kie.counters.upload, 1, "the stored upload is used, not repeated")
+      assert.lengthOf(fake.calls("getFile"), 1)
+      assert.strictEqual(kie.counters.tasksCreated, 1)
+      const task = [...kie.tasks.values()][0]!
+      assert.deepStrictEqual(task.body.input.image_urls, [`${kie.url}/uploads/${[...kie.uploads.keys()][0]}`])
+      assert.lengthOf(statusMessages(fake, chatId), 1)
+      const rows = yield* second.run(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        return yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM generations WHERE chat_id = ${chatId}`
+      }))
+      assert.strictEqual(rows[0]!.n, 1)
     }))
 })
 
