@@ -11,7 +11,7 @@ import { t } from "../src/texts/Messages.ts"
 import { FakeKie, localResult } from "./fakes/FakeKie.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { makePng } from "./support/images.ts"
-import { startApp, startAppScoped } from "./support/TestApp.ts"
+import { awaitInboxIdle, startApp, startAppScoped } from "./support/TestApp.ts"
 import { TEST_BOT_TOKEN, TEST_KIE_KEY } from "./support/TestConfig.ts"
 import { freshDatabaseUrl } from "./support/TestDatabase.ts"
 
@@ -163,6 +163,57 @@ describe("editing a photo", () => {
       yield* awaitFor(fake, "sendPhoto", chatId, next)
       assert.strictEqual(kie.counters.upload, 2)
       assert.strictEqual(kie.counters.tasksCreated, 1)
+    }))
+})
+
+describe("albums", () => {
+  it.live("an album with a caption: one edit of all its photos (up to the model's limit), one status, one picture", () =>
+    Effect.gen(function*() {
+      const { fake, kie } = yield* withApp()
+      const chatId = 8301
+      const files = [makePng(64, 64), makePng(80, 64), makePng(64, 80)].map((bytes) => fake.addFile(bytes))
+      const before = fake.mark()
+      files.forEach((fileId, i) =>
+        fake.pushUpdate(FakeTelegram.photoMessage({
+          chatId,
+          fileId,
+          messageId: 10 + i,
+          mediaGroupId: "album-1",
+          ...(i === 0 ? { caption: "объедини в один коллаж" } : {})
+        }))
+      )
+      yield* awaitFor(fake, "sendPhoto", chatId, before)
+      assert.strictEqual(kie.counters.tasksCreated, 1)
+      const task = [...kie.tasks.values()][0]!
+      assert.lengthOf(task.body.input.image_urls, 3)
+      assert.strictEqual(kie.counters.upload, 3)
+      const sent = fake.calls("sendMessage").filter((c) => Number(c.params.chat_id) === chatId && c.seq > before)
+      assert.deepStrictEqual(sent.map((c) => c.params.text), [t("ru").generating], "one answer for the album")
+    }))
+
+  it.live("an album without a caption: one question; the answer edits all its photos", () =>
+    Effect.gen(function*() {
+      const { app, fake, kie } = yield* withApp()
+      const chatId = 8302
+      const files = [makePng(64, 64), makePng(64, 64)].map((bytes) => fake.addFile(bytes))
+      const before = fake.mark()
+      let last = 0
+      files.forEach((fileId, i) => {
+        last = fake.pushUpdate(
+          FakeTelegram.photoMessage({ chatId, fileId, messageId: 20 + i, mediaGroupId: "album-2" })
+        )
+      })
+      const ask = yield* awaitFor(fake, "sendMessage", chatId, before)
+      assert.strictEqual(ask.params.text, t("ru").askEdit)
+      yield* awaitInboxIdle(app, last)
+      const next = fake.mark()
+      fake.pushUpdate(FakeTelegram.textMessage({ chatId, text: "сделай их чёрно-белыми", messageId: 30 }))
+      yield* awaitFor(fake, "sendPhoto", chatId, next)
+      assert.lengthOf([...kie.tasks.values()][0]!.body.input.image_urls, 2)
+      const asks = fake.calls("sendMessage").filter((c) =>
+        Number(c.params.chat_id) === chatId && c.params.text === t("ru").askEdit
+      )
+      assert.lengthOf(asks, 1)
     }))
 })
 

@@ -34,7 +34,8 @@ import { type ChatUnreachable, makeChatReplies, orRetrySql } from "./ChatReplies
 import { ChatSessions } from "./ChatSessions.ts"
 import { makeGenerationRequests } from "./GenerationRequests.ts"
 import { Generations } from "../generations/Generations.ts"
-import { type Lang, langOf } from "../texts/Messages.ts"
+import { type Lang, langOf, t } from "../texts/Messages.ts"
+import { modelOf } from "../kie/ModelCatalog.ts"
 import { Telegram } from "../telegram/Telegram.ts"
 import { type Update, type UpdateContext, UpdateHandler, type UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
 import { floodReply } from "./FloodReply.ts"
@@ -80,7 +81,8 @@ const flowModels = (config: AppConfigShape) => {
     models: config.models.map(modelOption),
     editModel,
     editing: editModel !== undefined,
-    editMaxPrompt: editModel === undefined ? undefined : modelOption(editModel).maxPrompt
+    editMaxPrompt: editModel === undefined ? undefined : modelOption(editModel).maxPrompt,
+    editMaxImages: editModel === undefined ? 1 : (modelOf(editModel).images?.max ?? 1)
   }
 }
 
@@ -139,6 +141,16 @@ const make = Effect.gen(function*() {
           const started = yield* requests.start(incoming, lang, request, updateId)
           return Option.isNone(started) ? before : state
         }
+        case "JoinAlbum": {
+          const joined = yield* orRetrySql(
+            generations.joinAlbum(incoming.from.id, action.mediaGroupId, action.fileId, models.editMaxImages)
+          )
+          if (joined !== "none") return state
+          // No edit of this album waits (its caption was refused, or it is uploading): ask what to change.
+          const ask = { _tag: "Send", text: t(lang).askEdit, asksForReply: true } as const
+          yield* replies.send(incoming, ask.text, ask)
+          return { _tag: "WaitingEdit", fileIds: [action.fileId], mediaGroupId: action.mediaGroupId }
+        }
         case "RepeatGeneration":
           yield* requests.repeat(incoming, lang, action, updateId)
           return state
@@ -153,7 +165,9 @@ const make = Effect.gen(function*() {
   const editRequest = (action: ChatAction & { _tag: "StartEdit" | "EditDelivered" }, incoming: Incoming) =>
     Effect.gen(function*() {
       const base = { prompt: action.prompt, aspectRatio: "auto" as const, model: models.editModel ?? "" }
-      if (action._tag === "StartEdit") return { ...base, inputFileIds: action.fileIds }
+      if (action._tag === "StartEdit") {
+        return { ...base, inputFileIds: action.fileIds, mediaGroupId: action.mediaGroupId }
+      }
       const source = yield* orRetrySql(generations.findByResultMessage(incoming.chatId, action.messageId))
       const stored = Option.getOrUndefined(source)?.resultUrls[0]
       return stored === undefined ? { ...base, inputFileIds: action.fileIds } : { ...base, inputUrls: [stored] }
@@ -181,7 +195,8 @@ const make = Effect.gen(function*() {
       models: models.models,
       chosenModel,
       editing: models.editing,
-      editMaxPrompt: models.editMaxPrompt
+      editMaxPrompt: models.editMaxPrompt,
+      editMaxImages: models.editMaxImages
     })
     let state = decided.state
     for (const action of decided.actions) state = yield* run(action, incoming, lang, context.updateId, state, before)

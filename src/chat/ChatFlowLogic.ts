@@ -28,7 +28,12 @@ export type ChatState =
     readonly keyboardMessageId: number | null
   }
   /** A photo came without a caption: the next text says what to change (Telegram file ids, largest size). */
-  | { readonly _tag: "WaitingEdit"; readonly fileIds: ReadonlyArray<string> }
+  | {
+    readonly _tag: "WaitingEdit"
+    readonly fileIds: ReadonlyArray<string>
+    /** The album the photos came in: its later photos join them. */
+    readonly mediaGroupId: string | null
+  }
 
 /** Nothing asked for: the state of a new chat and after /start, /cancel or a recorded generation. */
 export const Idle: ChatState = { _tag: "Idle" }
@@ -53,6 +58,8 @@ export type ChatInput =
     readonly caption: string | undefined
     /** Over the 20 MB a bot may download (Telegram tells the size up front). */
     readonly tooBig: boolean
+    /** Set for each photo of an album (photos sent together). */
+    readonly mediaGroupId?: string | undefined
   }
   | {
     readonly _tag: "Callback"
@@ -101,7 +108,18 @@ export type ChatAction =
     readonly keyboardMessageId: number | undefined
   }
   /** Start an edit of the user's photos with `EDIT_MODEL` (limits checked like any generation). */
-  | { readonly _tag: "StartEdit"; readonly prompt: string; readonly fileIds: ReadonlyArray<string> }
+  | {
+    readonly _tag: "StartEdit"
+    readonly prompt: string
+    readonly fileIds: ReadonlyArray<string>
+    /** The album they came in: its later photos join the edit until its upload. */
+    readonly mediaGroupId?: string | undefined
+  }
+  /**
+   * A later photo of an album: it joins the edit the album started; when
+   * there is none, the bot asks what to change (and keeps the photo).
+   */
+  | { readonly _tag: "JoinAlbum"; readonly mediaGroupId: string; readonly fileId: string }
   /**
    * Edit the picture the bot delivered as message `messageId` (its stored
    * result; `fileIds`, Telegram's copy, when the bot no longer knows it).
@@ -163,6 +181,8 @@ export interface FlowSettings {
   readonly editing?: boolean | undefined
   /** The edit model's prompt limit. */
   readonly editMaxPrompt?: number | undefined
+  /** The most pictures the edit model takes (an album's extra photos are left out). */
+  readonly editMaxImages?: number | undefined
 }
 
 /** The model the user draws with now: their choice while it is offered, else the first one. */
@@ -236,10 +256,21 @@ const isSomeoneElses = (input: ChatInput & { _tag: "Callback" }): boolean =>
   input.shownTo !== undefined && input.pressedBy !== undefined && input.shownTo !== input.pressedBy
 
 /** Starting an edit of `fileIds` with `prompt`, if editing is on and the prompt fits. */
-const startEdit = (state: ChatState, prompt: string, fileIds: ReadonlyArray<string>, settings: FlowSettings) => {
+const startEdit = (
+  state: ChatState,
+  prompt: string,
+  fileIds: ReadonlyArray<string>,
+  settings: FlowSettings,
+  mediaGroupId?: string | null
+) => {
   const problem = promptProblem(prompt, settings.lang, settings.editMaxPrompt ?? PROMPT_MAX_LENGTH)
   if (problem !== undefined) return stay(state, send(problem))
-  return stay(Idle, ...removeRatioKeyboard(state), { _tag: "StartEdit", prompt: prompt.trim(), fileIds })
+  return stay(Idle, ...removeRatioKeyboard(state), {
+    _tag: "StartEdit",
+    prompt: prompt.trim(),
+    fileIds,
+    mediaGroupId: mediaGroupId ?? undefined
+  })
 }
 
 const onText = (state: ChatState, input: ChatInput & { _tag: "Text" }, settings: FlowSettings): Transition => {
@@ -259,7 +290,7 @@ const onText = (state: ChatState, input: ChatInput & { _tag: "Text" }, settings:
       // Someone who never pressed /start (or finished) writes to us: greet them.
       return stay(state, welcome(settings))
     case "WaitingEdit":
-      return startEdit(state, input.text, state.fileIds, settings)
+      return startEdit(state, input.text, state.fileIds, settings, state.mediaGroupId)
     case "WaitingPrompt":
     case "WaitingAspectRatio": {
       const problem = promptProblem(input.text, settings.lang, currentModel(settings).maxPrompt)
@@ -294,9 +325,18 @@ const onPhoto = (state: ChatState, input: ChatInput & { _tag: "Photo" }, setting
   if (settings.editing !== true) return stay(state, send(text.editOff))
   if (input.tooBig) return stay(state, send(text.fileTooBig))
   const caption = input.caption?.trim() ?? ""
-  if (caption !== "") return startEdit(state, caption, input.fileIds, settings)
+  const group = input.mediaGroupId
+  if (caption !== "") return startEdit(state, caption, input.fileIds, settings, group)
+  if (group !== undefined) {
+    // A later photo of an album: kept with the photos we wait with, or joining the edit the album started.
+    if (state._tag === "WaitingEdit" && state.mediaGroupId === group) {
+      const fileIds = [...new Set([...state.fileIds, ...input.fileIds])].slice(0, settings.editMaxImages ?? 1)
+      return stay({ ...state, fileIds })
+    }
+    return stay(state, { _tag: "JoinAlbum", mediaGroupId: group, fileId: input.fileIds[0]! })
+  }
   return stay(
-    { _tag: "WaitingEdit", fileIds: input.fileIds },
+    { _tag: "WaitingEdit", fileIds: input.fileIds, mediaGroupId: null },
     ...removeRatioKeyboard(state),
     { _tag: "Send", text: text.askEdit, asksForReply: true }
   )

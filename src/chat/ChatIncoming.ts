@@ -91,7 +91,8 @@ const inputOf = (message: Message): ChatInput => {
     _tag: "Photo",
     fileIds: [picture.fileId],
     caption: message.caption,
-    tooBig: picture.size !== undefined && picture.size > BOT_DOWNLOAD_LIMIT
+    tooBig: picture.size !== undefined && picture.size > BOT_DOWNLOAD_LIMIT,
+    mediaGroupId: message.media_group_id
   }
 }
 

@@ -66,6 +66,7 @@ export const migrationPerUser = ddl(
 export const migrationModels = ddl(
   `ALTER TABLE chat_sessions ADD COLUMN model text`,
   `ALTER TABLE chat_sessions ADD COLUMN edit_file_ids jsonb`,
+  `ALTER TABLE chat_sessions ADD COLUMN edit_media_group_id text`,
   `ALTER TABLE chat_sessions DROP CONSTRAINT chat_sessions_state_check`,
   `ALTER TABLE chat_sessions ADD CONSTRAINT chat_sessions_state_check
     CHECK (state IN ('idle', 'waiting_prompt', 'waiting_aspect_ratio', 'waiting_edit'))`,
@@ -80,7 +81,8 @@ const Row = Schema.Struct({
   lang: Schema.Literals(["ru", "en"]),
   last_update_id: Int8,
   model: Schema.NullOr(Schema.String),
-  edit_file_ids: Schema.NullOr(Schema.Array(Schema.String))
+  edit_file_ids: Schema.NullOr(Schema.Array(Schema.String)),
+  edit_media_group_id: Schema.NullOr(Schema.String)
 })
 const decodeRow = Schema.decodeUnknownEffect(Row)
 
@@ -103,29 +105,31 @@ const toState = (row: typeof Row.Type): ChatState => {
     case "waiting_aspect_ratio":
       return { _tag: "WaitingAspectRatio", prompt: row.prompt ?? "", keyboardMessageId: row.keyboard_message_id }
     case "waiting_edit":
-      return { _tag: "WaitingEdit", fileIds: row.edit_file_ids ?? [] }
+      return { _tag: "WaitingEdit", fileIds: row.edit_file_ids ?? [], mediaGroupId: row.edit_media_group_id }
   }
 }
 
 const columnsOf = (state: ChatState) => {
   switch (state._tag) {
     case "Idle":
-      return { state: "idle", prompt: null, keyboardMessageId: null, editFileIds: null }
+      return { state: "idle", prompt: null, keyboardMessageId: null, editFileIds: null, editGroup: null }
     case "WaitingPrompt":
-      return { state: "waiting_prompt", prompt: null, keyboardMessageId: null, editFileIds: null }
+      return { state: "waiting_prompt", prompt: null, keyboardMessageId: null, editFileIds: null, editGroup: null }
     case "WaitingAspectRatio":
       return {
         state: "waiting_aspect_ratio",
         prompt: state.prompt,
         keyboardMessageId: state.keyboardMessageId,
-        editFileIds: null
+        editFileIds: null,
+        editGroup: null
       }
     case "WaitingEdit":
       return {
         state: "waiting_edit",
         prompt: null,
         keyboardMessageId: null,
-        editFileIds: JSON.stringify(state.fileIds)
+        editFileIds: JSON.stringify(state.fileIds),
+        editGroup: state.mediaGroupId
       }
   }
 }
@@ -150,7 +154,8 @@ export class ChatSessions extends Context.Service<ChatSessions, {
       const sql = yield* SqlClient
 
       const get = (chatId: number, userId: number) =>
-        sql`SELECT state, prompt, keyboard_message_id, lang, last_update_id, model, edit_file_ids FROM chat_sessions
+        sql`SELECT state, prompt, keyboard_message_id, lang, last_update_id, model, edit_file_ids,
+          edit_media_group_id FROM chat_sessions
           WHERE chat_id = ${chatId} AND user_id = ${userId}`
           .pipe(
             Effect.flatMap((rows) =>
@@ -176,13 +181,15 @@ export class ChatSessions extends Context.Service<ChatSessions, {
           const columns = columnsOf(session.state)
           yield* sql`
             INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at,
-              model, edit_file_ids)
+              model, edit_file_ids, edit_media_group_id)
             VALUES (${chatId}, ${userId}, ${columns.state}, ${columns.prompt}, ${columns.keyboardMessageId},
-              ${session.lang}, ${session.lastUpdateId}, ${at}, ${session.model ?? null}, ${columns.editFileIds}::jsonb)
+              ${session.lang}, ${session.lastUpdateId}, ${at}, ${session.model ?? null}, ${columns.editFileIds}::jsonb,
+              ${columns.editGroup})
             ON CONFLICT (chat_id, user_id) DO UPDATE SET
               state = EXCLUDED.state,
               model = coalesce(EXCLUDED.model, chat_sessions.model),
               edit_file_ids = EXCLUDED.edit_file_ids,
+              edit_media_group_id = EXCLUDED.edit_media_group_id,
               prompt = EXCLUDED.prompt,
               keyboard_message_id = EXCLUDED.keyboard_message_id,
               lang = EXCLUDED.lang,

@@ -33,6 +33,8 @@ export interface Request {
   readonly inputFileIds?: ReadonlyArray<string> | undefined
   /** An edit's pictures already where Kie can fetch them. */
   readonly inputUrls?: ReadonlyArray<string> | undefined
+  /** The album an edit's photos came in (its later photos join it). */
+  readonly mediaGroupId?: string | undefined
 }
 
 /** Starting generations from the chat. */

@@ -13,13 +13,19 @@
  * The Telegram file URL carries the bot token: only `Telegram.downloadFile`
  * sees it; Kie gets the bytes.
  */
-import { Effect, Option, Schema } from "effect"
+import { DateTime, Duration, Effect, Option, Schema } from "effect"
 import type { Generation, GenerationsShape } from "../generations/Generations.ts"
 import type { KieShape } from "../kie/Kie.ts"
 import { imageInfo } from "../media/ImageInfo.ts"
 import type { TelegramShape } from "../telegram/Telegram.ts"
 import { t } from "../texts/Messages.ts"
 import { logState } from "./Bookkeeping.ts"
+
+/**
+ * How long after an album's first photo its edit waits for the others
+ * (Telegram sends them as separate updates, within a second or so).
+ */
+export const ALBUM_SETTLE = Duration.seconds(2)
 
 /** Why an edit's pictures could not be made fetchable; `reason` is what its user is told. */
 export class EditInputsFailed extends Schema.TaggedError<EditInputsFailed>()("EditInputsFailed", {
@@ -60,8 +66,19 @@ export const makeEditInputs = (
       )
     })
 
+  /** An album's later photos arrive as separate updates: give them `ALBUM_SETTLE` to join. */
+  const settled = (g: Generation) =>
+    Effect.gen(function*() {
+      if (g.mediaGroupId === null || g.inputUrls !== null) return g
+      const wait = DateTime.distance(yield* DateTime.now, DateTime.addDuration(g.createdAt, ALBUM_SETTLE))
+      if (Duration.isGreaterThan(wait, Duration.zero)) yield* Effect.sleep(wait)
+      const now = yield* generations.find(g.id).pipe(Effect.orElseSucceed(() => Option.none<Generation>()))
+      return Option.getOrElse(now, () => g)
+    })
+
   /** The URLs createTask names for `g` (none for text-to-image), uploading them first if needed. */
-  const prepare = Effect.fn("Engine.editInputs")(function*(g: Generation) {
+  const prepare = Effect.fn("Engine.editInputs")(function*(queued: Generation) {
+    const g = yield* settled(queued)
     if (g.inputUrls !== null) return g.inputUrls
     if (g.inputFileIds.length === 0) return []
     const urls = yield* Effect.forEach(g.inputFileIds, (fileId, index) => uploadOne(g, fileId, index))

@@ -84,6 +84,16 @@ export interface GenerationsShape {
     chatId: number,
     messageId: number
   ) => Effect.Effect<Option.Option<Generation>, SqlError>
+  /**
+   * A later photo of album `mediaGroupId` joins the user's edit it started
+   * (queued, not uploaded yet), up to `max` pictures.
+   */
+  readonly joinAlbum: (
+    userId: number,
+    mediaGroupId: string,
+    fileId: string,
+    max: number
+  ) => Effect.Effect<"joined" | "full" | "none", SqlError>
   /** An edit's pictures were uploaded to `urls` (once; false if already set or no longer queued). */
   readonly setInputUrls: (id: string, urls: ReadonlyArray<string>) => Effect.Effect<boolean, SqlError>
   /** Records the chat's status message and the text it shows. */
@@ -192,6 +202,7 @@ const make = Effect.gen(function*() {
     findByTaskId: (taskId) => findByTaskId(sql, taskId),
     findByResultMessage: (chatId, messageId) => findByResultMessage(sql, chatId, messageId),
     setInputUrls: (id, urls) => Mark.setInputUrls(sql, id, urls),
+    joinAlbum: (userId, mediaGroupId, fileId, max) => Mark.joinAlbum(sql, userId, mediaGroupId, fileId, max),
     setStatusMessage: (id, messageId, text) => SetMessage.setStatusMessage(sql, id, messageId, text),
     setStatusText: (id, text) => SetMessage.setStatusText(sql, id, text),
     nextQueued: (limit, excluding) => nextQueued(sql, limit, excluding),

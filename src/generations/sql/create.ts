@@ -46,6 +46,8 @@ export interface NewGeneration {
   readonly inputFileIds?: ReadonlyArray<string> | undefined
   /** An edit's pictures already where Kie can fetch them (no upload). */
   readonly inputUrls?: ReadonlyArray<string> | undefined
+  /** The album the photos came in (its later photos join the row). */
+  readonly mediaGroupId?: string | undefined
 }
 
 /** How much one user may ask for, and how long a generation may take. */
@@ -111,10 +113,11 @@ const insert = (sql: SqlClient, input: NewGeneration, at: DateTime.Utc, deadline
   sql`
     INSERT INTO generations
       (user_id, chat_id, lang, prompt, aspect_ratio, model, status, source_update_id, created_at, deadline_at,
-        updated_at, message_thread_id, input_file_ids, input_urls)
+        updated_at, message_thread_id, input_file_ids, input_urls, media_group_id)
     VALUES (${input.userId}, ${input.chatId}, ${input.lang}, ${input.prompt}, ${input.aspectRatio},
       ${input.model ?? "z-image"}, 'queued', ${input.sourceUpdateId}, ${asDate(at)}, ${asDate(deadline)}, ${asDate(at)},
-      ${input.threadId ?? null}, ${jsonOrNull(input.inputFileIds)}::jsonb, ${jsonOrNull(input.inputUrls)}::jsonb)
+      ${input.threadId ?? null}, ${jsonOrNull(input.inputFileIds)}::jsonb, ${jsonOrNull(input.inputUrls)}::jsonb,
+      ${input.mediaGroupId ?? null})
     RETURNING *`.pipe(Effect.flatMap(decodeRows), Effect.map((rows) => rows[0]!))
 
 const jsonOrNull = (list: ReadonlyArray<string> | undefined) => (list === undefined ? null : JSON.stringify(list))

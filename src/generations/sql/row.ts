@@ -55,6 +55,7 @@ const Row = Schema.Struct({
   message_thread_id: Schema.NullOr(Int8),
   input_file_ids: Schema.NullOr(Schema.Array(Schema.String)),
   input_urls: Schema.NullOr(Schema.Array(Schema.String)),
+  media_group_id: Schema.NullOr(Schema.String),
   created_at: Schema.Unknown,
   deadline_at: Schema.Unknown,
   submitted_at: Schema.Unknown,
@@ -101,6 +102,8 @@ export interface Generation {
    * `inputFileIds` is still to do (a stored step: a failover resumes after it).
    */
   readonly inputUrls: ReadonlyArray<string> | null
+  /** The album an edit's photos came in: its later photos join the row until the upload. */
+  readonly mediaGroupId: string | null
   readonly createdAt: DateTime.Utc
   readonly deadlineAt: DateTime.Utc
   /** When createTask was (last) sent for it. */
@@ -135,6 +138,7 @@ const toGeneration = (row: typeof Row.Type): Generation => ({
   threadId: row.message_thread_id,
   inputFileIds: row.input_file_ids ?? [],
   inputUrls: row.input_urls,
+  mediaGroupId: row.media_group_id,
   // Written by us from the Clock; an unreadable value would be a bug, and
   // epoch 0 makes such a row look overdue rather than immortal.
   createdAt: Option.getOrElse(UtcTime.fromUnknown(row.created_at), () => DateTime.makeUnsafe(0)),
