@@ -166,6 +166,45 @@ describe("editing a photo", () => {
     }))
 })
 
+describe("clear failures", () => {
+  it.live("Kie's 422 on a field, an NSFW refusal and an expired picture: a plain reason and the retry button each", () =>
+    Effect.gen(function*() {
+      const { app, fake, kie } = yield* withApp()
+      const chatId = 8401
+      kie.scriptCreate({ error: 422, msg: "input.image_urls is invalid" })
+      kie.scriptNextTasks(
+        { steps: [{ fail: { code: "400", msg: "NSFW content detected in the input image" } }] },
+        { steps: [{ fail: { code: "500", msg: "Failed to download image: file expired" } }] }
+      )
+      const cases = [
+        t("ru").kieReasons.refusedField,
+        t("ru").kieReasons.nsfw,
+        t("ru").kieReasons.imageUnavailable
+      ]
+      for (const [i, reason] of cases.entries()) {
+        const fileId = fake.addFile(makePng(64, 64))
+        const before = fake.mark()
+        fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId, caption: `правка ${i}`, messageId: 40 + i }))
+        const failure = yield* fake.awaitCall(
+          "editMessageText",
+          (c) => Number(c.params.chat_id) === chatId && String(c.params.text).startsWith("❌"),
+          { after: before, timeoutMs: 20_000 }
+        )
+        assert.include(String(failure.params.text), reason)
+        const markup = failure.params.reply_markup as { inline_keyboard: Array<Array<{ callback_data: string }>> }
+        assert.match(markup.inline_keyboard[0]![0]!.callback_data, /^zimage:retry:\d+$/)
+      }
+      // The operator's record names the model and the field.
+      const rows = yield* app.run(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        return yield* sql<{ fail_message: string }>`
+          SELECT fail_message FROM generations WHERE chat_id = ${chatId} ORDER BY id`
+      }))
+      assert.include(rows[0]!.fail_message, "google/nano-banana-edit")
+      assert.include(rows[0]!.fail_message, "input.image_urls")
+    }))
+})
+
 describe("albums", () => {
   it.live("an album with a caption: one edit of all its photos (up to the model's limit), one status, one picture", () =>
     Effect.gen(function*() {

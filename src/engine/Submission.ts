@@ -36,6 +36,7 @@ import { AppConfig } from "../platform/AppConfig.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
 import { Telegram } from "../telegram/Telegram.ts"
 import { makeEditInputs } from "./EditInputs.ts"
+import { t } from "../texts/Messages.ts"
 import type { AccountPause } from "./AccountPause.ts"
 import { bookkeeping, logState } from "./Bookkeeping.ts"
 import type { EngineTerm } from "./EngineTerm.ts"
@@ -61,6 +62,15 @@ const ACCOUNT_PROBLEMS = new Set<KieError["_tag"]>([
   "KieUsageLimitExceeded",
   "KieFeatureDisabled"
 ])
+
+/**
+ * What the user is told: a refused field other than the prompt (a picture,
+ * a ratio) is the model refusing the request, not the words.
+ */
+const userReasonOf = (g: Generation, error: KieCreateTaskError): string =>
+  error._tag === "KieValidationFailed" && /input\.(?!prompt)\w+|image|url/i.test(error.message)
+    ? t(g.lang).kieReasons.refusedField
+    : error.userReason[g.lang]
 
 /** One createTask call: whether its row was marked `submitting` (logged once), and its send number. */
 interface SendingState {
@@ -154,7 +164,7 @@ export const make = (
           g,
           error._tag,
           `model ${g.model}: ${error.message}`,
-          error.userReason[g.lang],
+          userReasonOf(g, error),
           "failed",
           from
         )

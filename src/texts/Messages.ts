@@ -121,7 +121,10 @@ const texts = {
       generationFailed: "Не удалось сгенерировать картинку. Попробуйте ещё раз.",
       notFound: "Сервис генерации потерял эту задачу. Попробуйте ещё раз.",
       unconfirmed: "Сервис генерации не подтвердил запрос. Попробуйте через минуту.",
-      badAnswer: "Сервис генерации прислал неожиданный ответ. Попробуйте позже."
+      badAnswer: "Сервис генерации прислал неожиданный ответ. Попробуйте позже.",
+      refusedField: "Модель не приняла такой запрос (фото или параметры). Попробуйте другое фото или описание.",
+      nsfw: "Запрос отклонён фильтром содержимого. Попробуйте другое фото или описание.",
+      imageUnavailable: "Сервис генерации не смог получить фото: оно устарело. Пришлите его ещё раз."
     },
     kieFailedWith: (detail: string) => `Не удалось сгенерировать картинку: ${detail}`,
     welcomeModel: (name: string) =>
@@ -204,7 +207,10 @@ const texts = {
       generationFailed: "The image could not be generated. Please try again.",
       notFound: "The image service lost this generation. Please try again.",
       unconfirmed: "The image service did not confirm the request. Please try again in a minute.",
-      badAnswer: "The image service sent an unexpected answer. Please try again later."
+      badAnswer: "The image service sent an unexpected answer. Please try again later.",
+      refusedField: "The model did not accept this request (the photo or a setting). Try another photo or description.",
+      nsfw: "The request was refused by the content filter. Try another photo or description.",
+      imageUnavailable: "The image service could not get the photo: it has expired. Please send it again."
     },
     kieFailedWith: (detail: string) => `The image could not be generated: ${detail}`,
     welcomeModel: (name: string) =>
