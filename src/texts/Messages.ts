@@ -103,6 +103,7 @@ const texts = {
       "2. Опишите картинку (до 1000 символов).\n" +
       "3. Выберите формат: 1:1, 16:9, 9:16, 4:3 или 3:4.\n\n" +
       "Готовая картинка придёт фото, а оригинал без сжатия — файлом.\n" +
+      "Пришлите фото с подписью, что изменить, — я его отредактирую; ответьте на мою картинку, чтобы доработать её.\n" +
       "/cancel — отменить ввод.",
     unknownCommand: "Не знаю такой команды. Нажмите /start или /help.",
     timedOut: "генерация заняла слишком много времени",
@@ -189,6 +190,7 @@ const texts = {
       "2. Describe the picture (up to 1000 characters).\n" +
       "3. Choose a format: 1:1, 16:9, 9:16, 4:3 or 3:4.\n\n" +
       "The picture arrives as a photo, and the uncompressed original as a file.\n" +
+      "Send a photo with a caption saying what to change and I will edit it; reply to my picture to refine it.\n" +
       "/cancel cancels the input.",
     unknownCommand: "I don't know that command. Send /start or /help.",
     timedOut: "the generation took too long",
