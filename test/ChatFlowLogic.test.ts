@@ -163,6 +163,55 @@ describe("chat flow logic", () => {
     assert.deepStrictEqual(sends(tooLong.actions), [t("en").promptTooLongFor(3001, 3000)])
   })
 
+  it("photos: a caption starts an edit, none asks (and keeps the photo), too big or editing off is told", () => {
+    const editing = { ...ru, editing: true, editMaxPrompt: 5000, editMaxImages: 3 }
+    const photo = (caption?: string, extra: Partial<ChatInput & { _tag: "Photo" }> = {}): ChatInput => ({
+      _tag: "Photo",
+      fileIds: ["f1"],
+      caption,
+      tooBig: false,
+      ...extra
+    })
+    assert.deepStrictEqual(transition(Idle, photo(" сделай ярче "), editing), {
+      state: Idle,
+      actions: [{ _tag: "StartEdit", prompt: "сделай ярче", fileIds: ["f1"], mediaGroupId: undefined }]
+    })
+    const asked = transition(Idle, photo(), editing)
+    assert.deepStrictEqual(asked.state, { _tag: "WaitingEdit", fileIds: ["f1"], mediaGroupId: null })
+    assert.deepStrictEqual(asked.actions, [{ _tag: "Send", text: t("ru").askEdit, asksForReply: true }])
+    const answered = transition(asked.state, { _tag: "Text", text: "убери фон" }, editing)
+    assert.deepStrictEqual(answered.actions, [{
+      _tag: "StartEdit",
+      prompt: "убери фон",
+      fileIds: ["f1"],
+      mediaGroupId: undefined
+    }])
+    assert.deepStrictEqual(sends(transition(Idle, photo("x", { tooBig: true }), editing).actions), [t("ru").fileTooBig])
+    assert.deepStrictEqual(sends(transition(Idle, photo("x"), ru).actions), [t("ru").editOff])
+    // An album without a caption: its later photos are kept (up to the model's limit) without a word.
+    const album = transition(Idle, photo(undefined, { mediaGroupId: "g" }), editing)
+    assert.deepStrictEqual(album.actions, [{ _tag: "JoinAlbum", mediaGroupId: "g", fileId: "f1" }])
+    const waiting: ChatState = { _tag: "WaitingEdit", fileIds: ["f1"], mediaGroupId: "g" }
+    let r = transition(waiting, photo(undefined, { mediaGroupId: "g", fileIds: ["f2"] }), editing)
+    for (const id of ["f3", "f4"]) {
+      r = transition(r.state, photo(undefined, { mediaGroupId: "g", fileIds: [id] }), editing)
+    }
+    assert.deepStrictEqual(r.state, { _tag: "WaitingEdit", fileIds: ["f1", "f2", "f3"], mediaGroupId: "g" })
+    assert.lengthOf(r.actions, 0)
+    // A text replying to the bot's picture edits it, whatever the state.
+    const reply = transition(
+      { _tag: "WaitingPrompt" },
+      { _tag: "Text", text: "добавь луну", editsMessageId: 9, repliedFileIds: ["p"] },
+      editing
+    )
+    assert.deepStrictEqual(reply.actions, [{
+      _tag: "EditDelivered",
+      prompt: "добавь луну",
+      messageId: 9,
+      fileIds: ["p"]
+    }])
+  })
+
   it("rejects empty, too long and non-text prompts, keeping the state", () => {
     const waiting: ChatState = { _tag: "WaitingPrompt" }
     for (

@@ -166,6 +166,52 @@ describe("editing a photo", () => {
     }))
 })
 
+describe("editing in a group", () => {
+  it.live("a photo naming the bot is edited for its sender; a photo that does not is chatter; the ask is a forced reply", () =>
+    Effect.gen(function*() {
+      const { app, fake, kie } = yield* withApp()
+      const groupId = -1008101
+      const [A, B] = [6201, 6202]
+      const quiet = fake.mark()
+      const chatter = fake.pushUpdate(FakeTelegram.photoMessage({
+        chatId: groupId,
+        userId: B,
+        fileId: fake.addFile(makePng(64, 64)),
+        caption: "смотрите, какой закат",
+        messageId: 500
+      }))
+      yield* awaitInboxIdle(app, chatter)
+      assert.lengthOf(fake.calls().filter((c) => c.seq > quiet && Number(c.params.chat_id) === groupId), 0)
+
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({
+        chatId: groupId,
+        userId: A,
+        fileId: fake.addFile(makePng(64, 64)),
+        caption: "@fake_bot сделай закат ярче",
+        messageId: 501
+      }))
+      const status = yield* awaitFor(fake, "sendMessage", groupId, before)
+      assert.strictEqual(status.params.text, t("ru").generating)
+      assert.strictEqual((status.params.reply_parameters as { message_id: number }).message_id, 501)
+      yield* awaitFor(fake, "sendPhoto", groupId, before)
+      assert.strictEqual([...kie.tasks.values()][0]!.body.input.prompt, "сделай закат ярче")
+
+      // Without a caption, but as a reply to the bot: asked with a forced reply, selective.
+      const ask = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({
+        chatId: groupId,
+        userId: A,
+        fileId: fake.addFile(makePng(64, 64)),
+        messageId: 502,
+        replyTo: { messageId: FakeTelegram.messageIdOf(status) }
+      }))
+      const question = yield* awaitFor(fake, "sendMessage", groupId, ask)
+      assert.strictEqual(question.params.text, t("ru").askEdit)
+      assert.deepInclude(question.params.reply_markup as object, { force_reply: true, selective: true })
+    }))
+})
+
 describe("clear failures", () => {
   it.live("Kie's 422 on a field, an NSFW refusal and an expired picture: a plain reason and the retry button each", () =>
     Effect.gen(function*() {

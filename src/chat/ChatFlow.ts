@@ -64,8 +64,14 @@ const spokenTo = (
     case "NonText":
     case "Photo": {
       const repliesTo = incoming.repliesTo
-      // A reply to the bot's picture edits it, whatever the state.
-      const editsOurs = incoming.input._tag === "Text" && incoming.input.editsMessageId !== undefined
+      // A photo whose caption names the bot speaks to it (privacy mode delivers such messages).
+      const named = incoming.input._tag === "Photo" ? incoming.addressedTo : undefined
+      if (named !== undefined && (repliesTo === undefined || !repliesTo.is_bot)) {
+        return Effect.map(botIdentity, (me) => isOurName(me, named))
+      }
+      // A reply to the bot's picture edits it, and a photo in reply to the bot is one to edit, whatever the state.
+      const editsOurs = (incoming.input._tag === "Text" && incoming.input.editsMessageId !== undefined) ||
+        incoming.input._tag === "Photo"
       if ((before._tag === "Idle" && !editsOurs) || repliesTo === undefined || !repliesTo.is_bot) {
         return Effect.succeed(false)
       }

@@ -90,11 +90,19 @@ const inputOf = (message: Message): ChatInput => {
   return {
     _tag: "Photo",
     fileIds: [picture.fileId],
-    caption: message.caption,
+    // In a group the caption may name the bot ("@zimage_bot make it blue"): the instruction is the rest.
+    caption: message.caption?.replace(MENTION, " ").trim(),
     tooBig: picture.size !== undefined && picture.size > BOT_DOWNLOAD_LIMIT,
     mediaGroupId: message.media_group_id
   }
 }
+
+/** `@username` in a caption. */
+const MENTION = /@([A-Za-z0-9_]{5,64})\b/g
+
+/** The bot a photo's caption names, if any (how a group member speaks to the bot with a photo). */
+const mentionedIn = (caption: string | undefined): string | undefined =>
+  caption === undefined ? undefined : [...caption.matchAll(MENTION)][0]?.[1]
 
 const fromMessage = (message: Message, from: User): Incoming => {
   const text = message.text
@@ -107,7 +115,7 @@ const fromMessage = (message: Message, from: User): Incoming => {
     input,
     threadId: topicOf(message),
     userMessageId: message.message_id,
-    addressedTo: command?.bot,
+    addressedTo: command?.bot ?? (input._tag === "Photo" ? mentionedIn(message.caption) : undefined),
     repliesTo: repliedOf(message)?.from
   }
 }
