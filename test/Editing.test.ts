@@ -105,6 +105,46 @@ describe("editing a photo", () => {
       assertNoTelegramUrl(kie)
     }))
 
+  it.live("a reply to an old picture (its result URL may have expired) edits Telegram's copy of it", () =>
+    Effect.gen(function*() {
+      const { app, fake, kie } = yield* withApp()
+      const chatId = 8105
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId: fake.addFile(makePng(64, 64)), caption: "a" }))
+      const delivered = yield* awaitFor(fake, "sendPhoto", chatId, before)
+      yield* app.run(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`UPDATE generations SET created_at = created_at - interval '2 days' WHERE chat_id = ${chatId}`
+      }))
+      const copy = fake.addFile(makePng(64, 64, 200))
+      const next = fake.mark()
+      fake.pushUpdate(FakeTelegram.textMessage({
+        chatId,
+        text: "ещё ярче",
+        replyTo: {
+          messageId: FakeTelegram.messageIdOf(delivered),
+          extra: { photo: [{ file_id: copy, file_unique_id: "ucopy", width: 64, height: 64 }] }
+        }
+      }))
+      yield* awaitFor(fake, "sendPhoto", chatId, next)
+      assert.strictEqual(kie.counters.upload, 2, "Telegram's copy was uploaded")
+      assert.strictEqual(fake.calls("getFile").at(-1)!.params.file_id, copy)
+      const second = [...kie.tasks.values()][1]!
+      assert.match(second.body.input.image_urls[0], /\/uploads\//)
+    }))
+
+  it.live("a slow upload holds up no one else: another user's edit is made meanwhile", () =>
+    Effect.gen(function*() {
+      const { fake, kie } = yield* withApp()
+      kie.scriptUploads({ hang: true })
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId: 8111, fileId: fake.addFile(makePng(64, 64)), caption: "a" }))
+      yield* kie.awaitCalls("upload", 1, 10_000)
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId: 8112, fileId: fake.addFile(makePng(64, 64)), caption: "b" }))
+      yield* awaitFor(fake, "sendPhoto", 8112, before)
+      assert.lengthOf(fake.calls("sendPhoto").filter((c) => Number(c.params.chat_id) === 8111), 0)
+    }))
+
   it.live("a photo without a caption: the bot asks what to change; the answer starts the edit", () =>
     Effect.gen(function*() {
       const { fake, kie } = yield* withApp()

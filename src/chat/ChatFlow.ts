@@ -24,7 +24,7 @@
  * `ChatReplies` answers, `GenerationRequests` records generations,
  * `ChatSessions` keeps the state, `BotIdentity` knows the bot's own name.
  */
-import { Effect, Layer, Option } from "effect"
+import { DateTime, Duration, Effect, Layer, Option } from "effect"
 import { AppConfig, type AppConfigShape } from "../platform/AppConfig.ts"
 import { makeAccess } from "./Access.ts"
 import { type ChatAction, type ChatState, Idle, modelOption, transition } from "./ChatFlowLogic.ts"
@@ -79,6 +79,13 @@ const spokenTo = (
     }
   }
 }
+
+/**
+ * How long a delivered picture's stored result URL is used for an edit of
+ * it. Kie says its result URLs "usually expire after 24 h"; an older picture
+ * is edited from Telegram's copy of it instead (downloaded and uploaded again).
+ */
+const RESULT_URL_TRUST = Duration.hours(20)
 
 /** The models and editing as the flow sees them, from the configuration. */
 const flowModels = (config: AppConfigShape) => {
@@ -175,7 +182,12 @@ const make = Effect.gen(function*() {
         return { ...base, inputFileIds: action.fileIds, mediaGroupId: action.mediaGroupId }
       }
       const source = yield* orRetrySql(generations.findByResultMessage(incoming.chatId, action.messageId))
-      const stored = Option.getOrUndefined(source)?.resultUrls[0]
+      const fresh = yield* Effect.map(
+        DateTime.now,
+        (now) =>
+          Option.filter(source, (g) => DateTime.isGreaterThan(DateTime.addDuration(g.createdAt, RESULT_URL_TRUST), now))
+      )
+      const stored = Option.getOrUndefined(fresh)?.resultUrls[0]
       return stored === undefined ? { ...base, inputFileIds: action.fileIds } : { ...base, inputUrls: [stored] }
     })
 

@@ -206,6 +206,30 @@ export const make = (
       yield* refused(g, error, sending)
     })
 
+    /**
+     * An edit's upload runs as a job of its own, beside the loop: a slow
+     * download or upload holds up no other submission. Once its URLs are
+     * stored the row is queued as before and the loop (woken) sends it.
+     */
+    const startUpload = (g: Generation) =>
+      Effect.gen(function*() {
+        term.submissions.set(g.id, "uploading")
+        yield* term.startJob(
+          `upload of generation ${g.id}`,
+          Effect.gen(function*() {
+            const images = yield* Effect.result(editInputs.prepare(g))
+            if (images._tag === "Failure") {
+              const error = images.failure
+              yield* notices.fail(g, error.code, error.message, error.reason, "failed", "queued")
+            }
+          }).pipe(
+            Effect.ensuring(Effect.sync(() => term.submissions.delete(g.id))),
+            Effect.ensuring(term.wake("submit"))
+          )
+        )
+        if (term.draining()) term.submissions.delete(g.id)
+      })
+
     /** Starts `g`'s createTask and returns once it holds a budget slot (or ended). */
     const start = (g: Generation) =>
       Effect.gen(function*() {
@@ -240,6 +264,10 @@ export const make = (
       if (next === undefined) return "idle"
       if (DateTime.isLessThanOrEqualTo(next.deadlineAt, yield* DateTime.now)) {
         yield* sweep.expire(next)
+        return "more"
+      }
+      if (next.inputUrls === null && next.inputFileIds.length > 0) {
+        yield* startUpload(next)
         return "more"
       }
       yield* start(next)
