@@ -147,10 +147,7 @@ const texts = {
     editOff: "Редактирование фото выключено. Опишите картинку словами.",
     fileTooBig: "Файл больше 20 МБ: такой бот скачать не может. Пришлите фото поменьше.",
     notAnImage: "Это не картинка. Пришлите фото (JPEG, PNG или WebP).",
-    tooManyPhotos: (max: number) => `Эта модель берёт не больше ${max} фото; лишние я не учёл.`,
     editReasons: {
-      refusedField: "Модель не приняла запрос. Попробуйте другое фото или другое описание.",
-      nsfw: "Запрос отклонён фильтром содержимого. Попробуйте другое фото или описание.",
       uploadFailed: "Не удалось передать фото сервису генерации. Попробуйте ещё раз.",
       uploadExpired: "Фото больше недоступно. Пришлите его ещё раз."
     }
@@ -234,10 +231,7 @@ const texts = {
     editOff: "Photo editing is turned off. Describe the picture in words.",
     fileTooBig: "The file is over 20 MB: a bot cannot download it. Please send a smaller photo.",
     notAnImage: "This is not a picture. Please send a photo (JPEG, PNG or WebP).",
-    tooManyPhotos: (max: number) => `This model takes at most ${max} photos; I left out the rest.`,
     editReasons: {
-      refusedField: "The model did not accept the request. Try another photo or description.",
-      nsfw: "The request was refused by the content filter. Try another photo or description.",
       uploadFailed: "Could not pass the photo to the image service. Please try again.",
       uploadExpired: "The photo is no longer available. Please send it again."
     }
