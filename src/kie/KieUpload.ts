@@ -14,7 +14,7 @@
 import { Effect, Result, Schema } from "effect"
 import { HttpClientRequest } from "effect/http"
 import type { AppConfigShape } from "../platform/AppConfig.ts"
-import { type KieHttp, parseJson } from "./KieHttp.ts"
+import { counted, type KieHttp, parseJson } from "./KieHttp.ts"
 import { clip, decodeEnvelope } from "./KieSchema.ts"
 
 /** The stream upload endpoint, below KIE_UPLOAD_BASE_URL. */
@@ -57,7 +57,17 @@ export type UploadFile = (bytes: Uint8Array, fileName: string) => Effect.Effect<
 
 /** The upload call over `http` (the key, User-Agent and timeout of every Kie request). */
 export const makeUploadFile = (http: KieHttp, config: Pick<AppConfigShape, "kieUploadBaseUrl">): UploadFile =>
-  Effect.fn("Kie.uploadFile")(function*(bytes: Uint8Array, fileName: string) {
+  Effect.fn("Kie.uploadFile")((bytes: Uint8Array, fileName: string) =>
+    counted("upload", uploadOnce(http, config, bytes, fileName))
+  )
+
+const uploadOnce = (
+  http: KieHttp,
+  config: Pick<AppConfigShape, "kieUploadBaseUrl">,
+  bytes: Uint8Array,
+  fileName: string
+): Effect.Effect<string, KieUploadFailed> =>
+  Effect.gen(function*() {
     const form = new FormData()
     form.append("file", new Blob([bytes as Uint8Array<ArrayBuffer>]), fileName)
     form.append("uploadPath", UPLOAD_FOLDER)
