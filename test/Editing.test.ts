@@ -378,6 +378,23 @@ describe("editing survives a failover", () => {
       assertNoTelegramUrl(kie)
     }))
 
+  it.live("a photo sent while no instance leads gets exactly one answer once one does", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeTelegram.make()
+      const kie = yield* FakeKie.scoped({ apiKey: TEST_KIE_KEY, defaultTask: { steps: ["generating", localResult()] } })
+      const databaseUrl = yield* freshDatabaseUrl
+      const first = yield* startAppScoped(appEnv(fake, kie, databaseUrl))
+      yield* first.stop
+      const chatId = 8203
+      const before = fake.mark()
+      fake.pushUpdate(FakeTelegram.photoMessage({ chatId, fileId: fake.addFile(makePng(64, 64)), caption: "сепия" }))
+      yield* startApp(appEnv(fake, kie, databaseUrl))
+      yield* awaitFor(fake, "sendPhoto", chatId, before)
+      assert.lengthOf(statusMessages(fake, chatId), 1)
+      assert.strictEqual(kie.counters.tasksCreated, 1)
+      assert.strictEqual(kie.counters.upload, 1)
+    }))
+
   it.live("between upload and createTask: the new leader sends the stored URL, uploads nothing, creates once", () =>
     Effect.gen(function*() {
       const fake = yield* FakeTelegram.make()
