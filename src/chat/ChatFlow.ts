@@ -20,6 +20,12 @@
  * messages from someone it is waiting for. Answers go to the forum topic the
  * update came from.
  *
+ * Models and edits: the models offered (MODELS) and the user's remembered
+ * choice go into the flow's settings; a photo, a reply to a delivered
+ * picture or an album's later photo becomes an edit request (the engine
+ * uploads the pictures before createTask). In a group a photo speaks to the
+ * bot when its caption names it or it replies to the bot.
+ *
  * Parts: `ChatIncoming` reads the update, `ChatFlowLogic` decides,
  * `ChatReplies` answers, `GenerationRequests` records generations,
  * `ChatSessions` keeps the state, `BotIdentity` knows the bot's own name.
