@@ -26,6 +26,7 @@ import { AppConfig, type AppConfigShape, ConfigInvalid, secretsOf } from "./plat
 import { Database, DatabaseUnavailable } from "./database/Database.ts"
 import { EmbeddedPostgresError } from "./database/EmbeddedPostgres.ts"
 import { LoggingLive, makeLogger } from "./platform/Logging.ts"
+import { checkConfiguredModels } from "./kie/ModelCatalog.ts"
 
 /** One human sentence for a startup failure; never the raw error object. */
 export const describeFatal = (error: unknown): string => {
@@ -110,6 +111,7 @@ export const launch = <E>(app: Layer.Layer<Database, E, AppConfig>): void => {
   const program = Effect.gen(function*() {
     const config = yield* AppConfig.load
     loaded = config
+    yield* checkConfiguredModels(config)
     yield* Effect.gen(function*() {
       const database = yield* Database
       yield* database.awaitStartup

@@ -23,5 +23,6 @@ export const migrations: Migrations = {
   "0007_generation_retries": Generations.migrationRetries,
   "0008_generations_submitted_at": Generations.migrationSentAt,
   "0009_group_chats": Effect.andThen(ChatSessions.migrationPerUser, Generations.migrationThreads),
-  "0010_retention": Effect.andThen(Generations.migrationCreatedAt, ChatRetention.migration)
+  "0010_retention": Effect.andThen(Generations.migrationCreatedAt, ChatRetention.migration),
+  "0011_models": Effect.andThen(ChatSessions.migrationModels, Generations.migrationEdits)
 }

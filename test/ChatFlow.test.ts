@@ -742,7 +742,12 @@ describe("chat sessions, migration 0009", () => {
         const sessions = yield* ChatSessions
         assert.deepStrictEqual(
           Option.getOrUndefined(yield* sessions.get(501, 501)),
-          { state: { _tag: "WaitingAspectRatio", prompt: "кот", keyboardMessageId: 7 }, lang: "en", lastUpdateId: 40 }
+          {
+            state: { _tag: "WaitingAspectRatio", prompt: "кот", keyboardMessageId: 7 },
+            lang: "en",
+            lastUpdateId: 40,
+            model: null
+          }
         )
         assert.strictEqual(Option.getOrUndefined(yield* sessions.get(502, 502))?.state._tag, "WaitingPrompt")
         assert.strictEqual(Option.getOrUndefined(yield* sessions.get(-900, 503))?.state._tag, "WaitingPrompt")

@@ -4,8 +4,10 @@ import {
   type ChatAction,
   type ChatInput,
   type ChatState,
+  currentModel,
   Idle,
   isValidState,
+  modelOption,
   transition
 } from "../src/chat/ChatFlowLogic.ts"
 import { ASPECT_RATIOS, CallbackData, parseCallbackData, PROMPT_MAX_LENGTH, t } from "../src/texts/Messages.ts"
@@ -70,7 +72,13 @@ describe("chat flow logic", () => {
     assert.deepStrictEqual(r.state, Idle)
     assert.deepStrictEqual(r.actions, [
       { _tag: "AnswerCallback", queryId: "q" },
-      { _tag: "StartGeneration", prompt: "рыжий кот в шлеме", aspectRatio: "16:9", keyboardMessageId: 3 }
+      {
+        _tag: "StartGeneration",
+        prompt: "рыжий кот в шлеме",
+        aspectRatio: "16:9",
+        model: "z-image",
+        keyboardMessageId: 3
+      }
     ])
   })
 
@@ -79,12 +87,129 @@ describe("chat flow logic", () => {
     assert.deepStrictEqual(sends(r.actions), [t("en").notText])
   })
 
-  it("lists the models when SINGLE_MODEL_ONLY is false", () => {
-    const r = transition(Idle, { _tag: "Command", command: "start" }, { lang: "ru", singleModelOnly: false })
+  it("lists the models when SINGLE_MODEL_ONLY is false: strengths and prices, one zimage:model:<id> button each", () => {
+    const models = ["z-image", "google/nano-banana", "gpt-image/1.5-text-to-image"].map(modelOption)
+    const r = transition(Idle, { _tag: "Command", command: "start" }, { lang: "ru", singleModelOnly: false, models })
     const welcome = r.actions[0]!
     if (welcome._tag !== "Send") return assert.fail("expected a message")
-    assert.strictEqual(welcome.text, t("ru").welcomeModels)
-    assert.strictEqual(welcome.keyboard!.inline_keyboard[0]![0]!.text, "🖼 Z-Image")
+    assert.isTrue(welcome.text.startsWith(t("ru").welcomeModels))
+    assert.include(welcome.text, "Nano Banana: " + t("ru").modelStrengths["google/nano-banana"])
+    assert.include(welcome.text, "$0.004")
+    assert.deepStrictEqual(
+      welcome.keyboard!.inline_keyboard.map((row) =>
+        row.map((b) => [b.text, (b as { callback_data: string }).callback_data])
+      ),
+      [
+        [["🖼 Z-Image", "zimage:model:z-image"]],
+        [["🖼 Nano Banana", "zimage:model:google/nano-banana"]],
+        [["🖼 GPT Image 1.5", "zimage:model:gpt-image/1.5-text-to-image"]]
+      ]
+    )
+  })
+
+  it("a chosen model is remembered, its ratios are the buttons, and the generation is made with it", () => {
+    const models = ["z-image", "gpt-image/1.5-text-to-image"].map(modelOption)
+    const settings = { lang: "ru", singleModelOnly: false, models } as const
+    const chosen = transition(Idle, callback("zimage:model:gpt-image/1.5-text-to-image", 1), settings)
+    assert.strictEqual(chosen.model, "gpt-image/1.5-text-to-image")
+    assert.deepStrictEqual(chosen.state, { _tag: "WaitingPrompt" })
+    const withChoice = { ...settings, chosenModel: chosen.model }
+    const prompted = transition(chosen.state, { _tag: "Text", text: "a fox" }, withChoice)
+    const ratios = prompted.actions[0]!
+    if (ratios._tag !== "Send") return assert.fail("expected the ratio keyboard")
+    assert.deepStrictEqual(
+      ratios.keyboard!.inline_keyboard.flat().map((b) => (b as { callback_data: string }).callback_data),
+      [
+        "zimage:ratio:1:1",
+        "zimage:ratio:3:2",
+        "zimage:ratio:2:3"
+      ]
+    )
+    // A ratio this model does not offer (an old Z-Image keyboard) is expired.
+    const state = { ...prompted.state, keyboardMessageId: 5 } as ChatState
+    const wrong = transition(state, callback("zimage:ratio:16:9", 5), withChoice)
+    assert.deepStrictEqual(wrong.actions, [{ _tag: "AnswerCallback", queryId: "q", text: t("ru").expired }])
+    const started = transition(state, callback("zimage:ratio:3:2", 5), withChoice)
+    assert.deepStrictEqual(started.actions[1], {
+      _tag: "StartGeneration",
+      prompt: "a fox",
+      aspectRatio: "3:2",
+      model: "gpt-image/1.5-text-to-image",
+      keyboardMessageId: 5
+    })
+    // "🖼 Новая картинка" later: the remembered model again.
+    const again = transition(Idle, callback("zimage:start", 9), withChoice)
+    assert.isUndefined(again.model)
+    assert.strictEqual(currentModel(withChoice).id, "gpt-image/1.5-text-to-image")
+    // A model that is not offered (or any model button with one model) is an expired button.
+    for (const s of [settings, { ...settings, singleModelOnly: true }]) {
+      const r = transition(Idle, callback("zimage:model:google/nano-banana", 1), s)
+      assert.deepStrictEqual(r.actions, [{ _tag: "AnswerCallback", queryId: "q", text: t("ru").expired }])
+    }
+  })
+
+  it("with one model that is not Z-Image, the seed's flow names it and uses its prompt limit", () => {
+    const settings = { lang: "en", singleModelOnly: true, models: [modelOption("seedream/4.5-text-to-image")] } as const
+    const welcome = transition(Idle, { _tag: "Command", command: "start" }, settings).actions[0]!
+    if (welcome._tag !== "Send") return assert.fail("expected a message")
+    assert.strictEqual(welcome.text, t("en").welcomeModel("Seedream 4.5"))
+    assert.strictEqual(
+      (welcome.keyboard!.inline_keyboard[0]![0]! as { callback_data: string }).callback_data,
+      "zimage:start"
+    )
+    const long = transition({ _tag: "WaitingPrompt" }, { _tag: "Text", text: "a".repeat(2000) }, settings)
+    assert.strictEqual(long.state._tag, "WaitingAspectRatio")
+    const tooLong = transition({ _tag: "WaitingPrompt" }, { _tag: "Text", text: "a".repeat(3001) }, settings)
+    assert.deepStrictEqual(sends(tooLong.actions), [t("en").promptTooLongFor(3001, 3000)])
+  })
+
+  it("photos: a caption starts an edit, none asks (and keeps the photo), too big or editing off is told", () => {
+    const editing = { ...ru, editing: true, editMaxPrompt: 5000, editMaxImages: 3 }
+    const photo = (caption?: string, extra: Partial<ChatInput & { _tag: "Photo" }> = {}): ChatInput => ({
+      _tag: "Photo",
+      fileIds: ["f1"],
+      caption,
+      tooBig: false,
+      ...extra
+    })
+    assert.deepStrictEqual(transition(Idle, photo(" сделай ярче "), editing), {
+      state: Idle,
+      actions: [{ _tag: "StartEdit", prompt: "сделай ярче", fileIds: ["f1"], mediaGroupId: undefined }]
+    })
+    const asked = transition(Idle, photo(), editing)
+    assert.deepStrictEqual(asked.state, { _tag: "WaitingEdit", fileIds: ["f1"], mediaGroupId: null })
+    assert.deepStrictEqual(asked.actions, [{ _tag: "Send", text: t("ru").askEdit, asksForReply: true }])
+    const answered = transition(asked.state, { _tag: "Text", text: "убери фон" }, editing)
+    assert.deepStrictEqual(answered.actions, [{
+      _tag: "StartEdit",
+      prompt: "убери фон",
+      fileIds: ["f1"],
+      mediaGroupId: undefined
+    }])
+    assert.deepStrictEqual(sends(transition(Idle, photo("x", { tooBig: true }), editing).actions), [t("ru").fileTooBig])
+    assert.deepStrictEqual(sends(transition(Idle, photo("x"), ru).actions), [t("ru").editOff])
+    // An album without a caption: its later photos are kept (up to the model's limit) without a word.
+    const album = transition(Idle, photo(undefined, { mediaGroupId: "g" }), editing)
+    assert.deepStrictEqual(album.actions, [{ _tag: "JoinAlbum", mediaGroupId: "g", fileId: "f1" }])
+    const waiting: ChatState = { _tag: "WaitingEdit", fileIds: ["f1"], mediaGroupId: "g" }
+    let r = transition(waiting, photo(undefined, { mediaGroupId: "g", fileIds: ["f2"] }), editing)
+    for (const id of ["f3", "f4"]) {
+      r = transition(r.state, photo(undefined, { mediaGroupId: "g", fileIds: [id] }), editing)
+    }
+    assert.deepStrictEqual(r.state, { _tag: "WaitingEdit", fileIds: ["f1", "f2", "f3"], mediaGroupId: "g" })
+    assert.lengthOf(r.actions, 0)
+    // A text replying to the bot's picture edits it, whatever the state.
+    const reply = transition(
+      { _tag: "WaitingPrompt" },
+      { _tag: "Text", text: "добавь луну", editsMessageId: 9, repliedFileIds: ["p"] },
+      editing
+    )
+    assert.deepStrictEqual(reply.actions, [{
+      _tag: "EditDelivered",
+      prompt: "добавь луну",
+      messageId: 9,
+      fileIds: ["p"]
+    }])
   })
 
   it("rejects empty, too long and non-text prompts, keeping the state", () => {
@@ -264,6 +389,7 @@ describe("chat flow logic in groups", () => {
         _tag: "StartGeneration",
         prompt: "кот",
         aspectRatio: "16:9",
+        model: "z-image",
         keyboardMessageId: 7
       })
     }

@@ -280,7 +280,7 @@ describe("docs/contract.md", () => {
   it("collects every callback data value of Messages.ts", () => {
     const templates = callbackTemplatesInSource()
     expect([...templates].map(canonicalData).sort()).toEqual(
-      ["zimage:again:<>", "zimage:ratio:<>", "zimage:retry:<>", "zimage:start"]
+      ["zimage:again:<>", "zimage:model:<>", "zimage:ratio:<>", "zimage:retry:<>", "zimage:start"]
     )
     // Whatever a keyboard carries was built from one of them.
     const patterns = [...templates].map(templatePattern)

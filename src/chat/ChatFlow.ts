@@ -20,21 +20,28 @@
  * messages from someone it is waiting for. Answers go to the forum topic the
  * update came from.
  *
+ * Models and edits: the models offered (MODELS) and the user's remembered
+ * choice go into the flow's settings; a photo, a reply to a delivered
+ * picture or an album's later photo becomes an edit request (the engine
+ * uploads the pictures before createTask). In a group a photo speaks to the
+ * bot when its caption names it or it replies to the bot.
+ *
  * Parts: `ChatIncoming` reads the update, `ChatFlowLogic` decides,
  * `ChatReplies` answers, `GenerationRequests` records generations,
  * `ChatSessions` keeps the state, `BotIdentity` knows the bot's own name.
  */
-import { Effect, Layer, Option } from "effect"
-import { AppConfig } from "../platform/AppConfig.ts"
+import { DateTime, Duration, Effect, Layer, Option } from "effect"
+import { AppConfig, type AppConfigShape } from "../platform/AppConfig.ts"
 import { makeAccess } from "./Access.ts"
-import { type ChatState, Idle, transition } from "./ChatFlowLogic.ts"
+import { type ChatAction, type ChatState, Idle, modelOption, transition } from "./ChatFlowLogic.ts"
 import { type BotIdentity, isOurName, makeBotIdentity } from "./BotIdentity.ts"
 import { type Incoming, incomingOf } from "./ChatIncoming.ts"
 import { type ChatUnreachable, makeChatReplies, orRetrySql } from "./ChatReplies.ts"
 import { ChatSessions } from "./ChatSessions.ts"
 import { makeGenerationRequests } from "./GenerationRequests.ts"
 import { Generations } from "../generations/Generations.ts"
-import { langOf } from "../texts/Messages.ts"
+import { type Lang, langOf, t } from "../texts/Messages.ts"
+import { modelOf } from "../kie/ModelCatalog.ts"
 import { Telegram } from "../telegram/Telegram.ts"
 import { type Update, type UpdateContext, UpdateHandler, type UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
 import { floodReply } from "./FloodReply.ts"
@@ -60,11 +67,41 @@ const spokenTo = (
       return Effect.map(botIdentity, (me) => isOurName(me, addressedTo))
     }
     case "Text":
-    case "NonText": {
+    case "NonText":
+    case "Photo": {
       const repliesTo = incoming.repliesTo
-      if (before._tag === "Idle" || repliesTo === undefined || !repliesTo.is_bot) return Effect.succeed(false)
+      // A photo whose caption names the bot speaks to it (privacy mode delivers such messages).
+      const named = incoming.input._tag === "Photo" ? incoming.addressedTo : undefined
+      if (named !== undefined && (repliesTo === undefined || !repliesTo.is_bot)) {
+        return Effect.map(botIdentity, (me) => isOurName(me, named))
+      }
+      // A reply to the bot's picture edits it, and a photo in reply to the bot is one to edit, whatever the state.
+      const editsOurs = (incoming.input._tag === "Text" && incoming.input.editsMessageId !== undefined) ||
+        incoming.input._tag === "Photo"
+      if ((before._tag === "Idle" && !editsOurs) || repliesTo === undefined || !repliesTo.is_bot) {
+        return Effect.succeed(false)
+      }
       return Effect.map(botIdentity, (me) => me.id === repliesTo.id)
     }
+  }
+}
+
+/**
+ * How long a delivered picture's stored result URL is used for an edit of
+ * it. Kie says its result URLs "usually expire after 24 h"; an older picture
+ * is edited from Telegram's copy of it instead (downloaded and uploaded again).
+ */
+const RESULT_URL_TRUST = Duration.hours(20)
+
+/** The models and editing as the flow sees them, from the configuration. */
+const flowModels = (config: AppConfigShape) => {
+  const editModel = Option.getOrUndefined(config.editModel)
+  return {
+    models: config.models.map(modelOption),
+    editModel,
+    editing: editModel !== undefined,
+    editMaxPrompt: editModel === undefined ? undefined : modelOption(editModel).maxPrompt,
+    editMaxImages: editModel === undefined ? 1 : (modelOf(editModel).images?.max ?? 1)
   }
 }
 
@@ -75,12 +112,90 @@ const make = Effect.gen(function*() {
   const replies = makeChatReplies(telegram)
   const botIdentity = makeBotIdentity(telegram)
   const access = makeAccess(config.allowedUserIds, replies)
-  const requests = makeGenerationRequests(yield* Generations, replies, {
+  const generations = yield* Generations
+  const requests = makeGenerationRequests(generations, replies, {
     maxActivePerUser: config.maxActiveGenerationsPerUser,
     dailyLimit: config.dailyGenerationLimit,
     globalDailyLimit: config.globalDailyGenerationLimit,
     timeout: config.generationTimeout
   })
+
+  const models = flowModels(config)
+
+  /** Carries out one action; returns the state to keep (the one before, when a limit stopped a generation). */
+  const run = (
+    action: ChatAction,
+    incoming: Incoming,
+    lang: Lang,
+    updateId: number,
+    state: ChatState,
+    before: ChatState
+  ): Effect.Effect<ChatState, ChatUnreachable | UpdateHandlerError> =>
+    Effect.gen(function*() {
+      switch (action._tag) {
+        case "AnswerCallback":
+          yield* replies.answer(action.queryId, action.text)
+          return state
+        case "Send": {
+          const sent = yield* replies.send(incoming, action.text, action)
+          return action.isRatioKeyboard === true && state._tag === "WaitingAspectRatio"
+            ? { ...state, keyboardMessageId: sent.message_id }
+            : state
+        }
+        case "RemoveKeyboard":
+          yield* replies.removeKeyboard(incoming.chatId, action.messageId)
+          return state
+        case "StartGeneration": {
+          const { aspectRatio, model, prompt } = action
+          const started = yield* requests.start(incoming, lang, { prompt, aspectRatio, model }, updateId)
+          if (Option.isNone(started)) return before
+          if (action.keyboardMessageId !== undefined) {
+            yield* replies.removeKeyboard(incoming.chatId, action.keyboardMessageId)
+          }
+          return state
+        }
+        case "StartEdit":
+        case "EditDelivered": {
+          const request = yield* editRequest(action, incoming)
+          const started = yield* requests.start(incoming, lang, request, updateId)
+          return Option.isNone(started) ? before : state
+        }
+        case "JoinAlbum": {
+          const joined = yield* orRetrySql(
+            generations.joinAlbum(incoming.from.id, action.mediaGroupId, action.fileId, models.editMaxImages)
+          )
+          if (joined !== "none") return state
+          // No edit of this album waits (its caption was refused, or it is uploading): ask what to change.
+          const ask = { _tag: "Send", text: t(lang).askEdit, asksForReply: true } as const
+          yield* replies.send(incoming, ask.text, ask)
+          return { _tag: "WaitingEdit", fileIds: [action.fileId], mediaGroupId: action.mediaGroupId }
+        }
+        case "RepeatGeneration":
+          yield* requests.repeat(incoming, lang, action, updateId)
+          return state
+      }
+    })
+
+  /**
+   * What an edit makes: the user's photos (uploaded by the engine), or for a
+   * reply to a delivered picture that picture's stored result (Telegram's
+   * copy when the bot no longer has it).
+   */
+  const editRequest = (action: ChatAction & { _tag: "StartEdit" | "EditDelivered" }, incoming: Incoming) =>
+    Effect.gen(function*() {
+      const base = { prompt: action.prompt, aspectRatio: "auto" as const, model: models.editModel ?? "" }
+      if (action._tag === "StartEdit") {
+        return { ...base, inputFileIds: action.fileIds, mediaGroupId: action.mediaGroupId }
+      }
+      const source = yield* orRetrySql(generations.findByResultMessage(incoming.chatId, action.messageId))
+      const fresh = yield* Effect.map(
+        DateTime.now,
+        (now) =>
+          Option.filter(source, (g) => DateTime.isGreaterThan(DateTime.addDuration(g.createdAt, RESULT_URL_TRUST), now))
+      )
+      const stored = Option.getOrUndefined(fresh)?.resultUrls[0]
+      return stored === undefined ? { ...base, inputFileIds: action.fileIds } : { ...base, inputUrls: [stored] }
+    })
 
   const handle = Effect.fn("ChatFlow.handle")(function*(update: Update, context: UpdateContext) {
     const incoming = incomingOf(update)
@@ -97,37 +212,19 @@ const make = Effect.gen(function*() {
 
     if (incoming.chatType !== "private" && !(yield* spokenTo(incoming, before, botIdentity))) return
 
-    const decided = transition(before, incoming.input, { lang, singleModelOnly: config.singleModelOnly })
+    const chosenModel = Option.getOrUndefined(stored)?.model
+    const decided = transition(before, incoming.input, {
+      lang,
+      singleModelOnly: config.singleModelOnly,
+      models: models.models,
+      chosenModel,
+      editing: models.editing,
+      editMaxPrompt: models.editMaxPrompt,
+      editMaxImages: models.editMaxImages
+    })
     let state = decided.state
-    for (const action of decided.actions) {
-      switch (action._tag) {
-        case "AnswerCallback":
-          yield* replies.answer(action.queryId, action.text)
-          break
-        case "Send": {
-          const sent = yield* replies.send(incoming, action.text, action)
-          if (action.isRatioKeyboard === true && state._tag === "WaitingAspectRatio") {
-            state = { ...state, keyboardMessageId: sent.message_id }
-          }
-          break
-        }
-        case "RemoveKeyboard":
-          yield* replies.removeKeyboard(incoming.chatId, action.messageId)
-          break
-        case "StartGeneration": {
-          const started = yield* requests.start(incoming, lang, action.prompt, action.aspectRatio, context.updateId)
-          if (Option.isNone(started)) state = before
-          else if (action.keyboardMessageId !== undefined) {
-            yield* replies.removeKeyboard(incoming.chatId, action.keyboardMessageId)
-          }
-          break
-        }
-        case "RepeatGeneration":
-          yield* requests.repeat(incoming, lang, action, context.updateId)
-          break
-      }
-    }
-    const session = { state, lang, lastUpdateId: context.updateId }
+    for (const action of decided.actions) state = yield* run(action, incoming, lang, context.updateId, state, before)
+    const session = { state, lang, lastUpdateId: context.updateId, model: decided.model ?? chosenModel }
     yield* orRetrySql(sessions.save(incoming.chatId, incoming.from.id, session))
   })
 

@@ -56,14 +56,58 @@ const repliedOf = (message: Message | undefined): RepliedMessage | undefined => 
 const topicOf = (message: Message | undefined): number | undefined =>
   message?.is_topic_message === true ? message.message_thread_id : undefined
 
+/** Telegram's limit on files a bot may download with getFile (as `telegram/TelegramFiles.ts`). */
+const BOT_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+
+/** The picture a message carries: a photo's largest size, or an image sent as a file. */
+export const pictureOf = (
+  message: Pick<Message, "photo" | "document">
+): { readonly fileId: string; readonly size: number | undefined } | undefined => {
+  const largest = message.photo?.at(-1)
+  if (largest !== undefined) return { fileId: largest.file_id, size: largest.file_size }
+  const document = message.document
+  if (document !== undefined && /^image\/(jpeg|png|webp)$/i.test(document.mime_type ?? "")) {
+    return { fileId: document.file_id, size: document.file_size }
+  }
+  return undefined
+}
+
+/** A text: a command, an edit of the bot's picture it replies to, or plain text. */
+const textInput = (message: Message, text: string): ChatInput => {
+  const command = parseCommand(text)
+  if (command !== undefined) return { _tag: "Command", command: command.command }
+  const replied = repliedOf(message)
+  const picture = replied?.from?.is_bot === true ? pictureOf(replied) : undefined
+  return picture === undefined
+    ? { _tag: "Text", text }
+    : { _tag: "Text", text, editsMessageId: replied!.message_id, repliedFileIds: [picture.fileId] }
+}
+
+const inputOf = (message: Message): ChatInput => {
+  if (message.text !== undefined) return textInput(message, message.text)
+  const picture = pictureOf(message)
+  if (picture === undefined) return { _tag: "NonText" }
+  return {
+    _tag: "Photo",
+    fileIds: [picture.fileId],
+    // In a group the caption may name the bot ("@zimage_bot make it blue"): the instruction is the rest.
+    caption: message.caption?.replace(MENTION, " ").trim(),
+    tooBig: picture.size !== undefined && picture.size > BOT_DOWNLOAD_LIMIT,
+    mediaGroupId: message.media_group_id
+  }
+}
+
+/** `@username` in a caption. */
+const MENTION = /@([A-Za-z0-9_]{5,64})\b/g
+
+/** The bot a photo's caption names, if any (how a group member speaks to the bot with a photo). */
+const mentionedIn = (caption: string | undefined): string | undefined =>
+  caption === undefined ? undefined : [...caption.matchAll(MENTION)][0]?.[1]
+
 const fromMessage = (message: Message, from: User): Incoming => {
   const text = message.text
   const command = text === undefined ? undefined : parseCommand(text)
-  const input: ChatInput = text === undefined
-    ? { _tag: "NonText" }
-    : command !== undefined
-    ? { _tag: "Command", command: command.command }
-    : { _tag: "Text", text }
+  const input = inputOf(message)
   return {
     chatId: message.chat.id,
     chatType: message.chat.type,
@@ -71,7 +115,7 @@ const fromMessage = (message: Message, from: User): Incoming => {
     input,
     threadId: topicOf(message),
     userMessageId: message.message_id,
-    addressedTo: command?.bot,
+    addressedTo: command?.bot ?? (input._tag === "Photo" ? mentionedIn(message.caption) : undefined),
     repliesTo: repliedOf(message)?.from
   }
 }

@@ -19,6 +19,10 @@
  * | `idle`                 | null      | null                          |
  * | `waiting_prompt`       | null      | null                          |
  * | `waiting_aspect_ratio` | the text  | the ratio keyboard, if sent   |
+ * | `waiting_edit`         | null      | null; `edit_file_ids` the photos |
+ *
+ * `model` (since migration 0011) is the user's last chosen model, kept
+ * whatever the state, so "🖼 Новая картинка" draws with it again.
  */
 import { Context, DateTime, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
@@ -55,12 +59,30 @@ export const migrationPerUser = ddl(
   `ALTER TABLE chat_sessions ADD PRIMARY KEY (chat_id, user_id)`
 )
 
+/**
+ * Migration 0011 (part): the user's chosen model, and the photos of an edit
+ * waiting for its instruction (a photo sent without a caption).
+ */
+export const migrationModels = ddl(
+  `ALTER TABLE chat_sessions ADD COLUMN model text`,
+  `ALTER TABLE chat_sessions ADD COLUMN edit_file_ids jsonb`,
+  `ALTER TABLE chat_sessions ADD COLUMN edit_media_group_id text`,
+  `ALTER TABLE chat_sessions DROP CONSTRAINT chat_sessions_state_check`,
+  `ALTER TABLE chat_sessions ADD CONSTRAINT chat_sessions_state_check
+    CHECK (state IN ('idle', 'waiting_prompt', 'waiting_aspect_ratio', 'waiting_edit'))`,
+  `ALTER TABLE chat_sessions ADD CONSTRAINT chat_sessions_edit_check
+    CHECK (state <> 'waiting_edit' OR edit_file_ids IS NOT NULL)`
+)
+
 const Row = Schema.Struct({
-  state: Schema.Literals(["idle", "waiting_prompt", "waiting_aspect_ratio"]),
+  state: Schema.Literals(["idle", "waiting_prompt", "waiting_aspect_ratio", "waiting_edit"]),
   prompt: Schema.NullOr(Schema.String),
   keyboard_message_id: Schema.NullOr(Int8),
   lang: Schema.Literals(["ru", "en"]),
-  last_update_id: Int8
+  last_update_id: Int8,
+  model: Schema.NullOr(Schema.String),
+  edit_file_ids: Schema.NullOr(Schema.Array(Schema.String)),
+  edit_media_group_id: Schema.NullOr(Schema.String)
 })
 const decodeRow = Schema.decodeUnknownEffect(Row)
 
@@ -70,6 +92,8 @@ export interface ChatSession {
   readonly lang: Lang
   /** The last update whose handling completed. */
   readonly lastUpdateId: number
+  /** The model the user last chose (`zimage:model:<id>`), if any. */
+  readonly model?: string | null | undefined
 }
 
 const toState = (row: typeof Row.Type): ChatState => {
@@ -80,17 +104,33 @@ const toState = (row: typeof Row.Type): ChatState => {
       return { _tag: "WaitingPrompt" }
     case "waiting_aspect_ratio":
       return { _tag: "WaitingAspectRatio", prompt: row.prompt ?? "", keyboardMessageId: row.keyboard_message_id }
+    case "waiting_edit":
+      return { _tag: "WaitingEdit", fileIds: row.edit_file_ids ?? [], mediaGroupId: row.edit_media_group_id }
   }
 }
 
 const columnsOf = (state: ChatState) => {
   switch (state._tag) {
     case "Idle":
-      return { state: "idle", prompt: null, keyboardMessageId: null }
+      return { state: "idle", prompt: null, keyboardMessageId: null, editFileIds: null, editGroup: null }
     case "WaitingPrompt":
-      return { state: "waiting_prompt", prompt: null, keyboardMessageId: null }
+      return { state: "waiting_prompt", prompt: null, keyboardMessageId: null, editFileIds: null, editGroup: null }
     case "WaitingAspectRatio":
-      return { state: "waiting_aspect_ratio", prompt: state.prompt, keyboardMessageId: state.keyboardMessageId }
+      return {
+        state: "waiting_aspect_ratio",
+        prompt: state.prompt,
+        keyboardMessageId: state.keyboardMessageId,
+        editFileIds: null,
+        editGroup: null
+      }
+    case "WaitingEdit":
+      return {
+        state: "waiting_edit",
+        prompt: null,
+        keyboardMessageId: null,
+        editFileIds: JSON.stringify(state.fileIds),
+        editGroup: state.mediaGroupId
+      }
   }
 }
 
@@ -114,7 +154,8 @@ export class ChatSessions extends Context.Service<ChatSessions, {
       const sql = yield* SqlClient
 
       const get = (chatId: number, userId: number) =>
-        sql`SELECT state, prompt, keyboard_message_id, lang, last_update_id FROM chat_sessions
+        sql`SELECT state, prompt, keyboard_message_id, lang, last_update_id, model, edit_file_ids,
+          edit_media_group_id FROM chat_sessions
           WHERE chat_id = ${chatId} AND user_id = ${userId}`
           .pipe(
             Effect.flatMap((rows) =>
@@ -122,7 +163,12 @@ export class ChatSessions extends Context.Service<ChatSessions, {
                 ? Effect.succeed(Option.none<ChatSession>())
                 : decodeRow(rows[0]).pipe(
                   Effect.map((row) =>
-                    Option.some<ChatSession>({ state: toState(row), lang: row.lang, lastUpdateId: row.last_update_id })
+                    Option.some<ChatSession>({
+                      state: toState(row),
+                      lang: row.lang,
+                      lastUpdateId: row.last_update_id,
+                      model: row.model
+                    })
                   ),
                   Effect.orDie
                 )
@@ -134,11 +180,16 @@ export class ChatSessions extends Context.Service<ChatSessions, {
           const at = DateTime.toDateUtc(yield* DateTime.now)
           const columns = columnsOf(session.state)
           yield* sql`
-            INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at)
+            INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at,
+              model, edit_file_ids, edit_media_group_id)
             VALUES (${chatId}, ${userId}, ${columns.state}, ${columns.prompt}, ${columns.keyboardMessageId},
-              ${session.lang}, ${session.lastUpdateId}, ${at})
+              ${session.lang}, ${session.lastUpdateId}, ${at}, ${session.model ?? null}, ${columns.editFileIds}::jsonb,
+              ${columns.editGroup})
             ON CONFLICT (chat_id, user_id) DO UPDATE SET
               state = EXCLUDED.state,
+              model = coalesce(EXCLUDED.model, chat_sessions.model),
+              edit_file_ids = EXCLUDED.edit_file_ids,
+              edit_media_group_id = EXCLUDED.edit_media_group_id,
               prompt = EXCLUDED.prompt,
               keyboard_message_id = EXCLUDED.keyboard_message_id,
               lang = EXCLUDED.lang,

@@ -9,7 +9,8 @@
  * failed generation's one retry.
  *
  * Every way to start one (ratio button, "🔁 Ещё вариант", "🔄 Попробовать
- * снова") goes through `start`, so every one counts against the limits. A
+ * снова", a photo to edit, a reply to a delivered picture) goes through
+ * `start`, so every one counts against the limits. A
  * refusal is counted in `zimage_generations_refused_total` by reason; the
  * first refusal by the global budget in a UTC day is also one ERROR line
  * (`[BUDGET]`), so an operator hears of it once, not once per request.
@@ -23,6 +24,19 @@ import { type ChatReplies, type ChatUnreachable, orRetrySql, type ReplyTarget } 
 import { type AspectRatio, type Lang, t } from "../texts/Messages.ts"
 import { generationsRefused } from "../observability/Metrics.ts"
 
+/** What to make: the prompt, the ratio and model, and for an edit its pictures. */
+export interface Request {
+  readonly prompt: string
+  readonly aspectRatio: AspectRatio
+  readonly model: string
+  /** An edit's pictures as Telegram files (uploaded to Kie by the engine). */
+  readonly inputFileIds?: ReadonlyArray<string> | undefined
+  /** An edit's pictures already where Kie can fetch them. */
+  readonly inputUrls?: ReadonlyArray<string> | undefined
+  /** The album an edit's photos came in (its later photos join it). */
+  readonly mediaGroupId?: string | undefined
+}
+
 /** Starting generations from the chat. */
 export interface GenerationRequests {
   /**
@@ -32,8 +46,7 @@ export interface GenerationRequests {
   readonly start: (
     incoming: Incoming,
     lang: Lang,
-    prompt: string,
-    aspectRatio: AspectRatio,
+    request: Request,
     updateId: number
   ) => Effect.Effect<Option.Option<Generation>, ChatUnreachable | UpdateHandlerError>
   /** "🔁 Ещё вариант" (after a delivered one) or "🔄 Попробовать снова" (after a failed one). */
@@ -55,8 +68,7 @@ export const makeGenerationRequests = (
   const start = Effect.fn("ChatFlow.startGeneration")(function*(
     incoming: Incoming,
     lang: Lang,
-    prompt: string,
-    aspectRatio: AspectRatio,
+    request: Request,
     updateId: number
   ) {
     const result = yield* generations.create(
@@ -64,8 +76,7 @@ export const makeGenerationRequests = (
         userId: incoming.from.id,
         chatId: incoming.chatId,
         lang,
-        prompt,
-        aspectRatio,
+        ...request,
         sourceUpdateId: updateId,
         threadId: incoming.threadId
       },
@@ -119,7 +130,15 @@ export const makeGenerationRequests = (
       }
     }
     yield* replies.answer(action.queryId)
-    const started = yield* start(incoming, lang, usable.value.prompt, usable.value.aspectRatio, updateId)
+    // The same model, and for an edit the same pictures (uploaded already, when they were).
+    const g = usable.value
+    const started = yield* start(incoming, lang, {
+      prompt: g.prompt,
+      aspectRatio: g.aspectRatio,
+      model: g.model,
+      inputFileIds: g.inputFileIds.length > 0 ? g.inputFileIds : undefined,
+      inputUrls: g.inputUrls ?? undefined
+    }, updateId)
     if (Option.isSome(started) && action.mode === "retry") {
       yield* orRetrySql(generations.markRetried(usable.value.id, started.value.id))
       // The failure message's retry button has done its job.

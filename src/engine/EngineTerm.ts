@@ -27,8 +27,11 @@ import { Cause, Duration, Effect, FiberMap, FiberSet, Queue, Schedule, type Scop
 /** The loops that can be woken before their longest sleep is over. */
 export type WakeUp = "submit" | "poll" | "sweep"
 
-/** Where one submission of this term stands. */
-export type SubmissionPhase = "waiting" | "sending"
+/**
+ * Where one submission of this term stands: waiting for a budget slot, with
+ * the createTask request out, or (an edit) uploading its pictures first.
+ */
+export type SubmissionPhase = "waiting" | "sending" | "uploading"
 
 /** The shared state of one term (see the module doc). */
 export interface EngineTerm {
@@ -52,7 +55,7 @@ export interface EngineTerm {
   readonly polls: FiberSet.FiberSet
   /** createTask requests of this term, keyed by generation id. */
   readonly submissionFibers: FiberMap.FiberMap<string>
-  /** Generations this term is submitting: waiting for a budget slot, or with the request out. */
+  /** Generations this term is submitting: uploading, waiting for a budget slot, or with the request out. */
   readonly submissions: Map<string, SubmissionPhase>
   /** True once the term is ending: no new job or createTask starts. */
   readonly draining: () => boolean

@@ -104,7 +104,7 @@ export const make = (
           failMsg,
           message: `Kie task ${state.taskId} failed: ${state.failCode} ${failMsg}`.trim().slice(0, 500)
         })
-        yield* notices.fail(g, "KieTaskFailed", error.message, error.userReason[g.lang])
+        yield* notices.fail(g, "KieTaskFailed", `model ${g.model}: ${error.message}`, error.userReason[g.lang])
       })
 
     const pollOne = Effect.fn("Engine.poll")(function*(g: Generation) {

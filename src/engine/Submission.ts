@@ -34,6 +34,9 @@ import { Kie, type KieCreateTaskError, type KieError } from "../kie/Kie.ts"
 import * as KieRateBudget from "../kie/KieRateBudget.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
+import { Telegram } from "../telegram/Telegram.ts"
+import { makeEditInputs } from "./EditInputs.ts"
+import { t } from "../texts/Messages.ts"
 import type { AccountPause } from "./AccountPause.ts"
 import { bookkeeping, logState } from "./Bookkeeping.ts"
 import type { EngineTerm } from "./EngineTerm.ts"
@@ -60,6 +63,15 @@ const ACCOUNT_PROBLEMS = new Set<KieError["_tag"]>([
   "KieFeatureDisabled"
 ])
 
+/**
+ * What the user is told: a refused field other than the prompt (a picture,
+ * a ratio) is the model refusing the request, not the words.
+ */
+const userReasonOf = (g: Generation, error: KieCreateTaskError): string =>
+  error._tag === "KieValidationFailed" && /input\.(?!prompt)\w+|image|url/i.test(error.message)
+    ? t(g.lang).kieReasons.refusedField
+    : error.userReason[g.lang]
+
 /** One createTask call: whether its row was marked `submitting` (logged once), and its send number. */
 interface SendingState {
   announced: boolean
@@ -84,11 +96,12 @@ export const make = (
     readonly notices: Pick<FailureNotices, "fail">
     readonly sweep: Pick<Sweep, "expire">
   }
-): Effect.Effect<Submission, never, AppConfig | Generations | Kie | KieRateBudget.KieRateBudget> =>
+): Effect.Effect<Submission, never, AppConfig | Generations | Kie | KieRateBudget.KieRateBudget | Telegram> =>
   Effect.gen(function*() {
     const config = yield* AppConfig
     const generations = yield* Generations
     const kie = yield* Kie
+    const editInputs = makeEditInputs(yield* Telegram, kie, generations)
     const budget = yield* KieRateBudget.KieRateBudget
     const { notices, pause, sweep } = parts
 
@@ -146,7 +159,15 @@ export const make = (
           return
         }
         const from = sending.announced ? "submitting" : "queued"
-        yield* notices.fail(g, error._tag, error.message, error.userReason[g.lang], "failed", from)
+        // The operator's log names the model (Kie's 422 and our own check name the field).
+        yield* notices.fail(
+          g,
+          error._tag,
+          `model ${g.model}: ${error.message}`,
+          userReasonOf(g, error),
+          "failed",
+          from
+        )
         if (ACCOUNT_PROBLEMS.has(error._tag)) yield* pause.pauseAccount(error, stale)
         else if (error._tag === "KieUnexpectedResponse" && !stale) yield* pause.pauseTransient(error)
       })
@@ -154,9 +175,18 @@ export const make = (
     const submit = Effect.fn("Engine.submit")(function*(g: Generation, entered: Deferred.Deferred<void>) {
       yield* Effect.annotateCurrentSpan("generation_id", g.id)
       const sending: SendingState = { announced: false, number: 0 }
+      // An edit's pictures first: a stored step, done once (see EditInputs).
+      const images = yield* Effect.result(editInputs.prepare(g))
+      if (images._tag === "Failure") {
+        const error = images.failure
+        yield* notices.fail(g, error.code, error.message, error.reason, "failed", "queued")
+        return
+      }
       const outcome = yield* Effect.result(kie.createTask<SubmissionCancelled | SqlError>({
+        model: g.model,
         prompt: g.prompt,
         aspectRatio: g.aspectRatio,
+        imageUrls: images.success,
         beforeSend: beforeSend(g, entered, sending)
       }))
       if (outcome._tag === "Success") return yield* created(g, outcome.success, sending.number)
@@ -175,6 +205,30 @@ export const make = (
       }
       yield* refused(g, error, sending)
     })
+
+    /**
+     * An edit's upload runs as a job of its own, beside the loop: a slow
+     * download or upload holds up no other submission. Once its URLs are
+     * stored the row is queued as before and the loop (woken) sends it.
+     */
+    const startUpload = (g: Generation) =>
+      Effect.gen(function*() {
+        term.submissions.set(g.id, "uploading")
+        yield* term.startJob(
+          `upload of generation ${g.id}`,
+          Effect.gen(function*() {
+            const images = yield* Effect.result(editInputs.prepare(g))
+            if (images._tag === "Failure") {
+              const error = images.failure
+              yield* notices.fail(g, error.code, error.message, error.reason, "failed", "queued")
+            }
+          }).pipe(
+            Effect.ensuring(Effect.sync(() => term.submissions.delete(g.id))),
+            Effect.ensuring(term.wake("submit"))
+          )
+        )
+        if (term.draining()) term.submissions.delete(g.id)
+      })
 
     /** Starts `g`'s createTask and returns once it holds a budget slot (or ended). */
     const start = (g: Generation) =>
@@ -210,6 +264,10 @@ export const make = (
       if (next === undefined) return "idle"
       if (DateTime.isLessThanOrEqualTo(next.deadlineAt, yield* DateTime.now)) {
         yield* sweep.expire(next)
+        return "more"
+      }
+      if (next.inputUrls === null && next.inputFileIds.length > 0) {
+        yield* startUpload(next)
         return "more"
       }
       yield* start(next)

@@ -45,7 +45,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { counts, countSince, type GenerationCounts, inFlight, sentSince } from "./sql/count.ts"
 import { create, type GenerationLimitReached, type Limits, type NewGeneration } from "./sql/create.ts"
-import { find, findByTaskId } from "./sql/find.ts"
+import { find, findByResultMessage, findByTaskId } from "./sql/find.ts"
 import { failedUnnotified, openStatusMessages, overdue, statusesToRefresh, withStatus } from "./sql/list.ts"
 import * as Mark from "./sql/mark.ts"
 import { dueForPolling, nextPollAt, schedulePoll } from "./sql/poll.ts"
@@ -59,6 +59,7 @@ export { CHANNEL, GenerationLimitReached, type Limits, type NewGeneration } from
 export {
   migration,
   migrationCreatedAt,
+  migrationEdits,
   migrationEngine,
   migrationRetries,
   migrationSentAt,
@@ -78,6 +79,23 @@ export interface GenerationsShape {
   readonly find: (id: string) => Effect.Effect<Option.Option<Generation>, SqlError>
   /** The generation Kie knows as `taskId`, if any. */
   readonly findByTaskId: (taskId: string) => Effect.Effect<Option.Option<Generation>, SqlError>
+  /** The generation whose delivered picture (or original) is message `messageId` in `chatId`. */
+  readonly findByResultMessage: (
+    chatId: number,
+    messageId: number
+  ) => Effect.Effect<Option.Option<Generation>, SqlError>
+  /**
+   * A later photo of album `mediaGroupId` joins the user's edit it started
+   * (queued, not uploaded yet), up to `max` pictures.
+   */
+  readonly joinAlbum: (
+    userId: number,
+    mediaGroupId: string,
+    fileId: string,
+    max: number
+  ) => Effect.Effect<"joined" | "full" | "none", SqlError>
+  /** An edit's pictures were uploaded to `urls` (once; false if already set or no longer queued). */
+  readonly setInputUrls: (id: string, urls: ReadonlyArray<string>) => Effect.Effect<boolean, SqlError>
   /** Records the chat's status message and the text it shows. */
   readonly setStatusMessage: (id: string, messageId: number, text: string) => Effect.Effect<void, SqlError>
   /** Records the text last shown in the status message. */
@@ -182,6 +200,9 @@ const make = Effect.gen(function*() {
     }),
     find: (id) => find(sql, id),
     findByTaskId: (taskId) => findByTaskId(sql, taskId),
+    findByResultMessage: (chatId, messageId) => findByResultMessage(sql, chatId, messageId),
+    setInputUrls: (id, urls) => Mark.setInputUrls(sql, id, urls),
+    joinAlbum: (userId, mediaGroupId, fileId, max) => Mark.joinAlbum(sql, userId, mediaGroupId, fileId, max),
     setStatusMessage: (id, messageId, text) => SetMessage.setStatusMessage(sql, id, messageId, text),
     setStatusText: (id, text) => SetMessage.setStatusText(sql, id, text),
     nextQueued: (limit, excluding) => nextQueued(sql, limit, excluding),

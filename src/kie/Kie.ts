@@ -35,12 +35,14 @@ import { type CreateTask, makeCreateTask } from "./KieCreateTask.ts"
 import type { KieCreateTaskError, KieError, KieGetTaskError } from "./KieErrors.ts"
 import { makeKieHttp } from "./KieHttp.ts"
 import { makeRecordInfo } from "./KieRecordInfo.ts"
+import { makeUploadFile, type UploadFile } from "./KieUpload.ts"
 import type { TaskState } from "./KieSchema.ts"
 
 export * from "./KieErrors.ts"
 export * from "./KieSchema.ts"
 export type { CreateTaskRequest } from "./KieCreateTask.ts"
 export { kieRetryPolicy } from "./KieRetry.ts"
+export { KieUploadFailed } from "./KieUpload.ts"
 
 /** The Kie.ai client. */
 export interface KieShape {
@@ -56,16 +58,24 @@ export interface KieShape {
    * revealed for the attempt's `ref`, if it did create a task.
    */
   readonly recoverTask: (ref: string) => Effect.Effect<Option.Option<string>>
+  /** Uploads a picture to Kie's file API (KIE_UPLOAD_BASE_URL); its URL, for an editing model. */
+  readonly uploadFile: UploadFile
 }
 
 /** The client on the `HttpClient` it is given. */
 export const make = Effect.gen(function*() {
   const callbacks = yield* KieCallbacks
+  const config = yield* AppConfig
   const http = yield* makeKieHttp
   const createTask = yield* makeCreateTask(http)
   const recoverTask = (ref: string) =>
     callbacks.findTaskIdByRef(ref).pipe(Effect.catch(() => Effect.succeed(Option.none<string>())))
-  return Kie.of({ createTask, getTaskOnce: makeRecordInfo(http), recoverTask })
+  return Kie.of({
+    createTask,
+    getTaskOnce: makeRecordInfo(http),
+    recoverTask,
+    uploadFile: makeUploadFile(http, config)
+  })
 })
 
 /** The `Kie` service. */

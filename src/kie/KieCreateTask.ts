@@ -40,15 +40,22 @@ import {
 import { counted, type KieHttp, parseJson } from "./KieHttp.ts"
 import { KieRateBudget } from "./KieRateBudget.ts"
 import { retryRetryable } from "./KieRetry.ts"
-import { AspectRatio, clip, decodeCreateTaskBody, MAX_PROMPT_LENGTH, MODEL } from "./KieSchema.ts"
+import { decodeCreateTaskBody, MODEL } from "./KieSchema.ts"
+import { findModel, modelInput } from "./ModelCatalog.ts"
+import type { AspectRatio } from "../texts/Messages.ts"
 
 /** Kie's createTask endpoint, below KIE_BASE_URL. */
 export const CREATE_TASK_PATH = "/api/v1/jobs/createTask"
 
 /** One createTask call. */
 export interface CreateTaskRequest<E = never> {
+  /** A model id of the catalog (`ModelCatalog.ts`); Z-Image when left out. */
+  readonly model?: string | undefined
   readonly prompt: string
-  readonly aspectRatio: AspectRatio
+  /** A ratio the model offers; `auto` (or none) lets the model decide. */
+  readonly aspectRatio: AspectRatio | undefined
+  /** The pictures an editing model works on (URLs Kie can fetch, e.g. from Kie's upload API). */
+  readonly imageUrls?: ReadonlyArray<string> | undefined
   /**
    * Where Kie should POST the result. By default `PUBLIC_URL/kie/callback?ref=…`
    * in webhook mode and none in polling mode.
@@ -68,23 +75,28 @@ export interface CreateTaskRequest<E = never> {
 /** A createTask call: the task id, or why there is none. */
 export type CreateTask = <E = never>(request: CreateTaskRequest<E>) => Effect.Effect<string, KieCreateTaskError | E>
 
-const characters = (s: string) => [...s].length
-
-/** Kie's own rules for the input, checked before anything is sent. */
+/**
+ * The createTask `input` for `request`, built from the model's catalog entry
+ * and checked with its Schema: a shape the model would refuse is a
+ * `KieValidationFailed` naming the model and the field, and nothing is sent.
+ */
 export const validate = (
-  request: Pick<CreateTaskRequest, "prompt" | "aspectRatio">
-): Effect.Effect<void, KieValidationFailed> => {
-  const length = characters(request.prompt)
-  const problem = request.prompt.trim() === ""
-    ? "the prompt is empty"
-    : length > MAX_PROMPT_LENGTH
-    ? `the prompt has ${length} characters, Kie accepts at most ${MAX_PROMPT_LENGTH}`
-    : !(AspectRatio.literals as ReadonlyArray<string>).includes(request.aspectRatio)
-    ? `aspect ratio ${clip(String(request.aspectRatio), 20)} is not one of ${AspectRatio.literals.join(", ")}`
-    : undefined
-  return problem === undefined
-    ? Effect.void
-    : Effect.fail(new KieValidationFailed({ operation: "createTask", message: `createTask not sent: ${problem}` }))
+  request: Pick<CreateTaskRequest, "model" | "prompt" | "aspectRatio" | "imageUrls">,
+  nsfwChecker = true
+): Effect.Effect<Readonly<Record<string, unknown>>, KieValidationFailed> => {
+  const id = request.model ?? MODEL
+  const model = findModel(id)
+  if (model === undefined) {
+    return Effect.fail(
+      new KieValidationFailed({ operation: "createTask", message: `createTask not sent: unknown model ${id}` })
+    )
+  }
+  return modelInput(model, {
+    prompt: request.prompt,
+    aspectRatio: request.aspectRatio,
+    imageUrls: request.imageUrls ?? [],
+    nsfwChecker
+  })
 }
 
 /** A registry write that may fail: logged, and the call goes on (polling works without it). */
@@ -158,7 +170,7 @@ export const makeCreateTask = (
     const attemptOnce = makeAttempt(http, budget)
 
     const createTask: CreateTask = Effect.fn("Kie.createTask")(function*<E>(request: CreateTaskRequest<E>) {
-      yield* validate(request)
+      const input = yield* validate(request, config.kieNsfwChecker)
       const ref = yield* callbacks.newRef
       const ourCallBackUrl = Option.getOrUndefined(
         Option.map(config.publicUrl, (base) => `${base}${CALLBACK_PATH}?ref=${ref}`)
@@ -166,13 +178,9 @@ export const makeCreateTask = (
       const callBackUrl = request.callBackUrl ?? ourCallBackUrl
       const recoverable = request.callBackUrl === undefined && ourCallBackUrl !== undefined
       const body = {
-        model: MODEL,
+        model: request.model ?? MODEL,
         ...(callBackUrl === undefined ? {} : { callBackUrl }),
-        input: {
-          prompt: request.prompt,
-          aspect_ratio: request.aspectRatio,
-          nsfw_checker: config.kieNsfwChecker
-        }
+        input
       }
       // The registry row lets a callback be matched to this attempt even if
       // the answer is lost. Not essential: polling still works without it.

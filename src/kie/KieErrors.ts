@@ -227,11 +227,19 @@ export class KieTaskFailed extends kieError<KieTaskFailed>()(
   {
     retryable: false,
     reasonForUser: (self) => {
+      if (NSFW.test(self.failMsg)) return "nsfw"
+      if (IMAGE_UNAVAILABLE.test(self.failMsg)) return "imageUnavailable"
       const detail = safeFailMessage(self.failMsg)
       return detail === undefined ? "generationFailed" : { failedWith: detail }
     }
   }
 ) {}
+
+/** A failMsg saying the content filter refused the task. */
+const NSFW = /nsfw|sensitive content|inappropriate|moderation/i
+/** A failMsg saying an input picture could not be fetched (an expired upload or result URL). */
+const IMAGE_UNAVAILABLE =
+  /(image|file|url|picture).{0,40}(expired|not (found|accessible|available)|unable|fail(ed)? to (download|fetch|load))|(download|fetch)(ing)? .{0,20}(image|file).{0,20}fail/i
 
 /** Any error of a Kie call. */
 export type KieError =

@@ -121,7 +121,7 @@ export const scrubKey = (apiKey: string) => (text: string): string =>
  * `rate_limited`, `create_task_uncertain`, …). Each retry is a request of its
  * own; a request refused before sending (validation) is not counted.
  */
-export const counted = <A, E>(method: "createTask" | "recordInfo", request: Effect.Effect<A, E>) =>
+export const counted = <A, E>(method: "createTask" | "recordInfo" | "upload", request: Effect.Effect<A, E>) =>
   request.pipe(Effect.onExit(Metrics.countExit(Metrics.kieCalls, method, "Kie")))
 
 /** Kie's HTTP side, as the calls use it. */

@@ -46,9 +46,6 @@ export const AspectRatio = Schema.Literals(ASPECT_RATIOS)
 /** One of `ASPECT_RATIOS`. */
 export type AspectRatio = typeof AspectRatio.Type
 
-/** Kie's documented limit for `input.prompt`, in characters. */
-export const MAX_PROMPT_LENGTH = 1000
-
 /** The Kie model every task is created with. */
 export const MODEL = "z-image"
 

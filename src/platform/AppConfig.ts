@@ -66,6 +66,16 @@ export interface AppConfigShape {
   readonly httpHost: string
   readonly workers: number
   readonly singleModelOnly: boolean
+  /**
+   * Kie model ids offered for text-to-image, in button order (MODELS, default
+   * `z-image`). Checked against the catalog at startup (`kie/ModelCatalog.ts`,
+   * by `Launcher.ts`, since this module cannot see it).
+   */
+  readonly models: ReadonlyArray<string>
+  /** The model a photo is edited with (EDIT_MODEL); `None` when editing is off. */
+  readonly editModel: Option.Option<string>
+  /** Kie's file upload API root (KIE_UPLOAD_BASE_URL), where a photo to edit is uploaded. */
+  readonly kieUploadBaseUrl: string
   readonly logLevel: LogLevelName
   readonly logFormat: LogFormat
   readonly instanceId: string
@@ -246,6 +256,37 @@ export const parseWebhookSecret = (s: string): Parsed<Redacted.Redacted<string>>
     ? ok(Redacted.make(s))
     : bad(`must be at least ${MIN_WEBHOOK_SECRET_LENGTH} characters long (a random value, e.g. Render's generateValue)`)
 
+const MODEL_ID = /^[a-z0-9][a-z0-9._/-]{0,50}$/i
+
+/** `z-image, google/nano-banana` → the ids, in order, without repeats; at least one. */
+export const parseModelIds = (s: string): Parsed<ReadonlyArray<string>> => {
+  const ids = [...new Set(s.split(",").map((part) => part.trim()).filter((part) => part.length > 0))]
+  return ids.length > 0 && ids.every((id) => MODEL_ID.test(id))
+    ? ok(ids)
+    : bad("must be a comma-separated list of Kie model ids (e.g. z-image,google/nano-banana)")
+}
+
+/**
+ * EDIT_MODEL: unset means `google/nano-banana-edit`; `off`, or set to empty
+ * in the process environment, turns editing off. The one variable where "set
+ * but empty" differs from unset (the contract says so); Effect's config
+ * reads an empty value as missing, hence the look at `process.env` itself.
+ */
+const editModelSetting: Effect.Effect<Option.Option<string>, ConfigInvalid> = Effect.gen(function*() {
+  const value = yield* raw("EDIT_MODEL")
+  if (Option.isNone(value)) {
+    const setEmpty = process.env.EDIT_MODEL !== undefined && process.env.EDIT_MODEL.trim() === ""
+    return setEmpty ? Option.none() : Option.some("google/nano-banana-edit")
+  }
+  if (value.value.toLowerCase() === "off") return Option.none()
+  return yield* decode(
+    "EDIT_MODEL",
+    value.value,
+    (s) =>
+      MODEL_ID.test(s) ? ok(Option.some(s)) : bad("must be one Kie model id, or empty (or off) to turn editing off")
+  )
+})
+
 /** `123456:ABC-def_...`, as issued by @BotFather. */
 export const parseBotToken = (s: string): Parsed<Redacted.Redacted<string>> =>
   /^\d+:[A-Za-z0-9_-]+$/.test(s)
@@ -415,6 +456,9 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("zim
       httpHost: yield* withDefault("HOST", "0.0.0.0", ok),
       workers: yield* withDefault("WORKERS", 8, parseInteger(1, 256)),
       singleModelOnly: yield* withDefault("SINGLE_MODEL_ONLY", true, parseBoolean),
+      models: yield* withDefault("MODELS", ["z-image"], parseModelIds),
+      editModel: yield* editModelSetting,
+      kieUploadBaseUrl: yield* withDefault("KIE_UPLOAD_BASE_URL", "https://kieai.redpandaai.co", parseHttpUrl),
       logLevel: yield* withDefault("LOG_LEVEL", "info", parseLogLevel),
       logFormat: yield* withDefault("LOG_FORMAT", process.stdout.isTTY ? "pretty" : "json", parseLogFormat),
       instanceId,

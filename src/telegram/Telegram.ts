@@ -25,6 +25,7 @@ import { AppConfig } from "../platform/AppConfig.ts"
 import * as BlockedChats from "./BlockedChats.ts"
 import { type Call, makeCall, type RawApi } from "./BotApiCall.ts"
 import { makeSendGate } from "./SendGate.ts"
+import { makeDownloadFile, type TelegramFileUnavailable } from "./TelegramFiles.ts"
 import type { TelegramBadRequest, TelegramError } from "./TelegramErrors.ts"
 import { UpdateEnvelope } from "./TelegramUpdate.ts"
 import * as WebhookFingerprint from "./WebhookFingerprint.ts"
@@ -44,6 +45,7 @@ export {
   TelegramUnauthorized
 } from "./TelegramErrors.ts"
 export type { AllowedUpdates, WebhookSpec } from "./WebhookFingerprint.ts"
+export { BOT_DOWNLOAD_LIMIT, TelegramFileUnavailable } from "./TelegramFiles.ts"
 
 /** Extra time a long poll gets beyond its own `timeout`. */
 export const LONG_POLL_MARGIN = Duration.seconds(10)
@@ -114,6 +116,11 @@ export interface TelegramShape {
   readonly sendDocument: (params: Opts<"sendDocument">) => Effect.Effect<Message.DocumentMessage, TelegramError>
   readonly sendChatAction: (params: Opts<"sendChatAction">) => Effect.Effect<void, TelegramError>
   readonly deleteMessage: (params: Opts<"deleteMessage">) => Effect.Effect<void, TelegramError>
+  /**
+   * The bytes of a file a user sent (getFile, then the download), at most
+   * 20 MB. The file URL carries the token and never leaves this call.
+   */
+  readonly downloadFile: (fileId: string) => Effect.Effect<Uint8Array, TelegramError | TelegramFileUnavailable>
   /** Whether sends to this chat are short-circuited. A database failure reads as "not blocked". */
   readonly isBlocked: (chatId: number) => Effect.Effect<boolean>
   /**
@@ -253,6 +260,12 @@ const make = Effect.gen(function*() {
     ...bot,
     ...chatMethods(call, config.telegramRequestTimeout),
     ensureWebhook,
+    downloadFile: makeDownloadFile(
+      call,
+      config.telegramApiRoot,
+      config.telegramBotToken,
+      config.telegramRequestTimeout
+    ),
     isBlocked: blockedChats.isBlocked,
     markUnblocked: blockedChats.markUnblocked
   })

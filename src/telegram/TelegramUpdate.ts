@@ -51,8 +51,27 @@ export type Chat = typeof Chat.Type
 /** A formatting entity of a message's text (a command, a link...). */
 export const MessageEntity = open({ type: Schema.String, offset: Schema.Int, length: Schema.Int })
 
+/** One size of a photo: `message.photo` lists them smallest first. */
+export const PhotoSize = open({
+  file_id: Schema.String,
+  width: Schema.Int,
+  height: Schema.Int,
+  file_size: optional(Schema.Int)
+})
+export type PhotoSize = typeof PhotoSize.Type
+
+/** A file sent as a document (a photo "as a file" comes this way, with an image MIME type). */
+export const Document = open({
+  file_id: Schema.String,
+  file_name: optional(Schema.String),
+  mime_type: optional(Schema.String),
+  file_size: optional(Schema.Int)
+})
+export type Document = typeof Document.Type
+
 /**
- * The message a message replies to, as far as the bot needs it: whose it is.
+ * The message a message replies to, as far as the bot needs it: whose it is,
+ * and the picture it carries (a reply to the bot's picture edits it).
  * Telegram sends it one level deep (its own `reply_to_message` is left out).
  *
  * Gotcha: in a forum topic, a message that replies to nothing still carries
@@ -62,7 +81,9 @@ export const MessageEntity = open({ type: Schema.String, offset: Schema.Int, len
 export const RepliedMessage = open({
   message_id: Schema.Int,
   from: optional(User),
-  forum_topic_created: optional(Schema.Unknown)
+  forum_topic_created: optional(Schema.Unknown),
+  photo: optional(Schema.Array(PhotoSize)),
+  document: optional(Document)
 })
 export type RepliedMessage = typeof RepliedMessage.Type
 
@@ -81,7 +102,11 @@ export const Message = open({
   reply_to_message: optional(RepliedMessage),
   text: optional(Schema.String),
   caption: optional(Schema.String),
-  entities: optional(Schema.Array(MessageEntity))
+  entities: optional(Schema.Array(MessageEntity)),
+  photo: optional(Schema.Array(PhotoSize)),
+  document: optional(Document),
+  /** Set on each message of an album (photos sent together). */
+  media_group_id: optional(Schema.String)
 })
 export type Message = typeof Message.Type
 

@@ -17,8 +17,13 @@ export const langOf = (languageCode: string | undefined | null): Lang =>
 
 /** The aspect ratios offered to users, which are the ones Z-Image accepts (`input.aspect_ratio`). */
 export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"] as const
-export type AspectRatio = typeof ASPECT_RATIOS[number]
-export const isAspectRatio = (s: string): s is AspectRatio => (ASPECT_RATIOS as ReadonlyArray<string>).includes(s)
+/**
+ * Every ratio some model of the catalog (`kie/ModelCatalog.ts`) offers, Z-Image's first; `auto` (the
+ * model keeps the shape of the picture it edits) is never a button.
+ */
+export const KNOWN_RATIOS = [...ASPECT_RATIOS, "3:2", "2:3", "5:4", "4:5", "21:9", "auto"] as const
+export type AspectRatio = typeof KNOWN_RATIOS[number]
+export const isAspectRatio = (s: string): s is AspectRatio => (KNOWN_RATIOS as ReadonlyArray<string>).includes(s)
 
 export const PROMPT_MAX_LENGTH = 1000
 
@@ -31,7 +36,9 @@ export const CallbackData = {
   /** Another picture from the same prompt and ratio as generation `id`. */
   again: (id: string) => `zimage:again:${id}`,
   /** Retry the failed generation `id` with the same prompt and ratio. */
-  retry: (id: string) => `zimage:retry:${id}`
+  retry: (id: string) => `zimage:retry:${id}`,
+  /** Choose the Kie model `id` (`kie/ModelCatalog.ts`; at most 51 characters, so within 64 bytes). */
+  model: (id: string) => `zimage:model:${id}`
 } as const
 
 export type ParsedCallback =
@@ -39,6 +46,7 @@ export type ParsedCallback =
   | { readonly _tag: "Ratio"; readonly ratio: AspectRatio }
   | { readonly _tag: "Again"; readonly generationId: string }
   | { readonly _tag: "Retry"; readonly generationId: string }
+  | { readonly _tag: "Model"; readonly modelId: string }
   | { readonly _tag: "Unknown" }
 
 /** The largest generation id: PostgreSQL's `bigint` maximum, 2^63 - 1. */
@@ -65,6 +73,8 @@ export const parseCallbackData = (data: string | undefined): ParsedCallback => {
   if (again !== null && fitsBigint(again[1]!)) return { _tag: "Again", generationId: again[1]! }
   const retry = /^zimage:retry:(\d{1,19})$/.exec(data)
   if (retry !== null && fitsBigint(retry[1]!)) return { _tag: "Retry", generationId: retry[1]! }
+  const model = /^zimage:model:([A-Za-z0-9][A-Za-z0-9._/-]{0,50})$/.exec(data)
+  if (model !== null) return { _tag: "Model", modelId: model[1]! }
   return { _tag: "Unknown" }
 }
 
@@ -107,6 +117,7 @@ const texts = {
       "2. Опишите картинку (до 1000 символов).\n" +
       "3. Выберите формат: 1:1, 16:9, 9:16, 4:3 или 3:4.\n\n" +
       "Готовая картинка придёт фото, а оригинал без сжатия — файлом.\n" +
+      "Пришлите фото с подписью, что изменить, — я его отредактирую; ответьте на мою картинку, чтобы доработать её.\n" +
       "/cancel — отменить ввод.",
     unknownCommand: "Не знаю такой команды. Нажмите /start или /help.",
     timedOut: "генерация заняла слишком много времени",
@@ -125,9 +136,35 @@ const texts = {
       generationFailed: "Не удалось сгенерировать картинку. Попробуйте ещё раз.",
       notFound: "Сервис генерации потерял эту задачу. Попробуйте ещё раз.",
       unconfirmed: "Сервис генерации не подтвердил запрос. Попробуйте через минуту.",
-      badAnswer: "Сервис генерации прислал неожиданный ответ. Попробуйте позже."
+      badAnswer: "Сервис генерации прислал неожиданный ответ. Попробуйте позже.",
+      refusedField: "Модель не приняла такой запрос (фото или параметры). Попробуйте другое фото или описание.",
+      nsfw: "Запрос отклонён фильтром содержимого. Попробуйте другое фото или описание.",
+      imageUnavailable: "Сервис генерации не смог получить фото: оно устарело. Пришлите его ещё раз."
     },
-    kieFailedWith: (detail: string) => `Не удалось сгенерировать картинку: ${detail}`
+    kieFailedWith: (detail: string) => `Не удалось сгенерировать картинку: ${detail}`,
+    welcomeModel: (name: string) =>
+      `👋 Привет! Я рисую картинки по текстовому описанию с помощью модели ${name}.\n\n` +
+      "Нажмите «🖼 Создать картинку», опишите, что хотите увидеть, и выберите формат.",
+    modelButton: (name: string) => `🖼 ${name}`,
+    modelLine: (name: string, strength: string, price: number) => `• ${name}: ${strength} (≈ $${price} за картинку)`,
+    modelStrengths: {
+      "z-image": "быстрая и самая дешёвая, фотореализм",
+      "google/nano-banana": "точно следует описанию, хорошо пишет текст",
+      "seedream/4.5-text-to-image": "яркие детальные картинки, постеры",
+      "flux-2/pro-text-to-image": "фотографии и сложные сцены",
+      "gpt-image/1.5-text-to-image": "понимает длинные описания, текст на картинке",
+      "google/imagen4-fast": "быстрая, чистый фотореализм"
+    } as Readonly<Record<string, string>>,
+    promptTooLongFor: (length: number, max: number) =>
+      `Слишком длинное описание: ${length} символов. Сократите его до ${max}.`,
+    askEdit: "Что изменить на фото? Напишите ответом на это сообщение.",
+    editOff: "Редактирование фото выключено. Опишите картинку словами.",
+    fileTooBig: "Файл больше 20 МБ: такой бот скачать не может. Пришлите фото поменьше.",
+    notAnImage: "Это не картинка. Пришлите фото (JPEG, PNG или WebP).",
+    editReasons: {
+      uploadFailed: "Не удалось передать фото сервису генерации. Попробуйте ещё раз.",
+      uploadExpired: "Фото больше недоступно. Пришлите его ещё раз."
+    }
   },
   en: {
     createButton: "🖼 Create a picture",
@@ -164,6 +201,7 @@ const texts = {
       "2. Describe the picture (up to 1000 characters).\n" +
       "3. Choose a format: 1:1, 16:9, 9:16, 4:3 or 3:4.\n\n" +
       "The picture arrives as a photo, and the uncompressed original as a file.\n" +
+      "Send a photo with a caption saying what to change and I will edit it; reply to my picture to refine it.\n" +
       "/cancel cancels the input.",
     unknownCommand: "I don't know that command. Send /start or /help.",
     timedOut: "the generation took too long",
@@ -182,9 +220,35 @@ const texts = {
       generationFailed: "The image could not be generated. Please try again.",
       notFound: "The image service lost this generation. Please try again.",
       unconfirmed: "The image service did not confirm the request. Please try again in a minute.",
-      badAnswer: "The image service sent an unexpected answer. Please try again later."
+      badAnswer: "The image service sent an unexpected answer. Please try again later.",
+      refusedField: "The model did not accept this request (the photo or a setting). Try another photo or description.",
+      nsfw: "The request was refused by the content filter. Try another photo or description.",
+      imageUnavailable: "The image service could not get the photo: it has expired. Please send it again."
     },
-    kieFailedWith: (detail: string) => `The image could not be generated: ${detail}`
+    kieFailedWith: (detail: string) => `The image could not be generated: ${detail}`,
+    welcomeModel: (name: string) =>
+      `👋 Hi! I draw pictures from a text description with the ${name} model.\n\n` +
+      "Tap “🖼 Create a picture”, describe what you want to see and pick a format.",
+    modelButton: (name: string) => `🖼 ${name}`,
+    modelLine: (name: string, strength: string, price: number) => `• ${name}: ${strength} (≈ $${price} a picture)`,
+    modelStrengths: {
+      "z-image": "fast and the cheapest, photorealism",
+      "google/nano-banana": "follows the description closely, good at lettering",
+      "seedream/4.5-text-to-image": "vivid detailed pictures, posters",
+      "flux-2/pro-text-to-image": "photographs and complex scenes",
+      "gpt-image/1.5-text-to-image": "understands long descriptions, text in pictures",
+      "google/imagen4-fast": "fast, clean photorealism"
+    } as Readonly<Record<string, string>>,
+    promptTooLongFor: (length: number, max: number) =>
+      `The description is too long: ${length} characters. Please shorten it to ${max}.`,
+    askEdit: "What should I change in the photo? Write it as a reply to this message.",
+    editOff: "Photo editing is turned off. Describe the picture in words.",
+    fileTooBig: "The file is over 20 MB: a bot cannot download it. Please send a smaller photo.",
+    notAnImage: "This is not a picture. Please send a photo (JPEG, PNG or WebP).",
+    editReasons: {
+      uploadFailed: "Could not pass the photo to the image service. Please try again.",
+      uploadExpired: "The photo is no longer available. Please send it again."
+    }
   }
 } as const
 
@@ -219,13 +283,38 @@ const keyboard = (
   inline_keyboard: rows.map((row) => [...row])
 })
 
-export const welcomeKeyboard = (lang: Lang, singleModel: boolean): InlineKeyboardMarkup =>
-  keyboard([[{ text: singleModel ? t(lang).createButton : t(lang).modelZImage, callback_data: CallbackData.start }]])
+/** A model as the welcome shows it. */
+export interface ModelButton {
+  readonly id: string
+  readonly name: string
+}
 
-export const ratioKeyboard: InlineKeyboardMarkup = keyboard([
-  ASPECT_RATIOS.slice(0, 3).map((ratio) => ({ text: ratio, callback_data: CallbackData.ratio(ratio) })),
-  ASPECT_RATIOS.slice(3).map((ratio) => ({ text: ratio, callback_data: CallbackData.ratio(ratio) }))
-])
+/**
+ * The welcome's buttons: "🖼 Создать картинку" with one model; with a choice,
+ * one button per model (`zimage:model:<id>`), Z-Image alone by default.
+ */
+export const welcomeKeyboard = (
+  lang: Lang,
+  singleModel: boolean,
+  models: ReadonlyArray<ModelButton> = [{ id: "z-image", name: "Z-Image" }]
+): InlineKeyboardMarkup =>
+  singleModel
+    ? keyboard([[{ text: t(lang).createButton, callback_data: CallbackData.start }]])
+    : keyboard(
+      models.map((model) => [{ text: t(lang).modelButton(model.name), callback_data: CallbackData.model(model.id) }])
+    )
+
+/** Ratio buttons, three to a row, in the order given (a model's own ratios). */
+export const ratioKeyboardFor = (ratios: ReadonlyArray<AspectRatio>): InlineKeyboardMarkup =>
+  keyboard(
+    Array.from(
+      { length: Math.ceil(ratios.length / 3) },
+      (_, row) =>
+        ratios.slice(row * 3, row * 3 + 3).map((ratio) => ({ text: ratio, callback_data: CallbackData.ratio(ratio) }))
+    )
+  )
+
+export const ratioKeyboard: InlineKeyboardMarkup = ratioKeyboardFor(ASPECT_RATIOS)
 
 export const doneKeyboard = (lang: Lang, generationId: string): InlineKeyboardMarkup =>
   keyboard([[

@@ -6,8 +6,10 @@
  *   answer `{code,msg,data}`; errors are in the body `code` with HTTP 200 by
  *   default (Kie's quirk), or with a mirrored HTTP status when a step says so.
  * - `Authorization: Bearer <key>` is checked (401 in the body otherwise).
- * - createTask validates the z-image input (model, prompt 1..1000, the five
- *   aspect ratios, boolean nsfw_checker) and answers 422 like Kie.
+ * - createTask validates the input of each model it knows (`FAKE_MODELS`,
+ *   written from Kie's docs: prompt limit, the ratio field and its values, the
+ *   picture field and its count, the other fields allowed) and answers 422
+ *   naming the field, like Kie.
  * - The account limit is enforced for real: at most `createLimit.count`
  *   accepted createTask requests in any sliding window of
  *   `createLimit.windowMs` (default 20 per 10 s), counted at arrival; over
@@ -25,7 +27,12 @@
  *   file host; `scriptResults(...)` makes the next downloads answer 404
  *   (an expired URL), hang, or answer after a real delay or once a gate opens. A success URL written as a path
  *   (`{ success: ["/results/a.png"] }`) is reported as an absolute URL on
- *   this fake, so clients can download it.
+ *   this fake, so clients can download it; its picture has the task's ratio
+ *   (64 pixels on the short side) unless `serveResult` or `resultImage` set one.
+ * - File upload: `POST /api/file-stream-upload` (multipart `file`,
+ *   `uploadPath`, `fileName`, the same key) keeps the bytes and answers
+ *   `data.downloadUrl` on this fake (`/uploads/<id>`); `scriptUploads` makes
+ *   the next ones fail, `expireUploads` deletes them all (their URLs 404).
  * - Every request is counted and logged (the Authorization header is reduced
  *   to whether it was right).
  *
@@ -150,7 +157,7 @@ export interface FakeRequest {
   readonly body: string
 }
 
-export type CallKind = "createTask" | "recordInfo" | "result" | "other"
+export type CallKind = "createTask" | "recordInfo" | "result" | "upload" | "other"
 
 export interface FakeCounters {
   /** createTask requests received, whatever the answer. */
@@ -163,6 +170,8 @@ export interface FakeCounters {
   recordInfo: number
   /** Downloads of result files, whatever the answer. */
   result: number
+  /** Upload requests (`/api/file-stream-upload`), whatever the answer. */
+  upload: number
   other: number
   callbacksSent: number
 }
@@ -190,6 +199,125 @@ export interface SendCallbackOptions {
 }
 
 const ASPECT_RATIOS = ["1:1", "4:3", "3:4", "16:9", "9:16"]
+const BANANA_RATIOS = ["1:1", "9:16", "16:9", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9", "auto"]
+const SEEDREAM_RATIOS = ["1:1", "4:3", "3:4", "16:9", "9:16", "2:3", "3:2", "21:9"]
+const FLUX_RATIOS = ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+const QWEN_SIZES = ["square", "square_hd", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"]
+
+/** What Kie's Market docs say one model's `input` takes (written from the docs, not from our catalog). */
+interface FakeModel {
+  readonly prompt: number
+  /** The ratio field, its values, and whether it must be there. */
+  readonly ratio: { readonly field: string; readonly values: ReadonlyArray<string>; readonly required: boolean }
+  /** The picture field: an array of 1..max URLs, or one URL (`max: 1, single`). */
+  readonly images?: { readonly field: string; readonly max: number; readonly single?: boolean }
+  /** Other fields and the values they allow. */
+  readonly extra?: Readonly<Record<string, ReadonlyArray<unknown>>>
+}
+
+/** The models this fake serves, as Kie documents their input. */
+export const FAKE_MODELS: Readonly<Record<string, FakeModel>> = {
+  "z-image": {
+    prompt: 1000,
+    ratio: { field: "aspect_ratio", values: ASPECT_RATIOS, required: true },
+    extra: { nsfw_checker: [true, false] }
+  },
+  "google/nano-banana": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: BANANA_RATIOS, required: false },
+    extra: { output_format: ["png", "jpeg"] }
+  },
+  "google/nano-banana-edit": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: BANANA_RATIOS, required: false },
+    images: { field: "image_urls", max: 10 },
+    extra: { output_format: ["png", "jpeg"] }
+  },
+  "seedream/4.5-text-to-image": {
+    prompt: 3000,
+    ratio: { field: "aspect_ratio", values: SEEDREAM_RATIOS, required: false },
+    extra: { quality: ["basic", "high"] }
+  },
+  "seedream/4.5-edit": {
+    prompt: 3000,
+    ratio: { field: "aspect_ratio", values: SEEDREAM_RATIOS, required: false },
+    images: { field: "image_urls", max: 14 },
+    extra: { quality: ["basic", "high"] }
+  },
+  "flux-2/pro-text-to-image": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: FLUX_RATIOS, required: false },
+    extra: { resolution: ["1K", "2K"] }
+  },
+  "flux-2/pro-image-to-image": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: FLUX_RATIOS, required: false },
+    images: { field: "input_urls", max: 8 },
+    extra: { resolution: ["1K", "2K"] }
+  },
+  "gpt-image/1.5-text-to-image": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: ["1:1", "2:3", "3:2"], required: false },
+    extra: { quality: ["medium", "high"] }
+  },
+  "google/imagen4-fast": {
+    prompt: 5000,
+    ratio: { field: "aspect_ratio", values: ASPECT_RATIOS, required: false },
+    extra: { negative_prompt: [] }
+  },
+  "qwen/image-edit": {
+    prompt: 2000,
+    ratio: { field: "image_size", values: QWEN_SIZES, required: false },
+    images: { field: "image_url", max: 1, single: true },
+    extra: { num_images: ["1", "2", "3", "4"] }
+  }
+}
+
+const isHttpUrl = (u: unknown) => typeof u === "string" && /^https?:\/\/\S+$/.test(u)
+
+/** Why Kie would refuse `input` for `model` (a message naming the field), or `undefined`. */
+const modelInputProblem = (id: string, input: Record<string, any>): string | undefined => {
+  const model = FAKE_MODELS[id]!
+  if (typeof input.prompt !== "string" || input.prompt.length === 0) return "input.prompt is required"
+  if ([...input.prompt].length > model.prompt) return `input.prompt must be at most ${model.prompt} characters`
+  const ratio = input[model.ratio.field]
+  if (ratio === undefined ? model.ratio.required : !model.ratio.values.includes(ratio)) {
+    return `input.${model.ratio.field} is invalid`
+  }
+  const images = model.images
+  if (images !== undefined) {
+    const value = input[images.field]
+    const ok = images.single === true
+      ? isHttpUrl(value)
+      : Array.isArray(value) && value.length >= 1 && value.length <= images.max && value.every(isHttpUrl)
+    if (!ok) return `input.${images.field} is invalid`
+  }
+  const known = new Set(["prompt", model.ratio.field, ...(images === undefined ? [] : [images.field])])
+  for (const [field, value] of Object.entries(input)) {
+    if (known.has(field)) continue
+    const allowed = model.extra?.[field]
+    if (allowed === undefined) return `input.${field} is not a parameter of ${id}`
+    if (allowed.length > 0 && !allowed.includes(value)) return `input.${field} is invalid`
+  }
+  return undefined
+}
+
+/** The pixel size of a result for a ratio (or Qwen size name): 64 pixels on the short side. */
+export const resultSizeFor = (ratio: unknown): { readonly width: number; readonly height: number } => {
+  const named: Record<string, string> = {
+    square: "1:1",
+    square_hd: "1:1",
+    portrait_4_3: "3:4",
+    portrait_16_9: "9:16",
+    landscape_4_3: "4:3",
+    landscape_16_9: "16:9"
+  }
+  const text = typeof ratio === "string" ? (named[ratio] ?? ratio) : "1:1"
+  const match = /^(\d+):(\d+)$/.exec(text)
+  if (match === null) return { width: 64, height: 64 }
+  const [w, h] = [Number(match[1]), Number(match[2])]
+  return w >= h ? { width: Math.round((64 * w) / h), height: 64 } : { width: 64, height: Math.round((64 * h) / w) }
+}
 let defaultImage: Buffer | undefined
 const defaultResultImage = () => (defaultImage ??= makePng(64, 64))
 const CALLBACK_TIMEOUT_MS = 10_000
@@ -210,9 +338,15 @@ export class FakeKie {
     rejected422: 0,
     recordInfo: 0,
     result: 0,
+    upload: 0,
     other: 0,
     callbacksSent: 0
   }
+  /** Files uploaded, by id (`/uploads/<id>` serves them). */
+  readonly uploads = new Map<
+    string,
+    { readonly bytes: Buffer; readonly fileName: string; readonly uploadPath: string }
+  >()
   readonly requests: Array<FakeRequest> = []
   readonly tasks = new Map<string, FakeTask>()
   /** Arrival times of accepted createTask requests, for the sliding window. */
@@ -226,6 +360,7 @@ export class FakeKie {
   private readonly taskScripts = new Map<string, FakeTaskScript>()
   private readonly resultFiles = new Map<string, Buffer>()
   private readonly resultSteps: Array<FakeResultStep> = []
+  private readonly uploadSteps: Array<FakeError | FakeHang> = []
   private readonly waiters: Array<{ kind: CallKind; n: number; resolve: () => void }> = []
   private taskSeq = 0
   private listeningPort = 0
@@ -306,6 +441,18 @@ export class FakeKie {
     return this
   }
 
+  /** Answers for the next uploads, one each, before normal ones. */
+  scriptUploads(...steps: ReadonlyArray<FakeError | FakeHang>): this {
+    this.uploadSteps.push(...steps)
+    return this
+  }
+
+  /** Deletes every uploaded file, as Kie does after a few days: their URLs answer 404. */
+  expireUploads(): this {
+    this.uploads.clear()
+    return this
+  }
+
   /** A result URL on this fake, as Kie would report it. */
   resultUrl(name = "result.png"): string {
     return `${this.url}/results/${name}`
@@ -382,6 +529,8 @@ export class FakeKie {
       ? this.counters.recordInfo
       : kind === "result"
       ? this.counters.result
+      : kind === "upload"
+      ? this.counters.upload
       : this.counters.other
   }
 
@@ -390,11 +539,12 @@ export class FakeKie {
 
   /** The recordInfo `data` object of a task in a given state. */
   recordData(task: FakeTask, state: FakeTerminal | "waiting" | "queuing" | "generating"): Record<string, unknown> {
+    const model = typeof task.body.model === "string" ? task.body.model : "z-image"
     const base = {
       taskId: task.taskId,
-      model: "z-image",
+      model,
       param: JSON.stringify({
-        model: "z-image",
+        model,
         ...(task.callBackUrl === undefined ? {} : { callBackUrl: task.callBackUrl }),
         input: JSON.stringify(task.body.input ?? {})
       }),
@@ -405,7 +555,10 @@ export class FakeKie {
       return { ...base, state, resultJson: "", failCode: "", failMsg: "", costTime: null, completeTime: null }
     }
     if ("success" in state) {
-      const urls = state.success.map((url) => (url.startsWith("/") ? `${this.url}${url}` : url))
+      // A result this fake serves itself is sized by the task's ratio (`?task=`).
+      const urls = state.success.map((url) =>
+        url.startsWith("/") ? `${this.url}${url}${url.includes("?") ? "&" : "?"}task=${task.taskId}` : url
+      )
       return {
         ...base,
         state: "success",
@@ -516,7 +669,7 @@ export class FakeKie {
       ;(res as any).markHung = finish
       const chunks: Array<Buffer> = []
       req.on("data", (chunk: Buffer) => chunks.push(chunk))
-      req.on("end", () => this.handle(req, res, Buffer.concat(chunks).toString("utf8")))
+      req.on("end", () => this.handle(req, res, Buffer.concat(chunks)))
     })
     server.on("connection", (socket) => {
       this.sockets.add(socket)
@@ -529,6 +682,7 @@ export class FakeKie {
     if (kind === "createTask") this.counters.createTask++
     else if (kind === "recordInfo") this.counters.recordInfo++
     else if (kind === "result") this.counters.result++
+    else if (kind === "upload") this.counters.upload++
     else this.counters.other++
     const n = this.callCount(kind)
     for (let i = this.waiters.length - 1; i >= 0; i--) {
@@ -540,7 +694,8 @@ export class FakeKie {
     }
   }
 
-  private handle(req: http.IncomingMessage, res: http.ServerResponse, body: string) {
+  private handle(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer) {
+    const body = raw.toString("utf8")
     const url = new URL(req.url ?? "/", "http://127.0.0.1")
     const authorized = req.headers.authorization === `Bearer ${this.options.apiKey}`
     this.requests.push({
@@ -556,18 +711,30 @@ export class FakeKie {
       ? "createTask"
       : req.method === "GET" && url.pathname === "/api/v1/jobs/recordInfo"
       ? "recordInfo"
-      : req.method === "GET" && url.pathname.startsWith("/results/")
+      : req.method === "GET" && (url.pathname.startsWith("/results/") || url.pathname.startsWith("/uploads/"))
       ? "result"
+      : req.method === "POST" && url.pathname === "/api/file-stream-upload"
+      ? "upload"
       : "other"
     this.count(kind)
     // The file host needs no key, like Kie's temporary URLs.
-    if (kind === "result") return this.result(res, decodeURIComponent(url.pathname.slice("/results/".length)))
+    if (kind === "result" && url.pathname.startsWith("/uploads/")) {
+      const file = this.uploads.get(decodeURIComponent(url.pathname.slice("/uploads/".length)))
+      if (file === undefined) return this.reply(res, 404, "Not Found", "text/plain")
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": file.bytes.length })
+      return res.end(file.bytes)
+    }
+    if (kind === "result") {
+      const name = decodeURIComponent(url.pathname.slice("/results/".length))
+      return this.result(res, name, url.searchParams.get("task") ?? undefined)
+    }
     if (kind === "other") return this.reply(res, 404, { code: 404, msg: "Not Found", data: null })
     if (!authorized) {
       this.counters.unauthorized++
       return this.reply(res, 200, { code: 401, msg: "You do not have access permissions", data: null })
     }
     if (kind === "createTask") return this.createTask(req, res, body)
+    if (kind === "upload") return void this.upload(req, res, raw)
     return this.recordInfo(res, url.searchParams.get("taskId"))
   }
 
@@ -593,15 +760,11 @@ export class FakeKie {
       return "request body is not JSON"
     }
     if (typeof parsed !== "object" || parsed === null) return "request body must be an object"
-    if (parsed.model !== "z-image") return "model is not supported"
+    if (typeof parsed.model !== "string" || FAKE_MODELS[parsed.model] === undefined) return "model is not supported"
     const input = parsed.input
     if (typeof input !== "object" || input === null || Array.isArray(input)) return "input must be an object"
-    if (typeof input.prompt !== "string" || input.prompt.length === 0) return "input.prompt is required"
-    if ([...input.prompt].length > 1000) return "input.prompt must be at most 1000 characters"
-    if (!ASPECT_RATIOS.includes(input.aspect_ratio)) return "input.aspect_ratio is invalid"
-    if (input.nsfw_checker !== undefined && typeof input.nsfw_checker !== "boolean") {
-      return "input.nsfw_checker must be a boolean"
-    }
+    const problem = modelInputProblem(parsed.model, input)
+    if (problem !== undefined) return problem
     if (parsed.callBackUrl !== undefined && typeof parsed.callBackUrl !== "string") return "callBackUrl is invalid"
     return parsed
   }
@@ -624,7 +787,9 @@ export class FakeKie {
     }
     this.acceptedAt.push(now)
     this.counters.tasksCreated++
-    const taskId = `task_z-image_${now}${String(++this.taskSeq).padStart(4, "0")}`
+    const taskId = `task_${String(valid.model).replace(/[^a-z0-9-]/gi, "-")}_${now}${
+      String(++this.taskSeq).padStart(4, "0")
+    }`
     const script = this.nextTaskScripts.shift() ?? this.options.defaultTask ?? defaultTaskScript
     const task: FakeTask = {
       taskId,
@@ -648,24 +813,74 @@ export class FakeKie {
     setTimeout(answer, step.delayMs)
   }
 
-  private result(res: http.ServerResponse, name: string) {
+  /** The bytes of a result: set with `serveResult`, else sized by the task's ratio, else the default image. */
+  private resultBytes(name: string, taskId: string | undefined): Buffer {
+    const served = this.resultFiles.get(name) ?? this.options.resultImage
+    if (served !== undefined) return served
+    const input = taskId === undefined ? undefined : this.tasks.get(taskId)?.body.input
+    if (input === undefined) return defaultResultImage()
+    const size = resultSizeFor(input.aspect_ratio ?? input.image_size)
+    return makePng(size.width, size.height)
+  }
+
+  /** Kie's stream upload: multipart `file`, `uploadPath`, `fileName`; answers `data.downloadUrl` on this fake. */
+  private async upload(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer) {
+    const step = this.uploadSteps.shift()
+    if (step !== undefined && "hang" in step) return (res as any).markHung()
+    if (step !== undefined) return this.answerError(res, step)
+    let form: FormData
+    try {
+      const request = new Request("http://fake.local/", {
+        method: "POST",
+        headers: { "content-type": String(req.headers["content-type"]) },
+        body: raw
+      })
+      // oxlint-disable-next-line typescript/no-deprecated -- our own test uploads
+      form = await request.formData()
+    } catch {
+      return this.reply(res, 200, { code: 400, msg: "multipart body expected", data: null })
+    }
+    const file = form.get("file")
+    const uploadPath = form.get("uploadPath")
+    const fileName = form.get("fileName")
+    if (typeof file === "string" || file === null)
+      return this.reply(res, 200, { code: 400, msg: "file is required", data: null })
+    if (typeof uploadPath !== "string" || uploadPath === "") {
+      return this.reply(res, 200, { code: 400, msg: "uploadPath is required", data: null })
+    }
+    const id = `${this.uploads.size + 1}-${typeof fileName === "string" ? fileName : file.name}`
+    const bytes = Buffer.from(await file.arrayBuffer())
+    this.uploads.set(id, { bytes, fileName: typeof fileName === "string" ? fileName : file.name, uploadPath })
+    this.reply(res, 200, {
+      code: 200,
+      msg: "File uploaded successfully",
+      data: {
+        fileName: id,
+        filePath: `${uploadPath}/${id}`,
+        downloadUrl: `${this.url}/uploads/${id}`,
+        fileSize: bytes.length
+      }
+    })
+  }
+
+  private result(res: http.ServerResponse, name: string, taskId?: string) {
     const step = this.resultSteps.shift() ?? "ok"
     if (step !== "ok" && "hang" in step) return (res as any).markHung()
     if (step !== "ok" && "delayMs" in step) {
-      setTimeout(() => this.result(res, name), step.delayMs)
+      setTimeout(() => this.result(res, name, taskId), step.delayMs)
       return
     }
     if (step !== "ok" && "until" in step) {
       // Not "busy" while held: `idle()` must not wait for the gate.
       ;(res as any).markHung()
-      void step.until.finally(() => this.result(res, name))
+      void step.until.finally(() => this.result(res, name, taskId))
       return
     }
     if (step !== "ok") {
       res.writeHead(step.status, { "content-type": "text/plain" })
       return res.end(`status ${step.status}`)
     }
-    const bytes = this.resultFiles.get(name) ?? this.options.resultImage ?? defaultResultImage()
+    const bytes = this.resultBytes(name, taskId)
     res.writeHead(200, { "content-type": "image/png", "content-length": bytes.length })
     res.end(bytes)
   }

@@ -242,6 +242,79 @@ export interface FakeTelegramShape {
   readonly idle: (quietMs?: number, timeoutMs?: number) => Promise<void>
   /** Calls to `chatId` answered 429 by the per-chat flood control (`floodControl` option). */
   readonly floodLimited: (chatId: number) => number
+  /**
+   * Stores a file a user "sent" and returns its `file_id`: getFile answers
+   * its `file_path`, `GET /file/bot<token>/<path>` serves the bytes. `size`
+   * overrides the size getFile and the photo report (a file over 20 MB is
+   * refused by getFile with "file is too big", like Telegram).
+   */
+  readonly addFile: (bytes: Uint8Array, options?: { readonly size?: number }) => string
+  /** Downloads of `/file/bot<token>/...` answered, by file_path. */
+  readonly fileDownloads: () => ReadonlyArray<string>
+}
+
+/** Telegram's limit on files a bot may download with getFile. */
+export const BOT_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+
+/**
+ * A `message` update with a photo (`fileId` from `addFile`, as its largest
+ * size) and an optional caption; `asDocument` sends it "as a file" (an image
+ * `document`); `mediaGroupId` puts it in an album.
+ */
+export const photoMessage = (options: {
+  readonly chatId: number
+  readonly fileId: string
+  readonly caption?: string
+  readonly size?: number
+  readonly userId?: number
+  readonly messageId?: number
+  readonly languageCode?: string
+  readonly asDocument?: boolean
+  readonly mediaGroupId?: string
+  readonly replyTo?: { readonly messageId: number; readonly from?: Record<string, unknown> }
+}): Record<string, unknown> => {
+  const size = options.size ?? 50_000
+  const picture = options.asDocument === true
+    ? {
+      document: {
+        file_id: options.fileId,
+        file_unique_id: `u${options.fileId}`,
+        file_name: "photo.png",
+        mime_type: "image/png",
+        file_size: size
+      }
+    }
+    : {
+      photo: [
+        {
+          file_id: `${options.fileId}-small`,
+          file_unique_id: `s${options.fileId}`,
+          width: 90,
+          height: 90,
+          file_size: 1000
+        },
+        { file_id: options.fileId, file_unique_id: `u${options.fileId}`, width: 1280, height: 1280, file_size: size }
+      ]
+    }
+  return {
+    message: {
+      message_id: options.messageId ?? 1,
+      from: user(options.userId ?? Math.abs(options.chatId), options.languageCode),
+      chat: chatOf(options.chatId),
+      date: Math.floor(Date.now() / 1000),
+      ...picture,
+      ...(options.caption === undefined ? {} : { caption: options.caption }),
+      ...(options.mediaGroupId === undefined ? {} : { media_group_id: options.mediaGroupId }),
+      ...(options.replyTo === undefined ? {} : {
+        reply_to_message: {
+          message_id: options.replyTo.messageId,
+          from: options.replyTo.from ?? fakeBot,
+          chat: chatOf(options.chatId),
+          date: Math.floor(Date.now() / 1000)
+        }
+      })
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -295,8 +368,12 @@ export const textMessage = (options: {
   readonly updateId?: number
   /** A forum topic. */
   readonly threadId?: number
-  /** The message this one replies to, by default the bot's. */
-  readonly replyTo?: { readonly messageId: number; readonly from?: Record<string, unknown> }
+  /** The message this one replies to, by default the bot's; `extra` adds its content (e.g. `photo`). */
+  readonly replyTo?: {
+    readonly messageId: number
+    readonly from?: Record<string, unknown>
+    readonly extra?: Record<string, unknown>
+  }
 }): Record<string, unknown> => {
   const command = /^\/\w+/.exec(options.text)
   return {
@@ -314,7 +391,8 @@ export const textMessage = (options: {
             message_id: options.replyTo.messageId,
             from: options.replyTo.from ?? fakeBot,
             chat: chatOf(options.chatId),
-            date: Math.floor(Date.now() / 1000)
+            date: Math.floor(Date.now() / 1000),
+            ...options.replyTo.extra
           }
         }),
       text: options.text,
@@ -449,6 +527,9 @@ const start = async (options: FakeTelegramOptions) => {
   /** Messages users sent (pushed updates), by `<chat>/<message id>`: what a bot message may reply to. */
   const userMessages = new Map<string, Record<string, unknown>>()
   const answered: Array<string> = []
+  /** Files users sent: file_id → bytes, reported size and path. */
+  const files = new Map<string, { readonly bytes: Uint8Array; readonly size: number; readonly path: string }>()
+  const downloads: Array<string> = []
   let commands: unknown = []
   const sockets = new Set<import("node:net").Socket>()
   const hung = new Set<http.ServerResponse>()
@@ -826,7 +907,34 @@ const start = async (options: FakeTelegramOptions) => {
       ok(call, res, true)
     },
     sendPhoto: (call, res) => sendMedia(call, res, "photo"),
-    sendDocument: (call, res) => sendMedia(call, res, "document")
+    sendDocument: (call, res) => sendMedia(call, res, "document"),
+    getFile: (call, res) => {
+      const file = files.get(String(call.params.file_id))
+      if (file === undefined) return fail(call, res, 400, "Bad Request: invalid file_id")
+      if (file.size > BOT_DOWNLOAD_LIMIT) return fail(call, res, 400, "Bad Request: file is too big")
+      ok(call, res, {
+        file_id: String(call.params.file_id),
+        file_unique_id: `u${String(call.params.file_id)}`,
+        file_size: file.size,
+        file_path: file.path
+      })
+    }
+  }
+
+  /** `GET /file/bot<token>/<file_path>`: the bytes of a file users sent; the token must be right. */
+  const serveFile = (res: http.ServerResponse, pathname: string): boolean => {
+    const match = /^\/file\/bot([^/]+)\/(.+)$/.exec(pathname)
+    if (match === null) return false
+    const file = match[1] === token ? [...files.values()].find((f) => f.path === match[2]) : undefined
+    if (file === undefined) {
+      res.writeHead(404, { "content-type": "application/json" })
+      res.end(JSON.stringify({ ok: false, error_code: 404, description: "Not Found" }))
+      return true
+    }
+    downloads.push(file.path)
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": file.bytes.length })
+    res.end(file.bytes)
+    return true
   }
 
   const sendMedia = (call: RecordedCall, res: http.ServerResponse, kind: "photo" | "document") => {
@@ -913,6 +1021,7 @@ const start = async (options: FakeTelegramOptions) => {
     res.on("close", settle)
     void (async () => {
       const url = new URL(req.url ?? "/", "http://127.0.0.1")
+      if (req.method === "GET" && serveFile(res, url.pathname)) return
       const match = /^\/bot([^/]+)\/([A-Za-z]+)$/.exec(url.pathname)
       let parsed: Awaited<ReturnType<typeof readParams>>
       try {
@@ -1069,6 +1178,12 @@ const start = async (options: FakeTelegramOptions) => {
       })
     },
     pendingUpdates: () => [...queue],
+    addFile: (bytes, fileOptions) => {
+      const fileId = `user-file-${files.size + 1}`
+      files.set(fileId, { bytes, size: fileOptions?.size ?? bytes.length, path: `photos/file_${files.size + 1}.jpg` })
+      return fileId
+    },
+    fileDownloads: () => [...downloads],
     failNext: (method, injected, times = 1) => {
       const list = failures.get(method) ?? []
       for (let i = 0; i < times; i++) list.push(injected)

@@ -36,10 +36,18 @@ export interface NewGeneration {
   readonly lang: Lang
   readonly prompt: string
   readonly aspectRatio: AspectRatio
+  /** The Kie model id; Z-Image when left out. */
+  readonly model?: string | undefined
   /** The update that asked for it: handling that update again finds this row instead of making another. */
   readonly sourceUpdateId: number
   /** The forum topic it was asked in, if any. */
   readonly threadId?: number | undefined
+  /** An edit's pictures as Telegram files, to upload before createTask. */
+  readonly inputFileIds?: ReadonlyArray<string> | undefined
+  /** An edit's pictures already where Kie can fetch them (no upload). */
+  readonly inputUrls?: ReadonlyArray<string> | undefined
+  /** The album the photos came in (its later photos join the row). */
+  readonly mediaGroupId?: string | undefined
 }
 
 /** How much one user may ask for, and how long a generation may take. */
@@ -110,11 +118,15 @@ const checkGlobalBudget = (sql: SqlClient, limit: number, startOfDay: DateTime.U
 const insert = (sql: SqlClient, input: NewGeneration, at: DateTime.Utc, deadline: DateTime.Utc) =>
   sql`
     INSERT INTO generations
-      (user_id, chat_id, lang, prompt, aspect_ratio, status, source_update_id, created_at, deadline_at, updated_at,
-        message_thread_id)
-    VALUES (${input.userId}, ${input.chatId}, ${input.lang}, ${input.prompt}, ${input.aspectRatio}, 'queued',
-      ${input.sourceUpdateId}, ${asDate(at)}, ${asDate(deadline)}, ${asDate(at)}, ${input.threadId ?? null})
+      (user_id, chat_id, lang, prompt, aspect_ratio, model, status, source_update_id, created_at, deadline_at,
+        updated_at, message_thread_id, input_file_ids, input_urls, media_group_id)
+    VALUES (${input.userId}, ${input.chatId}, ${input.lang}, ${input.prompt}, ${input.aspectRatio},
+      ${input.model ?? "z-image"}, 'queued', ${input.sourceUpdateId}, ${asDate(at)}, ${asDate(deadline)}, ${asDate(at)},
+      ${input.threadId ?? null}, ${jsonOrNull(input.inputFileIds)}::jsonb, ${jsonOrNull(input.inputUrls)}::jsonb,
+      ${input.mediaGroupId ?? null})
     RETURNING *`.pipe(Effect.flatMap(decodeRows), Effect.map((rows) => rows[0]!))
+
+const jsonOrNull = (list: ReadonlyArray<string> | undefined) => (list === undefined ? null : JSON.stringify(list))
 
 /** Records a generation (or finds the one `sourceUpdateId` already made) and wakes the engine. */
 export const create = (sql: SqlClient, input: NewGeneration, limits: Limits) =>

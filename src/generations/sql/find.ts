@@ -10,3 +10,13 @@ export const find = (sql: SqlClient, id: string) =>
 /** The generation Kie knows as `taskId`, if any. */
 export const findByTaskId = (sql: SqlClient, taskId: string) =>
   sql`SELECT * FROM generations WHERE kie_task_id = ${taskId}`.pipe(Effect.flatMap(decodeRows), Effect.map(first))
+
+/**
+ * The generation whose picture (or original) is message `messageId` of
+ * `chatId`: a reply to it edits that picture. Read through the
+ * `generations_chat` index (one chat's rows).
+ */
+export const findByResultMessage = (sql: SqlClient, chatId: number, messageId: number) =>
+  sql`SELECT * FROM generations WHERE chat_id = ${chatId}
+    AND (photo_message_id = ${messageId} OR document_message_id = ${messageId})
+    ORDER BY id DESC LIMIT 1`.pipe(Effect.flatMap(decodeRows), Effect.map(first))

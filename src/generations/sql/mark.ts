@@ -16,6 +16,7 @@
  */
 import { DateTime, Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
 import { asDate, unfinished, updated } from "./row.ts"
 
 /** queued → submitting, just before createTask is sent (again, for a retry of the same call). */
@@ -87,3 +88,42 @@ export const markNotified = (sql: SqlClient, id: string, consumedStatusMessage?:
             THEN NULL ELSE status_message_id END
         WHERE id = ${id}::bigint`.pipe(Effect.asVoid)
   )
+
+/**
+ * An edit's pictures were uploaded: Kie fetches them at `urls`. Only while
+ * the row still waits to be sent, and only once: a second upload after a
+ * failover keeps the first URLs, so createTask always names the same files.
+ */
+export const setInputUrls = (sql: SqlClient, id: string, urls: ReadonlyArray<string>) =>
+  Effect.flatMap(DateTime.now, (at) =>
+    updated(sql`
+      UPDATE generations SET input_urls = ${JSON.stringify(urls)}::jsonb, updated_at = ${asDate(at)}
+      WHERE id = ${id}::bigint AND status = 'queued' AND input_urls IS NULL RETURNING id`))
+
+/**
+ * A later photo of an album joins the edit its first photo started, while
+ * that edit is still queued and not uploaded, up to `max` pictures. Answers
+ * `joined`, `full` (the edit has `max` already), or `none` (no such edit
+ * waits: it was uploaded, or the album started none).
+ */
+export const joinAlbum = (
+  sql: SqlClient,
+  userId: number,
+  mediaGroupId: string,
+  fileId: string,
+  max: number
+): Effect.Effect<"joined" | "full" | "none", SqlError> =>
+  Effect.gen(function*() {
+    const at = yield* DateTime.now
+    const joined = yield* sql`
+      UPDATE generations SET input_file_ids = input_file_ids || ${JSON.stringify([fileId])}::jsonb,
+        updated_at = ${asDate(at)}
+      WHERE user_id = ${userId} AND media_group_id = ${mediaGroupId} AND status = 'queued' AND input_urls IS NULL
+        AND jsonb_array_length(input_file_ids) < ${max} AND NOT input_file_ids ? ${fileId}
+      RETURNING id`
+    if (joined.length > 0) return "joined"
+    const waiting = yield* sql`
+      SELECT id FROM generations WHERE user_id = ${userId} AND media_group_id = ${mediaGroupId}
+        AND status = 'queued' AND input_urls IS NULL`
+    return waiting.length > 0 ? "full" : "none"
+  })

@@ -94,3 +94,24 @@ export const migrationThreads = ddl(`ALTER TABLE generations ADD COLUMN message_
  * range; without it each would scan the whole table.
  */
 export const migrationCreatedAt = ddl(`CREATE INDEX generations_created ON generations (created_at)`)
+
+/**
+ * Migration 0011 (part), for image editing. An edit's input pictures are
+ * two stored steps of the row, so a failover resumes after the last one done:
+ * - `input_file_ids`: the Telegram files (largest size of each photo) the
+ *   user sent; set by the chat flow with the row;
+ * - `input_urls`: where Kie can fetch them: set once the upload to Kie's
+ *   file API finished (or at once, for a reply to a picture the bot made:
+ *   its stored result URL). A queued row with file ids and no URLs still
+ *   needs its upload; one with URLs goes straight to createTask.
+ * - `media_group_id`: the album the photos came in; its later photos join
+ *   the row until the upload starts;
+ * - an index by chat, for finding the generation a reply to a delivered
+ *   picture is about.
+ */
+export const migrationEdits = ddl(
+  `ALTER TABLE generations ADD COLUMN input_file_ids jsonb`,
+  `ALTER TABLE generations ADD COLUMN input_urls jsonb`,
+  `ALTER TABLE generations ADD COLUMN media_group_id text`,
+  `CREATE INDEX generations_chat ON generations (chat_id)`
+)

@@ -37,6 +37,7 @@ const Row = Schema.Struct({
   lang: Schema.Literals(["ru", "en"]),
   prompt: Schema.String,
   aspect_ratio: Schema.String,
+  model: Schema.String,
   status: Schema.Literals(STATUSES),
   submit_ref: Schema.NullOr(Schema.String),
   kie_task_id: Schema.NullOr(Schema.String),
@@ -52,6 +53,9 @@ const Row = Schema.Struct({
   retried_by: Schema.NullOr(Id),
   source_update_id: Schema.NullOr(Int8),
   message_thread_id: Schema.NullOr(Int8),
+  input_file_ids: Schema.NullOr(Schema.Array(Schema.String)),
+  input_urls: Schema.NullOr(Schema.Array(Schema.String)),
+  media_group_id: Schema.NullOr(Schema.String),
   created_at: Schema.Unknown,
   deadline_at: Schema.Unknown,
   submitted_at: Schema.Unknown,
@@ -68,6 +72,8 @@ export interface Generation {
   readonly lang: Lang
   readonly prompt: string
   readonly aspectRatio: AspectRatio
+  /** The Kie model id (`kie/ModelCatalog.ts`) it is made with; "🔁" and "🔄" keep it. */
+  readonly model: string
   readonly status: GenerationStatus
   readonly submitRef: string | null
   readonly kieTaskId: string | null
@@ -89,6 +95,15 @@ export interface Generation {
   readonly sourceUpdateId: number | null
   /** The forum topic it was asked in: every message about it goes there (`message_thread_id`). */
   readonly threadId: number | null
+  /** An edit's pictures as Telegram files (largest size); empty for text-to-image. */
+  readonly inputFileIds: ReadonlyArray<string>
+  /**
+   * Where Kie fetches an edit's pictures: `null` while the upload of
+   * `inputFileIds` is still to do (a stored step: a failover resumes after it).
+   */
+  readonly inputUrls: ReadonlyArray<string> | null
+  /** The album an edit's photos came in: its later photos join the row until the upload. */
+  readonly mediaGroupId: string | null
   readonly createdAt: DateTime.Utc
   readonly deadlineAt: DateTime.Utc
   /** When createTask was (last) sent for it. */
@@ -105,6 +120,7 @@ const toGeneration = (row: typeof Row.Type): Generation => ({
   lang: row.lang,
   prompt: row.prompt,
   aspectRatio: row.aspect_ratio as AspectRatio,
+  model: row.model,
   status: row.status,
   submitRef: row.submit_ref,
   kieTaskId: row.kie_task_id,
@@ -120,6 +136,9 @@ const toGeneration = (row: typeof Row.Type): Generation => ({
   retriedBy: row.retried_by,
   sourceUpdateId: row.source_update_id,
   threadId: row.message_thread_id,
+  inputFileIds: row.input_file_ids ?? [],
+  inputUrls: row.input_urls,
+  mediaGroupId: row.media_group_id,
   // Written by us from the Clock; an unreadable value would be a bug, and
   // epoch 0 makes such a row look overdue rather than immortal.
   createdAt: Option.getOrElse(UtcTime.fromUnknown(row.created_at), () => DateTime.makeUnsafe(0)),
