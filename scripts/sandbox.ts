@@ -1,0 +1,233 @@
+/**
+ * `npm run sandbox`: the whole bot on this machine, offline, with no bot
+ * token and no Kie key, and a chat page to talk to it in a browser.
+ *
+ * It starts an embedded PostgreSQL (a throw-away cluster in the temp
+ * directory), the test suite's own doubles grown for people (FakeTelegram
+ * with its chat page API, FakeKie with the painter), and the real service
+ * (`src/main.ts`, the production code; only base URLs differ) in polling
+ * mode against them. `--two` starts two instances on the same database: one
+ * ACTIVE, one standby, and the faults panel can kill the ACTIVE one.
+ *
+ * The page's address is printed on a line of its own. Ctrl-C stops the
+ * instances, the doubles and the database, and exits 0.
+ *
+ * Environment: SANDBOX_PORT (the page's port; 0, the default, picks a free
+ * one), SANDBOX_INSTANCES (1 or 2; `--two` is 2).
+ */
+import { Effect, Exit, Scope } from "effect"
+import * as fs from "node:fs"
+import type * as http from "node:http"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as EmbeddedPostgres from "../src/database/EmbeddedPostgres.ts"
+import { FakeKie, localResult } from "../test/fakes/FakeKie.ts"
+import { failure, type FakeTelegramShape, make as makeFakeTelegram } from "../test/fakes/FakeTelegram.ts"
+import { type ServiceProcess, startService } from "../test/support/ServiceProcess.ts"
+import { processEnv, TEST_KIE_KEY } from "../test/support/TestConfig.ts"
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const PAGE = path.join(here, "sandbox", "page.html")
+const ACTIVE_LINE = "ACTIVE MODE"
+
+interface Instance {
+  readonly name: string
+  service: ServiceProcess
+  port: number | undefined
+  state: "starting" | "running" | "killed" | "exited"
+}
+
+const say = (line: string) => process.stdout.write(`${line}\n`)
+
+/** One log line of an instance, shortened for a terminal: level, instance, message. */
+const showLog = (name: string) => (line: string) => {
+  try {
+    const entry = JSON.parse(line) as { level?: string; message?: unknown }
+    say(`  ${name} ${String(entry.level ?? "").padEnd(5)} ${String(entry.message)}`)
+  } catch {
+    if (line.trim() !== "") say(`  ${name} ${line}`)
+  }
+}
+
+const startDatabase = async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "zimage-sandbox-"))
+  fs.chmodSync(dir, 0o755)
+  const scope = Effect.runSync(Scope.make())
+  const server = await Effect.runPromise(
+    EmbeddedPostgres.acquire({ dataDir: path.join(dir, "pg"), unsafeFast: true }).pipe(Scope.provide(scope))
+  )
+  return {
+    url: server.urlFor("postgres"),
+    close: async () => {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
+
+/** The faults the panel offers: what production meets, queued on the doubles for the next requests. */
+const injectFault = (kind: string, kie: FakeKie, telegram: FakeTelegramShape): string | undefined => {
+  switch (kind) {
+    case "kie402":
+      kie.scriptCreate({ error: 402, msg: "Credits insufficient" })
+      return "Kie will answer the next createTask with 402 (no credits)"
+    case "kie429":
+      kie.scriptCreate({ error: 429, msg: "Rate limit exceeded" }, { error: 429, msg: "Rate limit exceeded" })
+      return "Kie will answer the next 2 createTask with 429 (rate limit)"
+    case "kie500":
+      kie.scriptCreate({ error: 500, msg: "Internal Error" })
+      return "Kie will answer the next createTask with 500"
+    case "kieHang":
+      kie.scriptCreate({ hang: true })
+      return "Kie will take the next createTask and never answer"
+    case "tg429":
+      telegram.failNext("sendMessage", failure.rateLimited(3))
+      telegram.failNext("editMessageText", failure.rateLimited(3))
+      return "Telegram will answer the next sendMessage and editMessageText with 429 retry_after 3"
+    default:
+      return undefined
+  }
+}
+
+const main = async () => {
+  const wanted = process.argv.includes("--two") || process.env.SANDBOX_INSTANCES === "2" ? 2 : 1
+  say("Starting the sandbox: embedded PostgreSQL, a local Bot API, a local image model…")
+  const database = await startDatabase()
+  const kie = await FakeKie.start({
+    apiKey: TEST_KIE_KEY,
+    painter: { shortSide: 512 },
+    defaultTask: { steps: ["waiting", "generating", localResult("picture.png")] }
+  })
+  const instances: Array<Instance> = []
+  const telegramScope = Effect.runSync(Scope.make())
+  const pageHtml = fs.readFileSync(PAGE, "utf8")
+  /** Set once the fake Bot API is up; its routes (the faults panel) need it. */
+  const fakes: { telegram?: FakeTelegramShape } = {}
+  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => {
+    const json = (status: number, body: unknown) => {
+      res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" })
+      res.end(JSON.stringify(body))
+    }
+    if (req.method === "GET" && (url.pathname === "/" || url.pathname === "/index.html")) {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" })
+      res.end(pageHtml)
+      return true
+    }
+    if (req.method === "GET" && url.pathname === "/sandbox/status") {
+      json(200, { instances: await Promise.all(instances.map(statusOf)), twoInstances: wanted === 2 })
+      return true
+    }
+    if (req.method === "POST" && url.pathname === "/sandbox/fault") {
+      const kind = url.searchParams.get("kind") ?? ""
+      const done = kind === "kill" ? killActive() : injectFault(kind, kie, fakes.telegram!)
+      json(done === undefined ? 400 : 200, { done: done ?? `unknown fault ${kind}` })
+      return true
+    }
+    return false
+  }
+  const telegram = await Effect.runPromise(
+    makeFakeTelegram({ routes, port: Number(process.env.SANDBOX_PORT ?? 0) }).pipe(Scope.provide(telegramScope))
+  )
+  fakes.telegram = telegram
+
+  const env = {
+    ...processEnv,
+    TELEGRAM_API_ROOT: telegram.apiRoot,
+    KIE_BASE_URL: kie.url,
+    KIE_UPLOAD_BASE_URL: kie.url,
+    DATABASE_URL: database.url,
+    KIE_POLL_INTERVAL_MS: "400",
+    LOG_LEVEL: "info"
+  }
+  const launch = (name: string): Instance => {
+    const service = startService({ ...env, INSTANCE_ID: name })
+    const instance: Instance = { name, service, port: undefined, state: "starting" }
+    void service.port().then((port) => {
+      instance.port = port
+      instance.state = "running"
+    }, () => undefined)
+    void service.exited.then((code) => {
+      if (instance.state !== "killed") instance.state = "exited"
+      if (!stopping) say(`  ${name} exited (${code})`)
+    })
+    let shown = 0
+    const timer = setInterval(() => {
+      const lines = service.lines()
+      for (; shown < lines.length; shown++) showLog(name)(lines[shown]!)
+    }, 200)
+    void service.exited.then(() => {
+      const lines = service.lines()
+      for (; shown < lines.length; shown++) showLog(name)(lines[shown]!)
+      clearInterval(timer)
+    })
+    return instance
+  }
+
+  const healthOf = async (instance: Instance) => {
+    if (instance.port === undefined || instance.state !== "running") return undefined
+    try {
+      const response = await fetch(`http://127.0.0.1:${instance.port}/health`, { signal: AbortSignal.timeout(1_000) })
+      return (await response.json()) as { active?: boolean; role?: string }
+    } catch {
+      return undefined
+    }
+  }
+  const statusOf = async (instance: Instance) => {
+    const health = await healthOf(instance)
+    return { name: instance.name, pid: instance.service.pid, state: instance.state, health: health ?? null }
+  }
+
+  let generation = 0
+  /** Kills the ACTIVE instance with SIGKILL (as a crash would) and starts a new standby a few seconds later. */
+  const killActive = (): string | undefined => {
+    if (wanted !== 2) return "kill needs the two-instance mode (npm run sandbox -- --two)"
+    const active = instances.find((i) =>
+      i.state === "running" && i.service.lines().some((l) => l.includes(ACTIVE_LINE))
+    )
+    if (active === undefined) return "no ACTIVE instance to kill"
+    active.state = "killed"
+    active.service.killAll()
+    setTimeout(() => {
+      if (stopping) return
+      const index = instances.indexOf(active)
+      instances[index] = launch(`bot-${String.fromCharCode(97 + ++generation + 1)}`)
+    }, 3_000)
+    return `killed ${active.name} (SIGKILL); the standby takes over; a new standby starts in 3 s`
+  }
+
+  let stopping = false
+  const stop = async () => {
+    if (stopping) return
+    stopping = true
+    say("Stopping the sandbox…")
+    for (const instance of instances) instance.service.kill("SIGTERM")
+    const bounded = (p: Promise<unknown>) => Promise.race([p, new Promise((r) => setTimeout(r, 15_000))])
+    await bounded(Promise.all(instances.map((i) => i.service.exited)))
+    for (const instance of instances) instance.service.killAll()
+    await Effect.runPromise(Scope.close(telegramScope, Exit.void))
+    await kie.close()
+    await database.close()
+    say("Sandbox stopped.")
+    process.exit(0)
+  }
+  process.on("SIGINT", () => void stop())
+  process.on("SIGTERM", () => void stop())
+
+  instances.push(launch("bot-a"))
+  if (wanted === 2) instances.push(launch("bot-b"))
+  const leader = await Promise.any(
+    instances.map((i) => i.service.waitForLine((l) => l.includes(ACTIVE_LINE), 90_000).then(() => i))
+  )
+  await leader.service.port()
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  say("")
+  say("The sandbox is running. Open the chat page:")
+  say(`${telegram.apiRoot}/`)
+  say("Press Ctrl-C to stop.")
+}
+
+main().catch((error) => {
+  process.stderr.write(`sandbox failed: ${error instanceof Error ? error.stack : String(error)}\n`)
+  process.exit(1)
+})
