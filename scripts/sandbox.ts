@@ -13,7 +13,8 @@
  * instances, the doubles and the database, and exits 0.
  *
  * Environment: SANDBOX_PORT (the page's port; 0, the default, picks a free
- * one), SANDBOX_INSTANCES (1 or 2; `--two` is 2).
+ * one), SANDBOX_INSTANCES (1 or 2; `--two` is 2), DATABASE_URL (a database
+ * to use instead of the embedded server).
  */
 import { Effect, Exit, Scope } from "effect"
 import * as fs from "node:fs"
@@ -44,13 +45,18 @@ const say = (line: string) => process.stdout.write(`${line}\n`)
 const showLog = (name: string) => (line: string) => {
   try {
     const entry = JSON.parse(line) as { level?: string; message?: unknown }
-    say(`  ${name} ${String(entry.level ?? "").padEnd(5)} ${String(entry.message)}`)
+    const parts = Array.isArray(entry.message) ? entry.message : [entry.message]
+    const text = parts.map((part) => (typeof part === "string" ? part : JSON.stringify(part))).join(" ")
+    say(`  ${name} ${String(entry.level ?? "").padEnd(5)} ${text}`)
   } catch {
     if (line.trim() !== "") say(`  ${name} ${line}`)
   }
 }
 
+/** DATABASE_URL when set (the browser test passes a fresh database), else an embedded server of our own. */
 const startDatabase = async () => {
+  const given = process.env.DATABASE_URL
+  if (given !== undefined && given !== "") return { url: given, close: async () => {} }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "zimage-sandbox-"))
   fs.chmodSync(dir, 0o755)
   const scope = Effect.runSync(Scope.make())
