@@ -105,4 +105,19 @@ describe("sandbox in a real browser", () => {
     expect(Buffer.from(edited.pixels).equals(Buffer.from(sent.pixels))).toBe(false)
     await page.screenshot({ path: path.join(tempDir, "sandbox-edit.png") })
   })
+
+  it("a reply to a delivered picture edits that picture", async () => {
+    await page.locator(".msg.bot a[download]").nth(1).waitFor({ timeout: STEP_MS })
+    const done = page.locator(".msg.bot", { hasText: "✅ Готово!" }).filter({ has: page.locator("img") })
+    const first = done.first()
+    const original = decodePng(await pictureOf((await first.locator("img").getAttribute("src"))!))!
+    await first.locator("[data-reply]").click()
+    await send("turn it into night")
+    await done.nth(2).waitFor({ timeout: STEP_MS })
+    const edited = decodePng(await pictureOf((await done.nth(2).locator("img").getAttribute("src"))!))!
+    expect([edited.width, edited.height]).toEqual([original.width, original.height])
+    expect(Buffer.from(edited.pixels).equals(Buffer.from(original.pixels))).toBe(false)
+    // The user's message quotes the picture it answers.
+    await expect(page.locator(".msg.user .quote").last().textContent()).resolves.toContain("✅ Готово!")
+  })
 })

@@ -842,16 +842,22 @@ export class FakeKie {
     return uploaded === undefined ? paint(prompt, size.width, size.height) : recolour(uploaded, prompt, size)
   }
 
-  /** The bytes of a task's first input picture, when it is a file uploaded to this fake. */
+  /** The bytes of a task's first input picture, when this fake holds it (uploaded, or a result it made). */
   private uploadedInput(taskId: string): Buffer | undefined {
     const task = this.tasks.get(taskId)
     const field = FAKE_MODELS[String(task?.body.model)]?.images?.field
     if (task === undefined || field === undefined) return undefined
     const value: unknown = task.body.input?.[field]
     const first = Array.isArray(value) ? value[0] : value
-    const prefix = `${this.url}/uploads/`
-    if (typeof first !== "string" || !first.startsWith(prefix)) return undefined
-    return this.uploads.get(decodeURIComponent(first.slice(prefix.length)))?.bytes
+    if (typeof first !== "string" || !first.startsWith(`${this.url}/`)) return undefined
+    const url = new URL(first)
+    if (url.pathname.startsWith("/uploads/")) {
+      return this.uploads.get(decodeURIComponent(url.pathname.slice("/uploads/".length)))?.bytes
+    }
+    // An edit of a picture this fake made (a reply to a delivered picture): that picture.
+    const earlier = url.searchParams.get("task") ?? undefined
+    if (!url.pathname.startsWith("/results/") || earlier === undefined || earlier === taskId) return undefined
+    return this.resultBytes(decodeURIComponent(url.pathname.slice("/results/".length)), earlier)
   }
 
   /** Kie's stream upload: multipart `file`, `uploadPath`, `fileName`; answers `data.downloadUrl` on this fake. */

@@ -971,6 +971,9 @@ const start = async (options: FakeTelegramOptions) => {
     state.messages.set(message.messageId, message)
     const fileId = `file-${chatId}-${message.messageId}`
     const size = typeof file === "string" ? 100_000 : file.size
+    if (typeof file !== "string" && file.bytes !== undefined) {
+      files.set(fileId, { bytes: file.bytes, size, path: `photos/${fileId}.png` })
+    }
     const media = kind === "photo"
       ? { photo: [{ file_id: fileId, file_unique_id: `u${fileId}`, width: 1024, height: 1024, file_size: size }] }
       : {
@@ -1033,7 +1036,11 @@ const start = async (options: FakeTelegramOptions) => {
       const { reply_to_message: _nested, ...fromUser } = userMessages.get(`${chatId}/${messageId}`) ?? {}
       if (Object.keys(fromUser).length > 0) return fromUser
       const own = chats.get(chatId)?.messages.get(messageId)
-      return own === undefined ? undefined : messageResult({ ...own, replyTo: undefined })
+      if (own === undefined) return undefined
+      const fileId = `file-${chatId}-${messageId}`
+      // Like Telegram, a replied-to picture carries its file, so a reply to it can edit it.
+      const photo = [{ file_id: fileId, file_unique_id: `u${fileId}`, width: 1024, height: 1024 }]
+      return messageResult({ ...own, replyTo: undefined }, own.kind === "photo" ? { photo } : {})
     }
   })
 
