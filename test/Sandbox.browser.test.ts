@@ -120,4 +120,35 @@ describe("sandbox in a real browser", () => {
     // The user's message quotes the picture it answers.
     await expect(page.locator(".msg.user .quote").last().textContent()).resolves.toContain("✅ Готово!")
   })
+
+  it("has several users: Bob speaks English, Анна can switch her language", async () => {
+    await page.click(".chat[data-chat='1002']")
+    await send("/start")
+    await page.locator("button.inline", { hasText: "Create a picture" }).waitFor({ timeout: STEP_MS })
+    await page.click(".chat[data-chat='1001']")
+    await page.selectOption("select[data-lang='1001']", "en")
+    const buttons = page.locator("button.inline", { hasText: "Create a picture" })
+    await send("/start")
+    await buttons.first().waitFor({ timeout: STEP_MS })
+  })
+
+  it("in the group, a member's buttons answer only that member, and the member gets the picture", async () => {
+    await page.click(".chat[data-chat='-1001234567890']")
+    await page.selectOption("#as", "1001")
+    await send("/start")
+    await page.locator("button.inline", { hasText: "Create a picture" }).click({ timeout: STEP_MS })
+    const ask = page.locator(".msg.bot").nth(1)
+    await ask.waitFor({ timeout: STEP_MS })
+    // Bob presses Анна's button: the callback answer shows briefly, nothing else happens.
+    await page.selectOption("#as", "1002")
+    await page.locator("button.inline", { hasText: "Create a picture" }).click()
+    await page.locator("#toast", { hasText: "This button is not for you" }).waitFor({ timeout: STEP_MS })
+    // Анна answers the bot's question (a forced reply) and picks a format.
+    await page.selectOption("#as", "1001")
+    await send("a castle in the clouds")
+    await page.locator("button.inline", { hasText: "1:1" }).click({ timeout: STEP_MS })
+    const done = page.locator(".msg.bot", { hasText: "Done!" }).filter({ has: page.locator("img") })
+    await done.first().waitFor({ timeout: STEP_MS })
+    await page.screenshot({ path: path.join(tempDir, "sandbox-group.png") })
+  })
 })
