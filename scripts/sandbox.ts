@@ -77,7 +77,7 @@ const injectFault = (kind: string, kie: FakeKie, telegram: FakeTelegramShape): s
   switch (kind) {
     case "kie402":
       kie.scriptCreate({ error: 402, msg: "Credits insufficient" })
-      return "Kie will answer the next createTask with 402 (no credits)"
+      return "Kie will answer the next createTask with 402 (no credits); the bot then pauses submissions for 2 minutes"
     case "kie429":
       kie.scriptCreate({ error: 429, msg: "Rate limit exceeded" }, { error: 429, msg: "Rate limit exceeded" })
       return "Kie will answer the next 2 createTask with 429 (rate limit)"
@@ -144,6 +144,8 @@ const main = async () => {
     KIE_UPLOAD_BASE_URL: kie.url,
     DATABASE_URL: database.url,
     KIE_POLL_INTERVAL_MS: "400",
+    // A hung Kie request (faults panel) gives up in seconds, not the default 30 s, so its effect shows.
+    KIE_REQUEST_TIMEOUT_MS: "8000",
     LOG_LEVEL: "info"
   }
   const launch = (name: string): Instance => {

@@ -151,4 +151,20 @@ describe("sandbox in a real browser", () => {
     await done.first().waitFor({ timeout: STEP_MS })
     await page.screenshot({ path: path.join(tempDir, "sandbox-group.png") })
   })
+
+  it("the faults panel: Kie answers 402 and the user is told, with a retry button; /health shows ACTIVE", async () => {
+    // Last in this file: after a 402 the bot pauses submissions for minutes, as it should in production.
+    await page.locator(".instance[data-role='ACTIVE']").waitFor({ timeout: STEP_MS })
+    await page.click(".chat[data-chat='1002']")
+    await page.click("button[data-fault='kie402']")
+    await page.locator("#faultlog", { hasText: "402" }).waitFor({ timeout: STEP_MS })
+    await send("/start")
+    await page.locator("button.inline", { hasText: "Create a picture" }).last().click({ timeout: STEP_MS })
+    await page.locator(".msg.bot", { hasText: "Describe" }).last().waitFor({ timeout: STEP_MS })
+    await send("a red bicycle")
+    await page.locator("button.inline", { hasText: "1:1" }).last().click({ timeout: STEP_MS })
+    const failed = page.locator(".msg.bot", { hasText: "❌ Could not create the picture" })
+    await failed.locator("button.inline", { hasText: "Try again" }).first().waitFor({ timeout: STEP_MS })
+    await expect(failed.first().textContent()).resolves.toContain("temporarily unavailable")
+  })
 })
