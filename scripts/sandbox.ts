@@ -14,7 +14,8 @@
  *
  * Environment: SANDBOX_PORT (the page's port; 0, the default, picks a free
  * one), SANDBOX_INSTANCES (1 or 2; `--two` is 2), DATABASE_URL (a database
- * to use instead of the embedded server).
+ * to use instead of the embedded server), SANDBOX_MODEL_STEPS (how many
+ * "generating" polls a picture takes; 4).
  */
 import { Effect, Exit, Scope } from "effect"
 import * as fs from "node:fs"
@@ -103,7 +104,14 @@ const main = async () => {
   const kie = await FakeKie.start({
     apiKey: TEST_KIE_KEY,
     painter: { shortSide: 512 },
-    defaultTask: { steps: ["waiting", "generating", localResult("picture.png")] }
+    // About two seconds a picture at the 400 ms poll: long enough to kill the ACTIVE instance mid-generation.
+    defaultTask: {
+      steps: [
+        "waiting",
+        ...Array.from({ length: Number(process.env.SANDBOX_MODEL_STEPS ?? 4) }, () => "generating" as const),
+        localResult("picture.png")
+      ]
+    }
   })
   const instances: Array<Instance> = []
   const telegramScope = Effect.runSync(Scope.make())
