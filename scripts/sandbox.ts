@@ -97,14 +97,12 @@ const injectFault = (kind: string, kie: FakeKie, telegram: FakeTelegramShape): s
   }
 }
 
-const main = async () => {
-  const wanted = process.argv.includes("--two") || process.env.SANDBOX_INSTANCES === "2" ? 2 : 1
-  say("Starting the sandbox: embedded PostgreSQL, a local Bot API, a local image model…")
-  const database = await startDatabase()
-  const kie = await FakeKie.start({
+/** The local image model: paints every prompt in about two seconds at the 400 ms poll the sandbox sets. */
+const startModel = () =>
+  FakeKie.start({
     apiKey: TEST_KIE_KEY,
     painter: { shortSide: 512 },
-    // About two seconds a picture at the 400 ms poll: long enough to kill the ACTIVE instance mid-generation.
+    // Long enough to kill the ACTIVE instance mid-generation (two-instance mode), short enough to watch.
     defaultTask: {
       steps: [
         "waiting",
@@ -113,12 +111,106 @@ const main = async () => {
       ]
     }
   })
-  const instances: Array<Instance> = []
-  const telegramScope = Effect.runSync(Scope.make())
+
+/** Copies an instance's log to the terminal as it comes, shortened. */
+const followLog = (name: string, service: ServiceProcess) => {
+  let shown = 0
+  const flush = () => {
+    const lines = service.lines()
+    for (; shown < lines.length; shown++) showLog(name)(lines[shown]!)
+  }
+  const timer = setInterval(flush, 200)
+  void service.exited.then(() => {
+    flush()
+    clearInterval(timer)
+  })
+}
+
+/** The bot's instances: started as child processes of the sandbox, watched through their `/health`. */
+class Instances {
+  readonly all: Array<Instance> = []
+  stopping = false
+  private named = 0
+
+  private readonly env: Record<string, string>
+  readonly two: boolean
+
+  constructor(env: Record<string, string>, two: boolean) {
+    this.env = env
+    this.two = two
+  }
+
+  /** Starts one more instance, named bot-a, bot-b, … */
+  launch(): Instance {
+    const name = `bot-${String.fromCharCode(97 + this.named++)}`
+    const service = startService({ ...this.env, INSTANCE_ID: name })
+    const instance: Instance = { name, service, port: undefined, state: "starting" }
+    void service.port().then((port) => {
+      instance.port = port
+      instance.state = "running"
+    }, () => undefined)
+    void service.exited.then((code) => {
+      if (instance.state !== "killed") instance.state = "exited"
+      if (!this.stopping) say(`  ${name} exited (${code})`)
+    })
+    followLog(name, service)
+    this.all.push(instance)
+    return instance
+  }
+
+  async healthOf(instance: Instance): Promise<{ readonly active?: boolean } | undefined> {
+    if (instance.port === undefined || instance.state !== "running") return undefined
+    try {
+      const response = await fetch(`http://127.0.0.1:${instance.port}/health`, { signal: AbortSignal.timeout(1_000) })
+      return (await response.json()) as { active?: boolean }
+    } catch {
+      return undefined
+    }
+  }
+
+  /** What the page shows of every instance: name, pid, process state and its `/health`. */
+  status() {
+    return Promise.all(this.all.map(async (instance) => ({
+      name: instance.name,
+      pid: instance.service.pid,
+      state: instance.state,
+      health: (await this.healthOf(instance)) ?? null
+    })))
+  }
+
+  /** SIGKILLs the instance whose `/health` says ACTIVE (as a crash would); a new standby starts 3 s later. */
+  async killActive(): Promise<string> {
+    if (!this.two) return "kill needs the two-instance mode (npm run sandbox -- --two)"
+    const healths = await Promise.all(this.all.map((i) => this.healthOf(i)))
+    const active = this.all.find((_, index) => healths[index]?.active === true)
+    if (active === undefined) return "no ACTIVE instance to kill"
+    active.state = "killed"
+    active.service.killAll()
+    setTimeout(() => {
+      if (!this.stopping) this.launch()
+    }, 3_000)
+    return `killed ${active.name} (SIGKILL); the standby takes over; a new standby starts in 3 s`
+  }
+
+  /** SIGTERM to all, a bounded wait for their drain, then SIGKILL to whatever is left. */
+  async stop(): Promise<void> {
+    this.stopping = true
+    for (const instance of this.all) instance.service.kill("SIGTERM")
+    const exited = Promise.all(this.all.map((i) => i.service.exited))
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))])
+    for (const instance of this.all) instance.service.killAll()
+  }
+
+  /** Resolves with the first instance that logs it became ACTIVE. */
+  leader(): Promise<Instance> {
+    return Promise.any(this.all.map((i) => i.service.waitForLine((l) => l.includes(ACTIVE_LINE), 90_000).then(() => i)))
+  }
+}
+
+/** The page, the instances' status and the faults panel, served on the fake Bot API's port. */
+const pageRoutes = (instances: () => Instances | undefined, fault: (kind: string) => Promise<string | undefined>) => {
   const pageHtml = fs.readFileSync(PAGE, "utf8")
-  /** Set once the fake Bot API is up; its routes (the faults panel) need it. */
-  const fakes: { telegram?: FakeTelegramShape } = {}
-  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => {
+  return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<boolean> => {
     const json = (status: number, body: unknown) => {
       res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" })
       res.end(JSON.stringify(body))
@@ -126,26 +218,32 @@ const main = async () => {
     if (req.method === "GET" && (url.pathname === "/" || url.pathname === "/index.html")) {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" })
       res.end(pageHtml)
-      return true
-    }
-    if (req.method === "GET" && url.pathname === "/sandbox/status") {
-      json(200, { instances: await Promise.all(instances.map(statusOf)), twoInstances: wanted === 2 })
-      return true
-    }
-    if (req.method === "POST" && url.pathname === "/sandbox/fault") {
+    } else if (req.method === "GET" && url.pathname === "/sandbox/status") {
+      json(200, { instances: (await instances()?.status()) ?? [], twoInstances: instances()?.two ?? false })
+    } else if (req.method === "POST" && url.pathname === "/sandbox/fault") {
       const kind = url.searchParams.get("kind") ?? ""
-      const done = kind === "kill" ? killActive() : injectFault(kind, kie, fakes.telegram!)
+      const done = await fault(kind)
       json(done === undefined ? 400 : 200, { done: done ?? `unknown fault ${kind}` })
-      return true
-    }
-    return false
+    } else return false
+    return true
   }
-  const telegram = await Effect.runPromise(
-    makeFakeTelegram({ routes, port: Number(process.env.SANDBOX_PORT ?? 0) }).pipe(Scope.provide(telegramScope))
-  )
-  fakes.telegram = telegram
+}
 
-  const env = {
+const main = async () => {
+  const two = process.argv.includes("--two") || process.env.SANDBOX_INSTANCES === "2"
+  say("Starting the sandbox: embedded PostgreSQL, a local Bot API, a local image model…")
+  const database = await startDatabase()
+  const kie = await startModel()
+  const telegramScope = Effect.runSync(Scope.make())
+  const ready: { instances?: Instances; telegram?: FakeTelegramShape } = {}
+  const fault = async (kind: string) =>
+    kind === "kill" ? ready.instances?.killActive() : injectFault(kind, kie, ready.telegram!)
+  const telegram = await Effect.runPromise(
+    makeFakeTelegram({ routes: pageRoutes(() => ready.instances, fault), port: Number(process.env.SANDBOX_PORT ?? 0) })
+      .pipe(Scope.provide(telegramScope))
+  )
+  ready.telegram = telegram
+  const instances = new Instances({
     ...processEnv,
     TELEGRAM_API_ROOT: telegram.apiRoot,
     KIE_BASE_URL: kie.url,
@@ -155,72 +253,15 @@ const main = async () => {
     // A hung Kie request (faults panel) gives up in seconds, not the default 30 s, so its effect shows.
     KIE_REQUEST_TIMEOUT_MS: "8000",
     LOG_LEVEL: "info"
-  }
-  const launch = (name: string): Instance => {
-    const service = startService({ ...env, INSTANCE_ID: name })
-    const instance: Instance = { name, service, port: undefined, state: "starting" }
-    void service.port().then((port) => {
-      instance.port = port
-      instance.state = "running"
-    }, () => undefined)
-    void service.exited.then((code) => {
-      if (instance.state !== "killed") instance.state = "exited"
-      if (!stopping) say(`  ${name} exited (${code})`)
-    })
-    let shown = 0
-    const timer = setInterval(() => {
-      const lines = service.lines()
-      for (; shown < lines.length; shown++) showLog(name)(lines[shown]!)
-    }, 200)
-    void service.exited.then(() => {
-      const lines = service.lines()
-      for (; shown < lines.length; shown++) showLog(name)(lines[shown]!)
-      clearInterval(timer)
-    })
-    return instance
-  }
-
-  const healthOf = async (instance: Instance) => {
-    if (instance.port === undefined || instance.state !== "running") return undefined
-    try {
-      const response = await fetch(`http://127.0.0.1:${instance.port}/health`, { signal: AbortSignal.timeout(1_000) })
-      return (await response.json()) as { active?: boolean; role?: string }
-    } catch {
-      return undefined
-    }
-  }
-  const statusOf = async (instance: Instance) => {
-    const health = await healthOf(instance)
-    return { name: instance.name, pid: instance.service.pid, state: instance.state, health: health ?? null }
-  }
-
-  let generation = 0
-  /** Kills the ACTIVE instance with SIGKILL (as a crash would) and starts a new standby a few seconds later. */
-  const killActive = (): string | undefined => {
-    if (wanted !== 2) return "kill needs the two-instance mode (npm run sandbox -- --two)"
-    const active = instances.find((i) =>
-      i.state === "running" && i.service.lines().some((l) => l.includes(ACTIVE_LINE))
-    )
-    if (active === undefined) return "no ACTIVE instance to kill"
-    active.state = "killed"
-    active.service.killAll()
-    setTimeout(() => {
-      if (stopping) return
-      const index = instances.indexOf(active)
-      instances[index] = launch(`bot-${String.fromCharCode(97 + ++generation + 1)}`)
-    }, 3_000)
-    return `killed ${active.name} (SIGKILL); the standby takes over; a new standby starts in 3 s`
-  }
+  }, two)
+  ready.instances = instances
 
   let stopping = false
   const stop = async () => {
     if (stopping) return
     stopping = true
     say("Stopping the sandbox…")
-    for (const instance of instances) instance.service.kill("SIGTERM")
-    const bounded = (p: Promise<unknown>) => Promise.race([p, new Promise((r) => setTimeout(r, 15_000))])
-    await bounded(Promise.all(instances.map((i) => i.service.exited)))
-    for (const instance of instances) instance.service.killAll()
+    await instances.stop()
     await Effect.runPromise(Scope.close(telegramScope, Exit.void))
     await kie.close()
     await database.close()
@@ -230,12 +271,11 @@ const main = async () => {
   process.on("SIGINT", () => void stop())
   process.on("SIGTERM", () => void stop())
 
-  instances.push(launch("bot-a"))
-  if (wanted === 2) instances.push(launch("bot-b"))
-  const leader = await Promise.any(
-    instances.map((i) => i.service.waitForLine((l) => l.includes(ACTIVE_LINE), 90_000).then(() => i))
-  )
+  instances.launch()
+  if (two) instances.launch()
+  const leader = await instances.leader()
   await leader.service.port()
+  // Let the startup log reach the terminal first, so the address is the last thing on screen.
   await new Promise((resolve) => setTimeout(resolve, 300))
   say("")
   say("The sandbox is running. Open the chat page:")
