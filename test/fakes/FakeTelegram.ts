@@ -73,6 +73,15 @@
  * button on a message the bot sent, with that message as Telegram stores it:
  * its topic, and the message it replies to (with that message's sender, as
  * pushed earlier) as `reply_to_message`.
+ *
+ * ## The chat page
+ *
+ * `fake.page` (ChatPageApi.ts, served at `/chat/...` on the same port) lets a
+ * browser be the users: what they type, send and press becomes real updates,
+ * and the page long-polls the conversation (the bot's messages as edited,
+ * pictures and documents with their bytes, callback answers, typing). The
+ * sandbox (`npm run sandbox`) serves its page and faults panel through the
+ * `routes` option.
  */
 import { Context, Data, Effect, Layer, type Scope } from "effect"
 import * as http from "node:http"
@@ -1059,7 +1068,12 @@ const start = async (options: FakeTelegramOptions) => {
     void (async () => {
       const url = new URL(req.url ?? "/", "http://127.0.0.1")
       if (req.method === "GET" && serveFile(res, url.pathname)) return
-      if (await page.serve(req, res, url)) return
+      if (url.pathname.startsWith("/chat/")) {
+        // The page's long polls are held for seconds: they must not keep `idle()` waiting.
+        settle()
+        await page.serve(req, res, url)
+        return
+      }
       if (options.routes !== undefined && (await options.routes(req, res, url))) return
       const match = /^\/bot([^/]+)\/([A-Za-z]+)$/.exec(url.pathname)
       let parsed: Awaited<ReturnType<typeof readParams>>
