@@ -88,6 +88,11 @@ const injectFault = (kind: string, kie: FakeKie, telegram: FakeTelegramShape): s
     case "kieHang":
       kie.scriptCreate({ hang: true })
       return "Kie will take the next createTask and never answer"
+    case "kieSlow":
+      kie.scriptNextTasks({
+        steps: ["waiting", ...Array.from({ length: 60 }, () => "generating" as const), localResult("picture.png")]
+      })
+      return "Kie will take about 25 s for the next picture: watch the status message tick (every 10 s)"
     case "tg429":
       telegram.failNext("sendMessage", failure.rateLimited(3))
       telegram.failNext("editMessageText", failure.rateLimited(3))

@@ -47,47 +47,62 @@ describe("sandbox processes", () => {
     await Effect.runPromise(Scope.close(scope, Exit.void))
   })
 
-  it("two instances: the ACTIVE one killed mid-generation, the standby takes over and delivers", async () => {
-    const databaseUrl = await Effect.runPromise(freshDatabaseUrl.pipe(Scope.provide(scope)))
-    const sandbox = startSandbox({ DATABASE_URL: databaseUrl, SANDBOX_MODEL_STEPS: "25" }, { args: ["--two"] })
-    started.push(sandbox)
-    const address = await sandbox.address
-    const get = async <A>(p: string) => (await (await fetch(new URL(p, address))).json()) as A
-    const post = (p: string, body?: unknown) =>
-      fetch(new URL(p, address), { method: "POST", body: JSON.stringify(body ?? {}) }).then((r) => r.json())
-    const chat = async () => (await get<PageState>("/chat/state")).chats.find((c) => c.chatId === 1001)?.messages ?? []
-    const lastBot = async () => (await chat()).filter((m) => m.from === "bot").at(-1)
+  it(
+    "two instances: faults retried, the ACTIVE one killed mid-generation, the standby takes over and delivers",
+    async () => {
+      const databaseUrl = await Effect.runPromise(freshDatabaseUrl.pipe(Scope.provide(scope)))
+      const sandbox = startSandbox({ DATABASE_URL: databaseUrl, SANDBOX_MODEL_STEPS: "25" }, { args: ["--two"] })
+      started.push(sandbox)
+      const address = await sandbox.address
+      const get = async <A>(p: string) => (await (await fetch(new URL(p, address))).json()) as A
+      const post = (p: string, body?: unknown) =>
+        fetch(new URL(p, address), { method: "POST", body: JSON.stringify(body ?? {}) }).then((r) => r.json())
+      const chat = async () =>
+        (await get<PageState>("/chat/state")).chats.find((c) => c.chatId === 1001)?.messages ?? []
+      const lastBot = async () => (await chat()).filter((m) => m.from === "bot").at(-1)
 
-    await post("/chat/message", { ...ANNA, text: "/start" })
-    const welcome = await until(lastBot, (m) => m?.buttons !== undefined, 20_000, "welcome")
-    await post("/chat/press", { ...ANNA, messageId: welcome!.id, data: "zimage:start" })
-    await until(lastBot, (m) => m !== undefined && m.id > welcome!.id, 20_000, "prompt question")
-    await post("/chat/message", { ...ANNA, text: "a lighthouse in a storm" })
-    const ratios = await until(lastBot, (m) => m?.buttons?.[0]?.[0]?.data.includes("ratio") === true, 20_000, "ratios")
-    await post("/chat/press", { ...ANNA, messageId: ratios!.id, data: "zimage:ratio:1:1" })
+      // Faults on the way, from the panel: Telegram's 429 and Kie's 500 are waited out and retried.
+      expect(((await post("/sandbox/fault?kind=tg429")) as { done: string }).done).toContain("429")
+      expect(((await post("/sandbox/fault?kind=kie500")) as { done: string }).done).toContain("500")
+      await post("/chat/message", { ...ANNA, text: "/start" })
+      const welcome = await until(lastBot, (m) => m?.buttons !== undefined, 20_000, "welcome")
+      await post("/chat/press", { ...ANNA, messageId: welcome!.id, data: "zimage:start" })
+      await until(lastBot, (m) => m !== undefined && m.id > welcome!.id, 20_000, "prompt question")
+      await post("/chat/message", { ...ANNA, text: "a lighthouse in a storm" })
+      const ratios = await until(
+        lastBot,
+        (m) => m?.buttons?.[0]?.[0]?.data.includes("ratio") === true,
+        20_000,
+        "ratios"
+      )
+      await post("/chat/press", { ...ANNA, messageId: ratios!.id, data: "zimage:ratio:1:1" })
 
-    const status = await until(
-      () => get<Status>("/sandbox/status"),
-      (s) => s.instances.some((i) => i.health?.active === true && i.health.generations?.submitted === 1),
-      20_000,
-      "a generation submitted to the local model"
-    )
-    const active = status.instances.find((i) => i.health?.active === true)!
-    const answer = (await post("/sandbox/fault?kind=kill")) as { done: string }
-    expect(answer.done).toContain(`killed ${active.name}`)
+      const status = await until(
+        () => get<Status>("/sandbox/status"),
+        (s) => s.instances.some((i) => i.health?.active === true && i.health.generations?.submitted === 1),
+        20_000,
+        "a generation submitted to the local model"
+      )
+      const active = status.instances.find((i) => i.health?.active === true)!
+      const answer = (await post("/sandbox/fault?kind=kill")) as { done: string }
+      expect(answer.done).toContain(`killed ${active.name}`)
 
-    const after = await until(
-      () => get<Status>("/sandbox/status"),
-      (s) => s.instances.some((i) => i.name !== active.name && i.health?.active === true),
-      40_000,
-      "the standby ACTIVE"
-    )
-    expect(after.instances.find((i) => i.name === active.name)?.state).toBe("killed")
-    const picture = await until(lastBot, (m) => m?.kind === "document", 40_000, "the picture after the takeover")
-    const photos = (await chat()).filter((m) => m.from === "bot" && m.kind === "photo")
-    expect(photos.map((m) => m.caption)).toEqual(["✅ Готово!"])
-    expect(picture!.fileName).toMatch(/\.png$/)
-  }, 120_000)
+      const after = await until(
+        () => get<Status>("/sandbox/status"),
+        (s) => s.instances.some((i) => i.name !== active.name && i.health?.active === true),
+        40_000,
+        "the standby ACTIVE"
+      )
+      expect(after.instances.find((i) => i.name === active.name)?.state).toBe("killed")
+      const picture = await until(lastBot, (m) => m?.kind === "document", 40_000, "the picture after the takeover")
+      const photos = (await chat()).filter((m) => m.from === "bot" && m.kind === "photo")
+      expect(photos.map((m) => m.caption)).toEqual(["✅ Готово!"])
+      expect(picture!.fileName).toMatch(/\.png$/)
+      expect(sandbox.output()).toContain("[TELEGRAM] 429 on sendMessage")
+      expect(sandbox.output()).toContain("Kie createTask answered 500")
+    },
+    120_000
+  )
 
   it("Ctrl-C on npm run sandbox stops the instances and the embedded PostgreSQL, leaving nothing running", async () => {
     const sandbox = startSandbox({}, { via: "npm" })
