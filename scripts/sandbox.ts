@@ -13,8 +13,9 @@
  * instances, the doubles and the database, and exits 0.
  *
  * Environment: SANDBOX_PORT (the page's port; 0, the default, picks a free
- * one), SANDBOX_INSTANCES (1 or 2; `--two` is 2), DATABASE_URL (a database
- * to use instead of the embedded server), SANDBOX_MODEL_STEPS (how many
+ * one), SANDBOX_INSTANCES (1 or 2; `--two` is 2), SANDBOX_DATABASE_URL (a
+ * database to use instead of the embedded server; deliberately not
+ * DATABASE_URL, which may name a real bot's database in the shell), SANDBOX_MODEL_STEPS (how many
  * "generating" polls a picture takes; 4).
  */
 import { Effect, Exit, Scope } from "effect"
@@ -54,9 +55,9 @@ const showLog = (name: string) => (line: string) => {
   }
 }
 
-/** DATABASE_URL when set (the browser test passes a fresh database), else an embedded server of our own. */
+/** SANDBOX_DATABASE_URL when set (the tests pass a fresh database), else an embedded server of our own. */
 const startDatabase = async () => {
-  const given = process.env.DATABASE_URL
+  const given = process.env.SANDBOX_DATABASE_URL
   if (given !== undefined && given !== "") return { url: given, close: async () => {} }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "zimage-sandbox-"))
   fs.chmodSync(dir, 0o755)

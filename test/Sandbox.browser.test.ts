@@ -40,7 +40,7 @@ describe("sandbox in a real browser", () => {
 
   beforeAll(async () => {
     const databaseUrl = await Effect.runPromise(freshDatabaseUrl.pipe(Scope.provide(scope)))
-    sandbox = startSandbox({ DATABASE_URL: databaseUrl })
+    sandbox = startSandbox({ SANDBOX_DATABASE_URL: databaseUrl })
     ;[address, browser] = await Promise.all([
       sandbox.address,
       chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true })

@@ -51,7 +51,10 @@ describe("sandbox processes", () => {
     "two instances: faults retried, the ACTIVE one killed mid-generation, the standby takes over and delivers",
     async () => {
       const databaseUrl = await Effect.runPromise(freshDatabaseUrl.pipe(Scope.provide(scope)))
-      const sandbox = startSandbox({ DATABASE_URL: databaseUrl, SANDBOX_MODEL_STEPS: "25" }, { args: ["--two"] })
+      const sandbox = startSandbox(
+        { SANDBOX_DATABASE_URL: databaseUrl, SANDBOX_MODEL_STEPS: "25" },
+        { args: ["--two"] }
+      )
       started.push(sandbox)
       const address = await sandbox.address
       const get = async <A>(p: string) => (await (await fetch(new URL(p, address))).json()) as A
