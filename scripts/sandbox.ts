@@ -235,12 +235,21 @@ const pageRoutes = (instances: () => Instances | undefined, fault: (kind: string
   }
 }
 
+/** What to undo on the way out, newest first: the instances, the doubles, the database. */
+const cleanups: Array<() => Promise<void>> = []
+const cleanUp = async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined)
+}
+
 const main = async () => {
   const two = process.argv.includes("--two") || process.env.SANDBOX_INSTANCES === "2"
   say("Starting the sandbox: embedded PostgreSQL, a local Bot API, a local image model…")
   const database = await startDatabase()
+  cleanups.push(database.close)
   const kie = await startModel()
+  cleanups.push(() => kie.close())
   const telegramScope = Effect.runSync(Scope.make())
+  cleanups.push(() => Effect.runPromise(Scope.close(telegramScope, Exit.void)))
   const ready: { instances?: Instances; telegram?: FakeTelegramShape } = {}
   const fault = async (kind: string) =>
     kind === "kill" ? ready.instances?.killActive() : injectFault(kind, kie, ready.telegram!)
@@ -261,21 +270,7 @@ const main = async () => {
     LOG_LEVEL: "info"
   }, two)
   ready.instances = instances
-
-  let stopping = false
-  const stop = async () => {
-    if (stopping) return
-    stopping = true
-    say("Stopping the sandbox…")
-    await instances.stop()
-    await Effect.runPromise(Scope.close(telegramScope, Exit.void))
-    await kie.close()
-    await database.close()
-    say("Sandbox stopped.")
-    process.exit(0)
-  }
-  process.on("SIGINT", () => void stop())
-  process.on("SIGTERM", () => void stop())
+  cleanups.push(() => instances.stop())
 
   instances.launch()
   if (two) instances.launch()
@@ -289,7 +284,24 @@ const main = async () => {
   say("Press Ctrl-C to stop.")
 }
 
-main().catch((error) => {
+/**
+ * Ctrl-C (or SIGTERM): stop everything and exit 0. Repeats are ignored: under `npm run`, one Ctrl-C
+ * arrives twice (from the terminal and forwarded by npm). The instances' stop is bounded (15 s).
+ */
+let stopping = false
+const stop = async () => {
+  if (stopping) return
+  stopping = true
+  say("Stopping the sandbox…")
+  await cleanUp()
+  say("Sandbox stopped.")
+  process.exit(0)
+}
+process.on("SIGINT", () => void stop())
+process.on("SIGTERM", () => void stop())
+
+main().catch(async (error) => {
   process.stderr.write(`sandbox failed: ${error instanceof Error ? error.stack : String(error)}\n`)
+  await cleanUp()
   process.exit(1)
 })

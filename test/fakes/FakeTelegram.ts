@@ -1159,7 +1159,14 @@ const start = async (options: FakeTelegramOptions) => {
     sockets.add(socket)
     socket.on("close", () => sockets.delete(socket))
   })
-  await new Promise<void>((resolve) => server.listen(options.port ?? 0, "127.0.0.1", resolve))
+  await new Promise<void>((resolve, reject) => {
+    // A taken port (a fixed `port`) fails the start instead of crashing the process.
+    server.once("error", reject)
+    server.listen(options.port ?? 0, "127.0.0.1", () => {
+      server.off("error", reject)
+      resolve()
+    })
+  })
   const port = (server.address() as AddressInfo).port
   const apiRoot = `http://127.0.0.1:${port}`
 
