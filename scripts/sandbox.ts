@@ -65,6 +65,7 @@ const startDatabase = async () => {
   const server = await Effect.runPromise(
     EmbeddedPostgres.acquire({ dataDir: path.join(dir, "pg"), unsafeFast: true }).pipe(Scope.provide(scope))
   )
+  say(`Database: embedded PostgreSQL in ${dir} (deleted on exit)`)
   return {
     url: server.urlFor("postgres"),
     close: async () => {

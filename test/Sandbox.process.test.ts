@@ -5,6 +5,7 @@
  * sandbox` stopping everything it started (embedded PostgreSQL included).
  */
 import { execFileSync } from "node:child_process"
+import * as net from "node:net"
 import { Effect, Exit, Scope } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import type { PageState } from "./fakes/ChatPageApi.ts"
@@ -37,6 +38,13 @@ const until = async <A>(read: () => Promise<A>, done: (value: A) => boolean, tim
 const processesWith = (text: string): Array<string> => {
   const out = execFileSync("ps", ["-eo", "pid,args"], { encoding: "utf8" })
   return out.split("\n").filter((line) => line.includes(text) && !line.includes("ps -eo"))
+}
+
+/** The embedded server's directory, from the line the sandbox prints. */
+const embeddedDirOf = (sandbox: SandboxProcess): string => {
+  const dir = /embedded PostgreSQL in (\S+)/.exec(sandbox.output())?.[1]
+  if (dir === undefined) throw new Error(`no embedded database line in:\n${sandbox.output()}`)
+  return dir
 }
 
 describe("sandbox processes", () => {
@@ -111,11 +119,9 @@ describe("sandbox processes", () => {
     const sandbox = startSandbox({}, { via: "npm" })
     started.push(sandbox)
     await sandbox.address
-    const dataDir = /zimage-sandbox-[A-Za-z0-9]+/
-    // The tree npm started: npm, the sandbox, the service, the embedded postmaster (in its temp dir).
-    const marker = processesWith("zimage-sandbox-").map((line) => dataDir.exec(line)?.[0]).find((d) => d !== undefined)
-    expect(marker).toBeDefined()
-    expect(processesWith(`${marker}`).length).toBeGreaterThan(0)
+    // The embedded postmaster runs on the temp directory the sandbox names.
+    const marker = embeddedDirOf(sandbox)
+    expect(processesWith(marker).length).toBeGreaterThan(0)
     const status = (await (await fetch(new URL("/sandbox/status", await sandbox.address))).json()) as Status
     const services = status.instances.map((i) => i.pid)
     expect(services.length).toBe(1)
@@ -135,4 +141,20 @@ describe("sandbox processes", () => {
     }
     expect(services.filter(alive)).toEqual([])
   }, 120_000)
+
+  it("a failed start (the page's port taken) stops the embedded PostgreSQL it started and exits 1", async () => {
+    const busy = net.createServer()
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve))
+    try {
+      const port = (busy.address() as net.AddressInfo).port
+      const sandbox = startSandbox({ SANDBOX_PORT: String(port) })
+      started.push(sandbox)
+      expect(await sandbox.exited).toBe(1)
+      expect(sandbox.output()).toContain("EADDRINUSE")
+      const marker = embeddedDirOf(sandbox)
+      await until(async () => processesWith(marker), (left) => left.length === 0, 10_000, "no postgres left")
+    } finally {
+      busy.close()
+    }
+  }, 60_000)
 })
