@@ -42,6 +42,7 @@
 import { Effect } from "effect"
 import { createHmac } from "node:crypto"
 import { makePng } from "../support/images.ts"
+import { paint, recolour } from "./Painter.ts"
 import * as http from "node:http"
 import type { AddressInfo, Socket } from "node:net"
 
@@ -132,6 +133,12 @@ export interface FakeKieOptions {
   readonly now?: () => number
   /** The bytes of every result file not set with `serveResult`; a 64×64 PNG by default. */
   readonly resultImage?: Buffer
+  /**
+   * Results are real pictures (see `Painter.ts`): painted from the prompt at
+   * the ratio's size (`shortSide` pixels on the short side), or, for an edit,
+   * the uploaded input recoloured. For the sandbox and the browser test.
+   */
+  readonly painter?: { readonly shortSide: number }
 }
 
 // ---------------------------------------------------------------------------
@@ -302,8 +309,11 @@ const modelInputProblem = (id: string, input: Record<string, any>): string | und
   return undefined
 }
 
-/** The pixel size of a result for a ratio (or Qwen size name): 64 pixels on the short side. */
-export const resultSizeFor = (ratio: unknown): { readonly width: number; readonly height: number } => {
+/** The pixel size of a result for a ratio (or Qwen size name): `shortSide` (64) pixels on the short side. */
+export const resultSizeFor = (
+  ratio: unknown,
+  shortSide = 64
+): { readonly width: number; readonly height: number } => {
   const named: Record<string, string> = {
     square: "1:1",
     square_hd: "1:1",
@@ -314,9 +324,11 @@ export const resultSizeFor = (ratio: unknown): { readonly width: number; readonl
   }
   const text = typeof ratio === "string" ? (named[ratio] ?? ratio) : "1:1"
   const match = /^(\d+):(\d+)$/.exec(text)
-  if (match === null) return { width: 64, height: 64 }
+  if (match === null) return { width: shortSide, height: shortSide }
   const [w, h] = [Number(match[1]), Number(match[2])]
-  return w >= h ? { width: Math.round((64 * w) / h), height: 64 } : { width: 64, height: Math.round((64 * h) / w) }
+  return w >= h
+    ? { width: Math.round((shortSide * w) / h), height: shortSide }
+    : { width: shortSide, height: Math.round((shortSide * h) / w) }
 }
 let defaultImage: Buffer | undefined
 const defaultResultImage = () => (defaultImage ??= makePng(64, 64))
@@ -819,8 +831,33 @@ export class FakeKie {
     if (served !== undefined) return served
     const input = taskId === undefined ? undefined : this.tasks.get(taskId)?.body.input
     if (input === undefined) return defaultResultImage()
-    const size = resultSizeFor(input.aspect_ratio ?? input.image_size)
-    return makePng(size.width, size.height)
+    const ratio = input.aspect_ratio ?? input.image_size
+    if (this.options.painter === undefined) {
+      const size = resultSizeFor(ratio)
+      return makePng(size.width, size.height)
+    }
+    const size = resultSizeFor(ratio, this.options.painter.shortSide)
+    const prompt = typeof input.prompt === "string" ? input.prompt : ""
+    const uploaded = this.uploadedInput(taskId!)
+    return uploaded === undefined ? paint(prompt, size.width, size.height) : recolour(uploaded, prompt, size)
+  }
+
+  /** The bytes of a task's first input picture, when this fake holds it (uploaded, or a result it made). */
+  private uploadedInput(taskId: string): Buffer | undefined {
+    const task = this.tasks.get(taskId)
+    const field = FAKE_MODELS[String(task?.body.model)]?.images?.field
+    if (task === undefined || field === undefined) return undefined
+    const value: unknown = task.body.input?.[field]
+    const first = Array.isArray(value) ? value[0] : value
+    if (typeof first !== "string" || !first.startsWith(`${this.url}/`)) return undefined
+    const url = new URL(first)
+    if (url.pathname.startsWith("/uploads/")) {
+      return this.uploads.get(decodeURIComponent(url.pathname.slice("/uploads/".length)))?.bytes
+    }
+    // An edit of a picture this fake made (a reply to a delivered picture): that picture.
+    const earlier = url.searchParams.get("task") ?? undefined
+    if (!url.pathname.startsWith("/results/") || earlier === undefined || earlier === taskId) return undefined
+    return this.resultBytes(decodeURIComponent(url.pathname.slice("/results/".length)), earlier)
   }
 
   /** Kie's stream upload: multipart `file`, `uploadPath`, `fileName`; answers `data.downloadUrl` on this fake. */

@@ -73,11 +73,21 @@
  * button on a message the bot sent, with that message as Telegram stores it:
  * its topic, and the message it replies to (with that message's sender, as
  * pushed earlier) as `reply_to_message`.
+ *
+ * ## The chat page
+ *
+ * `fake.page` (ChatPageApi.ts, served at `/chat/...` on the same port) lets a
+ * browser be the users: what they type, send and press becomes real updates,
+ * and the page long-polls the conversation (the bot's messages as edited,
+ * pictures and documents with their bytes, callback answers, typing). The
+ * sandbox (`npm run sandbox`) serves its page and faults panel through the
+ * `routes` option.
  */
 import { Context, Data, Effect, Layer, type Scope } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { TEST_BOT_TOKEN } from "../support/TestConfig.ts"
+import { type ChatPage, makeChatPage } from "./ChatPageApi.ts"
 
 // ---------------------------------------------------------------------------
 // Types
@@ -87,6 +97,8 @@ export interface UploadedFile {
   readonly filename: string
   readonly type: string
   readonly size: number
+  /** The bytes sent (the chat page shows them). */
+  readonly bytes?: Uint8Array
 }
 
 export interface RecordedCall {
@@ -251,6 +263,8 @@ export interface FakeTelegramShape {
   readonly addFile: (bytes: Uint8Array, options?: { readonly size?: number }) => string
   /** Downloads of `/file/bot<token>/...` answered, by file_path. */
   readonly fileDownloads: () => ReadonlyArray<string>
+  /** The chat page's API (`/chat/...`, see ChatPageApi.ts): users' messages, pictures, presses, and the state. */
+  readonly page: ChatPage
 }
 
 /** Telegram's limit on files a bot may download with getFile. */
@@ -485,6 +499,13 @@ interface Waiter<A> {
 
 export interface FakeTelegramOptions {
   readonly token?: string
+  /** The port to listen on (0, the default: any free one). */
+  readonly port?: number
+  /**
+   * More routes on the fake's port, tried before the Bot API (the sandbox
+   * serves its page and faults panel this way); true when handled.
+   */
+  readonly routes?: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => boolean | Promise<boolean>
   /** Delay before a failed webhook delivery is retried (real time). */
   readonly webhookRetryDelayMs?: number
   /** Every answer leaves this long after the request arrived, like the network to api.telegram.org. */
@@ -959,6 +980,9 @@ const start = async (options: FakeTelegramOptions) => {
     state.messages.set(message.messageId, message)
     const fileId = `file-${chatId}-${message.messageId}`
     const size = typeof file === "string" ? 100_000 : file.size
+    if (typeof file !== "string" && file.bytes !== undefined) {
+      files.set(fileId, { bytes: file.bytes, size, path: `photos/${fileId}.png` })
+    }
     const media = kind === "photo"
       ? { photo: [{ file_id: fileId, file_unique_id: `u${fileId}`, width: 1024, height: 1024, file_size: size }] }
       : {
@@ -1001,11 +1025,33 @@ const start = async (options: FakeTelegramOptions) => {
       const form = await request.formData()
       for (const [key, value] of form) {
         if (typeof value === "string") params[key] = coerce(key, value)
-        else files.push({ field: key, filename: value.name, type: value.type, size: value.size })
+        else {
+          const bytes = new Uint8Array(await value.arrayBuffer())
+          files.push({ field: key, filename: value.name, type: value.type, size: value.size, bytes })
+        }
       }
     }
     return { params, files, transport }
   }
+
+  const page = makeChatPage({
+    nextMessageId: (chatId) => chat(chatId).nextId++,
+    botMessages: (chatId) => [...(chats.get(chatId)?.messages.values() ?? [])],
+    chatIds: () => [...chats.keys()],
+    pushUpdate: (update) => shape.pushUpdate(update),
+    pressButton: (press) => shape.pressButton(press),
+    addFile: (bytes) => shape.addFile(bytes),
+    repliedMessage: (chatId, messageId) => {
+      const { reply_to_message: _nested, ...fromUser } = userMessages.get(`${chatId}/${messageId}`) ?? {}
+      if (Object.keys(fromUser).length > 0) return fromUser
+      const own = chats.get(chatId)?.messages.get(messageId)
+      if (own === undefined) return undefined
+      const fileId = `file-${chatId}-${messageId}`
+      // Like Telegram, a replied-to picture carries its file, so a reply to it can edit it.
+      const photo = [{ file_id: fileId, file_unique_id: `u${fileId}`, width: 1024, height: 1024 }]
+      return messageResult({ ...own, replyTo: undefined }, own.kind === "photo" ? { photo } : {})
+    }
+  })
 
   const server = http.createServer((req, res) => {
     busy++
@@ -1022,6 +1068,13 @@ const start = async (options: FakeTelegramOptions) => {
     void (async () => {
       const url = new URL(req.url ?? "/", "http://127.0.0.1")
       if (req.method === "GET" && serveFile(res, url.pathname)) return
+      if (url.pathname.startsWith("/chat/")) {
+        // The page's long polls are held for seconds: they must not keep `idle()` waiting.
+        settle()
+        await page.serve(req, res, url)
+        return
+      }
+      if (options.routes !== undefined && (await options.routes(req, res, url))) return
       const match = /^\/bot([^/]+)\/([A-Za-z]+)$/.exec(url.pathname)
       let parsed: Awaited<ReturnType<typeof readParams>>
       try {
@@ -1054,6 +1107,15 @@ const start = async (options: FakeTelegramOptions) => {
         const handler = handlers[call.method]
         if (handler === undefined) fail(call, res, 404, "Not Found")
         else handler(call, res)
+        if (call.response?.status === 200) {
+          const file = call.files.find((f) => f.bytes !== undefined)
+          page.noteCall(
+            call.method,
+            call.params,
+            (call.response.body as { result?: unknown }).result,
+            file === undefined ? undefined : { bytes: file.bytes!, type: file.type || "image/png", name: file.filename }
+          )
+        }
       }
       const injected = failures.get(call.method)?.shift()
       if (injected !== undefined) {
@@ -1097,7 +1159,14 @@ const start = async (options: FakeTelegramOptions) => {
     sockets.add(socket)
     socket.on("close", () => sockets.delete(socket))
   })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  await new Promise<void>((resolve, reject) => {
+    // A taken port (a fixed `port`) fails the start instead of crashing the process.
+    server.once("error", reject)
+    server.listen(options.port ?? 0, "127.0.0.1", () => {
+      server.off("error", reject)
+      resolve()
+    })
+  })
   const port = (server.address() as AddressInfo).port
   const apiRoot = `http://127.0.0.1:${port}`
 
@@ -1184,6 +1253,7 @@ const start = async (options: FakeTelegramOptions) => {
       return fileId
     },
     fileDownloads: () => [...downloads],
+    page,
     failNext: (method, injected, times = 1) => {
       const list = failures.get(method) ?? []
       for (let i = 0; i < times; i++) list.push(injected)
