@@ -14,7 +14,8 @@ const crc32 = (bytes: Uint8Array) => {
   return (c ^ 0xffffffff) >>> 0
 }
 
-const chunk = (type: string, data: Buffer) => {
+/** One PNG chunk: length, type, data and its CRC-32 (also used by the sandbox's painter). */
+export const pngChunk = (type: string, data: Buffer) => {
   const length = Buffer.alloc(4)
   length.writeUInt32BE(data.length)
   const body = Buffer.concat([Buffer.from(type, "ascii"), data])
@@ -35,9 +36,9 @@ export const makePng = (width: number, height: number, shade = 128): Buffer => {
   const raw = Buffer.concat(Array.from({ length: height }, () => row))
   return Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk("IHDR", header),
-    chunk("IDAT", deflateSync(raw)),
-    chunk("IEND", Buffer.alloc(0))
+    pngChunk("IHDR", header),
+    pngChunk("IDAT", deflateSync(raw)),
+    pngChunk("IEND", Buffer.alloc(0))
   ])
 }
 
