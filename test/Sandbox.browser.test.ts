@@ -158,9 +158,18 @@ describe("sandbox in a real browser", () => {
     await page.click(".chat[data-chat='1002']")
     await page.click("button[data-fault='kie402']")
     await page.locator("#faultlog", { hasText: "402" }).waitFor({ timeout: STEP_MS })
+    // Bob's chat already has a welcome and a prompt request from before: wait for the new ones, or a
+    // press on the old button could overtake the /start still on its way (the page posts each action
+    // as it comes), and the prompt would then land in the idle state.
+    const welcomes = page.locator(".msg.bot", { hasText: "Create a picture" })
+    const requests = page.locator(".msg.bot", { hasText: "Describe" })
+    const [welcomesBefore, requestsBefore] = [await welcomes.count(), await requests.count()]
     await send("/start")
-    await page.locator("button.inline", { hasText: "Create a picture" }).last().click({ timeout: STEP_MS })
-    await page.locator(".msg.bot", { hasText: "Describe" }).last().waitFor({ timeout: STEP_MS })
+    await welcomes.nth(welcomesBefore).waitFor({ timeout: STEP_MS })
+    await welcomes.nth(welcomesBefore).locator("button.inline", { hasText: "Create a picture" }).click({
+      timeout: STEP_MS
+    })
+    await requests.nth(requestsBefore).waitFor({ timeout: STEP_MS })
     await send("a red bicycle")
     await page.locator("button.inline", { hasText: "1:1" }).last().click({ timeout: STEP_MS })
     const failed = page.locator(".msg.bot", { hasText: "❌ Could not create the picture" })
