@@ -33,7 +33,16 @@ import { storeUpdates } from "../src/inbox/sql/store.ts"
 import { FakeKie, localResult } from "../test/fakes/FakeKie.ts"
 import * as FakeTelegram from "../test/fakes/FakeTelegram.ts"
 import { type ServiceProcess, startService } from "../test/support/ServiceProcess.ts"
-import { closedLoop, failureCount, failureText, interleave, jsonPoster, openLoop, throughput } from "./load.ts"
+import {
+  closedLoop,
+  failureCount,
+  failureText,
+  interleave,
+  jsonPoster,
+  type LoadResult,
+  openLoop,
+  throughput
+} from "./load.ts"
 import { cpuTally, loadAverage, machine, processCpuMs, rssOf } from "./machine.ts"
 import { acquireServer, connect, createDatabase, dropCreated, type PgServer, serverFacts, withDb } from "./pg.ts"
 import { baseEnv, freePort, type Run, startOnce } from "./startup.ts"
@@ -65,7 +74,8 @@ const SECONDS = num("BENCH_SECONDS", QUICK ? 2 : 12)
 const ROUNDS = Math.round(num("BENCH_ROUNDS", QUICK ? 2 : 4))
 const RATES = list("BENCH_RATES", [200, 1000])
 const CONCURRENCY = list("BENCH_CONCURRENCY", [8, 32])
-const E2E_RATE = num("BENCH_E2E_RATE", 200)
+const E2E_RATE = num("BENCH_E2E_RATE", 1000)
+const SATURATION_SENDERS = Math.round(num("BENCH_SATURATION_SENDERS", 32))
 const GENERATIONS = Math.round(num("BENCH_GENERATIONS", QUICK ? 30 : 500))
 const FAILOVERS = Math.round(num("BENCH_FAILOVERS", QUICK ? 2 : 5))
 const STARTS = Math.round(num("BENCH_STARTS", QUICK ? 2 : 5))
@@ -376,7 +386,7 @@ const ingestion = async () => {
         state,
         result: `${rate(throughput(hook!))} achieved, ${hook!.ok} acks, ${failureText(hook!)}`,
         latency: latencies(hook!.latencies),
-        goal: ""
+        ...ackGoal(offered, hook!)
       })
       add({
         figure: `raw INSERT, open loop ${offered}/s (pool of ${POOL_SIZE})`,
@@ -452,18 +462,28 @@ const ingestion = async () => {
   }
 }
 
-/** bench/httpFloor.ts as a process of its own. */
-const startHttpFloor = async () => {
+/** The issue's goal for webhook acks at 1,000/s and above: p99 ≤ 10 ms, no errors. */
+const ackGoal = (offered: number, acks: LoadResult) =>
+  offered >= 1000
+    ? { goal: "p99 ≤ 10 ms", met: percentiles(acks.latencies).p99 <= 10 && failureCount(acks) === 0 }
+    : { goal: "" }
+
+/**
+ * A bench script (`bench/httpFloor.ts`, `bench/grammyCeiling.ts`) as a
+ * process of its own on a free port; resolves once it prints "listening".
+ */
+const startBenchServer = async (script: string, args: ReadonlyArray<string> = []) => {
   const port = await freePort()
-  const child = spawn(process.execPath, [path.join(root, "bench/httpFloor.ts"), String(port)], {
+  const child = spawn(process.execPath, [path.join(root, script), String(port), ...args], {
     stdio: ["ignore", "pipe", "inherit"]
   })
   await new Promise<void>((resolve, reject) => {
     child.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("listening") && resolve())
-    child.once("exit", (code) => reject(new Error(`bench/httpFloor.ts exited with ${code}`)))
+    child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)))
   })
   return {
     url: `http://127.0.0.1:${port}`,
+    pid: child.pid!,
     stop: () =>
       new Promise<void>((resolve) => {
         child.once("exit", () => resolve())
@@ -471,6 +491,9 @@ const startHttpFloor = async () => {
       })
   }
 }
+
+/** bench/httpFloor.ts: the bare node:http floor of the webhook figures. */
+const startHttpFloor = () => startBenchServer("bench/httpFloor.ts")
 
 /**
  * The ACTIVE instance: `/start` end to end at a fixed rate, then a burst of
@@ -491,6 +514,7 @@ const activeInstance = async () => {
   try {
     await service.process.waitForLine((l) => l.includes("ACTIVE_ENTER"), 30_000)
     await endToEnd(service, url)
+    await saturation(service)
     await burst(service, kie)
   } finally {
     await stopService(service)
@@ -550,15 +574,22 @@ const endToEnd = async (service: Service, url: string) => {
     })
     const p99 = percentiles(fromSend).p99
     const missing = total - replies.size
+    const cpuPerStart = serviceCpu.total() / total * 1000
     add({
       figure: `/start end to end at ${E2E_RATE}/s: update sent → sendMessage at the fake Bot API`,
       state: "ACTIVE",
-      result: `${replies.size} of ${total} answered${missing > 0 ? ` (${missing} not within 60 s)` : ""}; ` +
-        `per /start (store, dispatch, reply): service CPU ${(serviceCpu.total() / total * 1000).toFixed(0)} µs, ` +
-        `${perStart.toFixed(1)} database transactions`,
+      result: `${replies.size} of ${total} answered${missing > 0 ? ` (${missing} not within 60 s)` : ""}`,
       latency: latencies(fromSend),
       goal: "p99 ≤ 50 ms",
       met: p99 <= 50 && missing === 0
+    })
+    add({
+      figure: `/start at ${E2E_RATE}/s: cost per /start (store, dispatch, reply)`,
+      state: "ACTIVE",
+      result: `service CPU ${cpuPerStart.toFixed(0)} µs, ${perStart.toFixed(2)} database transactions`,
+      latency: "",
+      goal: "≤ 1 ms CPU, ≤ 3 transactions",
+      met: cpuPerStart <= 1000 && perStart <= 3
     })
     add({
       figure: `/start end to end at ${E2E_RATE}/s: webhook 200 (update stored) → sendMessage`,
@@ -573,10 +604,96 @@ const endToEnd = async (service: Service, url: string) => {
       state: "ACTIVE",
       result: `${rate(throughput(acks))} achieved, ${failureText(acks)}`,
       latency: latencies(acks.latencies),
-      goal: ""
+      ...ackGoal(E2E_RATE, acks)
     })
   } finally {
     poster.close()
+  }
+}
+
+/**
+ * A closed loop of `/start`s: each sender posts the `/start` of a new chat to
+ * `webhookUrl` and waits until the fake Bot API received the `sendMessage` to
+ * that chat (at most 30 s), then sends the next. Chats count up from `firstChat`.
+ */
+const startLoop = (webhookUrl: string, firstChat: number, senders: number) => {
+  const poster = jsonPoster(webhookUrl, { "x-telegram-bot-api-secret-token": WEBHOOK_SECRET }, senders)
+  const waiting = new Map<number, () => void>()
+  const stopListening = telegram.onCall((call) => {
+    if (call.method !== "sendMessage") return
+    const chatId = call.params.chat_id as number
+    const answered = waiting.get(chatId)
+    if (answered === undefined) return
+    waiting.delete(chatId)
+    answered()
+  })
+  let nextChat = firstChat
+  const op = async () => {
+    const chatId = nextChat++
+    let timer: NodeJS.Timeout | undefined
+    const replied = new Promise<string>((resolve) => {
+      waiting.set(chatId, () => resolve("ok"))
+      timer = setTimeout(() => resolve("no reply within 30 s"), 30_000)
+    })
+    const outcome = await poster.post(updateJson(startCommand(chatId)))
+    if (outcome !== "ok") waiting.delete(chatId)
+    const result = outcome === "ok" ? await replied : outcome
+    clearTimeout(timer)
+    return result
+  }
+  return {
+    run: (seconds: number) => closedLoop(op, { concurrency: senders, seconds }),
+    close: () => {
+      stopListening()
+      poster.close()
+    }
+  }
+}
+
+/**
+ * Saturation: `/start`s in a closed loop against the ACTIVE service and
+ * against a plain grammY webhook bot answering from memory (the ceiling for
+ * any bot on this machine), interleaved round by round.
+ */
+const saturation = async (service: Service) => {
+  progress(`saturation: /start closed loop, ${SATURATION_SENDERS} senders, vs a plain grammY bot`)
+  const ceiling = await startBenchServer("bench/grammyCeiling.ts", [telegram.apiRoot, BOT_TOKEN, WEBHOOK_SECRET])
+  const ours = startLoop(service.webhookUrl, 1_000_000, SATURATION_SENDERS)
+  const theirs = startLoop(ceiling.url, 5_000_000, SATURATION_SENDERS)
+  try {
+    await ours.run(QUICK ? 0.5 : 2)
+    await theirs.run(QUICK ? 0.5 : 2)
+    const serviceCpu = cpuTally(() => processCpuMs(service.process.pid))
+    const ceilingCpu = cpuTally(() => processCpuMs(ceiling.pid))
+    const roundSeconds = SECONDS / ROUNDS
+    const [bot, grammy] = await interleave(ROUNDS, [
+      () => serviceCpu.during(() => ours.run(roundSeconds)),
+      () => ceilingCpu.during(() => theirs.run(roundSeconds))
+    ])
+    const share = throughput(bot!) / throughput(grammy!)
+    const perStart = (tally: { total: () => number }, result: LoadResult) =>
+      `${(tally.total() / result.ok * 1000).toFixed(0)} µs`
+    add({
+      figure: `/start saturation, closed loop, ${SATURATION_SENDERS} senders: webhook POST → sendMessage`,
+      state: "ACTIVE",
+      result: `${rate(throughput(bot!))} = **${(share * 100).toFixed(0)} %** of the plain grammY bot; ` +
+        `${failureText(bot!)}; service CPU per /start ${perStart(serviceCpu, bot!)}`,
+      latency: latencies(bot!.latencies),
+      goal: "≥ 50 % of grammY",
+      met: share >= 0.5 && failureCount(bot!) === 0
+    })
+    add({
+      figure: `plain grammY webhook bot (\`/start\` from memory, no database), ${SATURATION_SENDERS} senders`,
+      state: "–",
+      result: `${rate(throughput(grammy!))}: the ceiling for any bot on this machine; ${failureText(grammy!)}; ` +
+        `its CPU per /start ${perStart(ceilingCpu, grammy!)}`,
+      latency: latencies(grammy!.latencies),
+      goal: ""
+    })
+  } finally {
+    ours.close()
+    theirs.close()
+    await ceiling.stop()
   }
 }
 

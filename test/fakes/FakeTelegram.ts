@@ -205,6 +205,13 @@ export interface FakeTelegramShape {
   readonly calls: (method?: string) => ReadonlyArray<RecordedCall>
   /** The current call sequence number; pass it as `after` to wait only for later calls. */
   readonly mark: () => number
+  /**
+   * Tells `listener` of every call from now on, as it is recorded (after its
+   * answer was decided); returns the function that stops it. For load
+   * generators that wait for thousands of calls, where `awaitCall`'s scan of
+   * all calls so far would cost more than the calls.
+   */
+  readonly onCall: (listener: (call: RecordedCall) => void) => () => void
   readonly awaitCall: (
     method: string,
     where?: (call: RecordedCall) => boolean,
@@ -558,6 +565,9 @@ const start = async (options: FakeTelegramOptions) => {
   /** Requests being answered (not held or hung); changes on every arrival and answer. */
   let busy = 0
   let activity = 0
+
+  /** `onCall` listeners: told of every call as it is recorded. */
+  const callListeners = new Set<(call: RecordedCall) => void>()
 
   const notify = <A>(waiters: Set<Waiter<A>>, value: A) => {
     for (const waiter of Array.from(waiters)) {
@@ -1153,6 +1163,7 @@ const start = async (options: FakeTelegramOptions) => {
         handle()
       }
       notify(callWaiters, call)
+      for (const listener of callListeners) listener(call)
     })()
   })
   server.on("connection", (socket) => {
@@ -1202,6 +1213,10 @@ const start = async (options: FakeTelegramOptions) => {
     env: { TELEGRAM_API_ROOT: apiRoot, TELEGRAM_BOT_TOKEN: token },
     calls: (method) => (method === undefined ? [...calls] : calls.filter((c) => c.method === method)),
     mark: () => calls.length,
+    onCall: (listener) => {
+      callListeners.add(listener)
+      return () => void callListeners.delete(listener)
+    },
     awaitCall: (method, where = () => true, opts = {}) => {
       const after = opts.after ?? 0
       const match = (c: RecordedCall) => c.seq > after && c.method === method && where(c)
