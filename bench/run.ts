@@ -15,7 +15,7 @@
  *
  * Knobs (environment): BENCH_SECONDS (per load figure), BENCH_ROUNDS
  * (interleaved rounds), BENCH_RATES, BENCH_CONCURRENCY, BENCH_E2E_RATE,
- * BENCH_GENERATIONS, BENCH_FAILOVERS, BENCH_STARTS, BENCH_CONNECTIONS (webhook
+ * BENCH_SATURATION_SENDERS, BENCH_GENERATIONS, BENCH_FAILOVERS, BENCH_STARTS, BENCH_CONNECTIONS (webhook
  * connections of the open-loop sender, 40 like Telegram), BENCH_ENTRY (a script
  * path instead of the bundle, e.g. src/main.ts), BENCH_NODE_OPTIONS (instead
  * of the flags of `npm run start:dist`), BENCH_ONLY (some of
@@ -1022,6 +1022,10 @@ ${table()}
   the moment the fake Bot API received the \`sendMessage\` (its own clock, millisecond resolution). The service's
   CPU time and the database's transactions (\`pg_stat_database\`) over the measured stretch are divided by the
   number of \`/start\`s.
+- **Saturation.** ${SATURATION_SENDERS} senders in a closed loop: each posts the \`/start\` of a new chat and sends the next
+  once the fake Bot API received the \`sendMessage\` to that chat. The same loop runs against \`bench/grammyCeiling.ts\`,
+  a plain grammY webhook bot in a process of its own that answers \`/start\` from memory (no database, no
+  durability) on the same fake Bot API: the ceiling for any bot on this machine. The two alternate in ${ROUNDS} rounds.
 - **Burst.** ${GENERATIONS} users each go through \`/start\` → button → prompt; then all of them tap a ratio at once. The fake Kie
   enforces Kie's account limit (20 accepted createTask per sliding 10 s, 429 above it, counted at arrival). That
   budget lets N tasks go out in no less than (⌈N / 20⌉ − 1) × 10 s from the first to the last (20 at once, then each
@@ -1041,7 +1045,7 @@ ${table()}
 - Latencies are nearest-rank percentiles over all samples; "median (min–max)" for repeated timings.
 
 Knobs: \`BENCH_QUICK=1\` (a smoke run), \`BENCH_SECONDS\`, \`BENCH_ROUNDS\`, \`BENCH_RATES\`, \`BENCH_CONCURRENCY\`,
-\`BENCH_E2E_RATE\`, \`BENCH_CONNECTIONS\`, \`BENCH_GENERATIONS\`, \`BENCH_FAILOVERS\`, \`BENCH_STARTS\`, \`BENCH_ENTRY\` (e.g. \`src/main.ts\`),
+\`BENCH_E2E_RATE\`, \`BENCH_SATURATION_SENDERS\`, \`BENCH_CONNECTIONS\`, \`BENCH_GENERATIONS\`, \`BENCH_FAILOVERS\`, \`BENCH_STARTS\`, \`BENCH_ENTRY\` (e.g. \`src/main.ts\`),
 \`BENCH_NODE_OPTIONS\`, \`BENCH_ONLY\` (some of \`startup,ingestion,active,failover\`), \`BENCH_DATABASE_URL\`,
 \`BENCH_TIME_LIMIT_S\`. \`npx node bench/startup.ts\` prints a wider startup table
 (module loading, embedded PostgreSQL first start and restart).
