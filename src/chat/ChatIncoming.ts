@@ -11,6 +11,7 @@ import type { Message, Update, User } from "../dispatch/UpdateHandler.ts"
 import type { RepliedMessage } from "../telegram/TelegramUpdate.ts"
 import type { ChatInput } from "./ChatFlowLogic.ts"
 import { parseCallbackData } from "../texts/Messages.ts"
+import { BOT_DOWNLOAD_LIMIT } from "../telegram/TelegramFiles.ts"
 
 /** What one update means to the flow. */
 export interface Incoming {
@@ -55,9 +56,6 @@ const repliedOf = (message: Message | undefined): RepliedMessage | undefined => 
 /** A topic of a forum (not the reply thread of an ordinary supergroup, which sends cannot name). */
 const topicOf = (message: Message | undefined): number | undefined =>
   message?.is_topic_message === true ? message.message_thread_id : undefined
-
-/** Telegram's limit on files a bot may download with getFile (as `telegram/TelegramFiles.ts`). */
-const BOT_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 
 /** The picture a message carries: a photo's largest size, or an image sent as a file. */
 export const pictureOf = (
