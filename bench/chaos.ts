@@ -63,6 +63,7 @@ const program = (databaseUrl: string) => Effect.gen(function*() {
     spreadMs: 30_000,
     telegramLatencyMs: 30,
     timeoutMs: 600_000,
+    answerWaitGoalMs: 5_000,
     // Production settings otherwise; a createTask cut off by a kill fails (and is retried by its user) after this.
     generationTimeoutMs: 120_000,
     logDir,
