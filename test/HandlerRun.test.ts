@@ -7,6 +7,7 @@ import { assert, layer } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Option, Schema, Semaphore } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
+import { makeFinishing } from "../src/dispatch/Finishing.ts"
 import { makeHandlerRun } from "../src/dispatch/HandlerRun.ts"
 import { UpdateHandlerError } from "../src/dispatch/UpdateHandler.ts"
 import { SendWaits } from "../src/telegram/SendGate.ts"
@@ -54,10 +55,12 @@ const claimOne = (updateId: number, inFlight: InFlight, earlierClaims = 0) =>
 const runner = (handler: Parameters<typeof makeHandlerRun>[0]["handler"]) =>
   Effect.gen(function*() {
     const inFlight = makeInFlight(() => {})
+    const inbox = yield* Inbox
     const run = makeHandlerRun({
-      inbox: yield* Inbox,
+      inbox,
       term: TERM,
       handler,
+      finishing: yield* makeFinishing({ inbox, term: TERM, handler }),
       inFlight,
       handlerTimeout: Duration.seconds(10),
       maxAttempts: MAX_ATTEMPTS

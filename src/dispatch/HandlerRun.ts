@@ -28,6 +28,8 @@ import { backoff } from "../platform/Retry.ts"
 import { SendWaits } from "../telegram/SendGate.ts"
 import type { InFlight, Item } from "./InFlight.ts"
 import { countProcessed, describeFailure, record } from "./Bookkeeping.ts"
+import type { Finishing } from "./Finishing.ts"
+import { ConversingChat } from "../telegram/Telegram.ts"
 import type { UpdateHandler } from "./UpdateHandler.ts"
 
 /** Delay before the next run of a failed update. */
@@ -83,6 +85,8 @@ export interface HandlerRunOptions {
   /** This leadership term: every row write is guarded by it. */
   readonly term: string
   readonly handler: UpdateHandler["Service"]
+  /** Marks a handled update done, with what its handler left to write (group-committed). */
+  readonly finishing: Finishing
   readonly inFlight: InFlight
   readonly handlerTimeout: Duration.Duration
   readonly maxAttempts: number
@@ -94,7 +98,7 @@ export interface HandlerRunOptions {
  * Never fails; interruption passes through.
  */
 export const makeHandlerRun = (options: HandlerRunOptions) => {
-  const { handler, inFlight, inbox, maxAttempts, term } = options
+  const { finishing, handler, inFlight, inbox, maxAttempts, term } = options
 
   const markDead = (item: Item, message: string) =>
     record(`update ${item.claimed.updateId} as dead`, inbox.markDead(term, item.claimed.updateId, message)).pipe(
@@ -114,9 +118,11 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
         inFlight.setState(item, "running")
         item.started = true
         const context = { updateId: item.claimed.updateId, attempt, ...(item.flood ? { flood: item.flood } : {}) }
-        yield* handler.handle(item.update, context).pipe(
+        return yield* handler.handle(item.update, context).pipe(
           Effect.timeout(options.handlerTimeout),
           Effect.provideService(SendWaits, sendWaitsFor(worker)),
+          // Replies go to a chat that just wrote to us: no blocked-chat lookup before them.
+          Effect.provideService(ConversingChat, item.claimed.chatId ?? undefined),
           Effect.catchCause((cause) =>
             Cause.hasInterruptsOnly(cause)
               ? Effect.failCause(cause as Cause.Cause<never>)
@@ -155,7 +161,10 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
     for (;;) {
       const outcome = yield* Effect.result(runOnce(item, worker, attempt))
       if (outcome._tag === "Success") {
-        const recorded = yield* record(`update ${updateId} as done`, inbox.complete(term, [updateId]))
+        const recorded = yield* record(
+          `update ${updateId} as done`,
+          finishing.finish(updateId, outcome.success ?? undefined)
+        )
         yield* countProcessed("done", recorded, item.claimedAtMillis)
         return
       }

@@ -30,7 +30,7 @@ import type { TelegramBadRequest, TelegramError } from "./TelegramErrors.ts"
 import { UpdateEnvelope } from "./TelegramUpdate.ts"
 import * as WebhookFingerprint from "./WebhookFingerprint.ts"
 
-export { RATE_LIMIT_MAX_WAIT, RATE_LIMIT_MAX_WAITS } from "./BotApiCall.ts"
+export { ConversingChat, RATE_LIMIT_MAX_WAIT, RATE_LIMIT_MAX_WAITS } from "./BotApiCall.ts"
 export { type SendGate, SendWaits } from "./SendGate.ts"
 export { migration } from "./sql/migrate.ts"
 export {
