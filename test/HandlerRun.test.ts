@@ -11,6 +11,7 @@ import { makeFinishing } from "../src/dispatch/Finishing.ts"
 import { makeHandlerRun } from "../src/dispatch/HandlerRun.ts"
 import { UpdateHandlerError } from "../src/dispatch/UpdateHandler.ts"
 import { SendWaits } from "../src/telegram/SendGate.ts"
+import { Telegram } from "../src/telegram/Telegram.ts"
 import { type InFlight, type Item, makeInFlight } from "../src/dispatch/InFlight.ts"
 import { Inbox } from "../src/inbox/Inbox.ts"
 import { Update } from "../src/telegram/TelegramUpdate.ts"
@@ -60,7 +61,7 @@ const runner = (handler: Parameters<typeof makeHandlerRun>[0]["handler"]) =>
       inbox,
       term: TERM,
       handler,
-      finishing: yield* makeFinishing({ inbox, term: TERM, handler }),
+      finishing: yield* makeFinishing({ inbox, term: TERM, handler, telegram: yield* Telegram }),
       inFlight,
       handlerTimeout: Duration.seconds(10),
       maxAttempts: MAX_ATTEMPTS

@@ -11,7 +11,8 @@
  *   chat with work has a fiber that runs its updates in order.
  * - `HandlerRun.ts`: one update's handler runs, retries and dead-lettering.
  * - `Finishing.ts`: handled updates marked `done` with the states their
- *   handlers left, group-committed (one transaction for all finishing at once).
+ *   handlers left and their chats' blocked flags cleared, group-committed
+ *   (one transaction for all finishing at once).
  * - `Drain.ts`: stopping when the leadership term ends.
  * - `InFlight.ts` (what the term holds in memory) and `Bookkeeping.ts` (row
  *   writes retried through blips, and the counters) serve them all.
@@ -82,7 +83,8 @@ export const layer: Layer.Layer<
 
   const handler = yield* UpdateHandler
   // Started before the stopping finalizer, so it outlives the drain (running handlers finish through it).
-  const finishing = yield* makeFinishing({ inbox, term, handler })
+  const telegram = yield* Telegram
+  const finishing = yield* makeFinishing({ inbox, term, handler, telegram })
   const run = makeHandlerRun({
     inbox,
     term,
@@ -102,7 +104,6 @@ export const layer: Layer.Layer<
   const claiming = makeClaiming({
     inbox,
     term,
-    telegram: yield* Telegram,
     inFlight,
     workers,
     floodNoticeRate: config.floodNoticeRate,

@@ -21,7 +21,7 @@
  * the drain. An update stays `running` until its failure is recorded, so the
  * drain waits for that write too.
  */
-import { Cause, Clock, Duration, Effect, Metric, Option, Schedule, Schema, Semaphore } from "effect"
+import { Cause, Clock, DateTime, Duration, Effect, Metric, Option, Schedule, Schema, Semaphore } from "effect"
 import type { InboxShape } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { backoff } from "../platform/Retry.ts"
@@ -78,6 +78,13 @@ const sendWaitsFor = (worker: Semaphore.Semaphore): SendWaits => {
       )
   }
 }
+
+/** When the update was stored (its claim, if the stored time could not be read). */
+const arrivedAtMillis = (item: Item): number =>
+  Option.match(item.claimed.receivedAt, {
+    onNone: () => item.claimedAtMillis,
+    onSome: (at) => DateTime.toEpochMillis(at)
+  })
 
 /** What a handler run needs. */
 export interface HandlerRunOptions {
@@ -163,7 +170,10 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
       if (outcome._tag === "Success") {
         const recorded = yield* record(
           `update ${updateId} as done`,
-          finishing.finish(updateId, outcome.success ?? undefined)
+          finishing.finish(
+            { updateId, chatId: item.claimed.chatId, arrivedAtMillis: arrivedAtMillis(item) },
+            outcome.success ?? undefined
+          )
         )
         yield* countProcessed("done", recorded, item.claimedAtMillis)
         return
