@@ -35,6 +35,9 @@ import type { UpdateHandler } from "./UpdateHandler.ts"
 /** Delay before the next run of a failed update. */
 export const handlerRetryPolicy = backoff("1 second", "30 seconds")
 
+/** The step function of `handlerRetryPolicy`: the delay before each next run. */
+type RetryStep = Effect.Success<ReturnType<typeof Schedule.toStep<unknown, unknown, never, never>>>
+
 /** A handler run waits for Telegram up to this long in line; a longer wait reschedules the update. */
 export const HANDLER_INLINE_WAIT = Duration.seconds(5)
 /** Reschedules in a row after which a run that must wait counts as failed after all. */
@@ -163,7 +166,8 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
       yield* markDead(item, message)
       return yield* Effect.logError(`[DISPATCH] update ${updateId} dead: ${message}`)
     }
-    const nextDelay = yield* Schedule.toStep(handlerRetryPolicy)
+    // Made on the first failure: most updates never need it.
+    let nextDelay: RetryStep | undefined
     let reschedules = 0
     for (;;) {
       const outcome = yield* Effect.result(runOnce(item, worker, attempt))
@@ -197,6 +201,7 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
       yield* record(`the failure of update ${updateId}`, inbox.recordFailure(term, updateId, failure.message))
       yield* Metric.update(Metrics.updateRetries, 1)
       inFlight.setState(item, "backoff")
+      nextDelay ??= yield* Schedule.toStep(handlerRetryPolicy)
       const delay = yield* nextDelay(yield* Clock.currentTimeMillis, undefined).pipe(
         Effect.map(([, delay]) => delay),
         Effect.orElseSucceed(() => Duration.seconds(30))
