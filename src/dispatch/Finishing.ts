@@ -94,5 +94,8 @@ export const makeFinishing = (options: FinishingOptions): Effect.Effect<Finishin
       )
 
     const grouped = yield* makeGroupedCalls({ run: finishAll, maxPerCall: MAX_FINISHES_PER_STATEMENT })
-    return { finish: (update, write) => grouped({ update, write }) }
+    return {
+      // The span (named as before the grouping) is the update's wait for its shared finish.
+      finish: (update, write) => grouped({ update, write }).pipe(Effect.withSpan("Inbox.complete"))
+    }
   })
