@@ -5,6 +5,9 @@ import { TestClock } from "effect/testing"
 import { workerFor } from "../src/dispatch/ChatRouting.ts"
 import { DISPATCH_SWEEP_INTERVAL } from "../src/dispatch/Claiming.ts"
 import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
+import { type FinishWrite, UpdateHandler } from "../src/dispatch/UpdateHandler.ts"
+import { Telegram } from "../src/telegram/Telegram.ts"
+import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
 import {
   becomeLeader,
@@ -216,27 +219,37 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       assert.include(b?.last_error ?? "", "undecodable")
     }))
 
-  it.effect("an update from a chat clears its blocked flag before the handler runs", () =>
+  it.effect("a reply to the chat being handled skips the blocked-chat lookup; the bot's own sends keep it", () =>
     Effect.gen(function*() {
       yield* clearInbox
       const sql = yield* SqlClient
+      const telegram = yield* Telegram
+      const fake = yield* FakeTelegram.FakeTelegram
       const [x] = ids(1)
       yield* sql`INSERT INTO telegram_chats (chat_id, blocked_at, blocked_reason, updated_at)
-                 VALUES (74, now(), 'Forbidden: bot was blocked by the user', now())`
+                 VALUES (74, now(), 'Forbidden: bot was blocked by the user', now()),
+                        (75, now(), 'Forbidden: bot was blocked by the user', now())`
       const recorder = yield* makeRecordingHandler
       const seen: Array<boolean> = []
-      recorder.script(
-        x!,
-        () =>
-          sql<{ b: boolean }>`SELECT blocked_at IS NOT NULL AS b FROM telegram_chats WHERE chat_id = 74`.pipe(
-            Effect.orDie,
-            Effect.map((r) => void seen.push(r[0]!.b))
+      recorder.script(x!, () =>
+        Effect.gen(function*() {
+          const [row] = yield* Effect.orDie(
+            sql<{ b: boolean }>`SELECT blocked_at IS NOT NULL AS b FROM telegram_chats WHERE chat_id = 74`
           )
-      )
+          seen.push(row!.b)
+          // The flag is still set (it is cleared with the finish), yet the reply goes out.
+          yield* Effect.orDie(telegram.sendMessage({ chat_id: 74, text: "hello again" }))
+        }))
       yield* store(message(x!, 74))
-      yield* becomeLeader(Dispatcher.layer, recorder.handler)
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler)
       yield* recorder.awaitEnded([x!])
-      assert.deepStrictEqual(seen, [false])
+      assert.deepStrictEqual(seen, [true])
+      assert.isDefined(fake.calls("sendMessage").find((c) => Number(c.params.chat_id) === 74))
+      // Outside a handler (the engine's deliveries) a flagged chat is skipped without a request.
+      const own = yield* Effect.flip(telegram.sendMessage({ chat_id: 75, text: "your picture" }))
+      assert.strictEqual(own._tag, "TelegramChatBlocked")
+      assert.isUndefined(fake.calls("sendMessage").find((c) => Number(c.params.chat_id) === 75))
+      yield* leader.release
     }))
 
   it.effect("a row stored without a notification is picked up by the periodic sweep", () =>
@@ -353,4 +366,96 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       assert.isDefined(logs.lines().find((l) => l.message.includes("reason=leadership_lost")))
       assert.isUndefined(logs.lines().find((l) => l.message.includes("draining")))
     }))
+
+  it.effect("an update clears its chat's blocked flag if it was set before the update arrived; a 403 meanwhile stays", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const [a, b] = ids(2)
+      const chatA = 61_001
+      const chatB = 61_002
+      yield* store(message(a!, chatA), message(b!, chatB))
+      // Chat A blocked the bot long before writing again; chat B blocks it while its update is handled.
+      const blockAt = (chatId: number, updateId: number, offset: string) =>
+        Effect.orDie(sql`
+          INSERT INTO telegram_chats (chat_id, blocked_at, blocked_reason, updated_at)
+          SELECT ${chatId}, received_at + ${offset}::interval, 'Forbidden: bot was blocked by the user', received_at
+          FROM telegram_updates WHERE update_id = ${updateId}
+          ON CONFLICT (chat_id) DO UPDATE SET blocked_at = EXCLUDED.blocked_at`)
+      yield* blockAt(chatA, a!, "-1 hour")
+      const recorder = yield* makeRecordingHandler
+      recorder.script(b!, () => blockAt(chatB, b!, "1 second"))
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler)
+      yield* recorder.awaitEnded([a!, b!])
+      yield* leader.release
+      const flags = yield* sql<{ chat_id: bigint; blocked: boolean }>`
+        SELECT chat_id, blocked_at IS NOT NULL AS blocked FROM telegram_chats
+        WHERE chat_id IN (${chatA}, ${chatB}) ORDER BY chat_id`
+      assert.deepStrictEqual(flags.map((f) => [Number(f.chat_id), f.blocked]), [[chatA, false], [chatB, true]])
+      assert.deepStrictEqual((yield* rows).map((r) => r.status), ["done", "done"])
+    }))
+
+  it.effect("a finish and its handler's write commit together, and only while the term owns the update", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      yield* sql`CREATE TABLE IF NOT EXISTS finish_marks (mark bigint NOT NULL)`
+      const [kept, broken, stolen] = ids(3)
+      const brokenTried = yield* Deferred.make<void>()
+      // Each run leaves a mark to write with its finish; `broken`'s cannot be written (NOT NULL),
+      // and `stolen` is taken over by another term while its handler runs.
+      const handler = UpdateHandler.of({
+        handle: (_update, context) =>
+          Effect.gen(function*() {
+            if (context.updateId === stolen) {
+              yield* Effect.orDie(
+                sql`UPDATE telegram_updates SET claimed_by = 'another term' WHERE update_id = ${stolen}`
+              )
+            }
+            const write: MarkWrite = {
+              updateId: context.updateId,
+              mark: context.updateId === broken ? null : context.updateId
+            }
+            return write
+          }),
+        writeFinished: (writes) => {
+          const marks = JSON.stringify(writes.filter(isMarkWrite).map((write) => write.mark))
+          return sql`INSERT INTO finish_marks (mark) SELECT (m #>> '{}')::bigint FROM jsonb_array_elements(${marks}::jsonb) m`
+            .pipe(
+              Effect.asVoid,
+              Effect.tapError(() =>
+                writes.some((write) => write.updateId === broken)
+                  ? Deferred.succeed(brokenTried, undefined)
+                  : Effect.void
+              )
+            )
+        }
+      })
+      yield* store(message(kept!, 62_001), message(broken!, 62_002), message(stolen!, 62_003))
+      const leader = yield* becomeLeader(Dispatcher.layer, handler)
+      yield* within(10_000, Deferred.await(brokenTried))
+      yield* within(
+        10_000,
+        Effect.gen(function*() {
+          while ((yield* rowOf(kept!))?.status !== "done") yield* Effect.promise(() => sleepReal(20))
+        })
+      )
+      // The broken write rolled its finish back; the stolen update's term wrote neither.
+      const byId = new Map((yield* rows).map((row) => [row.update_id, row]))
+      assert.strictEqual(byId.get(broken!)?.status, "processing")
+      assert.strictEqual(byId.get(stolen!)?.status, "processing")
+      assert.strictEqual(byId.get(stolen!)?.claimed_by, "another term")
+      const marks = yield* sql<{ mark: string }>`SELECT mark::text AS mark FROM finish_marks ORDER BY mark`
+      assert.deepStrictEqual(marks.map((m) => Number(m.mark)), [kept!])
+      yield* leader.lose
+    }))
 })
+
+/** The test's `FinishWrite`: a mark to insert with the finish (`null` cannot be). */
+interface MarkWrite extends FinishWrite {
+  readonly mark: number | null
+}
+const isMarkWrite = (write: FinishWrite): write is MarkWrite => "mark" in write
+
+/** A real-time pause while polling the database (time in the test itself comes from TestClock). */
+const sleepReal = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))

@@ -7,9 +7,11 @@ import { assert, layer } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Option, Schema, Semaphore } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
+import { makeFinishing } from "../src/dispatch/Finishing.ts"
 import { makeHandlerRun } from "../src/dispatch/HandlerRun.ts"
 import { UpdateHandlerError } from "../src/dispatch/UpdateHandler.ts"
 import { SendWaits } from "../src/telegram/SendGate.ts"
+import { Telegram } from "../src/telegram/Telegram.ts"
 import { type InFlight, type Item, makeInFlight } from "../src/dispatch/InFlight.ts"
 import { Inbox } from "../src/inbox/Inbox.ts"
 import { Update } from "../src/telegram/TelegramUpdate.ts"
@@ -54,10 +56,12 @@ const claimOne = (updateId: number, inFlight: InFlight, earlierClaims = 0) =>
 const runner = (handler: Parameters<typeof makeHandlerRun>[0]["handler"]) =>
   Effect.gen(function*() {
     const inFlight = makeInFlight(() => {})
+    const inbox = yield* Inbox
     const run = makeHandlerRun({
-      inbox: yield* Inbox,
+      inbox,
       term: TERM,
       handler,
+      finishing: yield* makeFinishing({ inbox, term: TERM, handler, telegram: yield* Telegram }),
       inFlight,
       handlerTimeout: Duration.seconds(10),
       maxAttempts: MAX_ATTEMPTS

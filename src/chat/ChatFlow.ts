@@ -3,8 +3,10 @@
  * message and callback query, one chat at a time in `update_id` order.
  *
  * It reads the chat's session, lets `ChatFlowLogic.transition` decide, carries
- * out the resulting actions (Telegram calls, recording a generation) and saves
- * the new state last, tagged with the update id. So:
+ * out the resulting actions (Telegram calls, recording a generation) and
+ * hands the new state, tagged with the update id, to the dispatcher, which
+ * saves it last, in the transaction that marks the update done (fenced by the
+ * leadership term: a deposed leader saves nothing). So:
  * - an update whose state was saved is never handled twice (skipped by id);
  * - an update interrupted half-way (crash, failover, Telegram error) is run
  *   again from the old state: its replies may be sent twice in that rare
@@ -37,13 +39,19 @@ import { type ChatAction, type ChatState, Idle, modelOption, transition } from "
 import { type BotIdentity, isOurName, makeBotIdentity } from "./BotIdentity.ts"
 import { type Incoming, incomingOf } from "./ChatIncoming.ts"
 import { type ChatUnreachable, makeChatReplies, orRetrySql } from "./ChatReplies.ts"
-import { ChatSessions } from "./ChatSessions.ts"
+import { ChatSessions, type SessionEntry } from "./ChatSessions.ts"
 import { makeGenerationRequests } from "./GenerationRequests.ts"
 import { Generations } from "../generations/Generations.ts"
 import { type Lang, langOf, t } from "../texts/Messages.ts"
 import { modelOf } from "../kie/ModelCatalog.ts"
 import { Telegram } from "../telegram/Telegram.ts"
-import { type Update, type UpdateContext, UpdateHandler, type UpdateHandlerError } from "../dispatch/UpdateHandler.ts"
+import {
+  type FinishWrite,
+  type Update,
+  type UpdateContext,
+  UpdateHandler,
+  type UpdateHandlerError
+} from "../dispatch/UpdateHandler.ts"
 import { floodReply } from "./FloodReply.ts"
 
 /**
@@ -225,10 +233,18 @@ const make = Effect.gen(function*() {
     let state = decided.state
     for (const action of decided.actions) state = yield* run(action, incoming, lang, context.updateId, state, before)
     const session = { state, lang, lastUpdateId: context.updateId, model: decided.model ?? chosenModel }
-    yield* orRetrySql(sessions.save(incoming.chatId, incoming.from.id, session))
+    // Saved by the dispatcher in the transaction that marks the update done.
+    const write: SessionWrite = {
+      updateId: context.updateId,
+      chatId: incoming.chatId,
+      userId: incoming.from.id,
+      session
+    }
+    return write
   })
 
   return UpdateHandler.of({
+    writeFinished: (writes) => sessions.saveMany(writes.filter(isSessionWrite)),
     handle: (update, context) =>
       handle(update, context).pipe(
         // Retrying would not change that the user blocked the bot.
@@ -239,6 +255,11 @@ const make = Effect.gen(function*() {
       )
   })
 })
+
+/** The state an update reached, saved with its finish (`UpdateHandler.writeFinished`). */
+interface SessionWrite extends FinishWrite, SessionEntry {}
+
+const isSessionWrite = (write: FinishWrite): write is SessionWrite => "session" in write && "chatId" in write
 
 /** The chat flow as the dispatcher's `UpdateHandler`. */
 export const ChatFlowLive = Layer.effect(UpdateHandler, make)

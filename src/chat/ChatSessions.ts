@@ -10,7 +10,7 @@
  * conversation of their own. A private chat's id is its user's id, so its
  * one row keeps its meaning.
  *
- * The table's SQL (its DDL and two statements) stays in this file rather than
+ * The table's SQL (its DDL and three statements) stays in this file rather than
  * in a `sql/` folder: the module is nothing but the table, and each statement
  * sits next to the row schema that decodes it.
  *
@@ -30,6 +30,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import type { ChatState } from "./ChatFlowLogic.ts"
 import type { Lang } from "../texts/Messages.ts"
 import { ddl, Int8 } from "../database/SqlColumns.ts"
+import { makeGroupedCalls } from "../platform/GroupedCalls.ts"
 
 /** Migration 0004: one row per chat. */
 export const migration = ddl(
@@ -84,7 +85,6 @@ const Row = Schema.Struct({
   edit_file_ids: Schema.NullOr(Schema.Array(Schema.String)),
   edit_media_group_id: Schema.NullOr(Schema.String)
 })
-const decodeRow = Schema.decodeUnknownEffect(Row)
 
 /** A chat's place in the conversation. */
 export interface ChatSession {
@@ -112,15 +112,14 @@ const toState = (row: typeof Row.Type): ChatState => {
 const columnsOf = (state: ChatState) => {
   switch (state._tag) {
     case "Idle":
-      return { state: "idle", prompt: null, keyboardMessageId: null, editFileIds: null, editGroup: null }
+      return { state: "idle", prompt: null, keyboardMessageId: null, editGroup: null }
     case "WaitingPrompt":
-      return { state: "waiting_prompt", prompt: null, keyboardMessageId: null, editFileIds: null, editGroup: null }
+      return { state: "waiting_prompt", prompt: null, keyboardMessageId: null, editGroup: null }
     case "WaitingAspectRatio":
       return {
         state: "waiting_aspect_ratio",
         prompt: state.prompt,
         keyboardMessageId: state.keyboardMessageId,
-        editFileIds: null,
         editGroup: null
       }
     case "WaitingEdit":
@@ -128,15 +127,65 @@ const columnsOf = (state: ChatState) => {
         state: "waiting_edit",
         prompt: null,
         keyboardMessageId: null,
-        editFileIds: JSON.stringify(state.fileIds),
         editGroup: state.mediaGroupId
       }
   }
 }
 
+/** A session to store for a user in a chat (see `ChatSessions.saveMany`). */
+export interface SessionEntry {
+  readonly chatId: number
+  readonly userId: number
+  readonly session: ChatSession
+}
+
+/** Reads (grouped) sharing one SELECT at most. */
+const MAX_READS_PER_STATEMENT = 256
+
+const KeyedRow = Schema.Struct({ ...Row.fields, chat_id: Int8, user_id: Int8 })
+const decodeKeyedRows = Schema.decodeUnknownEffect(Schema.Array(KeyedRow))
+
+const sessionOf = (row: typeof Row.Type): ChatSession => ({
+  state: toState(row),
+  lang: row.lang,
+  lastUpdateId: row.last_update_id,
+  model: row.model
+})
+
+const keyOf = (chatId: number, userId: number) => `${chatId}:${userId}`
+
+/** The rows of one upsert: one per (chat, user), the latest update's where a batch has two. */
+const rowsJsonOf = (entries: ReadonlyArray<SessionEntry>, at: string): string => {
+  const latest = new Map<string, SessionEntry>()
+  for (const entry of entries) {
+    const key = keyOf(entry.chatId, entry.userId)
+    const seen = latest.get(key)
+    if (seen === undefined || seen.session.lastUpdateId <= entry.session.lastUpdateId) latest.set(key, entry)
+  }
+  return JSON.stringify([...latest.values()].map(({ chatId, session, userId }) => {
+    const columns = columnsOf(session.state)
+    return {
+      chat_id: chatId,
+      user_id: userId,
+      state: columns.state,
+      prompt: columns.prompt,
+      keyboard_message_id: columns.keyboardMessageId,
+      lang: session.lang,
+      last_update_id: session.lastUpdateId,
+      updated_at: at,
+      model: session.model ?? null,
+      edit_file_ids: session.state._tag === "WaitingEdit" ? session.state.fileIds : null,
+      edit_media_group_id: columns.editGroup
+    }
+  }))
+}
+
 /** The `chat_sessions` table's service. Needs `SqlClient` (migrations 0004 and 0009 applied). */
 export class ChatSessions extends Context.Service<ChatSessions, {
-  /** The user's session in the chat; `None` when they never talked to us there. */
+  /**
+   * The user's session in the chat; `None` when they never talked to us
+   * there. Concurrent reads share one SELECT (`platform/GroupedCalls.ts`).
+   */
   readonly get: (chatId: number, userId: number) => Effect.Effect<Option.Option<ChatSession>, SqlError>
   /**
    * Stores the state reached by handling `updateId`. An older update never
@@ -147,44 +196,48 @@ export class ChatSessions extends Context.Service<ChatSessions, {
     userId: number,
     session: ChatSession
   ) => Effect.Effect<void, SqlError>
+  /**
+   * `save` for many sessions in one statement (run it inside the caller's
+   * transaction to commit it with other writes). Of two entries for the same
+   * (chat, user) the later update's is kept.
+   */
+  readonly saveMany: (entries: ReadonlyArray<SessionEntry>) => Effect.Effect<void, SqlError>
 }>()("zimage-bot/ChatSessions") {
   static readonly layer = Layer.effect(
     ChatSessions,
     Effect.gen(function*() {
       const sql = yield* SqlClient
 
+      /** The sessions of `keys`, in their order (`None` for a user with none). */
+      const getMany = (keys: ReadonlyArray<{ readonly chatId: number; readonly userId: number }>) =>
+        sql`SELECT s.chat_id, s.user_id, state, prompt, keyboard_message_id, lang, last_update_id, model,
+          edit_file_ids, edit_media_group_id
+          FROM jsonb_to_recordset(${JSON.stringify(keys.map((k) => ({ chat_id: k.chatId, user_id: k.userId })))}::jsonb)
+            AS k(chat_id bigint, user_id bigint)
+          JOIN chat_sessions s ON s.chat_id = k.chat_id AND s.user_id = k.user_id`.pipe(
+          Effect.flatMap((rows) => Effect.orDie(decodeKeyedRows(rows))),
+          Effect.map((rows) => {
+            const found = new Map(rows.map((row) => [keyOf(row.chat_id, row.user_id), sessionOf(row)]))
+            return keys.map((k) => Option.fromUndefinedOr(found.get(keyOf(k.chatId, k.userId))))
+          })
+        )
+      const groupedGet = yield* makeGroupedCalls({ run: getMany, maxPerCall: MAX_READS_PER_STATEMENT })
       const get = (chatId: number, userId: number) =>
-        sql`SELECT state, prompt, keyboard_message_id, lang, last_update_id, model, edit_file_ids,
-          edit_media_group_id FROM chat_sessions
-          WHERE chat_id = ${chatId} AND user_id = ${userId}`
-          .pipe(
-            Effect.flatMap((rows) =>
-              rows.length === 0
-                ? Effect.succeed(Option.none<ChatSession>())
-                : decodeRow(rows[0]).pipe(
-                  Effect.map((row) =>
-                    Option.some<ChatSession>({
-                      state: toState(row),
-                      lang: row.lang,
-                      lastUpdateId: row.last_update_id,
-                      model: row.model
-                    })
-                  ),
-                  Effect.orDie
-                )
-            )
-          )
+        groupedGet({ chatId, userId }).pipe(
+          Effect.catchTag("GroupedCallsClosed", () => Effect.die("chat sessions read after shutdown"))
+        )
 
-      const save = (chatId: number, userId: number, session: ChatSession) =>
-        Effect.gen(function*() {
-          const at = DateTime.toDateUtc(yield* DateTime.now)
-          const columns = columnsOf(session.state)
+      const saveMany = (entries: ReadonlyArray<SessionEntry>) =>
+        entries.length === 0 ? Effect.void : Effect.gen(function*() {
+          const at = DateTime.formatIso(yield* DateTime.now)
           yield* sql`
             INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at,
               model, edit_file_ids, edit_media_group_id)
-            VALUES (${chatId}, ${userId}, ${columns.state}, ${columns.prompt}, ${columns.keyboardMessageId},
-              ${session.lang}, ${session.lastUpdateId}, ${at}, ${session.model ?? null}, ${columns.editFileIds}::jsonb,
-              ${columns.editGroup})
+            SELECT r.chat_id, r.user_id, r.state, r.prompt, r.keyboard_message_id, r.lang, r.last_update_id, r.updated_at,
+              r.model, r.edit_file_ids, r.edit_media_group_id
+            FROM jsonb_to_recordset(${rowsJsonOf(entries, at)}::jsonb) AS r(chat_id bigint, user_id bigint, state text,
+              prompt text, keyboard_message_id bigint, lang text, last_update_id bigint, updated_at timestamptz,
+              model text, edit_file_ids jsonb, edit_media_group_id text)
             ON CONFLICT (chat_id, user_id) DO UPDATE SET
               state = EXCLUDED.state,
               model = coalesce(EXCLUDED.model, chat_sessions.model),
@@ -198,7 +251,9 @@ export class ChatSessions extends Context.Service<ChatSessions, {
             WHERE chat_sessions.last_update_id <= EXCLUDED.last_update_id`
         })
 
-      return ChatSessions.of({ get, save })
+      const save = (chatId: number, userId: number, session: ChatSession) => saveMany([{ chatId, userId, session }])
+
+      return ChatSessions.of({ get, save, saveMany })
     })
   )
 }

@@ -11,8 +11,9 @@
  * `DISPATCH_SWEEP_INTERVAL`, a backstop for missed notifications.
  *
  * Gotchas: a failed claim is logged once per problem and tried again on the
- * next wake-up; an update from a chat marks the chat unblocked before its
- * handler runs (it proves the bot can write there again).
+ * next wake-up. A claim writes nothing but the claim: an update's chat is
+ * marked unblocked when the update is finished (`Finishing.ts`), and its
+ * handler's replies to that chat skip the blocked-chat check meanwhile.
  */
 import { Clock, DateTime, Duration, Effect, Exit, Metric, Option, Queue, Schedule, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
@@ -20,7 +21,6 @@ import type { ClaimedUpdate, InboxShape } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { RateBudget } from "../platform/AppConfig.ts"
 import { repeatLogged } from "../platform/Supervised.ts"
-import type { Telegram } from "../telegram/Telegram.ts"
 import { isHandledKind, Update } from "../telegram/TelegramUpdate.ts"
 import { type FloodVerdict, makeFloodWatch } from "./FloodWatch.ts"
 import { countFinished, describeFailure, record } from "./Bookkeeping.ts"
@@ -42,7 +42,6 @@ export interface ClaimingOptions {
   readonly inbox: InboxShape
   /** This leadership term: the claim's owner. */
   readonly term: string
-  readonly telegram: Telegram["Service"]
   readonly inFlight: InFlight
   readonly workers: number
   /** Updates of one user in a chat answered one by one within a window (`FloodWatch.ts`). */
@@ -135,10 +134,6 @@ export const makeClaiming = (options: ClaimingOptions): Claiming => {
         )
         yield* Effect.logDebug(`[DISPATCH] ${unhandled.length} update(s) of kinds the bot does not handle marked done`)
       }
-      // An update from a chat proves the bot can write to it again, before its handler tries.
-      yield* options.telegram.markUnblocked(
-        routed.flatMap((item) => (item.claimed.chatId === null ? [] : [item.claimed.chatId]))
-      )
       for (const item of routed) yield* options.route(item)
       if (claimed.length < room) return total
     }

@@ -10,6 +10,9 @@
  * - `ChatRouting.ts`: chat `c` belongs to worker `hash(c) mod WORKERS`; each
  *   chat with work has a fiber that runs its updates in order.
  * - `HandlerRun.ts`: one update's handler runs, retries and dead-lettering.
+ * - `Finishing.ts`: handled updates marked `done` with the states their
+ *   handlers left and their chats' blocked flags cleared, group-committed
+ *   (one transaction for all finishing at once).
  * - `Drain.ts`: stopping when the leadership term ends.
  * - `InFlight.ts` (what the term holds in memory) and `Bookkeeping.ts` (row
  *   writes retried through blips, and the counters) serve them all.
@@ -53,6 +56,7 @@ import { Telegram } from "../telegram/Telegram.ts"
 import { makeChatRouting } from "./ChatRouting.ts"
 import { makeClaiming } from "./Claiming.ts"
 import { drain, type DrainOptions, stopAtOnce } from "./Drain.ts"
+import { makeFinishing } from "./Finishing.ts"
 import { makeHandlerRun } from "./HandlerRun.ts"
 import { makeInFlight } from "./InFlight.ts"
 import { UpdateHandler } from "./UpdateHandler.ts"
@@ -77,10 +81,15 @@ export const layer: Layer.Layer<
   const background = yield* FiberSet.make()
   const chatFibers = yield* FiberSet.make()
 
+  const handler = yield* UpdateHandler
+  // Started before the stopping finalizer, so it outlives the drain (running handlers finish through it).
+  const telegram = yield* Telegram
+  const finishing = yield* makeFinishing({ inbox, term, handler, telegram })
   const run = makeHandlerRun({
     inbox,
     term,
-    handler: yield* UpdateHandler,
+    handler,
+    finishing,
     inFlight,
     handlerTimeout: config.updateHandlerTimeout,
     maxAttempts: config.updateMaxAttempts
@@ -95,7 +104,6 @@ export const layer: Layer.Layer<
   const claiming = makeClaiming({
     inbox,
     term,
-    telegram: yield* Telegram,
     inFlight,
     workers,
     floodNoticeRate: config.floodNoticeRate,

@@ -21,17 +21,22 @@
  * the drain. An update stays `running` until its failure is recorded, so the
  * drain waits for that write too.
  */
-import { Cause, Clock, Duration, Effect, Metric, Option, Schedule, Schema, Semaphore } from "effect"
+import { Cause, Clock, DateTime, Duration, Effect, Metric, Option, Schedule, Schema, Semaphore } from "effect"
 import type { InboxShape } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { backoff } from "../platform/Retry.ts"
 import { SendWaits } from "../telegram/SendGate.ts"
 import type { InFlight, Item } from "./InFlight.ts"
 import { countProcessed, describeFailure, record } from "./Bookkeeping.ts"
+import type { Finishing } from "./Finishing.ts"
+import { ConversingChat } from "../telegram/Telegram.ts"
 import type { UpdateHandler } from "./UpdateHandler.ts"
 
 /** Delay before the next run of a failed update. */
 export const handlerRetryPolicy = backoff("1 second", "30 seconds")
+
+/** The step function of `handlerRetryPolicy`: the delay before each next run. */
+type RetryStep = Effect.Success<ReturnType<typeof Schedule.toStep<unknown, unknown, never, never>>>
 
 /** A handler run waits for Telegram up to this long in line; a longer wait reschedules the update. */
 export const HANDLER_INLINE_WAIT = Duration.seconds(5)
@@ -77,12 +82,21 @@ const sendWaitsFor = (worker: Semaphore.Semaphore): SendWaits => {
   }
 }
 
+/** When the update was stored (its claim, if the stored time could not be read). */
+const arrivedAtMillis = (item: Item): number =>
+  Option.match(item.claimed.receivedAt, {
+    onNone: () => item.claimedAtMillis,
+    onSome: (at) => DateTime.toEpochMillis(at)
+  })
+
 /** What a handler run needs. */
 export interface HandlerRunOptions {
   readonly inbox: InboxShape
   /** This leadership term: every row write is guarded by it. */
   readonly term: string
   readonly handler: UpdateHandler["Service"]
+  /** Marks a handled update done, with what its handler left to write (group-committed). */
+  readonly finishing: Finishing
   readonly inFlight: InFlight
   readonly handlerTimeout: Duration.Duration
   readonly maxAttempts: number
@@ -94,7 +108,7 @@ export interface HandlerRunOptions {
  * Never fails; interruption passes through.
  */
 export const makeHandlerRun = (options: HandlerRunOptions) => {
-  const { handler, inFlight, inbox, maxAttempts, term } = options
+  const { finishing, handler, inFlight, inbox, maxAttempts, term } = options
 
   const markDead = (item: Item, message: string) =>
     record(`update ${item.claimed.updateId} as dead`, inbox.markDead(term, item.claimed.updateId, message)).pipe(
@@ -114,9 +128,11 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
         inFlight.setState(item, "running")
         item.started = true
         const context = { updateId: item.claimed.updateId, attempt, ...(item.flood ? { flood: item.flood } : {}) }
-        yield* handler.handle(item.update, context).pipe(
+        return yield* handler.handle(item.update, context).pipe(
           Effect.timeout(options.handlerTimeout),
           Effect.provideService(SendWaits, sendWaitsFor(worker)),
+          // Replies go to a chat that just wrote to us: no blocked-chat lookup before them.
+          Effect.provideService(ConversingChat, item.claimed.chatId ?? undefined),
           Effect.catchCause((cause) =>
             Cause.hasInterruptsOnly(cause)
               ? Effect.failCause(cause as Cause.Cause<never>)
@@ -150,12 +166,19 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
       yield* markDead(item, message)
       return yield* Effect.logError(`[DISPATCH] update ${updateId} dead: ${message}`)
     }
-    const nextDelay = yield* Schedule.toStep(handlerRetryPolicy)
+    // Made on the first failure: most updates never need it.
+    let nextDelay: RetryStep | undefined
     let reschedules = 0
     for (;;) {
       const outcome = yield* Effect.result(runOnce(item, worker, attempt))
       if (outcome._tag === "Success") {
-        const recorded = yield* record(`update ${updateId} as done`, inbox.complete(term, [updateId]))
+        const recorded = yield* record(
+          `update ${updateId} as done`,
+          finishing.finish(
+            { updateId, chatId: item.claimed.chatId, arrivedAtMillis: arrivedAtMillis(item) },
+            outcome.success ?? undefined
+          )
+        )
         yield* countProcessed("done", recorded, item.claimedAtMillis)
         return
       }
@@ -178,6 +201,7 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
       yield* record(`the failure of update ${updateId}`, inbox.recordFailure(term, updateId, failure.message))
       yield* Metric.update(Metrics.updateRetries, 1)
       inFlight.setState(item, "backoff")
+      nextDelay ??= yield* Schedule.toStep(handlerRetryPolicy)
       const delay = yield* nextDelay(yield* Clock.currentTimeMillis, undefined).pipe(
         Effect.map(([, delay]) => delay),
         Effect.orElseSucceed(() => Duration.seconds(30))

@@ -12,8 +12,16 @@
  * marked dead with the error and the chat's later updates go on. A run
  * that must wait for Telegram's flood limits (`waitMillis`) is rescheduled
  * instead: not a failure, no worker held meanwhile.
+ *
+ * A run may end with a `FinishWrite`: what it wants written when its update
+ * is marked `done` (the chat's new state). The dispatcher writes it with
+ * `writeFinished` in the transaction that marks the update done, shared with
+ * other updates finishing at the same time, and only if this term still owns
+ * the update: the state and the finish commit together or not at all, and a
+ * deposed leader writes neither.
  */
 import { Context, type Effect, Schema } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
 import type { Update } from "../telegram/TelegramUpdate.ts"
 import type { FloodVerdict } from "./FloodWatch.ts"
 
@@ -47,7 +55,23 @@ export interface UpdateContext {
   readonly flood?: FloodVerdict
 }
 
+/**
+ * A write a successful run leaves for its update's finish (see the module
+ * doc). The handler extends it with what it needs; the dispatcher only reads
+ * `updateId` and hands the write back to the same handler's `writeFinished`.
+ */
+export interface FinishWrite {
+  readonly updateId: number
+}
+
 /** The chat flow as the dispatcher sees it (see the module doc). */
 export class UpdateHandler extends Context.Service<UpdateHandler, {
-  readonly handle: (update: Update, context: UpdateContext) => Effect.Effect<void, UpdateHandlerError>
+  /** Handles one update; may return what to write when it is marked done. */
+  readonly handle: (update: Update, context: UpdateContext) => Effect.Effect<void | FinishWrite, UpdateHandlerError>
+  /**
+   * Writes the `FinishWrite`s of updates this term still owns, inside the
+   * transaction that marks them done (one call for all of them). Needed only
+   * by a handler that returns `FinishWrite`s.
+   */
+  readonly writeFinished?: (writes: ReadonlyArray<FinishWrite>) => Effect.Effect<void, SqlError>
 }>()("zimage-bot/UpdateHandler") {}

@@ -97,6 +97,18 @@ export interface InboxShape {
   ) => Effect.Effect<ReadonlyArray<ClaimedUpdate>, SqlError>
   /** Marks finished (`done`) updates this term owns; returns how many it still owned. */
   readonly complete: (term: string, updateIds: ReadonlyArray<number>) => Effect.Effect<number, SqlError>
+  /**
+   * Marks finished (`done`) the updates this term owns and, in the same
+   * transaction, runs `alongside` with the ids it still owned (e.g. the
+   * chat's new state): both commit or neither does, and a deposed term
+   * writes neither. Without `alongside`, one statement and no transaction
+   * block. Returns the ids it still owned.
+   */
+  readonly completeWith: (
+    term: string,
+    updateIds: ReadonlyArray<number>,
+    alongside?: (owned: ReadonlySet<number>) => Effect.Effect<void, SqlError>
+  ) => Effect.Effect<ReadonlySet<number>, SqlError>
   /** Records a failed attempt's error; the row stays `processing`. */
   readonly recordFailure: (term: string, updateId: number, error: string) => Effect.Effect<boolean, SqlError>
   /** Counts the start of another attempt (after a backoff). */
@@ -185,9 +197,12 @@ const make = Effect.gen(function*() {
     claim: Effect.fn("Inbox.claim")((term: string, limit: number, perChat = CLAIMS_PER_CHAT) =>
       claim(sql, term, limit, perChat)
     ),
-    complete: Effect.fn("Inbox.complete")((term: string, updateIds: ReadonlyArray<number>) =>
-      complete(sql, term, updateIds)
-    ),
+    complete: (term, updateIds) => Effect.map(complete(sql, term, updateIds), (owned) => owned.size),
+    completeWith: (term, updateIds, alongside) =>
+      alongside === undefined ? complete(sql, term, updateIds) : complete(sql, term, updateIds).pipe(
+        Effect.tap((owned) => (owned.size === 0 ? Effect.void : alongside(owned))),
+        sql.withTransaction
+      ),
     recordFailure: (term, updateId, error) => recordFailure(sql, term, updateId, error),
     beginAttempt: (term, updateId) => beginAttempt(sql, term, updateId),
     markDead: Effect.fn("Inbox.markDead")((term: string, updateId: number, error: string) =>

@@ -4,18 +4,25 @@
  * them without a request to Telegram.
  *
  * When to use: the Telegram client records a chat here when a call to it
- * answered 403 (or 400 "chat not found"), asks before each call with a
- * `chat_id`, and clears the flag when an update from the chat arrives.
+ * answered 403 (or 400 "chat not found") and asks before each call with a
+ * `chat_id` (not before a reply to the chat whose update is being handled);
+ * the dispatcher clears the flag when it finishes an update from the chat
+ * (`unblockArrived`, in its finishing transaction).
  *
- * Gotchas: none of these fail. A database problem reads as "not blocked"
- * (the call is then simply made) and is otherwise only logged: the bookkeeping
- * of blocked chats must never stand between the bot and a reply.
+ * Gotchas: none of these fail but `unblockArrived`, which runs inside the
+ * caller's transaction (a swallowed error there would turn its COMMIT into a
+ * silent ROLLBACK). A database problem reads as "not blocked" (the call is
+ * then simply made) and is otherwise only logged: the bookkeeping of blocked
+ * chats must never stand between the bot and a reply.
  */
 import { DateTime, Effect } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
 import { block } from "./sql/block.ts"
 import { isBlocked } from "./sql/isBlocked.ts"
-import { unblock } from "./sql/unblock.ts"
+import { type Arrival, unblock, unblockArrived } from "./sql/unblock.ts"
+
+export type { Arrival } from "./sql/unblock.ts"
 
 /** The blocked-chat bookkeeping the Telegram client uses. */
 export interface BlockedChats {
@@ -25,6 +32,13 @@ export interface BlockedChats {
   readonly markBlocked: (chatId: number, description: string) => Effect.Effect<void>
   /** Clears the blocked flag of these chats (duplicates and unsafe ids ignored). Never fails (logged). */
   readonly markUnblocked: (chatIds: number | ReadonlyArray<number>) => Effect.Effect<void>
+  /**
+   * Clears the blocked flag of chats updates arrived from, where the flag is
+   * older than the update (a 403 met while handling it keeps its flag). One
+   * statement for all; fails with the database's error, for use inside a
+   * transaction.
+   */
+  readonly unblockArrived: (arrivals: ReadonlyArray<Arrival>) => Effect.Effect<void, SqlError>
 }
 
 /** The bookkeeping on the `telegram_chats` table (migration 0002). */
@@ -61,5 +75,16 @@ export const make: Effect.Effect<BlockedChats, never, SqlClient> = Effect.gen(fu
     )
   }
 
-  return { isBlocked: isChatBlocked, markBlocked, markUnblocked }
+  const unblockArrivedChats = (arrivals: ReadonlyArray<Arrival>): Effect.Effect<void, SqlError> => {
+    const valid = arrivals.filter((arrival) => Number.isSafeInteger(arrival.chatId))
+    if (valid.length === 0) return Effect.void
+    return Effect.gen(function*() {
+      const cleared = yield* unblockArrived(sql, valid, yield* now)
+      for (const chatId of cleared) {
+        yield* Effect.logInfo(`[TELEGRAM] chat ${chatId} unblocked (an update arrived from it)`)
+      }
+    })
+  }
+
+  return { isBlocked: isChatBlocked, markBlocked, markUnblocked, unblockArrived: unblockArrivedChats }
 })

@@ -14,12 +14,15 @@
  *   `TelegramRateLimited`.
  * - 403 (blocked, deactivated, kicked) and 400 "chat not found" on a call to a
  *   numeric chat: the chat is recorded in `BlockedChats`, and later calls to it
- *   fail with `TelegramChatBlocked` without touching the network.
+ *   fail with `TelegramChatBlocked` without touching the network. Not a call
+ *   to the `ConversingChat` (a reply to an update that just came from it):
+ *   that chat evidently talks to us (its flag is cleared when its update is
+ *   claimed), so the lookup is skipped; a 403 still records it.
  * - Every request sent is counted in `zimage_telegram_calls_total{method,result}`
  *   (each 429 retry is a request of its own; a call skipped for a blocked chat
  *   or refused by the gate is not).
  */
-import { Clock, Duration, Effect, Schedule, Schema } from "effect"
+import { Clock, Context, Duration, Effect, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BlockedChats } from "./BlockedChats.ts"
 import { type SendGate, SendWaits } from "./SendGate.ts"
@@ -47,6 +50,17 @@ const rateLimitPolicy = (maxWaitMillis: number) =>
       input._tag === "TelegramRateLimited" && input.retryAfterSeconds * 1000 <= maxWaitMillis
     )
   )
+
+/**
+ * The chat whose update is being handled (set by the dispatcher around a
+ * handler run): calls to it are replies to a chat that just wrote to us, so
+ * they skip the blocked-chat lookup (one SELECT per reply). Outside a handler
+ * (the engine's deliveries, the bot's own sends) it is unset and every call
+ * to a chat is checked.
+ */
+export const ConversingChat = Context.Reference<number | undefined>("zimage-bot/ConversingChat", {
+  defaultValue: () => undefined
+})
 
 /** grammY's raw methods: `(payload?, signal)` → the Bot API `result`. */
 export type RawApi = Record<string, (...args: ReadonlyArray<unknown>) => Promise<unknown>>
@@ -129,10 +143,12 @@ export const makeCall =
       )
     )
     if (chatId === undefined) return request
-    return Effect.flatMap(
-      blockedChats.isBlocked(chatId),
-      (blocked) => blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : request
-    )
+    return Effect.gen(function*() {
+      if ((yield* ConversingChat) !== chatId && (yield* blockedChats.isBlocked(chatId))) {
+        return yield* skippedAsBlocked(method, chatId)
+      }
+      return yield* request
+    })
   }
 
 /** A 429 from Telegram pauses the chat (or everything) in the gate, and is logged. */

@@ -9,7 +9,8 @@
  * - 403 (blocked, deactivated, kicked) and 400 "chat not found": the chat is
  *   recorded as blocked in PostgreSQL and later calls to it fail with
  *   `TelegramChatBlocked` without touching the network, until an update from
- *   that chat arrives and `markUnblocked` clears the flag.
+ *   that chat is finished and `unblockArrived` clears the flag. A reply to the
+ *   chat whose update is being handled (`ConversingChat`) is not checked.
  * - 400 "message is not modified" on an edit is success.
  * - Every call has a timeout and is cancelled (AbortSignal) when interrupted.
  *
@@ -19,6 +20,7 @@
  * module holds no SQL: it names the methods, their result shapes and timeouts.
  */
 import { Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
 import { Api } from "grammy"
 import type { Message, Opts, UserFromGetMe, WebhookInfo } from "grammy/types"
 import { AppConfig } from "../platform/AppConfig.ts"
@@ -30,7 +32,7 @@ import type { TelegramBadRequest, TelegramError } from "./TelegramErrors.ts"
 import { UpdateEnvelope } from "./TelegramUpdate.ts"
 import * as WebhookFingerprint from "./WebhookFingerprint.ts"
 
-export { RATE_LIMIT_MAX_WAIT, RATE_LIMIT_MAX_WAITS } from "./BotApiCall.ts"
+export { ConversingChat, RATE_LIMIT_MAX_WAIT, RATE_LIMIT_MAX_WAITS } from "./BotApiCall.ts"
 export { type SendGate, SendWaits } from "./SendGate.ts"
 export { migration } from "./sql/migrate.ts"
 export {
@@ -125,9 +127,15 @@ export interface TelegramShape {
   readonly isBlocked: (chatId: number) => Effect.Effect<boolean>
   /**
    * Clears the blocked flag: an update from the chat proves it can be written
-   * to again. Call it before handling such an update. Never fails (logged).
+   * to again. Never fails (logged).
    */
   readonly markUnblocked: (chatIds: number | ReadonlyArray<number>) => Effect.Effect<void>
+  /**
+   * Clears the blocked flag of chats updates arrived from, where it is older
+   * than the update (`BlockedChats.unblockArrived`); fails with the
+   * database's error, for the dispatcher's finishing transaction.
+   */
+  readonly unblockArrived: (arrivals: ReadonlyArray<BlockedChats.Arrival>) => Effect.Effect<void, SqlError>
 }
 
 /** Numeric `chat_id` of a call, for blocked tracking; usernames (`@channel`) are not tracked. */
@@ -267,7 +275,8 @@ const make = Effect.gen(function*() {
       config.telegramRequestTimeout
     ),
     isBlocked: blockedChats.isBlocked,
-    markUnblocked: blockedChats.markUnblocked
+    markUnblocked: blockedChats.markUnblocked,
+    unblockArrived: blockedChats.unblockArrived
   })
 })
 

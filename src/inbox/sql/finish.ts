@@ -11,20 +11,20 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { now } from "./rows.ts"
 
-/** Marks finished (`done`) updates this term owns; returns how many it still owned. */
+/** Marks finished (`done`) updates this term owns; returns the ids it still owned. */
 export const complete = (
   sql: SqlClient,
   term: string,
   updateIds: ReadonlyArray<number>
-): Effect.Effect<number, SqlError> =>
-  updateIds.length === 0 ? Effect.succeed(0) : Effect.gen(function*() {
+): Effect.Effect<ReadonlySet<number>, SqlError> =>
+  updateIds.length === 0 ? Effect.succeed(new Set<number>()) : Effect.gen(function*() {
     const processedAt = yield* now
-    const rows = yield* sql`
+    const rows = yield* sql<{ update_id: number | string | bigint }>`
       UPDATE telegram_updates
       SET status = 'done', processed_at = ${processedAt}, claimed_at = NULL
       WHERE update_id = ANY(${updateIds}) AND status = 'processing' AND claimed_by = ${term}
       RETURNING update_id`
-    return rows.length
+    return new Set(rows.map((row) => Number(row.update_id)))
   })
 
 /** Marks an update this term owns `dead` with its error; tells whether the term still owned it. */

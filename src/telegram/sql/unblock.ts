@@ -8,3 +8,31 @@ export const unblock = (sql: SqlClient, chatIds: ReadonlyArray<number>, at: Date
     UPDATE telegram_chats SET blocked_at = NULL, blocked_reason = NULL, updated_at = ${at}
     WHERE chat_id = ANY(${chatIds}) AND blocked_at IS NOT NULL
     RETURNING chat_id`.pipe(Effect.map((rows) => rows.map((row) => Number(row.chat_id))))
+
+/** A chat an update came from, and when that update arrived. */
+export interface Arrival {
+  readonly chatId: number
+  readonly arrivedAt: Date
+}
+
+/**
+ * Clears `blocked_at` of the chats in `arrivals` where it was set before
+ * their update arrived (a flag set later, e.g. by a 403 while that update was
+ * being handled, stays); returns the ids that changed.
+ */
+export const unblockArrived = (sql: SqlClient, arrivals: ReadonlyArray<Arrival>, at: Date) => {
+  const latest = new Map<number, Date>()
+  for (const { arrivedAt, chatId } of arrivals) {
+    const seen = latest.get(chatId)
+    if (seen === undefined || seen < arrivedAt) latest.set(chatId, arrivedAt)
+  }
+  const rows = JSON.stringify([...latest].map(([chatId, arrivedAt]) => ({
+    chat_id: chatId,
+    arrived_at: arrivedAt.toISOString()
+  })))
+  return sql<{ chat_id: bigint }>`
+    UPDATE telegram_chats c SET blocked_at = NULL, blocked_reason = NULL, updated_at = ${at}
+    FROM jsonb_to_recordset(${rows}::jsonb) AS a(chat_id bigint, arrived_at timestamptz)
+    WHERE c.chat_id = a.chat_id AND c.blocked_at IS NOT NULL AND c.blocked_at < a.arrived_at
+    RETURNING c.chat_id`.pipe(Effect.map((rows) => rows.map((row) => Number(row.chat_id))))
+}
