@@ -395,7 +395,7 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       assert.deepStrictEqual((yield* rows).map((r) => r.status), ["done", "done"])
     }))
 
-  it.effect("a finish and its handler's write commit together, and only while the term owns the update", () =>
+  it.effect("a finish and its handler's write commit together, only while the term owns the update; an unwritable one is dead", () =>
     Effect.gen(function*() {
       yield* clearInbox
       const sql = yield* SqlClient
@@ -440,9 +440,16 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
           while ((yield* rowOf(kept!))?.status !== "done") yield* Effect.promise(() => sleepReal(20))
         })
       )
-      // The broken write rolled its finish back; the stolen update's term wrote neither.
+      // The broken write rolled its finish back and, since no retry can store it, the update is dead
+      // (its chat goes on); the stolen update's term wrote neither.
+      yield* within(
+        10_000,
+        Effect.gen(function*() {
+          while ((yield* rowOf(broken!))?.status !== "dead") yield* Effect.promise(() => sleepReal(20))
+        })
+      )
       const byId = new Map((yield* rows).map((row) => [row.update_id, row]))
-      assert.strictEqual(byId.get(broken!)?.status, "processing")
+      assert.include(byId.get(broken!)?.last_error ?? "", "state could not be saved")
       assert.strictEqual(byId.get(stolen!)?.status, "processing")
       assert.strictEqual(byId.get(stolen!)?.claimed_by, "another term")
       const marks = yield* sql<{ mark: string }>`SELECT mark::text AS mark FROM finish_marks ORDER BY mark`

@@ -16,6 +16,11 @@
  * worker while it waits, so a chat waiting on Telegram holds back nobody
  * else.
  *
+ * A successful run is finished (`Finishing.ts`, group-committed with what its
+ * handler left to write). A finish the database refuses for its data
+ * (SQLSTATE class 22 or 23: no retry can store it) makes the update dead, so
+ * its chat goes on from the state before it.
+ *
  * Gotchas: while draining no run starts, and a backoff that ends is not
  * followed by a run: the fiber is interrupted and the row is handed back by
  * the drain. An update stays `running` until its failure is recorded, so the
@@ -24,6 +29,7 @@
 import { Cause, Clock, DateTime, Duration, Effect, Metric, Option, Schedule, Schema, Semaphore } from "effect"
 import type { InboxShape } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
+import { isRowFault } from "../platform/GroupedCalls.ts"
 import { backoff } from "../platform/Retry.ts"
 import { SendWaits } from "../telegram/SendGate.ts"
 import type { InFlight, Item } from "./InFlight.ts"
@@ -88,6 +94,16 @@ const arrivedAtMillis = (item: Item): number =>
     onNone: () => item.claimedAtMillis,
     onSome: (at) => DateTime.toEpochMillis(at)
   })
+
+/**
+ * How a successful run's finish ended: written (`owned`: this term still had
+ * the row), or refused by the database for its data (SQLSTATE class 22/23),
+ * which no retry changes.
+ */
+type Finished = { readonly _tag: "Finished"; readonly owned: boolean } | {
+  readonly _tag: "Unwritable"
+  readonly message: string
+}
 
 /** What a handler run needs. */
 export interface HandlerRunOptions {
@@ -172,14 +188,25 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
     for (;;) {
       const outcome = yield* Effect.result(runOnce(item, worker, attempt))
       if (outcome._tag === "Success") {
-        const recorded = yield* record(
-          `update ${updateId} as done`,
-          finishing.finish(
-            { updateId, chatId: item.claimed.chatId, arrivedAtMillis: arrivedAtMillis(item) },
-            outcome.success ?? undefined
+        const finish = finishing.finish(
+          { updateId, chatId: item.claimed.chatId, arrivedAtMillis: arrivedAtMillis(item) },
+          outcome.success ?? undefined
+        ).pipe(
+          Effect.map((owned): Finished => ({ _tag: "Finished", owned })),
+          // Retrying cannot help what the database refuses to store: the update is dead instead.
+          Effect.catchIf(
+            (error) => isRowFault(Cause.fail(error)),
+            (error) => Effect.succeed<Finished>({ _tag: "Unwritable", message: describeFailure(Cause.fail(error)) })
           )
         )
-        yield* countProcessed("done", recorded, item.claimedAtMillis)
+        const recorded = yield* record(`update ${updateId} as done`, finish)
+        if (Option.isSome(recorded) && recorded.value._tag === "Unwritable") {
+          const message = `its handler's state could not be saved: ${recorded.value.message}`
+          yield* markDead(item, message)
+          return yield* Effect.logError(`[DISPATCH] update ${updateId} dead: ${message}`)
+        }
+        const owned = Option.map(recorded, (finished) => finished._tag === "Finished" && finished.owned)
+        yield* countProcessed("done", owned, item.claimedAtMillis)
         return
       }
       // Still "running" until the failure is recorded: a drain waits for that write.
