@@ -142,6 +142,23 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
       }))
   })
 
+  describe("Inbox.store (payloads)", () => {
+    it.effect("a payload stored directly with a NUL gets U+FFFD; a literal backslash-u0000 text stays as it is", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const inbox = yield* Inbox
+        const withText = (updateId: number, text: string) => ({
+          update_id: updateId,
+          message: { message_id: 1, date: 0, chat: { id: 61, type: "private" }, text }
+        })
+        assert.strictEqual(yield* inbox.store([withText(41_001, "a\u0000b"), withText(41_002, "a\\u0000b")]), 2)
+        const rows = yield* sql<{ id: string; text: string }>`
+          SELECT update_id::text AS id, payload->'message'->>'text' AS text FROM telegram_updates
+          WHERE update_id IN (41001, 41002) ORDER BY update_id`
+        assert.deepStrictEqual(rows.map((row) => row.text), ["a\uFFFDb", "a\\u0000b"])
+      }))
+  })
+
   describe("Inbox.claim (fair between chats)", () => {
     it.effect("a chat with a backlog takes at most CLAIMS_PER_CHAT places; the other chats are claimed beside it", () =>
       Effect.gen(function*() {

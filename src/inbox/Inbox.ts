@@ -55,7 +55,7 @@ import { pendingReceivedBefore, type PendingUpdate } from "./sql/orphans.ts"
 import { release } from "./sql/release.ts"
 import { purgeFinished } from "./sql/retention.ts"
 import { beginAttempt, recordFailure } from "./sql/retry.ts"
-import { storeUpdates } from "./sql/store.ts"
+import { type RoutedUpdate, storeRoutedUpdates } from "./sql/store.ts"
 import { requeueStuck, type StuckUpdate } from "./sql/stuck.ts"
 import { describeStoreFailure, makeStoreWriter, storeTimeout } from "./StoreWriter.ts"
 
@@ -159,7 +159,10 @@ const make = Effect.gen(function*() {
   const storeProblems = makeProblemLog()
   const wake = notify(sql)
   const announce = yield* makeAnnouncer(wake)
-  const writer = yield* makeStoreWriter({ insert: (updates) => storeUpdates(sql, updates), onStored: announce })
+  const writer = yield* makeStoreWriter<RoutedUpdate>({
+    insert: (updates) => storeRoutedUpdates(sql, updates),
+    onStored: announce
+  })
   const config = yield* AppConfig
   const floodGate = makeFloodGate({ perChat: config.floodChatRate, perUser: config.floodUserRate })
 
