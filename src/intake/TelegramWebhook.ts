@@ -194,7 +194,7 @@ const makeDirectHandler =
       if (Option.isNone(update)) return send(response, NOT_AN_UPDATE)
       run(
         storeUpdate(update.value).pipe(
-          Effect.withSpan("TelegramWebhook.handle"),
+          Effect.withSpan("TelegramWebhook.handle", undefined, NO_STACK_TRACE),
           serverSpan,
           Effect.map((replied) => send(response, replied)),
           // Shutdown past its deadline: the update may not be committed, so Telegram must retry.
