@@ -43,6 +43,17 @@ const Routes = Layer.mergeAll(
 const ServerLive = (limits: HttpServer.ServerLimits) =>
   HttpServer.layer(Routes, limits).pipe(Layer.provide(TestConfigLive()))
 
+/** POST /echo also has a direct route; it declines requests with `x-decline`, which the router then answers. */
+const DirectEcho = Layer.effectDiscard(Effect.gen(function*() {
+  const direct = yield* HttpServer.DirectRoutes
+  yield* direct.add("POST", "/echo", (request, response) => {
+    if (request.headers["x-decline"] !== undefined) return false
+    request.resume()
+    request.on("end", () => response.writeHead(200, { "content-type": "text/plain" }).end("direct"))
+    return true
+  })
+}))
+
 /** A raw client connection: what it received so far, and whether the server closed it. */
 interface RawClient {
   readonly socket: Socket
@@ -98,6 +109,25 @@ const portOf = Effect.map(serverUrl, (url) => Number(new URL(url).port))
 
 const GET_OK = "GET /ok HTTP/1.1\r\nHost: test\r\n\r\n"
 const responses = (text: string) => text.split("HTTP/1.1 ").length - 1
+
+describe("direct routes", () => {
+  const Live = HttpServer.layer(Layer.mergeAll(Routes, DirectEcho)).pipe(Layer.provide(TestConfigLive()))
+  const call = (url: string, init: RequestInit) =>
+    Effect.promise(() => fetch(url, init).then(async (response) => `${response.status} ${await response.text()}`))
+
+  it.live("answer their method and path (query ignored); what they decline or do not claim goes to the router", () =>
+    Effect.gen(function*() {
+      const url = yield* serverUrl
+      assert.strictEqual(yield* call(`${url}/echo`, { method: "POST", body: "x" }), "200 direct")
+      assert.strictEqual(yield* call(`${url}/echo?a=1`, { method: "POST", body: "x" }), "200 direct")
+      assert.strictEqual(
+        yield* call(`${url}/echo`, { method: "POST", body: "routed", headers: { "x-decline": "1" } }),
+        "200 routed"
+      )
+      assert.strictEqual(yield* call(`${url}/ok`, { method: "GET" }), "200 ok")
+      assert.match(yield* call(`${url}/echo`, { method: "GET" }), /^404 /)
+    }).pipe(Effect.provide(Live)))
+})
 
 describe("the HTTP server's limits", () => {
   it("production: 10 s for headers, 30 s for a request, 1000 connections, keep-alive above Render's 60 s", () => {

@@ -7,10 +7,10 @@
  * INSERT statements on a sequence, which (unlike a table) keeps counting the
  * statements that fail and roll back.
  */
-import { assert, describe, layer } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import { Inbox } from "../src/inbox/Inbox.ts"
+import { ANNOUNCE_SPACING_MS, Inbox, makeAnnouncer } from "../src/inbox/Inbox.ts"
 import { storeWriters } from "../src/inbox/StoreWriter.ts"
 import { message } from "./support/Pipeline.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
@@ -142,6 +142,23 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
       }))
   })
 
+  describe("Inbox.store (payloads)", () => {
+    it.effect("a payload stored directly with a NUL gets U+FFFD; a literal backslash-u0000 text stays as it is", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const inbox = yield* Inbox
+        const withText = (updateId: number, text: string) => ({
+          update_id: updateId,
+          message: { message_id: 1, date: 0, chat: { id: 61, type: "private" }, text }
+        })
+        assert.strictEqual(yield* inbox.store([withText(41_001, "a\u0000b"), withText(41_002, "a\\u0000b")]), 2)
+        const rows = yield* sql<{ id: string; text: string }>`
+          SELECT update_id::text AS id, payload->'message'->>'text' AS text FROM telegram_updates
+          WHERE update_id IN (41001, 41002) ORDER BY update_id`
+        assert.deepStrictEqual(rows.map((row) => row.text), ["a\uFFFDb", "a\\u0000b"])
+      }))
+  })
+
   describe("Inbox.claim (fair between chats)", () => {
     it.effect("a chat with a backlog takes at most CLAIMS_PER_CHAT places; the other chats are claimed beside it", () =>
       Effect.gen(function*() {
@@ -173,4 +190,28 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
         yield* sql`DELETE FROM telegram_updates`
       }))
   })
+})
+
+describe("the store announcer", () => {
+  it.live("a store is announced at once; a burst right after it once more, after the spacing", () =>
+    Effect.gen(function*() {
+      const notified: Array<number> = []
+      const announce = yield* makeAnnouncer(Effect.sync(() => void notified.push(performance.now())))
+      const awaitNotified = (n: number) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 1_000 && notified.length < n; i++) {
+            yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 1)))
+          }
+          assert.strictEqual(notified.length, n)
+        })
+      yield* announce
+      yield* awaitNotified(1)
+      // While that NOTIFY's pause runs: one more waits, the rest are dropped.
+      for (let i = 0; i < 50; i++) yield* announce
+      yield* awaitNotified(2)
+      assert.isAtLeast(notified[1]! - notified[0]!, ANNOUNCE_SPACING_MS - 1, "the second NOTIFY waited")
+      // A later store, after a quiet spell, is announced again.
+      yield* announce
+      yield* awaitNotified(3)
+    }).pipe(Effect.scoped))
 })

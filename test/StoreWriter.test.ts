@@ -28,7 +28,7 @@ const gatedWriter = Effect.gen(function*() {
   const statements: Array<ReadonlyArray<number>> = []
   // An announcement names the statement it followed.
   const announcements = yield* Queue.unbounded<number>()
-  const writer = yield* makeStoreWriter({
+  const writer = yield* makeStoreWriter<UpdateEnvelope>({
     insert: (updates) =>
       Effect.sync(() => statements.push(updates.map((update) => update.update_id))).pipe(
         Effect.andThen(Deferred.await(gate)),

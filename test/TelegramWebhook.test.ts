@@ -1,8 +1,9 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
+import { Data, Effect, Fiber, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import * as http from "node:http"
+import * as net from "node:net"
 import { Inbox } from "../src/inbox/Inbox.ts"
 import { MAX_BODY_BYTES, WEBHOOK_PATH, WebhookRoute } from "../src/intake/TelegramWebhook.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
@@ -77,6 +78,9 @@ const rawPost = (
       writeNext()
     })
   )
+
+/** Ends a test's transaction with a rollback. */
+class RollBack extends Data.TaggedError("RollBack")<{}> {}
 
 const update = (updateId: number, chatId = 42) =>
   JSON.stringify({ update_id: updateId, ...FakeTelegram.textMessage({ chatId, text: "/start" }) })
@@ -236,6 +240,105 @@ layer(WebhookServerLive, { timeout: "60 seconds" })("POST /telegram/webhook", (i
       // Declares 8 MiB but sends only 64 KiB: the answer must come from the header.
       const answer = yield* rawPost(url, { chunks: 1, chunkSize: 64 * 1024, contentLength: 8 * MAX_BODY_BYTES })
       assert.strictEqual(answer.status, 413)
+    }))
+
+  it.effect("200 only after the commit: a store held up in the database holds up the answer", () =>
+    Effect.gen(function*() {
+      const url = yield* serverUrl
+      const sql = yield* SqlClient
+      // Another transaction inserts the same update_id and stays open: the webhook's INSERT must wait for it.
+      let request: Fiber.Fiber<Answer> | undefined
+      yield* sql.withTransaction(Effect.gen(function*() {
+        yield* sql`INSERT INTO telegram_updates (update_id, kind, payload, received_at)
+          VALUES (1020, 'message', '{}'::jsonb, now())`
+        const posted = yield* Effect.forkChild(post(url, update(1020)))
+        request = posted
+        // A real event, not a sleep: the webhook's INSERT is blocked on this transaction's row.
+        for (let i = 0;; i++) {
+          const [blocked] = yield* sql<{ count: number }>`
+            SELECT count(*)::int AS count FROM pg_locks
+            WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))`
+          if (blocked!.count > 0) break
+          if (i > 500) assert.fail("the webhook's INSERT never waited on the open transaction")
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
+        }
+        assert.isUndefined(posted.pollUnsafe(), "answered while its INSERT could not commit")
+        return yield* new RollBack()
+      })).pipe(Effect.catchTag("RollBack", () => Effect.void), Effect.orDie)
+      // Rolled back: the webhook's row is the one committed, and only then is it answered.
+      const answer = yield* Fiber.join(request!)
+      assert.deepStrictEqual(answer, { status: 200, body: { ok: true, duplicate: false } })
+      assert.strictEqual((yield* rowsOf(1020))[0]!.payload.message.text, "/start")
+    }))
+
+  it.effect("keep-alive: pipelined webhooks on one connection are each stored and answered in order", () =>
+    Effect.gen(function*() {
+      const target = new URL(yield* serverUrl)
+      const request = (updateId: number) => {
+        const body = update(updateId)
+        return `POST ${WEBHOOK_PATH} HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n` +
+          `X-Telegram-Bot-Api-Secret-Token: ${TEST_WEBHOOK_SECRET}\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+      }
+      const text = yield* Effect.promise(() =>
+        new Promise<string>((resolve, reject) => {
+          let received = ""
+          const socket = net.connect(
+            Number(target.port),
+            target.hostname,
+            () => socket.write(request(1021) + request(1022) + request(1021))
+          )
+          socket.on("data", (chunk) => {
+            received += chunk.toString("utf8")
+            if (received.split("HTTP/1.1 200").length - 1 === 3) {
+              socket.destroy()
+              resolve(received)
+            }
+          })
+          socket.on("error", reject)
+        })
+      )
+      assert.deepStrictEqual(
+        [...text.matchAll(/\{"ok":true,"duplicate":(true|false)\}/g)].map((match) => match[1]),
+        ["false", "false", "true"]
+      )
+      assert.notInclude(text.toLowerCase(), "connection: close")
+      assert.lengthOf(yield* rowsOf(1021), 1)
+      assert.lengthOf(yield* rowsOf(1022), 1)
+    }))
+
+  it.effect("a chunked body within the limit and an Expect: 100-continue request are stored too", () =>
+    Effect.gen(function*() {
+      const target = new URL((yield* serverUrl) + WEBHOOK_PATH)
+      const send = (updateId: number, headers: Record<string, string>) =>
+        Effect.promise(() =>
+          new Promise<number>((resolve, reject) => {
+            const request = http.request({
+              host: target.hostname,
+              port: target.port,
+              path: target.pathname,
+              method: "POST",
+              headers: { "content-type": "application/json", ...SECRET_HEADER, ...headers }
+            })
+            request.on("response", (response) => {
+              response.resume()
+              resolve(response.statusCode ?? 0)
+            })
+            request.on("error", reject)
+            const body = update(updateId)
+            if (headers.expect === undefined) {
+              request.write(body.slice(0, 10))
+              request.end(body.slice(10))
+            } else request.on("continue", () => request.end(body))
+          })
+        )
+      assert.strictEqual(yield* send(1023, {}), 200)
+      assert.strictEqual(
+        yield* send(1024, { expect: "100-continue", "content-length": String(update(1024).length) }),
+        200
+      )
+      assert.lengthOf(yield* rowsOf(1023), 1)
+      assert.lengthOf(yield* rowsOf(1024), 1)
     }))
 
   it.effect("413 for a chunked body over the limit: a real response, not a dropped socket", () =>

@@ -23,7 +23,8 @@ import { Duration } from "effect"
 import type { RateBudget } from "../platform/AppConfig.ts"
 import { forgetDown } from "../platform/BoundedMap.ts"
 import { fullBucket, isFull, refill, type TokenBucket } from "../platform/TokenBucket.ts"
-import { routingOf, type UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
+import type { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
+import { routed, type RoutedUpdate } from "./sql/store.ts"
 
 /** Above this many tracked chats and users, full buckets are forgotten. */
 export const MAX_TRACKED = 50_000
@@ -34,12 +35,15 @@ export interface FloodRates {
   readonly perUser: RateBudget
 }
 
-/** Splits a batch into what is stored and what is dropped. */
+/**
+ * Splits a batch into what is stored and what is dropped. What it admits
+ * comes routed, so the store does not work the routing out again.
+ */
 export interface FloodGate {
   readonly admit: (
     updates: ReadonlyArray<UpdateEnvelope>,
     now: number
-  ) => { readonly admitted: ReadonlyArray<UpdateEnvelope>; readonly dropped: number }
+  ) => { readonly admitted: ReadonlyArray<RoutedUpdate>; readonly dropped: number }
   /** Chats and users tracked right now (for tests of the memory bound). */
   readonly tracked: () => number
 }
@@ -75,8 +79,8 @@ export const makeFloodGate = (rates: FloodRates): FloodGate => {
     return bucket
   }
 
-  const passes = (update: UpdateEnvelope, now: number): boolean => {
-    const { chatId, userId } = routingOf(update)
+  const passes = ({ routing }: RoutedUpdate, now: number): boolean => {
+    const { chatId, userId } = routing
     const taken: Array<TokenBucket> = []
     if (chatId !== null) taken.push(bucketOf(`chat:${chatId}`, chat, now))
     if (userId !== null) taken.push(bucketOf(`user:${userId}`, user, now))
@@ -87,7 +91,7 @@ export const makeFloodGate = (rates: FloodRates): FloodGate => {
 
   return {
     admit: (updates, now) => {
-      const admitted = updates.filter((update) => passes(update, now))
+      const admitted = updates.map(routed).filter((update) => passes(update, now))
       return { admitted, dropped: updates.length - admitted.length }
     },
     tracked: () => buckets.size

@@ -20,7 +20,6 @@
 import { Cause, Data, Deferred, Duration, Effect, Exit, Predicate, Queue, type Scope } from "effect"
 import type { TimeoutError } from "effect/Cause"
 import type { SqlError } from "effect/sql/SqlError"
-import type { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 
 /** How long a store may wait for its commit, queueing included. */
 export const storeTimeout = Duration.seconds(5)
@@ -50,22 +49,27 @@ const closedExit = Exit.fail(new InboxClosed())
 /** Why a store failed: the database, no commit in time, or shutdown. */
 export type StoreFailure = SqlError | TimeoutError | InboxClosed
 
+/** What the writer stores: anything with an `update_id` (an update, or one routed by the inbox). */
+export interface Storable {
+  readonly update_id: number
+}
+
 /** The group-committed store. */
-export interface StoreWriter {
+export interface StoreWriter<U extends Storable> {
   /** Queues `updates` for the next statement; succeeds, once they are committed, with how many were new. */
-  readonly write: (updates: ReadonlyArray<UpdateEnvelope>) => Effect.Effect<number, StoreFailure>
+  readonly write: (updates: ReadonlyArray<U>) => Effect.Effect<number, StoreFailure>
 }
 
 /** What the writer writes with. */
-export interface StoreWriterOptions {
+export interface StoreWriterOptions<U extends Storable> {
   /** One statement for any number of rows; returns the `update_id`s that were new. */
-  readonly insert: (updates: ReadonlyArray<UpdateEnvelope>) => Effect.Effect<ReadonlySet<number>, SqlError>
+  readonly insert: (updates: ReadonlyArray<U>) => Effect.Effect<ReadonlySet<number>, SqlError>
   /** Runs after a statement stored anything new (must be quick: the writer waits for it). */
   readonly onStored: Effect.Effect<void>
 }
 
-interface StoreRequest {
-  readonly updates: ReadonlyArray<UpdateEnvelope>
+interface StoreRequest<U extends Storable> {
+  readonly updates: ReadonlyArray<U>
   readonly result: Deferred.Deferred<number, StoreFailure>
 }
 
@@ -91,15 +95,17 @@ export const describeStoreFailure = (cause: Cause.Cause<unknown>): string => {
 }
 
 /** Starts the writers in the current scope; closing the scope fails what is still queued. */
-export const makeStoreWriter = (options: StoreWriterOptions): Effect.Effect<StoreWriter, never, Scope.Scope> =>
+export const makeStoreWriter = <U extends Storable>(
+  options: StoreWriterOptions<U>
+): Effect.Effect<StoreWriter<U>, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const requests = yield* Queue.unbounded<StoreRequest>()
+    const requests = yield* Queue.unbounded<StoreRequest<U>>()
 
-    const finish = (request: StoreRequest, exit: Exit.Exit<number, StoreFailure>) =>
+    const finish = (request: StoreRequest<U>, exit: Exit.Exit<number, StoreFailure>) =>
       Deferred.doneUnsafe(request.result, exit)
 
     /** Stores the requests' updates together; on a fault of the rows themselves, each request alone. */
-    const writeBatch = (batch: ReadonlyArray<StoreRequest>): Effect.Effect<void> =>
+    const writeBatch = (batch: ReadonlyArray<StoreRequest<U>>): Effect.Effect<void> =>
       Effect.gen(function*() {
         const exit = yield* Effect.exit(
           options.insert(batch.flatMap((request) => request.updates)).pipe(Effect.timeout(storeTimeout))
@@ -139,7 +145,7 @@ export const makeStoreWriter = (options: StoreWriterOptions): Effect.Effect<Stor
       )
     )
 
-    const write = (updates: ReadonlyArray<UpdateEnvelope>): Effect.Effect<number, StoreFailure> =>
+    const write = (updates: ReadonlyArray<U>): Effect.Effect<number, StoreFailure> =>
       Effect.gen(function*() {
         if (updates.length === 0) return 0
         const result = yield* Deferred.make<number, StoreFailure>()

@@ -14,11 +14,24 @@
  *
  * The answer body never carries a `method`, so Telegram never reads it as a
  * webhook reply.
+ *
+ * Two ways in, one behaviour. The common request (the right secret, a
+ * `Content-Length` within the limit, nothing unusual) is answered straight
+ * from Node's `request` event (`DirectRoutes` in `platform/HttpServer.ts`):
+ * Effect's router and request handling cost more CPU than the rest of an
+ * acknowledgement, and the webhook is the one hot path. Everything else (a
+ * wrong secret, no or an oversized `Content-Length`, chunked bodies,
+ * `Expect: 100-continue`) goes to the router's route, which handles every
+ * case. Both parse the body and store the update with the same functions, and
+ * both trace the request as `TelegramWebhook.handle` under a server span with
+ * `http.route`.
  */
-import { ByteSize, Effect, Layer, Metric, Option, Redacted, Schema } from "effect"
+import { ByteSize, Effect, Fiber, Layer, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
+import type { IncomingMessage, ServerResponse } from "node:http"
 import { AppConfig } from "../platform/AppConfig.ts"
+import { type DirectHandler, DirectRoutes } from "../platform/HttpServer.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { safeJson } from "../telegram/SafeJson.ts"
@@ -44,32 +57,88 @@ export const makeSecretCheck = (expected: Option.Option<Redacted.Redacted<string
     Option.isSome(expectedDigest) && given !== undefined && timingSafeEqual(expectedDigest.value, digest(given))
 }
 
-const answer = (status: number, body: Record<string, unknown>) =>
-  HttpServerResponse.jsonUnsafe(body, { status, headers: { "cache-control": "no-store" } })
+/** An answer of the webhook: its status and its JSON body, serialized once. */
+interface Reply {
+  readonly status: number
+  readonly body: Record<string, unknown>
+  /** The body as JSON text (ASCII): Node writes a string body in one write with the headers. */
+  readonly text: string
+}
+
+const reply = (status: number, body: Record<string, unknown>): Reply => ({
+  status,
+  body,
+  text: JSON.stringify(body)
+})
+
+const STORED = reply(200, { ok: true, duplicate: false })
+const DUPLICATE = reply(200, { ok: true, duplicate: true })
+const UNAUTHORIZED = reply(401, { ok: false, error: "unauthorized" })
+const TOO_LARGE = reply(413, { ok: false, error: "payload too large (limit 1 MiB)" })
+const UNREADABLE = reply(400, { ok: false, error: "unreadable body" })
+const NOT_AN_UPDATE = reply(400, { ok: false, error: "expected a JSON object with an integer update_id" })
+const UNAVAILABLE = reply(503, { ok: false, error: "temporarily unavailable, retry later" })
+
+/** The reply as an Effect response (the router's route). */
+const answer = (replied: Reply) =>
+  HttpServerResponse.jsonUnsafe(replied.body, { status: replied.status, headers: { "cache-control": "no-store" } })
+
+/** Writes the reply on a Node response (the direct route); the same headers as `answer`'s. */
+const send = (response: ServerResponse, replied: Reply): void => {
+  if (response.headersSent || response.destroyed) return
+  response.writeHead(replied.status, {
+    "content-type": "application/json",
+    "cache-control": "no-store",
+    "content-length": replied.text.length
+  })
+  response.end(replied.text)
+}
 
 const decodeEnvelope = Schema.decodeUnknownOption(UpdateEnvelope)
+const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 /** New updates stored from webhooks (duplicates are not counted). */
 const receivedByWebhook = Metric.withAttributes(Metrics.updatesReceived, { source: "webhook" })
 
 /** The body as JSON that `jsonb` can store (NUL and lone surrogates replaced), if it is JSON. */
-const parseJson = (bytes: ArrayBuffer): Option.Option<unknown> => {
+const parseJson = (bytes: ArrayBuffer | Uint8Array): Option.Option<unknown> => {
   try {
-    return Option.some(safeJson(JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes))))
+    return Option.some(safeJson(JSON.parse(utf8.decode(bytes))))
   } catch {
     return Option.none()
   }
 }
 
+/** The update in a body, if the body is a JSON object with an integer `update_id`. */
+const parseUpdate = (bytes: ArrayBuffer | Uint8Array): Option.Option<UpdateEnvelope> =>
+  Option.flatMap(parseJson(bytes), decodeEnvelope)
+
+/** Stores the update and says what to answer: 200 once committed, 503 if it cannot be. */
+const storeUpdate = (update: UpdateEnvelope): Effect.Effect<Reply, never, Inbox> =>
+  Effect.gen(function*() {
+    // The update's trace starts here: Inbox.store, Inbox.claim, Dispatcher.handlerRun, Inbox.complete.
+    yield* Effect.annotateCurrentSpan("update_id", update.update_id)
+    const inbox = yield* Inbox
+    return yield* inbox.store([update]).pipe(
+      Effect.tap((stored) => Metric.update(receivedByWebhook, stored)),
+      Effect.map((stored) => stored === 0 ? DUPLICATE : STORED),
+      // The inbox logs the outage once; each refused update is only worth a debug line.
+      Effect.catchTag(
+        "InboxUnavailable",
+        (error) =>
+          Effect.logDebug(`[WEBHOOK] update ${update.update_id} not stored, answering 503: ${error.message}`)
+            .pipe(Effect.as(UNAVAILABLE))
+      )
+    )
+  })
+
 const handleWebhook = (secretMatches: (given: string | undefined) => boolean) =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
-    if (!secretMatches(request.headers[SECRET_HEADER])) {
-      return answer(401, { ok: false, error: "unauthorized" })
-    }
+    if (!secretMatches(request.headers[SECRET_HEADER])) return answer(UNAUTHORIZED)
     const declared = request.headers["content-length"]
     if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > MAX_BODY_BYTES) {
-      return answer(413, { ok: false, error: "payload too large (limit 1 MiB)" })
+      return answer(TOO_LARGE)
     }
     const body = yield* request.arrayBuffer.pipe(
       Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(BigInt(MAX_BODY_BYTES))),
@@ -81,32 +150,73 @@ const handleWebhook = (secretMatches: (given: string | undefined) => boolean) =>
             : { _tag: "Unreadable" as const }
         ))
     )
-    if (body._tag === "TooLarge") return answer(413, { ok: false, error: "payload too large (limit 1 MiB)" })
-    if (body._tag === "Unreadable") return answer(400, { ok: false, error: "unreadable body" })
-    const update = Option.flatMap(parseJson(body.bytes), decodeEnvelope)
-    if (Option.isNone(update)) {
-      return answer(400, { ok: false, error: "expected a JSON object with an integer update_id" })
-    }
-    // The update's trace starts here: Inbox.store, Inbox.claim, Dispatcher.handlerRun, Inbox.complete.
-    yield* Effect.annotateCurrentSpan("update_id", update.value.update_id)
-    const inbox = yield* Inbox
-    return yield* inbox.store([update.value]).pipe(
-      Effect.tap((stored) => Metric.update(receivedByWebhook, stored)),
-      Effect.map((stored) => answer(200, { ok: true, duplicate: stored === 0 })),
-      // The inbox logs the outage once; each refused update is only worth a debug line.
-      Effect.catchTag(
-        "InboxUnavailable",
-        (error) =>
-          Effect.logDebug(`[WEBHOOK] update ${update.value.update_id} not stored, answering 503: ${error.message}`)
-            .pipe(
-              Effect.as(answer(503, { ok: false, error: "temporarily unavailable, retry later" }))
-            )
-      )
-    )
+    if (body._tag === "TooLarge") return answer(TOO_LARGE)
+    if (body._tag === "Unreadable") return answer(UNREADABLE)
+    const update = parseUpdate(body.bytes)
+    if (Option.isNone(update)) return answer(NOT_AN_UPDATE)
+    return answer(yield* storeUpdate(update.value))
   }).pipe(Effect.withSpan("TelegramWebhook.handle"))
 
-/** The `POST /telegram/webhook` route, with the configured secret. */
+/** True for the requests the direct route takes: the right secret and a plain body within the limit. */
+const isPlain = (request: IncomingMessage, secretMatches: (given: string | undefined) => boolean): boolean => {
+  const headers = request.headers
+  const declared = headers["content-length"]
+  return declared !== undefined && headers["transfer-encoding"] === undefined && headers.expect === undefined &&
+    /^\d+$/.test(declared) && Number(declared) <= MAX_BODY_BYTES && secretMatches(headers[SECRET_HEADER] as string)
+}
+
+/** A span's stack trace costs measurable CPU per request, and the direct route's spans always start here. */
+const NO_STACK_TRACE = { captureStackTrace: false }
+
+/** The server span of a direct request, as the router's tracing middleware names and marks it. */
+const serverSpan = Effect.withSpan("http.server POST", {
+  kind: "server",
+  attributes: { "http.request.method": "POST", "url.path": WEBHOOK_PATH, "http.route": WEBHOOK_PATH }
+}, NO_STACK_TRACE)
+
+/**
+ * The direct route: reads the body (Node's parser stops at `Content-Length`),
+ * parses it, and stores the update in a fiber of `run`, answering when it is
+ * committed. A client that goes away before its body arrived is dropped; one
+ * that goes away while its update is being stored does not stop the store.
+ */
+const makeDirectHandler =
+  (
+    secretMatches: (given: string | undefined) => boolean,
+    run: (effect: Effect.Effect<void, never, Inbox>) => void
+  ): DirectHandler =>
+  (request, response) => {
+    if (!isPlain(request, secretMatches)) return false
+    const chunks: Array<Buffer> = []
+    request.on("data", (chunk: Buffer) => chunks.push(chunk))
+    request.on("end", () => {
+      const update = parseUpdate(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+      if (Option.isNone(update)) return send(response, NOT_AN_UPDATE)
+      run(
+        storeUpdate(update.value).pipe(
+          Effect.withSpan("TelegramWebhook.handle", undefined, NO_STACK_TRACE),
+          serverSpan,
+          Effect.map((replied) => send(response, replied)),
+          // Shutdown past its deadline: the update may not be committed, so Telegram must retry.
+          Effect.onInterrupt(() => Effect.sync(() => send(response, UNAVAILABLE)))
+        )
+      )
+    })
+    return true
+  }
+
+/**
+ * The `POST /telegram/webhook` route, with the configured secret: the
+ * router's route, and the direct one for plain requests (see the module doc).
+ * Direct requests run in fibers of this layer's scope, with its services.
+ */
 export const WebhookRoute = Layer.unwrap(Effect.gen(function*() {
   const config = yield* AppConfig
-  return HttpRouter.add("POST", WEBHOOK_PATH, handleWebhook(makeSecretCheck(config.telegramWebhookSecret)))
+  const secretMatches = makeSecretCheck(config.telegramWebhookSecret)
+  const context = yield* Effect.context<Inbox>()
+  const scope = yield* Effect.scope
+  const runFork = Effect.runForkWith(context)
+  const run = (effect: Effect.Effect<void, never, Inbox>) => void Fiber.runIn(runFork(effect), scope)
+  yield* (yield* DirectRoutes).add("POST", WEBHOOK_PATH, makeDirectHandler(secretMatches, run))
+  return HttpRouter.add("POST", WEBHOOK_PATH, handleWebhook(secretMatches))
 }))

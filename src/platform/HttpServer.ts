@@ -14,11 +14,21 @@
  *
  * Every instance is public (Render routes traffic to all of them), so the
  * server bounds what a slow or greedy client can hold: see `SERVER_LIMITS`.
+ *
+ * Direct routes (`DirectRoutes`): a route layer may also claim a path to be
+ * answered straight from Node's `request` event, before Effect's router sees
+ * the request. That is for the one hot path (Telegram's webhook), where the
+ * router's per-request work (request object, middleware, response
+ * conversion) was most of an acknowledgement's CPU time. A direct handler may
+ * decline a request (return `false`), which then goes to the router as usual:
+ * it answers only the common case and leaves the rare ones (oversized or
+ * chunked bodies, …) to the full route. Gotcha: a direct handler writes the
+ * Node response itself and must always end it.
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
-import { createServer, type Server, type ServerResponse } from "node:http"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { AppConfig } from "./AppConfig.ts"
 
 /** What the Node server allows one client, and all of them together. */
@@ -72,7 +82,8 @@ export const makeNodeServer = (limits: ServerLimits = SERVER_LIMITS): Server => 
 /**
  * Once `begin` is called, every response (in flight or still to come on an
  * open connection) is sent with `Connection: close` and its socket closed
- * after it; connections idle at that moment are closed at once.
+ * after it; connections idle at that moment are closed at once. `track` must
+ * see every request's response (`routeDirectly` calls it).
  */
 const closeConnectionsWhenIdle = (server: Server) => {
   let closing = false
@@ -81,12 +92,12 @@ const closeConnectionsWhenIdle = (server: Server) => {
     if (!response.headersSent) response.shouldKeepAlive = false
     else response.once("finish", () => setImmediate(() => server.closeIdleConnections()))
   }
-  server.on("request", (_request, response: ServerResponse) => {
-    if (closing) return closeAfter(response)
-    inFlight.add(response)
-    response.once("close", () => inFlight.delete(response))
-  })
   return {
+    track: (response: ServerResponse) => {
+      if (closing) return closeAfter(response)
+      inFlight.add(response)
+      response.once("close", () => inFlight.delete(response))
+    },
     begin: () => {
       closing = true
       for (const response of inFlight) closeAfter(response)
@@ -96,7 +107,58 @@ const closeConnectionsWhenIdle = (server: Server) => {
   }
 }
 
-/** Serves `routes` on HOST:PORT with `limits` (production's by default; tests pass small ones). */
+/**
+ * Answers a request straight from Node's `request` event, or returns `false`
+ * to leave it to the router (then it must not have touched the request or
+ * the response).
+ */
+export type DirectHandler = (request: IncomingMessage, response: ServerResponse) => boolean
+
+/**
+ * Where a route layer registers a `DirectHandler` for one method and path
+ * (the query string is ignored, as the router does). Provided to the route
+ * layers by `layer` and by the tests' server.
+ */
+export class DirectRoutes extends Context.Service<DirectRoutes, {
+  readonly add: (method: string, path: string, handler: DirectHandler) => Effect.Effect<void>
+}>()("zimage-bot/DirectRoutes") {}
+
+const routeKey = (method: string | undefined, url: string | undefined): string => {
+  const path = url ?? ""
+  const query = path.indexOf("?")
+  return `${method} ${query === -1 ? path : path.slice(0, query)}`
+}
+
+/**
+ * Makes `server` offer every request to the direct handlers registered
+ * through the returned service before its other `request` listeners (Effect's
+ * router) see it; `onRequest` sees every request first, handled directly or
+ * not.
+ */
+export const routeDirectly = (
+  server: Server,
+  onRequest: (response: ServerResponse) => void = () => undefined
+): DirectRoutes["Service"] => {
+  const handlers = new Map<string, DirectHandler>()
+  const emit = server.emit.bind(server) as (event: string | symbol, ...args: Array<unknown>) => boolean
+  server.emit = ((event: string | symbol, ...args: Array<unknown>) => {
+    if (event !== "request") return emit(event, ...args)
+    const request = args[0] as IncomingMessage
+    const response = args[1] as ServerResponse
+    onRequest(response)
+    const handler = handlers.size === 0 ? undefined : handlers.get(routeKey(request.method, request.url))
+    if (handler !== undefined && handler(request, response)) return true
+    return emit(event, ...args)
+  }) as Server["emit"]
+  return {
+    add: (method, path, handler) => Effect.sync(() => void handlers.set(routeKey(method, path), handler))
+  }
+}
+
+/**
+ * Serves `routes` on HOST:PORT with `limits` (production's by default; tests
+ * pass small ones). The route layers may register direct routes (`DirectRoutes`).
+ */
 export const layer = <E, R>(routes: Layer.Layer<never, E, R>, limits: ServerLimits = SERVER_LIMITS) =>
   Layer.unwrap(Effect.gen(function*() {
     const config = yield* AppConfig
@@ -104,7 +166,10 @@ export const layer = <E, R>(routes: Layer.Layer<never, E, R>, limits: ServerLimi
     yield* Effect.addFinalizer(() => Effect.logInfo("[HTTP] server closed"))
     const server = makeNodeServer(limits)
     const connections = closeConnectionsWhenIdle(server)
-    const serve = HttpRouter.serve(routes, { disableLogger: true }).pipe(
+    const direct = routeDirectly(server, connections.track)
+    const serve = HttpRouter.serve(routes.pipe(Layer.provide(Layer.succeed(DirectRoutes, direct))), {
+      disableLogger: true
+    }).pipe(
       Layer.provideMerge(NodeHttpServer.layer(() => server, {
         port: config.port,
         host: config.httpHost,
