@@ -19,7 +19,8 @@
  * connections of the open-loop sender, 40 like Telegram), BENCH_ENTRY (a script
  * path instead of the bundle, e.g. src/main.ts), BENCH_NODE_OPTIONS (instead
  * of the flags of `npm run start:dist`), BENCH_ONLY (some of
- * startup,ingestion,active,failover), BENCH_TIME_LIMIT_S.
+ * startup,ingestion,active,failover,memory), BENCH_MEMORY_CHATS,
+ * BENCH_MEMORY_RATE (see bench/memory.ts), BENCH_TIME_LIMIT_S.
  * Progress goes to stderr; the table to stdout.
  */
 import { Effect, Exit, Scope } from "effect"
@@ -35,6 +36,7 @@ import * as FakeTelegram from "../test/fakes/FakeTelegram.ts"
 import { type ServiceProcess, startService } from "../test/support/ServiceProcess.ts"
 import { closedLoop, failureCount, failureText, interleave, jsonPoster, openLoop, throughput } from "./load.ts"
 import { cpuTally, loadAverage, machine, processCpuMs, rssOf } from "./machine.ts"
+import { memory } from "./memory.ts"
 import { acquireServer, connect, createDatabase, dropCreated, type PgServer, serverFacts, withDb } from "./pg.ts"
 import { baseEnv, freePort, type Run, startOnce } from "./startup.ts"
 import { latencies, median, mib, ms, percentiles, rate, spread } from "./stats.ts"
@@ -71,7 +73,7 @@ const FAILOVERS = Math.round(num("BENCH_FAILOVERS", QUICK ? 2 : 5))
 const STARTS = Math.round(num("BENCH_STARTS", QUICK ? 2 : 5))
 const TIME_LIMIT_S = num("BENCH_TIME_LIMIT_S", 1800)
 const ENTRY_SETTING = process.env.BENCH_ENTRY ?? "bundle"
-const PHASES = new Set((process.env.BENCH_ONLY ?? "startup,ingestion,active,failover").split(","))
+const PHASES = new Set((process.env.BENCH_ONLY ?? "startup,ingestion,active,failover,memory").split(","))
 
 /** The service's defaults, which the bench does not change. */
 const POOL_SIZE = 10
@@ -832,6 +834,20 @@ const main = async () => {
     if (PHASES.has("ingestion")) await ingestion()
     if (PHASES.has("active")) await activeInstance()
     if (PHASES.has("failover")) await failover()
+    if (PHASES.has("memory")) {
+      await memory({
+        telegram,
+        newDatabase,
+        spawnService,
+        stopService,
+        updateJson,
+        startCommand,
+        webhookSecret: WEBHOOK_SECRET,
+        connections: TELEGRAM_CONNECTIONS,
+        add,
+        progress
+      })
+    }
   } finally {
     for (const service of running) service.killAll()
     await Effect.runPromise(Scope.close(scope, Exit.void))
@@ -925,7 +941,7 @@ ${table()}
 
 Knobs: \`BENCH_QUICK=1\` (a smoke run), \`BENCH_SECONDS\`, \`BENCH_ROUNDS\`, \`BENCH_RATES\`, \`BENCH_CONCURRENCY\`,
 \`BENCH_E2E_RATE\`, \`BENCH_CONNECTIONS\`, \`BENCH_GENERATIONS\`, \`BENCH_FAILOVERS\`, \`BENCH_STARTS\`, \`BENCH_ENTRY\` (e.g. \`src/main.ts\`),
-\`BENCH_NODE_OPTIONS\`, \`BENCH_ONLY\` (some of \`startup,ingestion,active,failover\`), \`BENCH_DATABASE_URL\`,
+\`BENCH_NODE_OPTIONS\`, \`BENCH_ONLY\` (some of \`startup,ingestion,active,failover,memory\`), \`BENCH_MEMORY_CHATS\`, \`BENCH_MEMORY_RATE\`, \`BENCH_DATABASE_URL\`,
 \`BENCH_TIME_LIMIT_S\`. \`npx node bench/startup.ts\` prints a wider startup table
 (module loading, embedded PostgreSQL first start and restart).
 `
