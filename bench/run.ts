@@ -75,6 +75,10 @@ const TIME_LIMIT_S = num("BENCH_TIME_LIMIT_S", 1800)
 const ENTRY_SETTING = process.env.BENCH_ENTRY ?? "bundle"
 const PHASES = new Set((process.env.BENCH_ONLY ?? "startup,ingestion,active,failover,memory").split(","))
 
+/** Memory goals of issue 14: idle RSS of an instance, RSS per in-flight generation in the burst. */
+const IDLE_RSS_GOAL_MIB = 100
+const RSS_PER_GENERATION_GOAL_KIB = 20
+
 /** The service's defaults, which the bench does not change. */
 const POOL_SIZE = 10
 const KIE_WINDOW = { count: 20, windowMs: 10_000 }
@@ -313,7 +317,8 @@ const startup = async () => {
       mib(Math.max(...idleRss))
     }), ${idleRss.length} processes`,
     latency: "",
-    goal: ""
+    goal: `≤ ${IDLE_RSS_GOAL_MIB} MiB`,
+    met: median(idleRss) <= IDLE_RSS_GOAL_MIB * 1024 * 1024
   })
 }
 
@@ -334,7 +339,14 @@ const ingestion = async () => {
   try {
     await sleep(2_000)
     const idle = rssOf(service.process.pid)
-    add({ figure: "idle RSS", state: "PASSIVE", result: mib(idle), latency: "", goal: "" })
+    add({
+      figure: "idle RSS",
+      state: "PASSIVE",
+      result: mib(idle),
+      latency: "",
+      goal: `≤ ${IDLE_RSS_GOAL_MIB} MiB`,
+      met: idle <= IDLE_RSS_GOAL_MIB * 1024 * 1024
+    })
 
     await raw.query(`CREATE TABLE bench_raw_insert (
       id bigint PRIMARY KEY, payload jsonb NOT NULL, received_at timestamptz NOT NULL)`)
@@ -699,7 +711,8 @@ const burst = async (service: Service, kie: FakeKie) => {
           mib(peakRss)
         }`,
       latency: "",
-      goal: ""
+      goal: `≤ ${RSS_PER_GENERATION_GOAL_KIB} KiB`,
+      met: allInFlight !== undefined && (allInFlight.rss - idleRss) / n / 1024 <= RSS_PER_GENERATION_GOAL_KIB
     })
     add({
       figure: `burst: photos delivered ("✅ Готово!")`,
