@@ -5,7 +5,7 @@
  * directly, the way the engine's loops would.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Fiber, Option } from "effect"
+import { Effect, Fiber, FiberMap, Option } from "effect"
 import { TestClock } from "effect/testing"
 import { retryKeyboard, t } from "../src/texts/Messages.ts"
 import * as EngineTerm from "../src/engine/EngineTerm.ts"
@@ -13,6 +13,7 @@ import * as FailureNotices from "../src/engine/FailureNotices.ts"
 import { makeParts } from "../src/engine/GenerationEngine.ts"
 import * as StatusMessages from "../src/engine/StatusMessages.ts"
 import { Generations } from "../src/generations/Generations.ts"
+import { localResult } from "./fakes/FakeKie.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { type EngineHarness, withEngine } from "./support/EngineHarness.ts"
 import { KieTestDatabase } from "./support/KieTestStack.ts"
@@ -144,5 +145,40 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("engine parts", (it) => {
           )
           assert.strictEqual(h.kie.counters.createTask, 0, "nothing was sent to Kie")
         }))))
+  })
+
+  describe("Submission", () => {
+    it.effect("queued generations stay rows: with 60 waiting and the budget spent, the term holds at most the one waiting for a slot", () =>
+      withEngine(
+        { fake: { defaultTask: { steps: ["generating", "generating", localResult()] } } },
+        (h) =>
+          Effect.scoped(Effect.gen(function*() {
+            const generations = yield* Generations
+            for (let user = 731; user < 791; user++) yield* h.create({ userId: user, statusMessage: false })
+            const { term, submission } = yield* makeParts
+            /** What the term holds in memory for the generations it submits. */
+            const held = Effect.map(FiberMap.size(term.submissionFibers), (fibers) => ({
+              fibers,
+              phases: term.submissions.size
+            }))
+            const counts = Effect.orDie(generations.counts)
+            const queued = Effect.map(counts, (c) => c.queued)
+            yield* Effect.forkScoped(submission.loop)
+
+            /** `submitted` rows, once the term holds at most one submission (the one waiting for a slot). */
+            const settledAt = (submitted: number) =>
+              Effect.zipWith(counts, held, (c, h) => c.submitted === submitted && h.fibers <= 1 && h.phases <= 1)
+
+            // The budget (20 per 10 s) lets 20 go at once; the other 40 wait as rows, not as fibers.
+            yield* h.advanceUntil(settledAt(20), { step: "10 millis", maxSteps: 500, what: "20 submitted, 1 held" })
+            assert.strictEqual(h.kie.counters.createTask, 20, "no more than the budget")
+            assert.strictEqual(yield* queued, 40)
+
+            // The window moves on: the next 20 go, the rest still wait as rows.
+            yield* h.advanceUntil(settledAt(40), { step: "500 millis", maxSteps: 40, what: "40 submitted, 1 held" })
+            assert.strictEqual(h.kie.counters.createTask, 40)
+            assert.strictEqual(yield* queued, 20)
+          }))
+      ))
   })
 })

@@ -24,8 +24,14 @@ import { forgetDown } from "../platform/BoundedMap.ts"
 /** What the handler does with an update: answer it, answer with the flood notice, or stay quiet. */
 export type FloodVerdict = "answer" | "notice" | "quiet"
 
-/** Above this many tracked (chat, user) pairs, quiet ones (then the oldest) are forgotten. */
-export const MAX_TRACKED_SENDERS = 50_000
+/**
+ * Above this many tracked (chat, user) pairs, quiet ones (then the oldest) are
+ * forgotten. A pair costs about 350 bytes of heap (its key, times and map
+ * entry), so this bounds the watch near 3.5 MiB; a sender is quiet after one
+ * window (10 s by default), so only more than 1,000 new senders a second
+ * for a whole window reach it, and then the oldest get a fresh start.
+ */
+export const MAX_TRACKED_SENDERS = 10_000
 
 interface Sender {
   /** Receive times within the window, oldest first; at most `count + 1` kept. */
