@@ -1,10 +1,12 @@
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Schema } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Deferred, Effect, Fiber, Queue, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { workerFor } from "../src/dispatch/ChatRouting.ts"
 import { DISPATCH_SWEEP_INTERVAL } from "../src/dispatch/Claiming.ts"
 import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
+import { CHANNEL } from "../src/inbox/Inbox.ts"
 import { type FinishWrite, UpdateHandler } from "../src/dispatch/UpdateHandler.ts"
 import { Telegram } from "../src/telegram/Telegram.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
@@ -96,6 +98,30 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       }),
     { timeout: 120_000, arbitrary: { runs: 12 } }
   )
+
+  it.effect("the ACTIVE instance's own stores wake its dispatcher in memory, with no NOTIFY; once it is gone they NOTIFY", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const pg = yield* PgClient.PgClient
+      const sql = yield* SqlClient
+      const notifications = yield* pg.listen(CHANNEL)
+      const [a, b, c] = ids(3)
+      const recorder = yield* makeRecordingHandler
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler)
+      yield* store(message(a!, 63_001))
+      yield* recorder.awaitEnded([a!])
+      // The TestClock stands still, so no sweep: only a wake-up can bring `b` to its handler.
+      yield* store(message(b!, 63_002))
+      yield* recorder.awaitEnded([b!])
+      yield* sql`SELECT pg_notify(${CHANNEL}, 'marker')`
+      const first = yield* within(10_000, Queue.take(notifications))
+      assert.strictEqual(first.payload, "marker", "the leader's own stores sent no NOTIFY")
+      // PASSIVE (no dispatcher here): a store is announced to whichever instance leads.
+      yield* leader.release
+      yield* store(message(c!, 63_003))
+      const announced = yield* within(10_000, Queue.take(notifications))
+      assert.strictEqual(announced.payload, "")
+    }))
 
   it.effect("chats on different workers run in parallel; one worker runs one handler at a time", () =>
     Effect.gen(function*() {

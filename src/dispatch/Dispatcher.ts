@@ -5,7 +5,8 @@
  *
  * Its parts, each with one job (dependencies run down this list):
  *
- * - `Claiming.ts`: wake-ups (LISTEN, a sweep every `DISPATCH_SWEEP_INTERVAL`)
+ * - `Claiming.ts`: wake-ups (LISTEN for other instances' stores, this
+ *   instance's own stores in memory, a sweep every `DISPATCH_SWEEP_INTERVAL`)
  *   and claims in `update_id` order, bounded by the room in memory.
  * - `ChatRouting.ts`: chat `c` belongs to worker `hash(c) mod WORKERS`; each
  *   chat with work has a fiber that runs its updates in order.
@@ -130,6 +131,8 @@ export const layer: Layer.Layer<
     })
   )
 
+  // Added after the stopping finalizer, so released before it: stores during the drain NOTIFY again.
+  yield* inbox.wakeHereOnStore(() => Queue.offerUnsafe(wake, undefined))
   for (let n = 0; n < workers; n++) yield* Effect.logInfo(`[WORKER_${n}] ✅ ACTIVE_ENTER active=True`)
   yield* FiberSet.run(background, claiming.claimLoop(wake))
   yield* FiberSet.run(

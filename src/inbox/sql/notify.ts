@@ -1,6 +1,7 @@
 /**
  * Announcing stored updates: a NOTIFY on the inbox's channel, which wakes the
- * dispatcher of whichever instance is ACTIVE.
+ * dispatcher of whichever instance is ACTIVE (sent by instances that are not:
+ * the ACTIVE one wakes its own dispatcher in memory).
  *
  * Gotchas: never send it from a storing transaction. PostgreSQL takes one
  * database-wide lock to commit a transaction that notified, so a NOTIFY per
