@@ -1075,6 +1075,11 @@ ${table()}
   from its first to its last accepted createTask, times 2/s. RSS is VmRSS from \`/proc/<pid>/status\` of the service process: per in-flight generation =
   (RSS when \`/health\` first reports all of them in flight − RSS 3 s before the burst, after the same users' earlier
   steps) / count. It includes whatever the V8 heap kept from handling the ratio taps, so it is an upper bound.
+- **Memory** (\`bench/memory.ts\`). \`BENCH_MEMORY_CHATS\` distinct chats (100,000 by default) each send one \`/start\`
+  at \`BENCH_MEMORY_RATE\` a second (300; open loop) to an ACTIVE instance of its own; VmRSS is read every second. Rows:
+  RSS after the first tenth of the sends, the peak, the least-squares slope over the second half of the sending,
+  replies that arrived, and RSS after 30 s idle. Every chat is new to the service, so whatever it keeps per chat
+  grows here.
 - **Startup.** A process started alone (long-polling mode, on the fake Bot API): spawn → first \`GET /health\` 200
   (polled every 5 ms) and → the \`[LOCK] ✅ ACTIVE MODE\` line; on a fresh database (migrations run), then on the
   migrated ones, then on those again without the Node flags of \`npm run start:dist\` (\`NODE_OPTIONS\` empty: no
