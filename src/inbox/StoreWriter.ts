@@ -6,28 +6,31 @@
  * When to use: only through `Inbox.store`; it is a part of its own so the
  * batching can be read (and tested) apart from the table's SQL.
  *
- * Details: every store joins a queue; each of `storeWriters` writers takes
- * everything queued (up to `maxStoresPerStatement` stores) and writes it in
- * one statement. Under load that saves a round trip, a transaction and a
- * commit per update; a store that finds a writer idle is written at once. A
- * batch that fails because of its rows (not the database) is written again
- * store by store, so one bad update never fails its neighbours.
+ * Details: the grouping is `platform/GroupedCalls.ts`'s: every store joins a
+ * queue, and one writer takes everything queued (up to
+ * `maxStoresPerStatement` stores) and writes it in one statement. Under load
+ * that saves a round trip, a transaction and a commit per update; a store
+ * that finds the writer idle is written at once. A batch that fails because
+ * of its rows (not the database) is written again store by store, so one bad
+ * update never fails its neighbours.
  *
  * Gotchas: a statement gets `storeTimeout` to commit. On shutdown every store
  * still queued or in hand fails with `InboxClosed`: nobody waits on a batch
  * that will never be written.
  */
-import { Cause, Data, Deferred, Duration, Effect, Exit, Predicate, Queue, type Scope } from "effect"
+import { Cause, Data, Duration, Effect, Predicate, type Scope } from "effect"
 import type { TimeoutError } from "effect/Cause"
 import type { SqlError } from "effect/sql/SqlError"
+import { makeGroupedCalls } from "../platform/GroupedCalls.ts"
 
 /** How long a store may wait for its commit, queueing included. */
 export const storeTimeout = Duration.seconds(5)
 
 /**
- * Statements storing updates at once. Concurrent webhooks share them (group
- * commit): while they are busy, new updates queue, and the next free writer
- * stores everything queued in one statement and one commit.
+ * Statements storing updates at once: one (`platform/GroupedCalls.ts` runs
+ * one call at a time). Concurrent webhooks share it (group commit): while it
+ * is busy, new updates queue, and the next statement stores everything
+ * queued in one commit.
  *
  * One writer measured best (`npm run bench`, 2 cores): with 8 webhook senders
  * 2,415 acks/s (1 writer) against 1,709/s (2) and 1,799/s (3); with 32 senders
@@ -44,7 +47,6 @@ export const maxStoresPerStatement = 256
 
 /** Stores still queued or in hand when the inbox closes (shutdown). */
 export class InboxClosed extends Data.TaggedError("InboxClosed")<{}> {}
-const closedExit = Exit.fail(new InboxClosed())
 
 /** Why a store failed: the database, no commit in time, or shutdown. */
 export type StoreFailure = SqlError | TimeoutError | InboxClosed
@@ -68,23 +70,6 @@ export interface StoreWriterOptions<U extends Storable> {
   readonly onStored: Effect.Effect<void>
 }
 
-interface StoreRequest<U extends Storable> {
-  readonly updates: ReadonlyArray<U>
-  readonly result: Deferred.Deferred<number, StoreFailure>
-}
-
-/**
- * A failure caused by the rows themselves (SQLSTATE class 22, data
- * exception, or 23, integrity violation), not by the database being
- * unavailable: worth retrying each request of the batch alone.
- */
-const isRowFault = (cause: Cause.Cause<unknown>): boolean => {
-  const error = Cause.squash(cause)
-  if (!Predicate.isTagged(error, "SqlError")) return false
-  const code = ((error as SqlError).reason.cause as { code?: unknown } | undefined)?.code
-  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"))
-}
-
 /** A short reason for a failed store: the database's message, never the payload. */
 export const describeStoreFailure = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
@@ -94,64 +79,27 @@ export const describeStoreFailure = (cause: Cause.Cause<unknown>): string => {
   return "unexpected error"
 }
 
-/** Starts the writers in the current scope; closing the scope fails what is still queued. */
+/** Starts the writer in the current scope; closing the scope fails what is still queued. */
 export const makeStoreWriter = <U extends Storable>(
   options: StoreWriterOptions<U>
 ): Effect.Effect<StoreWriter<U>, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const requests = yield* Queue.unbounded<StoreRequest<U>>()
-
-    const finish = (request: StoreRequest<U>, exit: Exit.Exit<number, StoreFailure>) =>
-      Deferred.doneUnsafe(request.result, exit)
-
-    /** Stores the requests' updates together; on a fault of the rows themselves, each request alone. */
-    const writeBatch = (batch: ReadonlyArray<StoreRequest<U>>): Effect.Effect<void> =>
+    /** Stores the stores' updates in one statement; each gets how many of its own were new. */
+    const insertTogether = (stores: ReadonlyArray<ReadonlyArray<U>>) =>
       Effect.gen(function*() {
-        const exit = yield* Effect.exit(
-          options.insert(batch.flatMap((request) => request.updates)).pipe(Effect.timeout(storeTimeout))
-        )
-        if (Exit.isSuccess(exit)) {
-          const fresh = new Set(exit.value)
-          const anyNew = fresh.size > 0
-          // Deleting as it counts: an update_id sent twice in one batch is new once.
-          for (const request of batch) {
-            finish(request, Exit.succeed(request.updates.filter((update) => fresh.delete(update.update_id)).length))
-          }
-          if (anyNew) yield* options.onStored
-          return
-        }
-        if (batch.length > 1 && isRowFault(exit.cause)) {
-          // One bad row must not cost its neighbours their 200.
-          for (const request of batch) yield* writeBatch([request])
-          return
-        }
-        for (const request of batch) finish(request, Exit.failCause(exit.cause))
-      }).pipe(
-        // Interrupted (shutdown): nobody may wait on a batch that will not finish.
-        Effect.onInterrupt(() => Effect.sync(() => batch.forEach((request) => finish(request, closedExit))))
-      )
-
-    yield* Queue.takeBetween(requests, 1, maxStoresPerStatement).pipe(
-      Effect.flatMap(writeBatch),
-      Effect.forever,
-      Effect.forkScoped,
-      Effect.replicateEffect(storeWriters)
-    )
-    yield* Effect.addFinalizer(() =>
-      Queue.clear(requests).pipe(
-        Effect.map((left) => left.forEach((request) => finish(request, closedExit))),
-        Effect.andThen(Queue.shutdown(requests)),
-        Effect.ignore
-      )
-    )
+        const fresh = new Set(yield* options.insert(stores.flat()).pipe(Effect.timeout(storeTimeout)))
+        const anyNew = fresh.size > 0
+        // Deleting as it counts: an update_id sent twice in one batch is new once.
+        const counts = stores.map((updates) => updates.filter((update) => fresh.delete(update.update_id)).length)
+        if (anyNew) yield* options.onStored
+        return counts
+      })
+    const store = yield* makeGroupedCalls({ run: insertTogether, maxPerCall: maxStoresPerStatement })
 
     const write = (updates: ReadonlyArray<U>): Effect.Effect<number, StoreFailure> =>
-      Effect.gen(function*() {
-        if (updates.length === 0) return 0
-        const result = yield* Deferred.make<number, StoreFailure>()
-        if (!(yield* Queue.offer(requests, { updates, result }))) return yield* new InboxClosed()
-        return yield* Deferred.await(result)
-      })
+      updates.length === 0
+        ? Effect.succeed(0)
+        : store(updates).pipe(Effect.catchTag("GroupedCallsClosed", () => Effect.fail(new InboxClosed())))
 
     return { write }
   })
