@@ -6,6 +6,7 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, Logger } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
+import * as net from "node:net"
 import type { AppConfig } from "../src/platform/AppConfig.ts"
 import { Kie, type KieError, type KieShape, KieTaskFailed } from "../src/kie/Kie.ts"
 import type { KieCallbacks } from "../src/kie/KieCallback.ts"
@@ -250,6 +251,38 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie", (it) => {
           assert.strictEqual(fake.counters.createTask, 1)
           assert.isTrue(fake.tasks.has(taskId))
         })))
+
+    it.effect("a connection that never gets ready (TLS handshake unanswered) counts as nothing sent: retried, never uncertain", () =>
+      Effect.gen(function*() {
+        // Accepts TCP and never answers the ClientHello.
+        const silent = net.createServer((socket) => void silentSockets.add(socket))
+        const silentSockets = new Set<net.Socket>()
+        const port = yield* Effect.callback<number>((resume) => {
+          silent.listen(0, "127.0.0.1", () => resume(Effect.succeed((silent.address() as net.AddressInfo).port)))
+        })
+        yield* Effect.addFinalizer(() =>
+          Effect.callback<void>((resume) => {
+            for (const socket of silentSockets) socket.destroy()
+            silent.close(() => resume(Effect.void))
+          })
+        )
+        // KIE_REQUEST_TIMEOUT_MS 400: the connect timeout is half of it, 200 ms of real time.
+        const env = { KIE_BASE_URL: `https://127.0.0.1:${port}`, KIE_REQUEST_TIMEOUT_MS: "400" }
+        yield* withKie({ env }, ({ kie, logs }) =>
+          Effect.gen(function*() {
+            const fiber = yield* Effect.forkChild(kie.createTask({ prompt: "p", aspectRatio: "1:1" }))
+            // Wait (bounded, real time) for the first attempt to give up connecting.
+            for (let i = 0; i < 300 && !logs.some((l) => l.includes("no connection")); i++) {
+              yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
+            }
+            const line = logs.find((l) => l.includes("no connection")) ?? ""
+            assert.include(line, "ECONNECT_TIMEOUT", logs.join("\n"))
+            assert.include(line, "nothing was sent")
+            assert.isFalse(logs.some((l) => l.includes("may have created a task")))
+            assert.isFalse(yield* isDone(fiber), "retried, not given up as uncertain")
+            yield* Fiber.interrupt(fiber)
+          }))
+      }).pipe(Effect.scoped))
 
     it.effect("unreadable answers: HTML with 200 is uncertain, 502 is retried, 504 is uncertain, 403 is unexpected", () =>
       withKie({}, ({ fake, kie }) =>

@@ -27,9 +27,9 @@
  *   `retryable`);
  * - `KieErrors.ts`, `KieSchema.ts`: the errors and the decoding of answers.
  */
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, Option } from "effect"
 import { AppConfig } from "../platform/AppConfig.ts"
+import * as ConnectTimeoutAgents from "../platform/ConnectTimeoutAgents.ts"
 import { KieCallbacks } from "./KieCallback.ts"
 import { type CreateTask, makeCreateTask } from "./KieCreateTask.ts"
 import type { KieCreateTaskError, KieError, KieGetTaskError } from "./KieErrors.ts"
@@ -84,7 +84,7 @@ export class Kie extends Context.Service<Kie, KieShape>()("zimage-bot/Kie") {
   static readonly layerNoHttp = Layer.effect(Kie, make)
 
   /**
-   * On its own undici connection pool. Needs `AppConfig`, `KieCallbacks` and
+   * On its own keep-alive connections (`platform/ConnectTimeoutAgents.ts`). Needs `AppConfig`, `KieCallbacks` and
    * the process-wide `KieRateBudget`.
    */
   static readonly layer = Layer.unwrap(Effect.gen(function*() {
@@ -94,7 +94,7 @@ export class Kie extends Context.Service<Kie, KieShape>()("zimage-bot/Kie") {
     // after which we could not know whether createTask arrived.
     const connectTimeout = Math.max(100, Math.min(10_000, Math.floor(Duration.toMillis(config.kieRequestTimeout) / 2)))
     return Kie.layerNoHttp.pipe(
-      Layer.provide(NodeHttpClient.layerUndiciOptions({ connect: { timeout: connectTimeout } }))
+      Layer.provide(ConnectTimeoutAgents.httpClientLayer(connectTimeout))
     )
   }))
 }

@@ -21,6 +21,7 @@ import { Duration, Effect, Redacted } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import type * as HttpClientError from "effect/http/HttpClientError"
 import { AppConfig } from "../platform/AppConfig.ts"
+import { CONNECT_TIMEOUT_CODE } from "../platform/ConnectTimeoutAgents.ts"
 import { version } from "../observability/Health.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { KieError } from "./KieErrors.ts"
@@ -43,7 +44,7 @@ const NOT_CONNECTED_CODES = new Set([
   "EHOSTDOWN",
   "ENETDOWN",
   "EADDRNOTAVAIL",
-  "UND_ERR_CONNECT_TIMEOUT",
+  CONNECT_TIMEOUT_CODE,
   "ERR_TLS_CERT_ALTNAME_INVALID",
   "CERT_HAS_EXPIRED",
   "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
