@@ -18,10 +18,38 @@
  */
 import { build } from "rolldown"
 import * as fs from "node:fs"
+import { createRequire } from "node:module"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 
+const http: Record<string, unknown> = createRequire(import.meta.url)("node:http")
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+
+/**
+ * `node:http` through `require` instead of an ES import. An ES import of a
+ * built-in module reads every export once, and `node:http`'s `WebSocket`,
+ * `CloseEvent` and `MessageEvent` are lazy getters that load Node's bundled
+ * undici (with `node:http2`, `node:worker_threads`, `node:perf_hooks`): about
+ * 4.6 MiB of RSS for classes the bot never uses (docs/benchmarks.md,
+ * "Memory"). `require` leaves them unread. The lazy three are left out of the
+ * named exports, so a bundled import of them fails the build instead of
+ * loading undici quietly.
+ */
+const httpByRequire = {
+  name: "http-by-require",
+  resolveId: (id: string) => (id === "node:http" || id === "http" ? "\0http-by-require" : null),
+  load: (id: string) => {
+    if (id !== "\0http-by-require") return null
+    const lazy = new Set(["WebSocket", "CloseEvent", "MessageEvent"])
+    const names = Object.keys(http).filter((name) => !lazy.has(name))
+    return [
+      `import { createRequire } from "node:module"`,
+      `const http = createRequire(import.meta.url)("node:http")`,
+      `export default http`,
+      `export const { ${names.join(", ")} } = http`
+    ].join("\n")
+  }
+}
 
 /** Writes the bundle of `src/main.ts` into `outDir` (relative to the repository root). */
 export const bundle = async (outDir = "dist") => {
@@ -30,6 +58,7 @@ export const bundle = async (outDir = "dist") => {
   await build({
     input: path.join(root, "src/main.ts"),
     platform: "node",
+    plugins: [httpByRequire],
     // undici is CommonJS re-exported with `export *`, which does not survive
     // bundling; the embedded PostgreSQL binaries are found by package name at
     // run time (a dynamic import).
