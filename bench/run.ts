@@ -744,6 +744,13 @@ const burst = async (service: Service, kie: FakeKie) => {
 
     await sleep(3_000)
     const idleRss = rssOf(service.process.pid)
+    // Result downloads wait until all n generations were in flight at once (or
+    // 30 s passed), so the first photos cannot leave before the last tap is
+    // handled and the RSS reading covers every generation, on any machine.
+    let openResults = () => {}
+    const resultsHeld = new Promise<void>((resolve) => (openResults = resolve))
+    const holdCap = setTimeout(() => openResults(), 30_000)
+    kie.scriptResults(...Array.from({ length: n }, () => ({ until: resultsHeld })))
     const after = telegram.mark()
     const t0 = performance.now()
     const epochT0 = Date.now()
@@ -780,6 +787,7 @@ const burst = async (service: Service, kie: FakeKie) => {
             seconds: (performance.now() - t0) / 1000,
             queued: Number(h.queued_generations)
           }
+          openResults()
         }
       }
       delivered = await awaitCalls("sendPhoto", chats, {
@@ -794,6 +802,8 @@ const burst = async (service: Service, kie: FakeKie) => {
       }
       await sleep(250)
     }
+    openResults()
+    clearTimeout(holdCap)
     const postOutcomes = await posted
     const lastPhoto = delivered.size === 0 ? Number.NaN : Math.max(...[...delivered.values()].map((c) => c.at))
     // Tasks the fake created = createTask requests it accepted, stamped at arrival.
