@@ -359,6 +359,26 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
       yield* telegram.deleteWebhook()
       assert.isTrue(Option.isNone(Option.fromNullishOr(fake.webhook())))
     }))
+
+  it.effect("downloadFile: a user's file comes back byte for byte; bytes past 20 MB are refused (tooBig), without the token", () =>
+    Effect.gen(function*() {
+      const telegram = yield* Telegram
+      const fake = yield* FakeTelegram.FakeTelegram
+      const bytes = new Uint8Array(300_000).map((_, i) => (i * 7) % 251)
+      const fileId = fake.addFile(bytes)
+      const got = yield* telegram.downloadFile(fileId)
+      assert.strictEqual(got.length, bytes.length)
+      assert.isTrue(Buffer.from(got).equals(Buffer.from(bytes)))
+      // getFile says it is small; the download itself is over the limit.
+      const liar = fake.addFile(new Uint8Array(20 * 1024 * 1024 + 1), { size: 1000 })
+      const error = yield* Effect.flip(telegram.downloadFile(liar))
+      assert.strictEqual(error._tag, "TelegramFileUnavailable")
+      if (error._tag !== "TelegramFileUnavailable") return
+      assert.isTrue(error.tooBig)
+      assert.include(error.message, liar)
+      assert.notInclude(JSON.stringify(error), TOKEN_SECRET)
+      assert.strictEqual(fake.fileDownloads().length, 2)
+    }))
 })
 
 describe("Telegram with a bad token or no server", () => {
