@@ -66,6 +66,8 @@ describe("editing a photo", () => {
       assert.strictEqual(kie.counters.upload, 1)
       const [upload] = [...kie.uploads.values()]
       assert.deepStrictEqual(Buffer.compare(upload!.bytes, Buffer.from(photo)), 0)
+      assert.strictEqual(upload!.uploadPath, "zimage-bot/edits", "the multipart text fields arrive too")
+      assert.match(upload!.fileName, /^[\w.-]+$/)
       const task = [...kie.tasks.values()][0]!
       assert.strictEqual(task.body.model, "google/nano-banana-edit")
       assert.deepStrictEqual(task.body.input, {

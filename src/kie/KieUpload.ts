@@ -13,6 +13,7 @@
  */
 import { Effect, Result, Schema } from "effect"
 import { HttpClientRequest } from "effect/http"
+import { randomBytes } from "node:crypto"
 import type { AppConfigShape } from "../platform/AppConfig.ts"
 import { counted, type KieHttp, parseJson } from "./KieHttp.ts"
 import { clip, decodeEnvelope } from "./KieSchema.ts"
@@ -52,6 +53,28 @@ export const decodeUploadBody = (status: number, text: string): Result.Result<st
     : Result.succeed(data.success.downloadUrl)
 }
 
+/**
+ * The upload's multipart body (`file`, `uploadPath`, `fileName`), built by
+ * hand: the global `FormData` and `Blob` are Node's bundled undici, whose
+ * first use loads all of it (about 15 MiB of RSS, kept for good). The file
+ * name is ours; quotes and line breaks are replaced all the same, as they
+ * would break the part headers.
+ */
+export const multipartOf = (bytes: Uint8Array, fileName: string) => {
+  const boundary = `zimage-bot-${randomBytes(16).toString("hex")}`
+  const name = fileName.replace(/["\\\r\n]/g, "_")
+  const part = (headers: string) => `--${boundary}\r\n${headers}\r\n\r\n`
+  const head = part(
+    `Content-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: application/octet-stream`
+  )
+  const fields = `\r\n${part(`Content-Disposition: form-data; name="uploadPath"`)}${UPLOAD_FOLDER}` +
+    `\r\n${part(`Content-Disposition: form-data; name="fileName"`)}${name}\r\n--${boundary}--\r\n`
+  return {
+    body: Buffer.concat([Buffer.from(head), bytes, Buffer.from(fields)]),
+    contentType: `multipart/form-data; boundary=${boundary}`
+  }
+}
+
 /** Uploads one picture's bytes; returns the URL Kie serves it at. */
 export type UploadFile = (bytes: Uint8Array, fileName: string) => Effect.Effect<string, KieUploadFailed>
 
@@ -68,12 +91,9 @@ const uploadOnce = (
   fileName: string
 ): Effect.Effect<string, KieUploadFailed> =>
   Effect.gen(function*() {
-    const form = new FormData()
-    form.append("file", new Blob([bytes as Uint8Array<ArrayBuffer>]), fileName)
-    form.append("uploadPath", UPLOAD_FOLDER)
-    form.append("fileName", fileName)
+    const form = multipartOf(bytes, fileName)
     const request = HttpClientRequest.post(`${config.kieUploadBaseUrl}${UPLOAD_PATH}`).pipe(
-      HttpClientRequest.bodyFormData(form)
+      HttpClientRequest.bodyUint8Array(form.body, form.contentType)
     )
     const result = yield* http.exchange(request)
     if (result._tag !== "Answered") {
