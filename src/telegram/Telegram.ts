@@ -15,7 +15,8 @@
  * - Every call has a timeout and is cancelled (AbortSignal) when interrupted.
  *
  * Parts: `BotApiCall.ts` makes one request (policies, metrics, blocked-chat
- * short-circuit), `SendGate.ts` paces sends and keeps 429 pauses, `TelegramErrors.ts` types its failures, `BlockedChats.ts`
+ * short-circuit), `BotApiTransport.ts` carries grammY's requests over
+ * keep-alive `node:http(s)` (instead of node-fetch), `SendGate.ts` paces sends and keeps 429 pauses, `TelegramErrors.ts` types its failures, `BlockedChats.ts`
  * and `WebhookFingerprint.ts` own the two tables (their SQL in `sql/`). This
  * module holds no SQL: it names the methods, their result shapes and timeouts.
  */
@@ -25,6 +26,7 @@ import { Api } from "grammy"
 import type { Message, Opts, UserFromGetMe, WebhookInfo } from "grammy/types"
 import { AppConfig } from "../platform/AppConfig.ts"
 import * as BlockedChats from "./BlockedChats.ts"
+import * as BotApiTransport from "./BotApiTransport.ts"
 import { type Call, makeCall, type RawApi } from "./BotApiCall.ts"
 import { makeSendGate } from "./SendGate.ts"
 import { makeDownloadFile, type TelegramFileUnavailable } from "./TelegramFiles.ts"
@@ -241,10 +243,16 @@ const make = Effect.gen(function*() {
   const config = yield* AppConfig
   const blockedChats = yield* BlockedChats.make
   const fingerprints = yield* WebhookFingerprint.make
+  const transport = yield* Effect.acquireRelease(
+    Effect.sync(() => BotApiTransport.make()),
+    (transport) => Effect.sync(transport.close)
+  )
   // grammY's own timer stays out of the way: our Effect timeout governs each call.
   const api = new Api(Redacted.value(config.telegramBotToken), {
     apiRoot: config.telegramApiRoot,
-    timeoutSeconds: 3600
+    timeoutSeconds: 3600,
+    // grammY builds the request and reads the answer; the transport only moves the bytes (cheaper than node-fetch).
+    fetch: transport.fetch as unknown as typeof fetch
   })
   const call = makeCall(api.raw as unknown as RawApi, blockedChats, makeSendGate({ pacing: config.telegramPacing }))
   const bot = botMethods(call, config.telegramRequestTimeout)

@@ -1,10 +1,12 @@
 /**
  * The typed errors of Bot API calls, and how a grammY failure becomes one.
  *
- * grammY errors carry the token in URLs (`HttpError.error.message` is the
- * node-fetch text with `/bot<token>/`). Nothing from them reaches a message
- * here except Telegram's own `description` and well-known error codes; the
- * log redactor is the last line of defence, not the first.
+ * grammY errors may carry the token in URLs (with node-fetch,
+ * `HttpError.error.message` has `/bot<token>/`; `BotApiTransport.ts` keeps
+ * URLs out of its errors, but this module does not rely on it). Nothing from
+ * them reaches a message here except Telegram's own `description` and
+ * well-known error codes; the log redactor is the last line of defence, not
+ * the first.
  */
 import { Predicate, Schema } from "effect"
 import { GrammyError, HttpError } from "grammy"
@@ -82,7 +84,10 @@ export type TelegramError =
 export const networkError = (method: string, reason: string) =>
   new TelegramNetworkError({ method, reason, message: `Telegram ${method} failed: ${reason}` })
 
-/** A network failure as a short reason: an errno code or node-fetch's error type, never its message. */
+/**
+ * A network failure as a short reason: an errno code or the error's type
+ * (`BotApiTransport.ts` and node-fetch give the same shapes), never its message.
+ */
 const describeNetworkFailure = (cause: unknown): string => {
   if (Predicate.isObject(cause)) {
     const record = cause as Record<string, unknown>
