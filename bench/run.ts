@@ -17,8 +17,9 @@
  * (interleaved rounds), BENCH_RATES, BENCH_CONCURRENCY, BENCH_E2E_RATE,
  * BENCH_SATURATION_SENDERS, BENCH_GENERATIONS, BENCH_FAILOVERS, BENCH_STARTS, BENCH_CONNECTIONS (webhook
  * connections of the open-loop sender, 40 like Telegram), BENCH_ENTRY (a script
- * path instead of the bundle, e.g. src/main.ts), BENCH_NODE_OPTIONS (instead
- * of the flags of `npm run start:dist`), BENCH_ONLY (some of
+ * path instead of the bundle, e.g. src/main.ts, or a bundle built beforehand
+ * for an A/B), BENCH_NODE_OPTIONS (instead of the flags of `npm run
+ * start:dist`; with BENCH_ENTRY the only flags, none unless set), BENCH_ONLY (some of
  * startup,ingestion,active,failover,memory), BENCH_MEMORY_CHATS,
  * BENCH_MEMORY_RATE (see bench/memory.ts), BENCH_TIME_LIMIT_S.
  * Progress goes to stderr; the table to stdout.
@@ -976,6 +977,9 @@ const main = async () => {
     disposeBundle = () => fs.rmSync(path.dirname(built), { recursive: true, force: true })
   } else {
     entry = ENTRY_SETTING
+    // e.g. an A/B of two bundles built beforehand: the flags only when asked for.
+    const flags = process.env.BENCH_NODE_OPTIONS ?? ""
+    if (flags !== "") nodeOptions = { NODE_OPTIONS: flags }
   }
   progress("starting PostgreSQL")
   server = await acquireServer()
