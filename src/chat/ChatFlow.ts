@@ -5,7 +5,7 @@
  * It reads the chat's session, lets `ChatFlowLogic.transition` decide, carries
  * out the resulting actions (Telegram calls, recording a generation) and
  * hands the new state, tagged with the update id, to the dispatcher, which
- * saves it last, in the transaction that marks the update done (fenced by the
+ * saves it last, in the statement that marks the update done (fenced by the
  * leadership term: a deposed leader saves nothing). So:
  * - an update whose state was saved is never handled twice (skipped by id);
  * - an update interrupted half-way (crash, failover, Telegram error) is run
