@@ -2,7 +2,6 @@ import { assert, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Deferred, Effect, Fiber, Queue, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { Fragment } from "effect/sql/Statement"
 import { TestClock } from "effect/testing"
 import { workerFor } from "../src/dispatch/ChatRouting.ts"
 import { DISPATCH_SWEEP_INTERVAL } from "../src/dispatch/Claiming.ts"
@@ -445,19 +444,17 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
             }
             return write
           }),
-        // The mark's own SQL keeps to the updates marked done (its input), as `writeFinished` must.
         writeFinished: (writes) => {
-          const marks = JSON.stringify(
-            writes.filter(isMarkWrite).map((write) => ({ update_id: write.updateId, mark: write.mark }))
-          )
-          const tried = writes.some((write) => write.updateId === broken)
-            ? Deferred.succeed(brokenTried, undefined)
-            : Effect.void
-          return Effect.as(tried, {
-            statement: (finished: Fragment) => sql`INSERT INTO finish_marks (mark)
-                SELECT m.mark FROM jsonb_to_recordset(${marks}::jsonb) AS m(update_id bigint, mark bigint)
-                WHERE m.update_id IN (SELECT update_id FROM ${finished})`
-          })
+          const marks = JSON.stringify(writes.filter(isMarkWrite).map((write) => write.mark))
+          return sql`INSERT INTO finish_marks (mark) SELECT (m #>> '{}')::bigint FROM jsonb_array_elements(${marks}::jsonb) m`
+            .pipe(
+              Effect.asVoid,
+              Effect.tapError(() =>
+                writes.some((write) => write.updateId === broken)
+                  ? Deferred.succeed(brokenTried, undefined)
+                  : Effect.void
+              )
+            )
         }
       })
       yield* store(message(kept!, 62_001), message(broken!, 62_002), message(stolen!, 62_003))

@@ -1,16 +1,15 @@
 /**
- * The group-committed finish (`dispatch/Finishing.ts`, `Inbox.completeWith`)
- * as one statement: the chat's state (the chat module's own SQL) and the
- * cleared blocked flag (the Telegram module's) are chained to the UPDATE that
- * marks the updates done. They are written only for the updates this term
+ * The group-committed finish (`dispatch/Finishing.ts`, `Inbox.completeWith`):
+ * the chat's state and the cleared blocked flag are written in the
+ * transaction that marks the updates done, only for the updates this term
  * still owns, and with the done mark or not at all.
  */
 import { assert, layer } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import { ChatSessions, type FinishedSession } from "../src/chat/ChatSessions.ts"
+import { ChatSessions, type SessionEntry } from "../src/chat/ChatSessions.ts"
 import { makeFinishing } from "../src/dispatch/Finishing.ts"
-import { UpdateHandler } from "../src/dispatch/UpdateHandler.ts"
+import { type FinishWrite, UpdateHandler } from "../src/dispatch/UpdateHandler.ts"
 import { Inbox } from "../src/inbox/Inbox.ts"
 import { Telegram } from "../src/telegram/Telegram.ts"
 import { clearInbox, message, PipelineLive, rowOf, store } from "./support/Pipeline.ts"
@@ -37,7 +36,7 @@ const isBlocked = (chatId: number) =>
   })
 
 /** The state a `/start` leaves (the session a handler would write). */
-const idleAfter = (updateId: number, chatId: number): FinishedSession => ({
+const idleAfter = (updateId: number, chatId: number): FinishWrite & SessionEntry => ({
   updateId,
   chatId,
   userId: chatId,
@@ -69,7 +68,7 @@ layer(Layer.provideMerge(ChatSessions.layer, PipelineLive()), { timeout: "60 sec
 
       const handler = UpdateHandler.of({
         handle: () => Effect.void,
-        writeFinished: (writes) => sessions.saveOnFinish(writes as ReadonlyArray<FinishedSession>)
+        writeFinished: (writes) => sessions.saveMany(writes as ReadonlyArray<FinishWrite & SessionEntry>)
       })
       const finishing = yield* makeFinishing({ inbox, term: TERM, handler, telegram: yield* Telegram })
       const finish = (updateId: number, chatId: number) =>
@@ -112,20 +111,21 @@ layer(Layer.provideMerge(ChatSessions.layer, PipelineLive()), { timeout: "60 sec
         onNone: () => new Date(),
         onSome: (at) => new Date(at.epochMilliseconds)
       })
-      const session = yield* sessions.saveOnFinish([idleAfter(updateId, chatId)])
-      const unblock = yield* telegram.unblockArrived([{ updateId, chatId, arrivedAt }])
-      // A third write, chained last, that the database refuses (NOT NULL).
-      const refused = {
-        statement: () => sql`INSERT INTO finish_refusals (mark) VALUES (NULL)`
-      }
-      const exit = yield* Effect.exit(inbox.completeWith(TERM, [updateId], [session!, unblock!, refused]))
+      const writeAll = (refuse: boolean) => () =>
+        Effect.gen(function*() {
+          yield* sessions.saveMany([idleAfter(updateId, chatId)])
+          yield* telegram.unblockArrived([{ chatId, arrivedAt }])
+          // A third write, last, that the database refuses (NOT NULL).
+          if (refuse) yield* sql`INSERT INTO finish_refusals (mark) VALUES (NULL)`
+        })
+      const exit = yield* Effect.exit(inbox.completeWith(TERM, [updateId], writeAll(true)))
       assert.isTrue(exit._tag === "Failure")
       assert.strictEqual((yield* rowOf(updateId))?.status, "processing")
       assert.isTrue(Option.isNone(yield* sessions.get(chatId, chatId)))
       assert.isTrue(yield* isBlocked(chatId))
 
-      // Without it, all three land in the one statement.
-      const owned = yield* inbox.completeWith(TERM, [updateId], [session!, unblock!])
+      // Without it, all three commit.
+      const owned = yield* inbox.completeWith(TERM, [updateId], writeAll(false))
       assert.deepStrictEqual([...owned], [updateId])
       assert.strictEqual((yield* rowOf(updateId))?.status, "done")
       assert.isTrue(Option.isSome(yield* sessions.get(chatId, chatId)))

@@ -5,7 +5,7 @@
  * It reads the chat's session, lets `ChatFlowLogic.transition` decide, carries
  * out the resulting actions (Telegram calls, recording a generation) and
  * hands the new state, tagged with the update id, to the dispatcher, which
- * saves it last, in the statement that marks the update done (fenced by the
+ * saves it last, in the transaction that marks the update done (fenced by the
  * leadership term: a deposed leader saves nothing). So:
  * - an update whose state was saved is never handled twice (skipped by id);
  * - an update interrupted half-way (crash, failover, Telegram error) is run
@@ -39,7 +39,7 @@ import { type ChatAction, type ChatState, Idle, modelOption, transition } from "
 import { type BotIdentity, isOurName, makeBotIdentity } from "./BotIdentity.ts"
 import { type Incoming, incomingOf } from "./ChatIncoming.ts"
 import { type ChatUnreachable, makeChatReplies, orRetrySql } from "./ChatReplies.ts"
-import { ChatSessions, type FinishedSession } from "./ChatSessions.ts"
+import { ChatSessions, type SessionEntry } from "./ChatSessions.ts"
 import { makeGenerationRequests } from "./GenerationRequests.ts"
 import { Generations } from "../generations/Generations.ts"
 import { type Lang, langOf, t } from "../texts/Messages.ts"
@@ -233,7 +233,7 @@ const make = Effect.gen(function*() {
     let state = decided.state
     for (const action of decided.actions) state = yield* run(action, incoming, lang, context.updateId, state, before)
     const session = { state, lang, lastUpdateId: context.updateId, model: decided.model ?? chosenModel }
-    // Saved in the statement that marks the update done, if this term still owns it (`writeFinished`).
+    // Saved by the dispatcher in the transaction that marks the update done.
     const write: SessionWrite = {
       updateId: context.updateId,
       chatId: incoming.chatId,
@@ -244,7 +244,7 @@ const make = Effect.gen(function*() {
   })
 
   return UpdateHandler.of({
-    writeFinished: (writes) => sessions.saveOnFinish(writes.filter(isSessionWrite)),
+    writeFinished: (writes) => sessions.saveMany(writes.filter(isSessionWrite)),
     handle: (update, context) =>
       handle(update, context).pipe(
         // Retrying would not change that the user blocked the bot.
@@ -257,7 +257,7 @@ const make = Effect.gen(function*() {
 })
 
 /** The state an update reached, saved with its finish (`UpdateHandler.writeFinished`). */
-interface SessionWrite extends FinishWrite, FinishedSession {}
+interface SessionWrite extends FinishWrite, SessionEntry {}
 
 const isSessionWrite = (write: FinishWrite): write is SessionWrite => "session" in write && "chatId" in write
 

@@ -27,8 +27,6 @@
 import { Context, DateTime, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import type { Fragment } from "effect/sql/Statement"
-import type { ChainedWrite } from "../database/ChainedWrites.ts"
 import type { ChatState } from "./ChatFlowLogic.ts"
 import type { Lang } from "../texts/Messages.ts"
 import { ddl, Int8 } from "../database/SqlColumns.ts"
@@ -156,15 +154,17 @@ const sessionOf = (row: typeof Row.Type): ChatSession => ({
 
 const keyOf = (chatId: number, userId: number) => `${chatId}:${userId}`
 
-/**
- * The rows of one upsert, as JSON; `updateId` (optional) is the update each
- * entry's state comes from, for `saveOnFinish`'s restriction.
- */
-const rowsJsonOf = (entries: ReadonlyArray<SessionEntry & { readonly updateId?: number }>, at: string): string =>
-  JSON.stringify(entries.map(({ chatId, session, updateId, userId }) => {
+/** The rows of one upsert: one per (chat, user), the latest update's where a batch has two. */
+const rowsJsonOf = (entries: ReadonlyArray<SessionEntry>, at: string): string => {
+  const latest = new Map<string, SessionEntry>()
+  for (const entry of entries) {
+    const key = keyOf(entry.chatId, entry.userId)
+    const seen = latest.get(key)
+    if (seen === undefined || seen.session.lastUpdateId <= entry.session.lastUpdateId) latest.set(key, entry)
+  }
+  return JSON.stringify([...latest.values()].map(({ chatId, session, userId }) => {
     const columns = columnsOf(session.state)
     return {
-      update_id: updateId ?? null,
       chat_id: chatId,
       user_id: userId,
       state: columns.state,
@@ -178,10 +178,6 @@ const rowsJsonOf = (entries: ReadonlyArray<SessionEntry & { readonly updateId?: 
       edit_media_group_id: columns.editGroup
     }
   }))
-
-/** A session to store with the finish of the update it comes from (`ChatSessions.saveOnFinish`). */
-export interface FinishedSession extends SessionEntry {
-  readonly updateId: number
 }
 
 /** The `chat_sessions` table's service. Needs `SqlClient` (migrations 0004 and 0009 applied). */
@@ -201,18 +197,11 @@ export class ChatSessions extends Context.Service<ChatSessions, {
     session: ChatSession
   ) => Effect.Effect<void, SqlError>
   /**
-   * `save` for many sessions in one statement. Of two entries for the same
+   * `save` for many sessions in one statement (run it inside the caller's
+   * transaction to commit it with other writes). Of two entries for the same
    * (chat, user) the later update's is kept.
    */
   readonly saveMany: (entries: ReadonlyArray<SessionEntry>) => Effect.Effect<void, SqlError>
-  /**
-   * `saveMany` as a write chained to the finish of the updates the sessions
-   * come from (`database/ChainedWrites.ts`): only the entries whose
-   * `updateId` is in its input relation (`update_id`: the updates actually
-   * marked done) are stored, in the finish's own statement. `undefined` when
-   * there is nothing to store.
-   */
-  readonly saveOnFinish: (entries: ReadonlyArray<FinishedSession>) => Effect.Effect<ChainedWrite | undefined>
 }>()("zimage-bot/ChatSessions") {
   static readonly layer = Layer.effect(
     ChatSessions,
@@ -238,49 +227,33 @@ export class ChatSessions extends Context.Service<ChatSessions, {
           Effect.catchTag("GroupedCallsClosed", () => Effect.die("chat sessions read after shutdown"))
         )
 
-      /**
-       * The upsert of `rows` (`rowsJsonOf`), only of those whose `update_id`
-       * is in `finished` when given. One row per (chat, user), the latest
-       * update's: ON CONFLICT may not meet a row twice, and the choice must
-       * come after the restriction (an update left out must not hide an
-       * older one of the same user that stays in).
-       */
-      const upsert = (rows: string, finished: Fragment | undefined) => sql`
-          INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at,
-            model, edit_file_ids, edit_media_group_id)
-          SELECT DISTINCT ON (r.chat_id, r.user_id) r.chat_id, r.user_id, r.state, r.prompt, r.keyboard_message_id, r.lang,
-            r.last_update_id, r.updated_at, r.model, r.edit_file_ids, r.edit_media_group_id
-          FROM jsonb_to_recordset(${rows}::jsonb) AS r(update_id bigint, chat_id bigint, user_id bigint, state text,
-            prompt text, keyboard_message_id bigint, lang text, last_update_id bigint, updated_at timestamptz,
-            model text, edit_file_ids jsonb, edit_media_group_id text)
-          ${finished === undefined ? sql.literal("") : sql`WHERE r.update_id IN (SELECT update_id FROM ${finished})`}
-          ORDER BY r.chat_id, r.user_id, r.last_update_id DESC
-          ON CONFLICT (chat_id, user_id) DO UPDATE SET
-            state = EXCLUDED.state,
-            model = coalesce(EXCLUDED.model, chat_sessions.model),
-            edit_file_ids = EXCLUDED.edit_file_ids,
-            edit_media_group_id = EXCLUDED.edit_media_group_id,
-            prompt = EXCLUDED.prompt,
-            keyboard_message_id = EXCLUDED.keyboard_message_id,
-            lang = EXCLUDED.lang,
-            last_update_id = EXCLUDED.last_update_id,
-            updated_at = EXCLUDED.updated_at
-          WHERE chat_sessions.last_update_id <= EXCLUDED.last_update_id`
-
-      const at = Effect.map(DateTime.now, DateTime.formatIso)
-
       const saveMany = (entries: ReadonlyArray<SessionEntry>) =>
-        entries.length === 0 ? Effect.void : Effect.flatMap(at, (now) => upsert(rowsJsonOf(entries, now), undefined))
-
-      const saveOnFinish = (entries: ReadonlyArray<FinishedSession>) =>
-        entries.length === 0 ? Effect.succeed(undefined) : Effect.map(at, (now): ChainedWrite => {
-          const rows = rowsJsonOf(entries, now)
-          return { statement: (finished) => upsert(rows, finished) }
+        entries.length === 0 ? Effect.void : Effect.gen(function*() {
+          const at = DateTime.formatIso(yield* DateTime.now)
+          yield* sql`
+            INSERT INTO chat_sessions (chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, updated_at,
+              model, edit_file_ids, edit_media_group_id)
+            SELECT r.chat_id, r.user_id, r.state, r.prompt, r.keyboard_message_id, r.lang, r.last_update_id, r.updated_at,
+              r.model, r.edit_file_ids, r.edit_media_group_id
+            FROM jsonb_to_recordset(${rowsJsonOf(entries, at)}::jsonb) AS r(chat_id bigint, user_id bigint, state text,
+              prompt text, keyboard_message_id bigint, lang text, last_update_id bigint, updated_at timestamptz,
+              model text, edit_file_ids jsonb, edit_media_group_id text)
+            ON CONFLICT (chat_id, user_id) DO UPDATE SET
+              state = EXCLUDED.state,
+              model = coalesce(EXCLUDED.model, chat_sessions.model),
+              edit_file_ids = EXCLUDED.edit_file_ids,
+              edit_media_group_id = EXCLUDED.edit_media_group_id,
+              prompt = EXCLUDED.prompt,
+              keyboard_message_id = EXCLUDED.keyboard_message_id,
+              lang = EXCLUDED.lang,
+              last_update_id = EXCLUDED.last_update_id,
+              updated_at = EXCLUDED.updated_at
+            WHERE chat_sessions.last_update_id <= EXCLUDED.last_update_id`
         })
 
       const save = (chatId: number, userId: number, session: ChatSession) => saveMany([{ chatId, userId, session }])
 
-      return ChatSessions.of({ get, save, saveMany, saveOnFinish })
+      return ChatSessions.of({ get, save, saveMany })
     })
   )
 }

@@ -13,7 +13,7 @@
  * - `HandlerRun.ts`: one update's handler runs, retries and dead-lettering.
  * - `Finishing.ts`: handled updates marked `done` with the states their
  *   handlers left and their chats' blocked flags cleared, group-committed
- *   (one statement for all finishing at once).
+ *   (one transaction for all finishing at once).
  * - `Drain.ts`: stopping when the leadership term ends.
  * - `InFlight.ts` (what the term holds in memory) and `Bookkeeping.ts` (row
  *   writes retried through blips, and the counters) serve them all.

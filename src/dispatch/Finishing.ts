@@ -1,33 +1,28 @@
 /**
  * Finishing handled updates, group-committed: updates that finish at about
  * the same time (different chats, different workers) are marked `done` in one
- * autocommit statement, together with the states their handlers left
- * (`FinishWrite`) and the blocked flags their chats no longer deserve.
+ * statement, together with the states their handlers left (`FinishWrite`) and
+ * the blocked flags their chats no longer deserve, in one transaction.
  *
  * When to use: by `HandlerRun.ts` when a handler run succeeded; the caller
  * waits for its own update's commit, so a chat's next update starts only
  * after its previous one's state is stored (per-chat order holds as before).
  *
  * Details: `platform/GroupedCalls.ts` does the grouping (a finish that finds
- * no other in flight goes at once, alone). The handler's write
- * (`UpdateHandler.writeFinished`) and the unblocking
- * (`Telegram.unblockArrived`) are SQL of their own modules, chained to the
- * inbox's UPDATE as data-modifying CTEs (`Inbox.completeWith`,
- * `database/ChainedWrites.ts`): they read the ids the UPDATE marked done,
- * which are only the rows this term still owns, so a deposed leader's late
- * finish writes nothing, and the statement commits whole or not at all: one
- * round trip and one commit, no BEGIN and COMMIT. An update from a chat
- * proves the bot can write there again, so the chat's blocked flag is
+ * no other in flight goes at once, alone). The transaction marks the updates
+ * done where this term still owns them and writes only those updates'
+ * states: a deposed leader's late finish writes nothing. An update from a
+ * chat proves the bot can write there again, so the chat's blocked flag is
  * cleared, if it was set before the update arrived (a 403 while handling it
- * keeps the flag).
+ * keeps the flag): `Telegram.unblockArrived`. Updates from no chat and
+ * without a `FinishWrite` are one autocommit statement.
  *
  * Gotchas: a failed group fails every finish in it (each is retried by the
- * caller's bookkeeping policy); a fault of one update's own data (SQLSTATE
- * class 22 or 23, e.g. a state the table's CHECK refuses) is retried alone,
- * so it never fails its neighbours. */
+ * caller's bookkeeping policy); a fault of one update's own data is retried
+ * alone, so it never fails its neighbours.
+ */
 import { Effect, type Scope } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import type { ChainedWrite } from "../database/ChainedWrites.ts"
 import type { InboxShape } from "../inbox/Inbox.ts"
 import type { Telegram } from "../telegram/Telegram.ts"
 import { type GroupedCallsClosed, makeGroupedCalls } from "../platform/GroupedCalls.ts"
@@ -74,30 +69,27 @@ export const makeFinishing = (options: FinishingOptions): Effect.Effect<Finishin
   Effect.gen(function*() {
     const { handler, inbox, telegram, term } = options
 
-    /** What is written with the finish of these updates (each write only for those this term still owns). */
-    const writesOf = (finishes: ReadonlyArray<Finish>) =>
-      Effect.gen(function*() {
-        const chained: Array<ChainedWrite> = []
-        const writes = finishes.flatMap((finish) => (finish.write === undefined ? [] : [finish.write]))
-        if (writes.length > 0 && handler.writeFinished !== undefined) {
-          const write = yield* handler.writeFinished(writes)
-          if (write !== undefined) chained.push(write)
-        }
-        const arrivals = finishes.flatMap(({ update }) =>
-          update.chatId === null
-            ? []
-            : [{ updateId: update.updateId, chatId: update.chatId, arrivedAt: new Date(update.arrivedAtMillis) }]
-        )
-        if (arrivals.length > 0) {
-          const unblock = yield* telegram.unblockArrived(arrivals)
-          if (unblock !== undefined) chained.push(unblock)
-        }
-        return chained
-      })
+    /** What is written beside the finish of the updates this term still owns. */
+    const alongsideOf = (finishes: ReadonlyArray<Finish>) => {
+      const writes = finishes.flatMap((finish) => (finish.write === undefined ? [] : [finish.write]))
+      const writeFinished = handler.writeFinished
+      const fromChats = finishes.filter((finish) => finish.update.chatId !== null)
+      if ((writes.length === 0 || writeFinished === undefined) && fromChats.length === 0) return undefined
+      return (owned: ReadonlySet<number>) =>
+        Effect.gen(function*() {
+          const ownedWrites = writes.filter((write) => owned.has(write.updateId))
+          if (writeFinished !== undefined && ownedWrites.length > 0) yield* writeFinished(ownedWrites)
+          const arrivals = fromChats.flatMap(({ update }) =>
+            owned.has(update.updateId) && update.chatId !== null
+              ? [{ chatId: update.chatId, arrivedAt: new Date(update.arrivedAtMillis) }]
+              : []
+          )
+          if (arrivals.length > 0) yield* telegram.unblockArrived(arrivals)
+        })
+    }
 
     const finishAll = (finishes: ReadonlyArray<Finish>) =>
-      writesOf(finishes).pipe(
-        Effect.flatMap((writes) => inbox.completeWith(term, finishes.map((finish) => finish.update.updateId), writes)),
+      inbox.completeWith(term, finishes.map((finish) => finish.update.updateId), alongsideOf(finishes)).pipe(
         Effect.map((owned) => finishes.map((finish) => owned.has(finish.update.updateId)))
       )
 

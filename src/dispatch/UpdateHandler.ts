@@ -14,15 +14,14 @@
  * instead: not a failure, no worker held meanwhile.
  *
  * A run may end with a `FinishWrite`: what it wants written when its update
- * is marked `done` (the chat's new state). The handler turns the writes into
- * SQL with `writeFinished`, and the dispatcher chains it to the statement
- * that marks the updates done (`database/ChainedWrites.ts`), shared with
- * other updates finishing at the same time: it writes only for the updates
- * this term still owned, so the state and the finish commit together or not
- * at all, and a deposed leader writes neither.
+ * is marked `done` (the chat's new state). The dispatcher writes it with
+ * `writeFinished` in the transaction that marks the update done, shared with
+ * other updates finishing at the same time, and only if this term still owns
+ * the update: the state and the finish commit together or not at all, and a
+ * deposed leader writes neither.
  */
 import { Context, type Effect, Schema } from "effect"
-import type { ChainedWrite } from "../database/ChainedWrites.ts"
+import type { SqlError } from "effect/sql/SqlError"
 import type { Update } from "../telegram/TelegramUpdate.ts"
 import type { FloodVerdict } from "./FloodWatch.ts"
 
@@ -70,11 +69,9 @@ export class UpdateHandler extends Context.Service<UpdateHandler, {
   /** Handles one update; may return what to write when it is marked done. */
   readonly handle: (update: Update, context: UpdateContext) => Effect.Effect<void | FinishWrite, UpdateHandlerError>
   /**
-   * The write of `writes` (one for all of them), chained to the statement
-   * that marks their updates done: it must store only the writes whose
-   * `updateId` is in its input relation (column `update_id`: the updates this
-   * term still owned). `undefined` for nothing to write. Needed only by a
-   * handler that returns `FinishWrite`s.
+   * Writes the `FinishWrite`s of updates this term still owns, inside the
+   * transaction that marks them done (one call for all of them). Needed only
+   * by a handler that returns `FinishWrite`s.
    */
-  readonly writeFinished?: (writes: ReadonlyArray<FinishWrite>) => Effect.Effect<ChainedWrite | undefined>
+  readonly writeFinished?: (writes: ReadonlyArray<FinishWrite>) => Effect.Effect<void, SqlError>
 }>()("zimage-bot/UpdateHandler") {}

@@ -44,7 +44,6 @@
 import { Clock, Context, type DateTime, Effect, Layer, Metric, Queue, Schema, type Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import type { ChainedWrite } from "../database/ChainedWrites.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
@@ -53,7 +52,7 @@ import type { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 import { registerInboxHealth } from "./InboxHealth.ts"
 import { claim, type ClaimedUpdate, CLAIMS_PER_CHAT } from "./sql/claim.ts"
 import { type InboxStats, stats } from "./sql/counts.ts"
-import { complete, completeWith, markDead } from "./sql/finish.ts"
+import { complete, markDead } from "./sql/finish.ts"
 import { notify } from "./sql/notify.ts"
 import { pendingReceivedBefore, type PendingUpdate } from "./sql/orphans.ts"
 import { release } from "./sql/release.ts"
@@ -103,16 +102,15 @@ export interface InboxShape {
   readonly complete: (term: string, updateIds: ReadonlyArray<number>) => Effect.Effect<number, SqlError>
   /**
    * Marks finished (`done`) the updates this term owns and, in the same
-   * autocommit statement, makes `writes`, other modules' SQL chained to the
-   * mark (`database/ChainedWrites.ts`): each reads the ids marked done from
-   * its input relation (column `update_id`) and writes only for those (e.g.
-   * the chat's new state). The mark and the writes commit together or not at
-   * all, and a deposed term writes nothing. Returns the ids it still owned.
+   * transaction, runs `alongside` with the ids it still owned (e.g. the
+   * chat's new state): both commit or neither does, and a deposed term
+   * writes neither. Without `alongside`, one statement and no transaction
+   * block. Returns the ids it still owned.
    */
   readonly completeWith: (
     term: string,
     updateIds: ReadonlyArray<number>,
-    writes: ReadonlyArray<ChainedWrite>
+    alongside?: (owned: ReadonlySet<number>) => Effect.Effect<void, SqlError>
   ) => Effect.Effect<ReadonlySet<number>, SqlError>
   /** Records a failed attempt's error; the row stays `processing`. */
   readonly recordFailure: (term: string, updateId: number, error: string) => Effect.Effect<boolean, SqlError>
@@ -257,7 +255,11 @@ const make = Effect.gen(function*() {
       claim(sql, term, limit, perChat)
     ),
     complete: (term, updateIds) => Effect.map(complete(sql, term, updateIds), (owned) => owned.size),
-    completeWith: (term, updateIds, writes) => completeWith(sql, term, updateIds, writes),
+    completeWith: (term, updateIds, alongside) =>
+      alongside === undefined ? complete(sql, term, updateIds) : complete(sql, term, updateIds).pipe(
+        Effect.tap((owned) => (owned.size === 0 ? Effect.void : alongside(owned))),
+        sql.withTransaction
+      ),
     recordFailure: (term, updateId, error) => recordFailure(sql, term, updateId, error),
     beginAttempt: (term, updateId) => beginAttempt(sql, term, updateId),
     markDead: Effect.fn("Inbox.markDead")((term: string, updateId: number, error: string) =>

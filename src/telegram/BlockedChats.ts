@@ -7,21 +7,20 @@
  * answered 403 (or 400 "chat not found") and asks before each call with a
  * `chat_id` (not before a reply to the chat whose update is being handled);
  * the dispatcher clears the flag when it finishes an update from the chat
- * (`unblockArrived`: SQL chained to the statement that marks the update
- * done, so it commits with it).
+ * (`unblockArrived`, in its finishing transaction).
  *
- * Gotchas: none of these fail; `unblockArrived` only builds SQL, and its
- * database errors fail the finishing statement it is part of. A database
- * problem reads as "not blocked" (the call is then simply made) and is
- * otherwise only logged: the bookkeeping of blocked chats must never stand
- * between the bot and a reply.
+ * Gotchas: none of these fail but `unblockArrived`, which runs inside the
+ * caller's transaction (a swallowed error there would turn its COMMIT into a
+ * silent ROLLBACK). A database problem reads as "not blocked" (the call is
+ * then simply made) and is otherwise only logged: the bookkeeping of blocked
+ * chats must never stand between the bot and a reply.
  */
 import { DateTime, Effect } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { ChainedWrite } from "../database/ChainedWrites.ts"
+import type { SqlError } from "effect/sql/SqlError"
 import { block } from "./sql/block.ts"
 import { isBlocked } from "./sql/isBlocked.ts"
-import { type Arrival, unblock, unblockArrivedAmong } from "./sql/unblock.ts"
+import { type Arrival, unblock, unblockArrived } from "./sql/unblock.ts"
 
 export type { Arrival } from "./sql/unblock.ts"
 
@@ -34,14 +33,12 @@ export interface BlockedChats {
   /** Clears the blocked flag of these chats (duplicates and unsafe ids ignored). Never fails (logged). */
   readonly markUnblocked: (chatIds: number | ReadonlyArray<number>) => Effect.Effect<void>
   /**
-   * The write that clears the blocked flag of chats updates arrived from,
-   * chained to the finish of those updates (`database/ChainedWrites.ts`):
-   * only for the updates in its input relation (`update_id`: those actually
-   * finished), and where the flag is older than the update (a 403 met while
-   * handling it keeps its flag). Each chat it clears is logged after the
-   * commit. `undefined` when there is nothing to clear.
+   * Clears the blocked flag of chats updates arrived from, where the flag is
+   * older than the update (a 403 met while handling it keeps its flag). One
+   * statement for all; fails with the database's error, for use inside a
+   * transaction.
    */
-  readonly unblockArrived: (arrivals: ReadonlyArray<Arrival>) => Effect.Effect<ChainedWrite | undefined>
+  readonly unblockArrived: (arrivals: ReadonlyArray<Arrival>) => Effect.Effect<void, SqlError>
 }
 
 /** The bookkeeping on the `telegram_chats` table (migration 0002). */
@@ -78,18 +75,16 @@ export const make: Effect.Effect<BlockedChats, never, SqlClient> = Effect.gen(fu
     )
   }
 
-  const unblockArrived = (arrivals: ReadonlyArray<Arrival>): Effect.Effect<ChainedWrite | undefined> => {
+  const unblockArrivedChats = (arrivals: ReadonlyArray<Arrival>): Effect.Effect<void, SqlError> => {
     const valid = arrivals.filter((arrival) => Number.isSafeInteger(arrival.chatId))
-    if (valid.length === 0) return Effect.succeed(undefined)
-    return Effect.map(now, (at) => ({
-      statement: (finished) => unblockArrivedAmong(sql, valid, at, finished),
-      returned: (rows) =>
-        Effect.forEach(rows, (row) => {
-          const chatId = (row as { chat_id?: unknown }).chat_id
-          return Effect.logInfo(`[TELEGRAM] chat ${String(chatId)} unblocked (an update arrived from it)`)
-        }, { discard: true })
-    }))
+    if (valid.length === 0) return Effect.void
+    return Effect.gen(function*() {
+      const cleared = yield* unblockArrived(sql, valid, yield* now)
+      for (const chatId of cleared) {
+        yield* Effect.logInfo(`[TELEGRAM] chat ${chatId} unblocked (an update arrived from it)`)
+      }
+    })
   }
 
-  return { isBlocked: isChatBlocked, markBlocked, markUnblocked, unblockArrived }
+  return { isBlocked: isChatBlocked, markBlocked, markUnblocked, unblockArrived: unblockArrivedChats }
 })

@@ -20,7 +20,7 @@
  * module holds no SQL: it names the methods, their result shapes and timeouts.
  */
 import { Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
-import type { ChainedWrite } from "../database/ChainedWrites.ts"
+import type { SqlError } from "effect/sql/SqlError"
 import { Api } from "grammy"
 import type { Message, Opts, UserFromGetMe, WebhookInfo } from "grammy/types"
 import { AppConfig } from "../platform/AppConfig.ts"
@@ -131,13 +131,11 @@ export interface TelegramShape {
    */
   readonly markUnblocked: (chatIds: number | ReadonlyArray<number>) => Effect.Effect<void>
   /**
-   * The write that clears the blocked flag of chats updates arrived from,
-   * where it is older than the update, chained to the statement that marks
-   * those updates done (`BlockedChats.unblockArrived`).
+   * Clears the blocked flag of chats updates arrived from, where it is older
+   * than the update (`BlockedChats.unblockArrived`); fails with the
+   * database's error, for the dispatcher's finishing transaction.
    */
-  readonly unblockArrived: (
-    arrivals: ReadonlyArray<BlockedChats.Arrival>
-  ) => Effect.Effect<ChainedWrite | undefined>
+  readonly unblockArrived: (arrivals: ReadonlyArray<BlockedChats.Arrival>) => Effect.Effect<void, SqlError>
 }
 
 /** Numeric `chat_id` of a call, for blocked tracking; usernames (`@channel`) are not tracked. */

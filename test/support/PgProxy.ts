@@ -124,7 +124,9 @@ export const startPgProxy = (url: string) =>
           })
           from.on("error", () => {})
         }
-        const countRoundTrips = makeRoundTripCounter(() => void roundTrips++)
+        const countRoundTrips = makeRoundTripCounter(() => {
+          roundTrips++
+        })
         client.on("data", countRoundTrips)
         forward(client, upstream)
         forward(upstream, client)

@@ -4,13 +4,11 @@
  *
  * Gotchas: every write is guarded by `claimed_by`, so a deposed leader
  * cannot finish a row another term owns now; the result says whether the
- * row was still this term's. The same holds for the writes chained to a
- * finish (`completeWith`): they see only the rows the term still owned.
+ * row was still this term's.
  */
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import { type ChainedWrite, runChained } from "../../database/ChainedWrites.ts"
 import { now } from "./rows.ts"
 
 /** Marks finished (`done`) updates this term owns; returns the ids it still owned. */
@@ -27,33 +25,6 @@ export const complete = (
       WHERE update_id = ANY(${updateIds}) AND status = 'processing' AND claimed_by = ${term}
       RETURNING update_id`
     return new Set(rows.map((row) => Number(row.update_id)))
-  })
-
-/**
- * `complete` with other modules' writes chained to it, in one autocommit
- * statement (`database/ChainedWrites.ts`): each write reads the ids marked
- * done from its input relation (column `update_id`), so it writes only for
- * rows this term still owned, and commits with the mark or not at all.
- * Returns the ids it still owned.
- */
-export const completeWith = (
-  sql: SqlClient,
-  term: string,
-  updateIds: ReadonlyArray<number>,
-  writes: ReadonlyArray<ChainedWrite>
-): Effect.Effect<ReadonlySet<number>, SqlError> =>
-  updateIds.length === 0 ? Effect.succeed(new Set<number>()) : Effect.gen(function*() {
-    const processedAt = yield* now
-    const rows = yield* runChained(
-      sql,
-      sql`
-        UPDATE telegram_updates
-        SET status = 'done', processed_at = ${processedAt}, claimed_at = NULL
-        WHERE update_id = ANY(${updateIds}) AND status = 'processing' AND claimed_by = ${term}
-        RETURNING update_id`,
-      writes
-    )
-    return new Set(rows.map((row) => Number((row as { update_id: number | string | bigint }).update_id)))
   })
 
 /** Marks an update this term owns `dead` with its error; tells whether the term still owned it. */
