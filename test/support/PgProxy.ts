@@ -3,6 +3,9 @@
  * network partition: `freeze()` stops forwarding in both directions while
  * keeping every socket open, so neither side sees a close (as when a host
  * vanishes). Listens on a unix socket or on 127.0.0.1, matching the server.
+ * It also counts the clients' round trips (`roundTrips`): each simple Query
+ * and each Sync of the extended protocol is one request the client then
+ * waits for.
  */
 import { Effect } from "effect"
 import * as fs from "node:fs"
@@ -17,6 +20,40 @@ export interface PgProxy {
   readonly freeze: () => void
   /** Resets every connection through the proxy (both sides see a close). */
   readonly cut: () => void
+  /** Round trips the clients asked for so far: simple Queries plus extended-protocol Syncs. */
+  readonly roundTrips: () => number
+}
+
+/** SSLRequest and GSSENCRequest: answered by one byte, then the startup proper follows. */
+const ENCRYPTION_REQUESTS = new Set([80877103, 80877104])
+
+/**
+ * Counts a client's round trips in its stream of frontend messages: until the
+ * startup message they are untyped (length first), then typed (a byte, then
+ * the length). Assumes no TLS (the tests' server answers 'N').
+ */
+const makeRoundTripCounter = (count: () => void) => {
+  let buffered: Buffer = Buffer.alloc(0)
+  let started = false
+  return (chunk: Buffer) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
+    for (;;) {
+      if (!started) {
+        if (buffered.length < 8) return
+        const length = buffered.readInt32BE(0)
+        if (buffered.length < length) return
+        if (!ENCRYPTION_REQUESTS.has(buffered.readInt32BE(4))) started = true
+        buffered = buffered.subarray(length)
+        continue
+      }
+      if (buffered.length < 5) return
+      const length = buffered.readInt32BE(1)
+      if (buffered.length < 1 + length) return
+      const type = String.fromCharCode(buffered[0]!)
+      if (type === "Q" || type === "S") count()
+      buffered = buffered.subarray(1 + length)
+    }
+  }
 }
 
 interface Target {
@@ -72,6 +109,7 @@ export const startPgProxy = (url: string) =>
       const parsed = new URL(url)
       const target = targetOf(parsed)
       let frozen = false
+      let roundTrips = 0
       const sockets = new Set<net.Socket>()
       const server = net.createServer((client) => {
         const upstream = target.connect()
@@ -86,6 +124,10 @@ export const startPgProxy = (url: string) =>
           })
           from.on("error", () => {})
         }
+        const countRoundTrips = makeRoundTripCounter(() => {
+          roundTrips++
+        })
+        client.on("data", countRoundTrips)
         forward(client, upstream)
         forward(upstream, client)
       })
@@ -96,7 +138,8 @@ export const startPgProxy = (url: string) =>
         freeze: () => void (frozen = true),
         cut: () => {
           for (const socket of sockets) socket.destroy()
-        }
+        },
+        roundTrips: () => roundTrips
       }
       return { proxy, server, sockets, dispose }
     }),
