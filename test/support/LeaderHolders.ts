@@ -67,8 +67,14 @@ export const waitFor = <A>(
 export const settled = (holder: Holder) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient
-    const queued = sql<{ queued: boolean }>`SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-      WHERE application_name = ${`zimage-bot leader ${holder.name}`} AND wait_event_type = 'Lock') AS queued`
+    // Still shown waiting on 'Lock' but already granted (pg_locks) means the
+    // grant is on its way: PostgreSQL grants at the unlock, and the waiting
+    // backend shows it only once it runs again, which on a loaded machine can
+    // take longer than a few clock ticks.
+    const queued = sql<{ queued: boolean }>`SELECT EXISTS (SELECT 1 FROM pg_stat_activity a
+      WHERE a.application_name = ${`zimage-bot leader ${holder.name}`} AND a.wait_event_type = 'Lock'
+        AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)
+    ) AS queued`
     // Polled every 5 ms of real time, for at most 10 s.
     for (let poll = 0; poll < 2000; poll++) {
       yield* waitFor(
