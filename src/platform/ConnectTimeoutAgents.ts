@@ -41,26 +41,12 @@ const guardConnect = <S extends net.Socket>(socket: S, ms: number, ready: "conne
   return socket
 }
 
-class ConnectTimeoutHttpAgent extends http.Agent {
-  private readonly connectTimeoutMs: number
-  constructor(connectTimeoutMs: number) {
-    super({ keepAlive: true })
-    this.connectTimeoutMs = connectTimeoutMs
-  }
-  override createConnection(...args: Parameters<http.Agent["createConnection"]>) {
-    return guardConnect(super.createConnection(...args) as net.Socket, this.connectTimeoutMs, "connect")
-  }
-}
-
-class ConnectTimeoutHttpsAgent extends https.Agent {
-  private readonly connectTimeoutMs: number
-  constructor(connectTimeoutMs: number) {
-    super({ keepAlive: true })
-    this.connectTimeoutMs = connectTimeoutMs
-  }
-  override createConnection(...args: Parameters<https.Agent["createConnection"]>) {
-    return guardConnect(super.createConnection(...args) as net.Socket, this.connectTimeoutMs, "secureConnect")
-  }
+/** `agent`, its new connections guarded by `guardConnect` (`ready`: the event that makes one usable). */
+const guarded = <A extends http.Agent>(agent: A, ms: number, ready: "connect" | "secureConnect"): A => {
+  const create = agent.createConnection.bind(agent) as (...args: Array<unknown>) => net.Socket
+  agent.createConnection =
+    ((...args: Array<unknown>) => guardConnect(create(...args), ms, ready)) as A["createConnection"]
+  return agent
 }
 
 /** Both agents, destroyed (with their sockets) when the scope closes. */
@@ -69,8 +55,8 @@ export const make = (
 ): Effect.Effect<NodeHttpClient.HttpAgent["Service"], never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => ({
-      http: new ConnectTimeoutHttpAgent(connectTimeoutMs),
-      https: new ConnectTimeoutHttpsAgent(connectTimeoutMs)
+      http: guarded(new http.Agent({ keepAlive: true }), connectTimeoutMs, "connect"),
+      https: guarded(new https.Agent({ keepAlive: true }), connectTimeoutMs, "secureConnect")
     })),
     (agents) =>
       Effect.sync(() => {
