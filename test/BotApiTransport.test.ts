@@ -75,6 +75,27 @@ const closedPort = Effect.promise(() =>
 )
 
 describe("BotApiTransport", () => {
+  it.effect("headers as a plain object, an entry list or a Headers object all reach the server", () =>
+    Effect.gen(function*() {
+      const seen: Array<string | undefined> = []
+      const server = http.createServer((request, response) => {
+        seen.push(request.headers["x-probe"] as string | undefined)
+        request.resume()
+        request.on("end", () => response.end("{}"))
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()))),
+        () => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      )
+      const made = yield* transport()
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/probe`
+      for (const headers of [{ "x-probe": "object" }, [["x-probe", "list"]], new Headers({ "x-probe": "headers" })]) {
+        const response = yield* Effect.promise(() => made.fetch(url, { method: "POST", headers, body: "{}" }))
+        assert.strictEqual(response.status, 200)
+      }
+      assert.deepStrictEqual(seen, ["object", "list", "headers"])
+    }).pipe(Effect.scoped))
+
   it.effect("a JSON call goes through grammY and comes back as the result", () =>
     Effect.gen(function*() {
       const fake = yield* FakeTelegram.make()

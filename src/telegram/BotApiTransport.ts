@@ -112,10 +112,18 @@ const codeOf = (error: unknown): string => {
   return typeof code === "string" && /^[A-Z0-9_]{1,40}$/.test(code) ? code : "NETWORK_ERROR"
 }
 
-/** grammY's headers are a plain object; a `Headers` or entry list is accepted too. */
+/**
+ * grammY's headers are a plain object; a `Headers` or entry list is accepted
+ * too. Told apart by shape, not `instanceof Headers`: naming the global
+ * `Headers` loads Node's bundled undici (a few MiB of RSS for good).
+ */
 const headersOf = (headers: unknown): Record<string, string> => {
   if (headers === undefined || headers === null) return {}
-  if (headers instanceof Headers || Array.isArray(headers)) return Object.fromEntries(headers)
+  if (Array.isArray(headers)) return Object.fromEntries(headers)
+  const entries = (headers as { entries?: unknown }).entries
+  if (typeof entries === "function") {
+    return Object.fromEntries((entries as () => Iterable<[string, string]>).call(headers))
+  }
   return { ...(headers as Record<string, string>) }
 }
 
