@@ -39,8 +39,8 @@ export const describeFailure = (cause: Cause.Cause<unknown>): string => {
 export type Outcome = "done" | "dead"
 
 const processedAs = {
-  done: Metric.withAttributes(Metrics.updatesProcessed, { outcome: "done" }),
-  dead: Metric.withAttributes(Metrics.updatesProcessed, { outcome: "dead" })
+  done: Metrics.seriesOf(Metrics.updatesProcessed, { outcome: "done" }),
+  dead: Metrics.seriesOf(Metrics.updatesProcessed, { outcome: "dead" })
 }
 
 /**
@@ -60,9 +60,10 @@ export const countProcessed = (
   recorded: Option.Option<number | boolean>,
   claimedAtMillis: number
 ): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    if (rowsChanged(recorded) === 0) return
-    yield* Metric.update(processedAs[outcome], 1)
-    const now = yield* Clock.currentTimeMillis
-    yield* Metric.update(Metrics.updateProcessingSeconds, Math.max(0, now - claimedAtMillis) / 1000)
-  })
+  rowsChanged(recorded) === 0 ? Effect.void : Effect.andThen(
+    Metric.update(processedAs[outcome], 1),
+    Effect.flatMap(
+      Clock.currentTimeMillis,
+      (now) => Metric.update(Metrics.updateProcessingSeconds, Math.max(0, now - claimedAtMillis) / 1000)
+    )
+  )
