@@ -18,7 +18,13 @@ import { bookkeepingPolicy } from "../platform/Retry.ts"
  */
 export const record = <A, E>(what: string, write: Effect.Effect<A, E>): Effect.Effect<Option.Option<A>> =>
   write.pipe(
-    Effect.retry(bookkeepingPolicy),
+    // The policy's schedule is built only after a first failure: nearly every write succeeds at once.
+    Effect.catchCause((cause) => {
+      if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
+      let failedFirst = false
+      const again = Effect.suspend(() => failedFirst ? write : (failedFirst = true, Effect.failCause(cause)))
+      return Effect.retry(again, bookkeepingPolicy)
+    }),
     Effect.tapCause((cause) =>
       Cause.hasInterruptsOnly(cause)
         ? Effect.void
