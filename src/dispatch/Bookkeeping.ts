@@ -18,7 +18,13 @@ import { bookkeepingPolicy } from "../platform/Retry.ts"
  */
 export const record = <A, E>(what: string, write: Effect.Effect<A, E>): Effect.Effect<Option.Option<A>> =>
   write.pipe(
-    Effect.retry(bookkeepingPolicy),
+    // The policy's schedule is built only after a first failure: nearly every write succeeds at once.
+    Effect.catchCause((cause) => {
+      if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
+      let failedFirst = false
+      const again = Effect.suspend(() => failedFirst ? write : (failedFirst = true, Effect.failCause(cause)))
+      return Effect.retry(again, bookkeepingPolicy)
+    }),
     Effect.tapCause((cause) =>
       Cause.hasInterruptsOnly(cause)
         ? Effect.void
@@ -39,8 +45,8 @@ export const describeFailure = (cause: Cause.Cause<unknown>): string => {
 export type Outcome = "done" | "dead"
 
 const processedAs = {
-  done: Metric.withAttributes(Metrics.updatesProcessed, { outcome: "done" }),
-  dead: Metric.withAttributes(Metrics.updatesProcessed, { outcome: "dead" })
+  done: Metrics.seriesOf(Metrics.updatesProcessed, { outcome: "done" }),
+  dead: Metrics.seriesOf(Metrics.updatesProcessed, { outcome: "dead" })
 }
 
 /**
@@ -60,9 +66,10 @@ export const countProcessed = (
   recorded: Option.Option<number | boolean>,
   claimedAtMillis: number
 ): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    if (rowsChanged(recorded) === 0) return
-    yield* Metric.update(processedAs[outcome], 1)
-    const now = yield* Clock.currentTimeMillis
-    yield* Metric.update(Metrics.updateProcessingSeconds, Math.max(0, now - claimedAtMillis) / 1000)
-  })
+  rowsChanged(recorded) === 0 ? Effect.void : Effect.andThen(
+    Metric.update(processedAs[outcome], 1),
+    Effect.flatMap(
+      Clock.currentTimeMillis,
+      (now) => Metric.update(Metrics.updateProcessingSeconds, Math.max(0, now - claimedAtMillis) / 1000)
+    )
+  )

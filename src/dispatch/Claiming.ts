@@ -35,7 +35,7 @@ export const CLAIM_BATCH_SIZE = 64
 export const IN_FLIGHT_PER_WORKER = 16
 
 const decodeUpdate = Schema.decodeUnknownExit(Update)
-const unansweredInFlood = Metric.withAttributes(Metrics.updatesDropped, { reason: "flood_unanswered" })
+const unansweredInFlood = Metrics.seriesOf(Metrics.updatesDropped, { reason: "flood_unanswered" })
 
 /** What claiming needs. */
 export interface ClaimingOptions {

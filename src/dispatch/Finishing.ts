@@ -28,6 +28,9 @@ import type { Telegram } from "../telegram/Telegram.ts"
 import { type GroupedCallsClosed, makeGroupedCalls } from "../platform/GroupedCalls.ts"
 import type { FinishWrite, UpdateHandler } from "./UpdateHandler.ts"
 
+/** Per-update spans skip the stack trace capture (measurable CPU on every update). */
+const NO_STACK = { captureStackTrace: false } as const
+
 /** Finishes shared by one statement at most (bounds its parameters). */
 export const MAX_FINISHES_PER_STATEMENT = 256
 
@@ -96,6 +99,6 @@ export const makeFinishing = (options: FinishingOptions): Effect.Effect<Finishin
     const grouped = yield* makeGroupedCalls({ run: finishAll, maxPerCall: MAX_FINISHES_PER_STATEMENT })
     return {
       // The span (named as before the grouping) is the update's wait for its shared finish.
-      finish: (update, write) => grouped({ update, write }).pipe(Effect.withSpan("Inbox.complete"))
+      finish: (update, write) => grouped({ update, write }).pipe(Effect.withSpan("Inbox.complete", undefined, NO_STACK))
     }
   })

@@ -172,9 +172,18 @@ export const makeHandlerRun = (options: HandlerRunOptions) => {
     })
 
   /** Runs until done or dead, with retries. */
-  const runToEnd = Effect.fn("Dispatcher.handlerRun")(function*(item: Item, worker: Semaphore.Semaphore) {
+  const runToEnd = (item: Item, worker: Semaphore.Semaphore) =>
+    runToEndUntraced(item, worker).pipe(
+      // A span without `Effect.fn`'s stack trace captures: they are measurable CPU on every update.
+      Effect.withSpan(
+        "Dispatcher.handlerRun",
+        { attributes: { update_id: item.claimed.updateId, chat: item.chatKey } },
+        { captureStackTrace: false }
+      )
+    )
+
+  const runToEndUntraced = Effect.fnUntraced(function*(item: Item, worker: Semaphore.Semaphore) {
     const { updateId } = item.claimed
-    yield* Effect.annotateCurrentSpan({ update_id: updateId, chat: item.chatKey })
     let attempt = item.claimed.attempts
     if (attempt > maxAttempts) {
       // Claimed again after claims that never finished (a crash or a lost leadership each time).

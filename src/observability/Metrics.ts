@@ -17,6 +17,30 @@ const generationSeconds = Metric.boundariesFromIterable([5, 10, 20, 30, 45, 60, 
 /** A counter that only goes up (Prometheus `_total`). */
 const counter = (name: string, description: string) => Metric.counter(name, { description, incremental: true })
 
+/** The series `seriesOf` made, by metric name and attributes. */
+const madeSeries = new Map<string, Metric.Counter<number>>()
+
+/**
+ * The series of a counter made by `counter` for fixed `attributes`, made once
+ * per attribute set and kept: the same series `Metric.withAttributes` gives,
+ * but updating it copies no fiber context and never rebuilds the series key
+ * (a JSON string, rebuilt by `withAttributes` whenever the attributes differ
+ * from the previous update's). For counters updated on every update or call.
+ */
+export const seriesOf = (metric: Metric.Counter<number>, attributes: Readonly<Record<string, string>>) => {
+  const key = `${metric.id}\u0000${JSON.stringify(attributes)}`
+  let series = madeSeries.get(key)
+  if (series === undefined) {
+    series = Metric.counter(metric.id, {
+      ...(metric.description === undefined ? {} : { description: metric.description }),
+      incremental: true,
+      attributes
+    })
+    madeSeries.set(key, series)
+  }
+  return series
+}
+
 /** A gauge set to a current value. */
 const gauge = (name: string, description: string) => Metric.gauge(name, { description })
 
@@ -108,7 +132,7 @@ export const kieCallbacks = counter(
 
 /** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
 export const countCall = (metric: typeof kieCalls, method: string, result: string) =>
-  Metric.update(Metric.withAttributes(metric, { method, result }), 1)
+  Metric.update(seriesOf(metric, { method, result }), 1)
 
 /** `TelegramRateLimited` → `rate_limited` (with `prefix` "Telegram"). */
 const snake = (tag: string, prefix: string) =>

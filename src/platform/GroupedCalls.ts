@@ -94,10 +94,12 @@ export const makeGroupedCalls = <I, O, E>(
       )
     )
 
+    // Plain steps, no generator: this runs once per request.
     return (input: I) =>
-      Effect.gen(function*() {
-        const result = yield* Deferred.make<O, E | GroupedCallsClosed>()
-        if (!(yield* Queue.offer(requests, { input, result }))) return yield* new GroupedCallsClosed()
-        return yield* Deferred.await(result)
+      Effect.suspend(() => {
+        const result = Deferred.makeUnsafe<O, E | GroupedCallsClosed>()
+        return Queue.offerUnsafe(requests, { input, result })
+          ? Deferred.await(result)
+          : Effect.fail(new GroupedCallsClosed())
       })
   })
