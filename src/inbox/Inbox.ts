@@ -197,7 +197,7 @@ export const makeAnnouncer = (
     return Queue.offer(announcements, undefined).pipe(Effect.asVoid)
   })
 
-const droppedAsFlood = Metric.withAttributes(Metrics.updatesDropped, { reason: "flood" })
+const droppedAsFlood = Metrics.seriesOf(Metrics.updatesDropped, { reason: "flood" })
 
 const make = Effect.gen(function*() {
   const sql = yield* SqlClient

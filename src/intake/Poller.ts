@@ -36,7 +36,7 @@ export const conflictPolicy = backoff("5 seconds", "60 seconds")
 const describe = (error: TelegramError): string => error.message
 
 /** New updates stored from getUpdates (duplicates are not counted). */
-const receivedByPolling = Metric.withAttributes(Metrics.updatesReceived, { source: "polling" })
+const receivedByPolling = Metrics.seriesOf(Metrics.updatesReceived, { source: "polling" })
 
 /** Logs each wait at debug, so an operator can follow the backoff. */
 const logDelays = <Output, Input>(policy: Schedule.Schedule<Output, Input>) =>

@@ -98,7 +98,7 @@ const decodeEnvelope = Schema.decodeUnknownOption(UpdateEnvelope)
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 /** New updates stored from webhooks (duplicates are not counted). */
-const receivedByWebhook = Metric.withAttributes(Metrics.updatesReceived, { source: "webhook" })
+const receivedByWebhook = Metrics.seriesOf(Metrics.updatesReceived, { source: "webhook" })
 
 /** The body as JSON that `jsonb` can store (NUL and lone surrogates replaced), if it is JSON. */
 const parseJson = (bytes: ArrayBuffer | Uint8Array): Option.Option<unknown> => {
