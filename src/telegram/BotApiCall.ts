@@ -43,12 +43,17 @@ export const RATE_LIMIT_MAX_WAIT = Duration.seconds(30)
  * After a 429 the call is tried again at once: the gate, now paused, does
  * the waiting. Not when the gate refused the wait as too long.
  */
+const retriesAfter429 = (error: TelegramError, maxWaitMillis: number) =>
+  error._tag === "TelegramRateLimited" && error.retryAfterSeconds * 1000 <= maxWaitMillis
+
+/**
+ * The retries after a first 429 that is retried (`retriesAfter429`): the
+ * schedule is built only then, never on the success path.
+ */
 const rateLimitPolicy = (maxWaitMillis: number) =>
-  Schedule.recurs(RATE_LIMIT_MAX_WAITS).pipe(
+  Schedule.recurs(RATE_LIMIT_MAX_WAITS - 1).pipe(
     Schedule.setInputType<TelegramError>(),
-    Schedule.while(({ input }) =>
-      input._tag === "TelegramRateLimited" && input.retryAfterSeconds * 1000 <= maxWaitMillis
-    )
+    Schedule.while(({ input }) => retriesAfter429(input, maxWaitMillis))
   )
 
 /**
@@ -81,10 +86,20 @@ export type Call = <S extends Schema.Decoder<unknown>>(
   options: CallOptions<S>
 ) => Effect.Effect<S["Type"], TelegramError>
 
-const decodeResult = <S extends Schema.Decoder<unknown>>(method: string, schema: S) => (value: unknown) =>
-  Schema.decodeUnknownEffect(schema)(value).pipe(
-    Effect.mapError(() => networkError(method, "the answer did not have the documented shape"))
-  ) as Effect.Effect<S["Type"], TelegramError>
+/**
+ * The check of a result against its schema, made once per schema. The result
+ * schemas are plain structures (no transformations), so a value that passes
+ * is its own decoded form: checking is enough, nothing needs to be built.
+ */
+const guards = new WeakMap<Schema.Decoder<unknown>, (value: unknown) => boolean>()
+const guardOf = (schema: Schema.Decoder<unknown>) => {
+  let guard = guards.get(schema)
+  if (guard === undefined) {
+    guard = Schema.is(schema as Schema.Schema<unknown>)
+    guards.set(schema, guard)
+  }
+  return guard
+}
 
 const skippedAsBlocked = (method: string, chatId: number) =>
   new TelegramChatBlocked({
@@ -108,6 +123,7 @@ const waitTooLong = (method: string, chatId: number | undefined, waitMillis: num
 export const makeCall =
   (raw: RawApi, blockedChats: BlockedChats, gate: SendGate): Call => (method, payload, options) => {
     const { chatId } = options
+    const isResult = guardOf(options.result)
     const send = Effect.tryPromise({
       try: (signal) => payload === undefined ? raw[method]!(signal) : raw[method]!(payload, signal),
       catch: (error) => fromGrammy(method, chatId, error)
@@ -116,39 +132,46 @@ export const makeCall =
         duration: options.timeout,
         orElse: () => Effect.fail(networkError(method, `no answer within ${Duration.format(options.timeout)}`))
       }),
-      Effect.flatMap(decodeResult(method, options.result)),
+      Effect.flatMap((value) =>
+        isResult(value)
+          ? Effect.succeed(value)
+          : Effect.fail(networkError(method, "the answer did not have the documented shape"))
+      ),
       Effect.onExit(Metrics.countExit(Metrics.telegramCalls, method, "Telegram"))
     )
-    const request = Effect.gen(function*() {
-      const waits = yield* SendWaits
-      let rateLimits = 0
-      const gated = Effect.gen(function*() {
-        if (chatId !== undefined) {
-          const now = yield* Clock.currentTimeMillis
-          const wait = gate.waitFor(chatId, waits.own, now)
-          if (wait > waits.maxWaitMillis) return yield* Effect.fail(waitTooLong(method, chatId, wait))
-          const booked = gate.take(chatId, waits.own, now)
-          if (booked > 0) yield* waits.around(Effect.sleep(Duration.millis(booked)))
-        }
-        return yield* send.pipe(Effect.tapError((error) =>
-          error._tag === "TelegramRateLimited"
-            ? recordRateLimit(gate, chatId, error, ++rateLimits, waits.maxWaitMillis)
-            : Effect.void
-        ))
+    /** One attempt: through the gate (a chat's slot), then the request; a 429 pauses the gate. */
+    const attempt = (waits: SendWaits, rateLimits: { count: number }) => {
+      const sent = send.pipe(Effect.tapError((error) =>
+        error._tag === "TelegramRateLimited"
+          ? recordRateLimit(gate, chatId, error, ++rateLimits.count, waits.maxWaitMillis)
+          : Effect.void
+      ))
+      if (chatId === undefined) return sent
+      return Effect.clockWith((clock) => {
+        const now = clock.currentTimeMillisUnsafe()
+        const wait = gate.waitFor(chatId, waits.own, now)
+        if (wait > waits.maxWaitMillis) return Effect.fail(waitTooLong(method, chatId, wait))
+        const booked = gate.take(chatId, waits.own, now)
+        return booked > 0 ? Effect.andThen(waits.around(Effect.sleep(Duration.millis(booked))), sent) : sent
       })
-      return yield* Effect.retry(gated, rateLimitPolicy(waits.maxWaitMillis))
-    }).pipe(
-      Effect.tapError((error) =>
-        error._tag === "TelegramChatBlocked" ? blockedChats.markBlocked(error.chatId, error.description) : Effect.void
+    }
+    const request = Effect.flatMap(Effect.service(SendWaits), (waits) => {
+      const rateLimits = { count: 0 }
+      const gated = attempt(waits, rateLimits)
+      return gated.pipe(
+        Effect.catchIf(
+          (error) => retriesAfter429(error, waits.maxWaitMillis),
+          () => Effect.retry(gated, rateLimitPolicy(waits.maxWaitMillis))
+        ),
+        Effect.tapError((error) =>
+          error._tag === "TelegramChatBlocked" ? blockedChats.markBlocked(error.chatId, error.description) : Effect.void
+        )
       )
-    )
-    if (chatId === undefined) return request
-    return Effect.gen(function*() {
-      if ((yield* ConversingChat) !== chatId && (yield* blockedChats.isBlocked(chatId))) {
-        return yield* skippedAsBlocked(method, chatId)
-      }
-      return yield* request
     })
+    if (chatId === undefined) return request
+    return Effect.flatMap(Effect.service(ConversingChat), (conversing) =>
+      conversing === chatId ? request : Effect.flatMap(blockedChats.isBlocked(chatId), (blocked) =>
+        blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : request))
   }
 
 /** A 429 from Telegram pauses the chat (or everything) in the gate, and is logged. */
