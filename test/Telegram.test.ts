@@ -261,6 +261,40 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
       for (const error of [conflict, server, dropped, html]) assertNoToken(error)
     }))
 
+  it.effect("a result without the fields the bot relies on is TelegramNetworkError; other fields are kept", () =>
+    Effect.gen(function*() {
+      const telegram = yield* Telegram
+      const fake = yield* FakeTelegram.FakeTelegram
+      const chat_id = freshChat()
+      const message = { message_id: 5, date: 1_700_000_000, chat: { id: chat_id, type: "private" }, text: "hi" }
+      const malformed = [
+        { ...message, message_id: "5" },
+        { ...message, message_id: 5.5 },
+        { ...message, date: undefined },
+        { ...message, chat: { type: "private" } },
+        { ...message, chat: { id: 1.5, type: "private" } },
+        { ...message, chat: null },
+        true,
+        null
+      ]
+      for (const result of malformed) {
+        fake.failNext("sendMessage", FakeTelegram.failure.raw(200, { ok: true, result }))
+        const error = yield* failureOf(telegram.sendMessage({ chat_id, text: "hi" }))
+        assert.strictEqual(error._tag, "TelegramNetworkError", JSON.stringify(result))
+        assert.include(error.message, "did not have the documented shape")
+      }
+      fake.failNext(
+        "sendMessage",
+        FakeTelegram.failure.raw(200, { ok: true, result: { ...message, extra: { kept: true } } })
+      )
+      const sent = yield* telegram.sendMessage({ chat_id, text: "hi" })
+      assert.deepStrictEqual(sent as unknown, { ...message, extra: { kept: true } })
+
+      fake.failNext("deleteMessage", FakeTelegram.failure.raw(200, { ok: true, result: false }))
+      const notTrue = yield* failureOf(telegram.deleteMessage({ chat_id, message_id: 5 }))
+      assert.strictEqual(notTrue._tag, "TelegramNetworkError")
+    }))
+
   it.effect("a call that never answers times out on the clock and its HTTP request is aborted", () =>
     Effect.gen(function*() {
       const telegram = yield* Telegram

@@ -72,7 +72,11 @@ export type RawApi = Record<string, (...args: ReadonlyArray<unknown>) => Promise
 
 /** What one call needs besides its method and payload. */
 export interface CallOptions<S extends Schema.Decoder<unknown>> {
-  /** The documented shape of the result; anything else is a `TelegramNetworkError`. */
+  /**
+   * The documented shape of the result; anything else is a `TelegramNetworkError`.
+   * The answer is checked against it, not decoded (it is returned as it came), so
+   * it must be a plain structure without transformations.
+   */
   readonly result: S
   readonly timeout: Duration.Duration
   /** The numeric chat the call writes to, for the blocked-chat bookkeeping. */
@@ -169,9 +173,16 @@ export const makeCall =
       )
     })
     if (chatId === undefined) return request
-    return Effect.flatMap(Effect.service(ConversingChat), (conversing) =>
-      conversing === chatId ? request : Effect.flatMap(blockedChats.isBlocked(chatId), (blocked) =>
-        blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : request))
+    return Effect.flatMap(
+      Effect.service(ConversingChat),
+      (conversing) =>
+        conversing === chatId ?
+          request :
+          Effect.flatMap(
+            blockedChats.isBlocked(chatId),
+            (blocked) => blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : request
+          )
+    )
   }
 
 /** A 429 from Telegram pauses the chat (or everything) in the gate, and is logged. */
