@@ -17,7 +17,13 @@
  * machine is noisy.
  *
  *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
- *     node bench/telegramCall.ts [calls=20000] [concurrency=16] [rounds=3]
+ *     node bench/telegramCall.ts [calls=20000] [load=16] [rounds=3]
+ *
+ * `load`: a number of lanes (closed loop: each sends its next call when the
+ * last is answered), or `@rate` (open loop: a call started every 1/rate s, as
+ * updates arrive; the closed loop's figure moves with its throughput, since a
+ * faster client finds the loopback peer busy more often and its socket writes
+ * cost less system time).
  *
  * `BENCH_CHILD_OPTIONS` adds Node options to the children (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
  */
@@ -47,7 +53,33 @@ const chatOf = (seq: number) => 1_000_000 + (seq % CHATS)
 /** How a handler run waits (dispatch/HandlerRun.ts): a reply, at most 5 s in line. */
 const handlerWaits: SendWaits = { own: false, maxWaitMillis: 5_000, around: (wait) => wait }
 
-/** `calls` sendMessage calls, `concurrency` at a time, through `send`. */
+/**
+ * How the calls are made: `concurrency` at a time, each lane sending its next
+ * call when its last one is answered (closed loop), or, with `rate`, a call
+ * started every 1/rate s whatever the answers (open loop, as updates come in).
+ */
+interface Load {
+  readonly concurrency: number
+  readonly rate?: number | undefined
+}
+
+/** `count` calls of `send` to `chatOf(0…count-1)` at `rate` a second. */
+const openLoop = (send: (chatId: number) => Promise<unknown>, rate: number) => (count: number) =>
+  new Promise<void>((resolve, reject) => {
+    const started = performance.now()
+    let next = 0
+    let answered = 0
+    const tick = () => {
+      const due = Math.min(count, Math.floor(((performance.now() - started) / 1000) * rate) + 1)
+      for (; next < due; next++) {
+        send(chatOf(next)).then(() => ++answered === count && resolve(), reject)
+      }
+      if (next < count) setTimeout(tick, 1)
+    }
+    tick()
+  })
+
+/** `count` calls of `send`, `concurrency` at a time. */
 const closedLoop = (send: (chatId: number) => Promise<unknown>, concurrency: number) => async (count: number) => {
   let next = 0
   const worker = async () => {
@@ -56,16 +88,17 @@ const closedLoop = (send: (chatId: number) => Promise<unknown>, concurrency: num
   await Promise.all(Array.from({ length: concurrency }, worker))
 }
 
-const grammyRun = (apiRoot: string, token: string, concurrency: number) => {
+const grammyRun = (apiRoot: string, token: string, load: Load) => {
   const api = new Api(token, {
     apiRoot,
     timeoutSeconds: 3600,
     fetch: BotApiTransport.make().fetch as unknown as typeof fetch
   })
-  return closedLoop((chatId) => api.sendMessage(chatId, TEXT, { reply_markup: MARKUP }), concurrency)
+  const send = (chatId: number) => api.sendMessage(chatId, TEXT, { reply_markup: MARKUP })
+  return load.rate === undefined ? closedLoop(send, load.concurrency) : openLoop(send, load.rate)
 }
 
-const serviceRun = async (apiRoot: string, token: string, databaseUrl: string, concurrency: number) => {
+const serviceRun = async (apiRoot: string, token: string, databaseUrl: string, load: Load) => {
   const config = testConfig({ TELEGRAM_API_ROOT: apiRoot, TELEGRAM_BOT_TOKEN: token, TELEGRAM_PACING: "true" })
   const runtime = ManagedRuntime.make(
     Telegram.layer.pipe(
@@ -74,36 +107,30 @@ const serviceRun = async (apiRoot: string, token: string, databaseUrl: string, c
     )
   )
   const telegram = await runtime.runPromise(Effect.service(Telegram))
-  // The lanes are fibers (as the dispatcher's workers are), not a promise per call.
+  const send = (chatId: number) =>
+    telegram.sendMessage({ chat_id: chatId, text: TEXT, reply_markup: MARKUP }).pipe(
+      Effect.provideService(SendWaits, handlerWaits),
+      Effect.provideService(ConversingChat, chatId)
+    )
+  // Open loop: a fiber per call, as the dispatcher runs each update in one.
+  if (load.rate !== undefined) return openLoop((chatId) => runtime.runPromise(send(chatId)), load.rate)
+  // Closed loop: the lanes are fibers (as the dispatcher's workers are), not a promise per call.
   return (count: number) => {
     let next = 0
     const lane = Effect.gen(function*() {
-      while (next < count) {
-        const chatId = chatOf(next++)
-        yield* telegram.sendMessage({ chat_id: chatId, text: TEXT, reply_markup: MARKUP }).pipe(
-          Effect.provideService(SendWaits, handlerWaits),
-          Effect.provideService(ConversingChat, chatId)
-        )
-      }
+      while (next < count) yield* send(chatOf(next++))
     })
     return runtime.runPromise(
-      Effect.forEach(Array.from({ length: concurrency }), () => lane, { concurrency: "unbounded", discard: true })
+      Effect.forEach(Array.from({ length: load.concurrency }), () => lane, { concurrency: "unbounded", discard: true })
     )
   }
 }
 
-/** The child: prints CPU µs per call. */
-const child = async (
-  mode: Mode,
-  apiRoot: string,
-  token: string,
-  databaseUrl: string,
-  calls: number,
-  concurrency: number
-) => {
+/** The child: prints CPU µs per call (user and system). */
+const child = async (mode: Mode, apiRoot: string, token: string, databaseUrl: string, calls: number, load: Load) => {
   const run = mode === "grammy"
-    ? grammyRun(apiRoot, token, concurrency)
-    : await serviceRun(apiRoot, token, databaseUrl, concurrency)
+    ? grammyRun(apiRoot, token, load)
+    : await serviceRun(apiRoot, token, databaseUrl, load)
   await run(Math.min(2000, calls))
   const cpu = process.cpuUsage()
   const started = performance.now()
@@ -111,12 +138,29 @@ const child = async (
   const used = process.cpuUsage(cpu)
   const seconds = (performance.now() - started) / 1000
   process.stdout.write(
-    JSON.stringify({ cpuMicrosPerCall: (used.user + used.system) / calls, callsPerSecond: calls / seconds }) + "\n"
+    JSON.stringify({
+      cpuMicrosPerCall: (used.user + used.system) / calls,
+      userMicrosPerCall: used.user / calls,
+      callsPerSecond: calls / seconds
+    }) + "\n"
   )
   process.exit(0)
 }
 
-const parent = async (calls: number, concurrency: number, rounds: number) => {
+/** "16" (closed loop, 16 lanes) or "@1000" (open loop, 1000 calls a second). */
+const loadOf = (spec: string): Load =>
+  spec.startsWith("@") ? { concurrency: 0, rate: Number(spec.slice(1)) } : { concurrency: Number(spec) }
+
+const describeLoad = (load: Load) =>
+  load.rate === undefined ? `${load.concurrency} at a time` : `open loop at ${load.rate}/s`
+
+interface Run {
+  readonly cpu: number
+  readonly user: number
+  readonly rate: number
+}
+
+const parent = async (calls: number, loadSpec: string, rounds: number) => {
   const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
   const name = `zb_call_${randomBytes(4).toString("hex")}`
   const databaseUrl = (() => {
@@ -131,7 +175,7 @@ const parent = async (calls: number, concurrency: number, rounds: number) => {
   const apiRoot = fake.env.TELEGRAM_API_ROOT!
   const token = fake.env.TELEGRAM_BOT_TOKEN!
   const script = fileURLToPath(import.meta.url)
-  const results: Record<string, Array<{ cpu: number; rate: number }>> = {}
+  const results: Record<string, Array<Run>> = {}
   try {
     for (let round = 1; round <= rounds; round++) {
       for (const mode of MODES) {
@@ -147,17 +191,22 @@ const parent = async (calls: number, concurrency: number, rounds: number) => {
             token,
             databaseUrl,
             String(calls),
-            String(concurrency)
+            loadSpec
           ], { stdio: ["ignore", "pipe", "inherit"] })
           let out = ""
           proc.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
           proc.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${mode} exited ${code}`))))
         })
-        const result = JSON.parse(output) as { cpuMicrosPerCall: number; callsPerSecond: number }
-        ;(results[mode] ??= []).push({ cpu: result.cpuMicrosPerCall, rate: result.callsPerSecond })
+        const result = JSON.parse(output) as {
+          cpuMicrosPerCall: number
+          userMicrosPerCall: number
+          callsPerSecond: number
+        }
+        const run = { cpu: result.cpuMicrosPerCall, user: result.userMicrosPerCall, rate: result.callsPerSecond }
+        ;(results[mode] ??= []).push(run)
         process.stdout.write(
-          `round ${round} ${mode.padEnd(8)} ${result.cpuMicrosPerCall.toFixed(1)} µs CPU/call, ${
-            result.callsPerSecond.toFixed(0)
+          `round ${round} ${mode.padEnd(8)} ${run.cpu.toFixed(1)} µs CPU/call (user ${run.user.toFixed(1)}), ${
+            run.rate.toFixed(0)
           } calls/s\n`
         )
       }
@@ -166,28 +215,31 @@ const parent = async (calls: number, concurrency: number, rounds: number) => {
     await Effect.runPromise(Scope.close(scope, Exit.void))
     await withDb(adminUrl, (db) => db.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
   }
-  process.stdout.write(`\n${calls} sendMessage calls, ${concurrency} at a time; client CPU per call (all rounds):\n`)
+  process.stdout.write(
+    `\n${calls} sendMessage calls, ${describeLoad(loadOf(loadSpec))}; client CPU per call (all rounds):\n`
+  )
   for (const mode of MODES) {
     const runs = results[mode] ?? []
     process.stdout.write(
-      `${mode.padEnd(8)} ${runs.map((r) => r.cpu.toFixed(1)).join(" / ")} µs   (${
-        runs.map((r) => r.rate.toFixed(0)).join(" / ")
-      } calls/s)\n`
+      `${mode.padEnd(8)} ${runs.map((r) => r.cpu.toFixed(1)).join(" / ")} µs (user ${
+        runs.map((r) => r.user.toFixed(1)).join(" / ")
+      })   (${runs.map((r) => r.rate.toFixed(0)).join(" / ")} calls/s)\n`
     )
   }
-  const median = (mode: Mode) => {
-    const sorted = (results[mode] ?? []).map((r) => r.cpu).sort((a, b) => a - b)
+  const median = (mode: Mode, of: (run: Run) => number) => {
+    const sorted = (results[mode] ?? []).map(of).sort((a, b) => a - b)
     return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
   }
+  const gap = (of: (run: Run) => number) => (median("service", of) - median("grammy", of)).toFixed(1)
   process.stdout.write(
-    `our wrapper (median service − median grammy): ${(median("service") - median("grammy")).toFixed(1)} µs\n`
+    `our wrapper (median service − median grammy): ${gap((r) => r.cpu)} µs, user ${gap((r) => r.user)} µs\n`
   )
   process.exit(0)
 }
 
 const args = process.argv.slice(2)
 if (args[0] === "child") {
-  await child(args[1] as Mode, args[2]!, args[3]!, args[4]!, Number(args[5]), Number(args[6]))
+  await child(args[1] as Mode, args[2]!, args[3]!, args[4]!, Number(args[5]), loadOf(args[6]!))
 } else {
-  await parent(Number(args[0] ?? 20_000), Number(args[1] ?? 16), Number(args[2] ?? 3))
+  await parent(Number(args[0] ?? 20_000), args[1] ?? "16", Number(args[2] ?? 3))
 }

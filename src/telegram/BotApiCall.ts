@@ -1,7 +1,7 @@
 /**
  * One Bot API request, as every method of the Telegram client makes it:
  * short-circuit for blocked chats, the flood gate, timeout, abort on
- * interruption, typed errors, decoded result, 429 retries.
+ * interruption, typed errors, checked result, 429 retries.
  *
  * - Flood gate (`SendGate.ts`): a call to a chat waits for the chat's slot
  *   (pacing, or a pause after a 429) before it is sent; calls to no chat
@@ -21,6 +21,11 @@
  * - Every request sent is counted in `zimage_telegram_calls_total{method,result}`
  *   (each 429 retry is a request of its own; a call skipped for a blocked chat
  *   or refused by the gate is not).
+ *
+ * Cost: this runs once per message the bot sends, so its success path is
+ * kept lean (no generators, no schedule until a 429, the result checked not
+ * copied, the timeout on one timer: see `withTimer`). `bench/telegramCall.ts`
+ * measures the client CPU of a `sendMessage` through it next to grammY alone.
  */
 import { Clock, Context, Duration, Effect, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
@@ -123,19 +128,67 @@ const waitTooLong = (method: string, chatId: number | undefined, waitMillis: num
     } s (flood limits)`
   })
 
+/** The clock every fiber has unless one is provided (a `TestClock`, say): `Date.now` and `setTimeout`. */
+const liveClock = Context.get(Context.empty(), Clock.Clock)
+/** Node's longest timer; a longer timeout takes the general path. */
+const MAX_TIMER_MILLIS = 2 ** 31 - 1
+
+/**
+ * `request` with a timeout, on the live clock: one `setTimeout` and one
+ * `AbortController`, aborted on the timeout or when the fiber is interrupted.
+ * The same as `Effect.tryPromise` + `Effect.timeoutOrElse`, which fork two
+ * fibers per call to race the request against a sleep (a quarter of the
+ * wrapper's cost per call); under another clock (tests) the call takes that
+ * general path, so its timeout follows that clock.
+ */
+const withTimer = (
+  request: (signal: AbortSignal) => Promise<unknown>,
+  timeoutMillis: number,
+  failed: (error: unknown) => TelegramError,
+  timedOut: () => TelegramError
+) =>
+  Effect.callback<unknown, TelegramError>((resume) => {
+    const controller = new AbortController()
+    const timer = setTimeout(() => {
+      controller.abort()
+      resume(Effect.fail(timedOut()))
+    }, timeoutMillis)
+    const settled = (effect: Effect.Effect<unknown, TelegramError>) => {
+      clearTimeout(timer)
+      resume(effect)
+    }
+    try {
+      request(controller.signal).then(
+        (value) => settled(Effect.succeed(value)),
+        (error) => settled(Effect.suspend(() => Effect.fail(failed(error))))
+      )
+    } catch (error) {
+      settled(Effect.suspend(() => Effect.fail(failed(error))))
+    }
+    // Interrupted: the request is aborted (the transport destroys it) and the timer dropped.
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      controller.abort()
+    })
+  })
+
 /** Calls through `raw`, keeping the blocked chats in `blockedChats` and passing `gate`. */
 export const makeCall =
   (raw: RawApi, blockedChats: BlockedChats, gate: SendGate): Call => (method, payload, options) => {
     const { chatId } = options
     const isResult = guardOf(options.result)
-    const send = Effect.tryPromise({
-      try: (signal) => payload === undefined ? raw[method]!(signal) : raw[method]!(payload, signal),
-      catch: (error) => fromGrammy(method, chatId, error)
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: options.timeout,
-        orElse: () => Effect.fail(networkError(method, `no answer within ${Duration.format(options.timeout)}`))
-      }),
+    const request = (signal: AbortSignal) =>
+      payload === undefined ? raw[method]!(signal) : raw[method]!(payload, signal)
+    const failed = (error: unknown) => fromGrammy(method, chatId, error)
+    const timedOut = () => networkError(method, `no answer within ${Duration.format(options.timeout)}`)
+    const timeoutMillis = Duration.toMillis(options.timeout)
+    const send = Effect.clockWith((clock) =>
+      clock === liveClock && timeoutMillis <= MAX_TIMER_MILLIS
+        ? withTimer(request, timeoutMillis, failed, timedOut)
+        : Effect.tryPromise({ try: request, catch: failed }).pipe(
+          Effect.timeoutOrElse({ duration: options.timeout, orElse: () => Effect.fail(timedOut()) })
+        )
+    ).pipe(
       Effect.flatMap((value) =>
         isResult(value)
           ? Effect.succeed(value)
@@ -159,7 +212,7 @@ export const makeCall =
         return booked > 0 ? Effect.andThen(waits.around(Effect.sleep(Duration.millis(booked))), sent) : sent
       })
     }
-    const request = Effect.flatMap(Effect.service(SendWaits), (waits) => {
+    const gatedCall = Effect.flatMap(Effect.service(SendWaits), (waits) => {
       const rateLimits = { count: 0 }
       const gated = attempt(waits, rateLimits)
       return gated.pipe(
@@ -172,15 +225,15 @@ export const makeCall =
         )
       )
     })
-    if (chatId === undefined) return request
+    if (chatId === undefined) return gatedCall
     return Effect.flatMap(
       Effect.service(ConversingChat),
       (conversing) =>
         conversing === chatId ?
-          request :
+          gatedCall :
           Effect.flatMap(
             blockedChats.isBlocked(chatId),
-            (blocked) => blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : request
+            (blocked) => blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : gatedCall
           )
     )
   }
