@@ -1,8 +1,12 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Option, Redacted } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
-import { InputFile } from "grammy"
+import { Api, InputFile } from "grammy"
+import * as BlockedChats from "../src/telegram/BlockedChats.ts"
+import { makeCall, type RawApi } from "../src/telegram/BotApiCall.ts"
+import * as BotApiTransport from "../src/telegram/BotApiTransport.ts"
+import { makeSendGate } from "../src/telegram/SendGate.ts"
 import { Telegram, type TelegramError } from "../src/telegram/Telegram.ts"
 import * as FakeTelegram from "./fakes/FakeTelegram.ts"
 import { makeLogCapture } from "./support/LogCapture.ts"
@@ -261,6 +265,40 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
       for (const error of [conflict, server, dropped, html]) assertNoToken(error)
     }))
 
+  it.effect("a result without the fields the bot relies on is TelegramNetworkError; other fields are kept", () =>
+    Effect.gen(function*() {
+      const telegram = yield* Telegram
+      const fake = yield* FakeTelegram.FakeTelegram
+      const chat_id = freshChat()
+      const message = { message_id: 5, date: 1_700_000_000, chat: { id: chat_id, type: "private" }, text: "hi" }
+      const malformed = [
+        { ...message, message_id: "5" },
+        { ...message, message_id: 5.5 },
+        { ...message, date: undefined },
+        { ...message, chat: { type: "private" } },
+        { ...message, chat: { id: 1.5, type: "private" } },
+        { ...message, chat: null },
+        true,
+        null
+      ]
+      for (const result of malformed) {
+        fake.failNext("sendMessage", FakeTelegram.failure.raw(200, { ok: true, result }))
+        const error = yield* failureOf(telegram.sendMessage({ chat_id, text: "hi" }))
+        assert.strictEqual(error._tag, "TelegramNetworkError", JSON.stringify(result))
+        assert.include(error.message, "did not have the documented shape")
+      }
+      fake.failNext(
+        "sendMessage",
+        FakeTelegram.failure.raw(200, { ok: true, result: { ...message, extra: { kept: true } } })
+      )
+      const sent = yield* telegram.sendMessage({ chat_id, text: "hi" })
+      assert.deepStrictEqual(sent as unknown, { ...message, extra: { kept: true } })
+
+      fake.failNext("deleteMessage", FakeTelegram.failure.raw(200, { ok: true, result: false }))
+      const notTrue = yield* failureOf(telegram.deleteMessage({ chat_id, message_id: 5 }))
+      assert.strictEqual(notTrue._tag, "TelegramNetworkError")
+    }))
+
   it.effect("a call that never answers times out on the clock and its HTTP request is aborted", () =>
     Effect.gen(function*() {
       const telegram = yield* Telegram
@@ -290,6 +328,41 @@ layer(TelegramLive, { timeout: "60 seconds" })("Telegram", (it) => {
       assert.isTrue(Exit.isFailure(exit))
       yield* fake.awaitAborted(call)
     }))
+
+  it.effect("on the live clock (its own timer path) a call times out, is aborted, and is aborted on interruption", () =>
+    TestClock.withLive(Effect.gen(function*() {
+      const fake = yield* FakeTelegram.FakeTelegram
+      const transport = yield* Effect.acquireRelease(
+        Effect.sync(() => BotApiTransport.make()),
+        (transport) => Effect.sync(transport.close)
+      )
+      const api = new Api(fake.env.TELEGRAM_BOT_TOKEN!, {
+        apiRoot: fake.env.TELEGRAM_API_ROOT!,
+        timeoutSeconds: 3600,
+        fetch: transport.fetch as unknown as typeof fetch
+      })
+      const call = makeCall(api.raw as unknown as RawApi, yield* BlockedChats.make, makeSendGate({ pacing: false }))
+      const getMe = (timeout: Duration.Duration) => call("getMe", undefined, { result: Schema.Unknown, timeout })
+
+      fake.failNext("getMe", FakeTelegram.failure.hang())
+      let before = fake.mark()
+      const error = yield* Effect.flip(getMe(Duration.millis(50)))
+      assert.strictEqual(error._tag, "TelegramNetworkError")
+      assert.include(error.message, "no answer within 50ms")
+      assertNoToken(error)
+      yield* fake.awaitAborted(yield* fake.awaitCall("getMe", () => true, { after: before }))
+
+      const me = yield* getMe(Duration.seconds(10))
+      assert.strictEqual((me as { is_bot?: unknown }).is_bot, true)
+
+      fake.failNext("getMe", FakeTelegram.failure.hang())
+      before = fake.mark()
+      const fiber = yield* getMe(Duration.seconds(10)).pipe(Effect.forkChild)
+      const hung = yield* fake.awaitCall("getMe", () => true, { after: before })
+      const exit = yield* Fiber.interrupt(fiber).pipe(Effect.andThen(Fiber.await(fiber)))
+      assert.isTrue(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause))
+      yield* fake.awaitAborted(hung)
+    })))
 
   it.effect("getUpdates long-polls: held until an update is queued", () =>
     Effect.gen(function*() {

@@ -130,9 +130,24 @@ export const kieCallbacks = counter(
     "unauthorized, too_large, unavailable)"
 )
 
+/**
+ * `countCall`'s series by metric, method and result, found without building
+ * the attributes' JSON that `seriesOf` keys on (one lookup per Bot API and
+ * Kie call). The labels are closed sets (methods the code names, error
+ * tags), so the map stays small.
+ */
+const callSeries = new Map<string, Metric.Counter<number>>()
+
 /** Counts one call of `method` with `result` (e.g. "ok", an error tag). */
-export const countCall = (metric: typeof kieCalls, method: string, result: string) =>
-  Metric.update(seriesOf(metric, { method, result }), 1)
+export const countCall = (metric: typeof kieCalls, method: string, result: string) => {
+  const key = `${metric.id}\u0000${method}\u0000${result}`
+  let series = callSeries.get(key)
+  if (series === undefined) {
+    series = seriesOf(metric, { method, result })
+    callSeries.set(key, series)
+  }
+  return Metric.update(series, 1)
+}
 
 /** `TelegramRateLimited` → `rate_limited` (with `prefix` "Telegram"). */
 const snake = (tag: string, prefix: string) =>

@@ -1,7 +1,7 @@
 /**
  * One Bot API request, as every method of the Telegram client makes it:
  * short-circuit for blocked chats, the flood gate, timeout, abort on
- * interruption, typed errors, decoded result, 429 retries.
+ * interruption, typed errors, checked result, 429 retries.
  *
  * - Flood gate (`SendGate.ts`): a call to a chat waits for the chat's slot
  *   (pacing, or a pause after a 429) before it is sent; calls to no chat
@@ -21,6 +21,11 @@
  * - Every request sent is counted in `zimage_telegram_calls_total{method,result}`
  *   (each 429 retry is a request of its own; a call skipped for a blocked chat
  *   or refused by the gate is not).
+ *
+ * Cost: this runs once per message the bot sends, so its success path is
+ * kept lean (no generators, no schedule until a 429, the result checked not
+ * copied, the timeout on one timer: see `withTimer`). `bench/telegramCall.ts`
+ * measures the client CPU of a `sendMessage` through it next to grammY alone.
  */
 import { Clock, Context, Duration, Effect, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
@@ -43,12 +48,17 @@ export const RATE_LIMIT_MAX_WAIT = Duration.seconds(30)
  * After a 429 the call is tried again at once: the gate, now paused, does
  * the waiting. Not when the gate refused the wait as too long.
  */
+const retriesAfter429 = (error: TelegramError, maxWaitMillis: number) =>
+  error._tag === "TelegramRateLimited" && error.retryAfterSeconds * 1000 <= maxWaitMillis
+
+/**
+ * The retries after a first 429 that is retried (`retriesAfter429`): the
+ * schedule is built only then, never on the success path.
+ */
 const rateLimitPolicy = (maxWaitMillis: number) =>
-  Schedule.recurs(RATE_LIMIT_MAX_WAITS).pipe(
+  Schedule.recurs(RATE_LIMIT_MAX_WAITS - 1).pipe(
     Schedule.setInputType<TelegramError>(),
-    Schedule.while(({ input }) =>
-      input._tag === "TelegramRateLimited" && input.retryAfterSeconds * 1000 <= maxWaitMillis
-    )
+    Schedule.while(({ input }) => retriesAfter429(input, maxWaitMillis))
   )
 
 /**
@@ -67,7 +77,11 @@ export type RawApi = Record<string, (...args: ReadonlyArray<unknown>) => Promise
 
 /** What one call needs besides its method and payload. */
 export interface CallOptions<S extends Schema.Decoder<unknown>> {
-  /** The documented shape of the result; anything else is a `TelegramNetworkError`. */
+  /**
+   * The documented shape of the result; anything else is a `TelegramNetworkError`.
+   * The answer is checked against it, not decoded (it is returned as it came), so
+   * it must be a plain structure without transformations.
+   */
   readonly result: S
   readonly timeout: Duration.Duration
   /** The numeric chat the call writes to, for the blocked-chat bookkeeping. */
@@ -81,10 +95,20 @@ export type Call = <S extends Schema.Decoder<unknown>>(
   options: CallOptions<S>
 ) => Effect.Effect<S["Type"], TelegramError>
 
-const decodeResult = <S extends Schema.Decoder<unknown>>(method: string, schema: S) => (value: unknown) =>
-  Schema.decodeUnknownEffect(schema)(value).pipe(
-    Effect.mapError(() => networkError(method, "the answer did not have the documented shape"))
-  ) as Effect.Effect<S["Type"], TelegramError>
+/**
+ * The check of a result against its schema, made once per schema. The result
+ * schemas are plain structures (no transformations), so a value that passes
+ * is its own decoded form: checking is enough, nothing needs to be built.
+ */
+const guards = new WeakMap<Schema.Decoder<unknown>, (value: unknown) => boolean>()
+const guardOf = (schema: Schema.Decoder<unknown>) => {
+  let guard = guards.get(schema)
+  if (guard === undefined) {
+    guard = Schema.is(schema as Schema.Schema<unknown>)
+    guards.set(schema, guard)
+  }
+  return guard
+}
 
 const skippedAsBlocked = (method: string, chatId: number) =>
   new TelegramChatBlocked({
@@ -104,51 +128,114 @@ const waitTooLong = (method: string, chatId: number | undefined, waitMillis: num
     } s (flood limits)`
   })
 
+/** The clock every fiber has unless one is provided (a `TestClock`, say): `Date.now` and `setTimeout`. */
+const liveClock = Context.get(Context.empty(), Clock.Clock)
+/** Node's longest timer; a longer timeout takes the general path. */
+const MAX_TIMER_MILLIS = 2 ** 31 - 1
+
+/**
+ * `request` with a timeout, on the live clock: one `setTimeout` and one
+ * `AbortController`, aborted on the timeout or when the fiber is interrupted.
+ * The same as `Effect.tryPromise` + `Effect.timeoutOrElse`, which fork two
+ * fibers per call to race the request against a sleep (a quarter of the
+ * wrapper's cost per call); under another clock (tests) the call takes that
+ * general path, so its timeout follows that clock.
+ */
+const withTimer = (
+  request: (signal: AbortSignal) => Promise<unknown>,
+  timeoutMillis: number,
+  failed: (error: unknown) => TelegramError,
+  timedOut: () => TelegramError
+) =>
+  Effect.callback<unknown, TelegramError>((resume) => {
+    const controller = new AbortController()
+    const timer = setTimeout(() => {
+      controller.abort()
+      resume(Effect.fail(timedOut()))
+    }, timeoutMillis)
+    const settled = (effect: Effect.Effect<unknown, TelegramError>) => {
+      clearTimeout(timer)
+      resume(effect)
+    }
+    try {
+      request(controller.signal).then(
+        (value) => settled(Effect.succeed(value)),
+        (error) => settled(Effect.suspend(() => Effect.fail(failed(error))))
+      )
+    } catch (error) {
+      settled(Effect.suspend(() => Effect.fail(failed(error))))
+    }
+    // Interrupted: the request is aborted (the transport destroys it) and the timer dropped.
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      controller.abort()
+    })
+  })
+
 /** Calls through `raw`, keeping the blocked chats in `blockedChats` and passing `gate`. */
 export const makeCall =
   (raw: RawApi, blockedChats: BlockedChats, gate: SendGate): Call => (method, payload, options) => {
     const { chatId } = options
-    const send = Effect.tryPromise({
-      try: (signal) => payload === undefined ? raw[method]!(signal) : raw[method]!(payload, signal),
-      catch: (error) => fromGrammy(method, chatId, error)
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: options.timeout,
-        orElse: () => Effect.fail(networkError(method, `no answer within ${Duration.format(options.timeout)}`))
-      }),
-      Effect.flatMap(decodeResult(method, options.result)),
+    const isResult = guardOf(options.result)
+    const request = (signal: AbortSignal) =>
+      payload === undefined ? raw[method]!(signal) : raw[method]!(payload, signal)
+    const failed = (error: unknown) => fromGrammy(method, chatId, error)
+    const timedOut = () => networkError(method, `no answer within ${Duration.format(options.timeout)}`)
+    const timeoutMillis = Duration.toMillis(options.timeout)
+    const send = Effect.clockWith((clock) =>
+      clock === liveClock && timeoutMillis <= MAX_TIMER_MILLIS
+        ? withTimer(request, timeoutMillis, failed, timedOut)
+        : Effect.tryPromise({ try: request, catch: failed }).pipe(
+          Effect.timeoutOrElse({ duration: options.timeout, orElse: () => Effect.fail(timedOut()) })
+        )
+    ).pipe(
+      Effect.flatMap((value) =>
+        isResult(value)
+          ? Effect.succeed(value)
+          : Effect.fail(networkError(method, "the answer did not have the documented shape"))
+      ),
       Effect.onExit(Metrics.countExit(Metrics.telegramCalls, method, "Telegram"))
     )
-    const request = Effect.gen(function*() {
-      const waits = yield* SendWaits
-      let rateLimits = 0
-      const gated = Effect.gen(function*() {
-        if (chatId !== undefined) {
-          const now = yield* Clock.currentTimeMillis
-          const wait = gate.waitFor(chatId, waits.own, now)
-          if (wait > waits.maxWaitMillis) return yield* Effect.fail(waitTooLong(method, chatId, wait))
-          const booked = gate.take(chatId, waits.own, now)
-          if (booked > 0) yield* waits.around(Effect.sleep(Duration.millis(booked)))
-        }
-        return yield* send.pipe(Effect.tapError((error) =>
-          error._tag === "TelegramRateLimited"
-            ? recordRateLimit(gate, chatId, error, ++rateLimits, waits.maxWaitMillis)
-            : Effect.void
-        ))
+    /** One attempt: through the gate (a chat's slot), then the request; a 429 pauses the gate. */
+    const attempt = (waits: SendWaits, rateLimits: { count: number }) => {
+      const sent = send.pipe(Effect.tapError((error) =>
+        error._tag === "TelegramRateLimited"
+          ? recordRateLimit(gate, chatId, error, ++rateLimits.count, waits.maxWaitMillis)
+          : Effect.void
+      ))
+      if (chatId === undefined) return sent
+      return Effect.clockWith((clock) => {
+        const now = clock.currentTimeMillisUnsafe()
+        const wait = gate.waitFor(chatId, waits.own, now)
+        if (wait > waits.maxWaitMillis) return Effect.fail(waitTooLong(method, chatId, wait))
+        const booked = gate.take(chatId, waits.own, now)
+        return booked > 0 ? Effect.andThen(waits.around(Effect.sleep(Duration.millis(booked))), sent) : sent
       })
-      return yield* Effect.retry(gated, rateLimitPolicy(waits.maxWaitMillis))
-    }).pipe(
-      Effect.tapError((error) =>
-        error._tag === "TelegramChatBlocked" ? blockedChats.markBlocked(error.chatId, error.description) : Effect.void
+    }
+    const gatedCall = Effect.flatMap(Effect.service(SendWaits), (waits) => {
+      const rateLimits = { count: 0 }
+      const gated = attempt(waits, rateLimits)
+      return gated.pipe(
+        Effect.catchIf(
+          (error) => retriesAfter429(error, waits.maxWaitMillis),
+          () => Effect.retry(gated, rateLimitPolicy(waits.maxWaitMillis))
+        ),
+        Effect.tapError((error) =>
+          error._tag === "TelegramChatBlocked" ? blockedChats.markBlocked(error.chatId, error.description) : Effect.void
+        )
       )
-    )
-    if (chatId === undefined) return request
-    return Effect.gen(function*() {
-      if ((yield* ConversingChat) !== chatId && (yield* blockedChats.isBlocked(chatId))) {
-        return yield* skippedAsBlocked(method, chatId)
-      }
-      return yield* request
     })
+    if (chatId === undefined) return gatedCall
+    return Effect.flatMap(
+      Effect.service(ConversingChat),
+      (conversing) =>
+        conversing === chatId ?
+          gatedCall :
+          Effect.flatMap(
+            blockedChats.isBlocked(chatId),
+            (blocked) => blocked ? Effect.fail(skippedAsBlocked(method, chatId)) : gatedCall
+          )
+    )
   }
 
 /** A 429 from Telegram pauses the chat (or everything) in the gate, and is logged. */

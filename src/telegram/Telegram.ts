@@ -57,7 +57,8 @@ export const LONG_POLL_MARGIN = Duration.seconds(10)
 export const UPLOAD_TIMEOUT = Duration.minutes(2)
 
 // ---------------------------------------------------------------------------
-// Results, decoded to the fields the bot relies on (everything else kept)
+// Results, checked for the fields the bot relies on (everything else kept). Plain structures: `BotApiCall`
+// checks an answer against them and returns it as it came.
 
 const open = [Schema.Record(Schema.String, Schema.Unknown)] as const
 const MessageResult = Schema.StructWithRest(
