@@ -16,6 +16,7 @@ import { Api } from "grammy"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as BotApiTransport from "../src/telegram/BotApiTransport.ts"
+import { measureCalls } from "./machine.ts"
 import * as FakeTelegram from "../test/fakes/FakeTelegram.ts"
 
 const TRANSPORTS = ["node-fetch", "transport", "global-fetch"] as const
@@ -61,17 +62,12 @@ const child = async (transport: Transport, apiRoot: string, token: string, calls
     }
     await Promise.all(Array.from({ length: concurrency }, (_, lane) => worker(lane)))
   }
-  await run(Math.min(2000, calls))
-  const cpu = process.cpuUsage()
-  const started = performance.now()
-  await run(calls)
-  const used = process.cpuUsage(cpu)
-  const seconds = (performance.now() - started) / 1000
+  const cost = await measureCalls(run, calls)
   process.stdout.write(
     JSON.stringify({
       transport,
-      cpuMicrosPerCall: (used.user + used.system) / calls,
-      callsPerSecond: calls / seconds
+      cpuMicrosPerCall: cost.cpuMicrosPerCall,
+      callsPerSecond: cost.callsPerSecond
     }) + "\n"
   )
   process.exit(0)

@@ -61,3 +61,29 @@ export const cpuTally = (read: () => number) => {
     total: () => total
   }
 }
+
+/** What `measureCalls` reports: this process's CPU per call (all, and user only) and the call rate. */
+export interface CallCost {
+  readonly cpuMicrosPerCall: number
+  readonly userMicrosPerCall: number
+  readonly callsPerSecond: number
+}
+
+/**
+ * Warms `run` up (at most 2,000 calls, so the JIT has settled), then runs
+ * `calls` and reports this process's CPU per call: for a micro-benchmark
+ * whose other side runs in another process.
+ */
+export const measureCalls = async (run: (calls: number) => Promise<void>, calls: number): Promise<CallCost> => {
+  await run(Math.min(2000, calls))
+  const cpu = process.cpuUsage()
+  const started = performance.now()
+  await run(calls)
+  const used = process.cpuUsage(cpu)
+  const seconds = (performance.now() - started) / 1000
+  return {
+    cpuMicrosPerCall: (used.user + used.system) / calls,
+    userMicrosPerCall: used.user / calls,
+    callsPerSecond: calls / seconds
+  }
+}

@@ -40,6 +40,7 @@ import { ConversingChat, migration, SendWaits, Telegram } from "../src/telegram/
 import * as FakeTelegram from "../test/fakes/FakeTelegram.ts"
 import { testConfig } from "../test/support/TestConfig.ts"
 import { withDb } from "./pg.ts"
+import { measureCalls } from "./machine.ts"
 
 const MODES = ["grammy", "service"] as const
 type Mode = (typeof MODES)[number]
@@ -131,18 +132,8 @@ const child = async (mode: Mode, apiRoot: string, token: string, databaseUrl: st
   const run = mode === "grammy"
     ? grammyRun(apiRoot, token, load)
     : await serviceRun(apiRoot, token, databaseUrl, load)
-  await run(Math.min(2000, calls))
-  const cpu = process.cpuUsage()
-  const started = performance.now()
-  await run(calls)
-  const used = process.cpuUsage(cpu)
-  const seconds = (performance.now() - started) / 1000
   process.stdout.write(
-    JSON.stringify({
-      cpuMicrosPerCall: (used.user + used.system) / calls,
-      userMicrosPerCall: used.user / calls,
-      callsPerSecond: calls / seconds
-    }) + "\n"
+    JSON.stringify(await measureCalls(run, calls)) + "\n"
   )
   process.exit(0)
 }

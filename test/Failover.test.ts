@@ -62,8 +62,11 @@ layer(PipelineLive(env), { timeout: "60 seconds" })("failover", (it) => {
       assert.deepStrictEqual(chatAOrder, [x, y, w])
       const rerun = recorder.history().find((e) => e.updateId === x && e.phase === "end")
       assert.strictEqual(rerun?.attempt, 2, "the handler is told this is not the first run")
-      // w waited long enough to be an orphan: logged once, and dispatched.
-      assert.lengthOf(logs.lines().filter((l) => l.message.startsWith(`[RECONCILE] orphan update ${w} `)), 1)
+      // w waited long enough to be an orphan, and was dispatched (above, in order). Whether the pass
+      // also logs it as one depends on a race: the dispatcher's sweep, fired by the same clock step,
+      // may claim w with x and y before the pass reads the pending rows. Never twice, though (the
+      // orphan log itself is tested in Reconciler.test.ts).
+      assert.isAtMost(logs.lines().filter((l) => l.message.startsWith(`[RECONCILE] orphan update ${w} `)).length, 1)
       // Released, not lost: w's finish (committed after its handler ended) is not cut off, so the next test
       // finds no row of this one left in processing.
       yield* next.release
