@@ -11,20 +11,34 @@ import { GroupedCallsClosed, makeGroupedCalls } from "../src/platform/GroupedCal
 /** What the driver fails with when a row breaks a constraint (SQLSTATE 23505), as `isRowFault` reads it. */
 const uniqueViolation = { _tag: "SqlError", reason: { cause: { code: "23505" } } }
 
+/**
+ * Grouped calls whose run records each group of inputs, and holds a group
+ * that contains `held` until `gate` opens (so later calls queue behind it),
+ * then answers with `answer`.
+ */
+const heldCalls = <O, E>(
+  held: number,
+  answer: (inputs: ReadonlyArray<number>) => Effect.Effect<ReadonlyArray<O>, E>
+) =>
+  Effect.gen(function*() {
+    const runs: Array<ReadonlyArray<number>> = []
+    const gate = yield* Deferred.make<void>()
+    const call = yield* makeGroupedCalls({
+      maxPerCall: 10,
+      run: (inputs: ReadonlyArray<number>) =>
+        Effect.gen(function*() {
+          runs.push(inputs)
+          if (inputs.includes(held)) yield* Deferred.await(gate)
+          return yield* answer(inputs)
+        })
+    })
+    return { call, gate, runs }
+  })
+
 describe("GroupedCalls", () => {
   it.effect("calls made while one runs share the next run, and each gets its own result", () =>
     Effect.gen(function*() {
-      const runs: Array<ReadonlyArray<number>> = []
-      const gate = yield* Deferred.make<void>()
-      const call = yield* makeGroupedCalls({
-        maxPerCall: 10,
-        run: (inputs: ReadonlyArray<number>) =>
-          Effect.gen(function*() {
-            runs.push(inputs)
-            if (inputs.includes(1)) yield* Deferred.await(gate)
-            return inputs.map((n) => n * 10)
-          })
-      })
+      const { call, gate, runs } = yield* heldCalls(1, (inputs) => Effect.succeed(inputs.map((n) => n * 10)))
       const first = yield* Effect.forkChild(call(1))
       yield* Effect.yieldNow
       const others = yield* Effect.forkChild(Effect.all([call(2), call(3), call(4)], { concurrency: "unbounded" }))
@@ -37,18 +51,10 @@ describe("GroupedCalls", () => {
 
   it.effect("a fault of one request's rows fails only that request", () =>
     Effect.gen(function*() {
-      const runs: Array<ReadonlyArray<number>> = []
-      const gate = yield* Deferred.make<void>()
-      const call = yield* makeGroupedCalls({
-        maxPerCall: 10,
-        run: (inputs: ReadonlyArray<number>) =>
-          Effect.gen(function*() {
-            runs.push(inputs)
-            if (inputs.includes(0)) yield* Deferred.await(gate)
-            if (inputs.includes(13)) return yield* Effect.fail(uniqueViolation)
-            return inputs.map((n) => n + 1)
-          })
-      })
+      const { call, gate, runs } = yield* heldCalls(
+        0,
+        (inputs) => inputs.includes(13) ? Effect.fail(uniqueViolation) : Effect.succeed(inputs.map((n) => n + 1))
+      )
       const opener = yield* Effect.forkChild(call(0))
       yield* Effect.yieldNow
       const batch = yield* Effect.forkChild(
