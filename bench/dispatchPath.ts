@@ -11,17 +11,15 @@
  * The first round is a warm-up (JIT) and not reported in the median.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Exit, Layer, Redacted, Scope, Stream, SubscriptionRef } from "effect"
+import { Effect, Exit, Redacted, Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { createInterface } from "node:readline"
-import { AppLive } from "../src/App.ts"
-import { Database } from "../src/database/Database.ts"
 import { CHANNEL } from "../src/inbox/Inbox.ts"
-import { LeaderState } from "../src/leadership/LeaderLock.ts"
 import * as FakeTelegram from "../test/fakes/FakeTelegram.ts"
-import { TEST_WEBHOOK_SECRET, TestConfigLive } from "../test/support/TestConfig.ts"
+import { startApp } from "../test/support/TestApp.ts"
+import { TEST_WEBHOOK_SECRET } from "../test/support/TestConfig.ts"
 
 if (process.argv[2] === "--fake") {
   // The child: the fake Bot API, its env on stdout, alive until stdin closes.
@@ -68,16 +66,8 @@ const program = Effect.gen(function*() {
   )
   const scope = yield* Scope.make()
   const env = { ...fakeEnv, DATABASE_URL: url, PORT: "0", TELEGRAM_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET }
-  const context = yield* Layer.build(AppLive.pipe(Layer.provide(TestConfigLive(env)))).pipe(
-    Effect.orDie,
-    Scope.provide(scope)
-  )
-  const run = <A, E>(effect: Effect.Effect<A, E, any>) => Effect.provide(effect, context) as Effect.Effect<A, E>
-  yield* run(Effect.gen(function*() {
-    yield* (yield* Database).awaitStartup
-    const leader = yield* LeaderState
-    yield* SubscriptionRef.changes(leader.active).pipe(Stream.filter((active) => active), Stream.runHead)
-  })).pipe(Effect.orDie)
+  // Built and ACTIVE as the tests' in-process app is.
+  yield* startApp(env).pipe(Scope.provide(scope))
 
   const perStart: Array<number> = []
   yield* onDatabase(
