@@ -24,5 +24,6 @@ export const migrations: Migrations = {
   "0008_generations_submitted_at": Generations.migrationSentAt,
   "0009_group_chats": Effect.andThen(ChatSessions.migrationPerUser, Generations.migrationThreads),
   "0010_retention": Effect.andThen(Generations.migrationCreatedAt, ChatRetention.migration),
-  "0011_models": Effect.andThen(ChatSessions.migrationModels, Generations.migrationEdits)
+  "0011_models": Effect.andThen(ChatSessions.migrationModels, Generations.migrationEdits),
+  "0012_inbox_claim_window": Inbox.migrationClaimReads
 }

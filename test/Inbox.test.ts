@@ -7,10 +7,14 @@
  * INSERT statements on a sequence, which (unlike a table) keeps counting the
  * statements that fail and roll back.
  */
+import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { ANNOUNCE_SPACING_MS, Inbox, makeAnnouncer } from "../src/inbox/Inbox.ts"
+import { claim, CLAIM_WINDOW, CLAIMS_PER_CHAT } from "../src/inbox/sql/claim.ts"
+import { complete } from "../src/inbox/sql/finish.ts"
+import { storeUpdates } from "../src/inbox/sql/store.ts"
 import { storeWriters } from "../src/inbox/StoreWriter.ts"
 import { message } from "./support/Pipeline.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
@@ -187,6 +191,58 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
         yield* sql`UPDATE telegram_updates SET claimed_by = 'dead-term' WHERE update_id = 20002`
         yield* inbox.complete("fair-term", [20_003, 20_004, 20_005])
         assert.deepStrictEqual(yield* inbox.claim("fair-term", 64), [])
+        yield* sql`DELETE FROM telegram_updates`
+      }))
+
+    it.effect("a claim reads a few heap pages however many updates were handled before it", () =>
+      Effect.gen(function*() {
+        // One connection, so that its statistics are all flushed when read (pg_stat_force_next_flush).
+        const url = (yield* PgClient.PgClient).config.url
+        yield* Effect.gen(function*() {
+          const sql = yield* SqlClient
+          /** Heap pages of the inbox read so far (cache hits included). */
+          const heapPagesRead = Effect.gen(function*() {
+            yield* sql`SELECT pg_stat_force_next_flush()`
+            yield* sql`SELECT pg_stat_clear_snapshot()`
+            const [row] = yield* sql<{ n: string }>`
+              SELECT (coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0))::text AS n
+              FROM pg_statio_user_tables WHERE relname = 'telegram_updates'`
+            return Number(row!.n)
+          })
+          yield* sql`DELETE FROM telegram_updates`
+          // 4,000 updates handled: each leaves dead entries in the partial indexes until VACUUM.
+          yield* storeUpdates(sql, Array.from({ length: 4_000 }, (_, i) => message(60_000 + i, 5_000 + i)) as any)
+          for (let round = 0; round < 100; round++) {
+            const claimed = yield* claim(sql, "cost-term", 256, CLAIMS_PER_CHAT)
+            if (claimed.length === 0) break
+            yield* complete(sql, "cost-term", claimed.map((u) => u.updateId))
+          }
+          yield* storeUpdates(sql, Array.from({ length: 5 }, (_, i) => message(70_000 + i, 9_000 + i)) as any)
+
+          const before = yield* heapPagesRead
+          const claimed = yield* claim(sql, "cost-term", 256, CLAIMS_PER_CHAT)
+          const pages = (yield* heapPagesRead) - before
+          assert.deepStrictEqual(claimed.map((u) => u.updateId), [70_000, 70_001, 70_002, 70_003, 70_004])
+          // A bitmap scan over the dead entries visits every page those 4,000 rows ever lived in (hundreds).
+          assert.isBelow(pages, 40, `heap pages read by one claim: ${pages}`)
+          yield* sql`DELETE FROM telegram_updates`
+        }).pipe(Effect.provide(PgClient.layer({ url, maxConnections: 1 })))
+      }))
+
+    it.effect(`a claim looks at the earliest ${CLAIM_WINDOW} pending rows only`, () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const inbox = yield* Inbox
+        yield* sql`DELETE FROM telegram_updates`
+        // One chat's backlog fills the window; a chat behind it waits until the window moves.
+        const backlog = Array.from({ length: CLAIM_WINDOW }, (_, i) => message(100_000 + i, 88))
+        yield* storeUpdates(sql, backlog as any)
+        yield* inbox.store([message(200_000, 89)] as any)
+        const first = yield* inbox.claim("window-term", 64)
+        assert.deepStrictEqual(first.map((u) => u.updateId), [100_000, 100_001, 100_002, 100_003])
+        // Those four are no longer pending, so the window now reaches chat 89.
+        const second = yield* inbox.claim("window-term", 64)
+        assert.deepStrictEqual(second.map((u) => u.updateId), [200_000])
         yield* sql`DELETE FROM telegram_updates`
       }))
   })

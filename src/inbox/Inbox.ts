@@ -63,7 +63,7 @@ import { requeueStuck, type StuckUpdate } from "./sql/stuck.ts"
 import { describeStoreFailure, makeStoreWriter, storeTimeout } from "./StoreWriter.ts"
 
 export { CHANNEL } from "./sql/notify.ts"
-export { migration } from "./sql/migrate.ts"
+export { migration, migrationClaimReads } from "./sql/migrate.ts"
 export { CLAIMS_PER_CHAT, type ClaimedUpdate } from "./sql/claim.ts"
 export type { InboxStats } from "./sql/counts.ts"
 export type { PendingUpdate } from "./sql/orphans.ts"

@@ -11,9 +11,14 @@
  * takes a few places in a claim, and every other chat's updates are claimed
  * beside them, not after them.
  *
- * Gotchas: the per-chat rank is a window over the pending rows, so a claim
- * reads every pending row (cheap while the dispatcher keeps up; the intake's
- * flood gate keeps one chat's backlog short). Two claims at once (a deposed
+ * Gotchas: the per-chat rank is taken over the earliest `CLAIM_WINDOW`
+ * pending rows (`inbox_pending_window`, migration 0012, which also says why
+ * the claim reads through functions), so a claim reads at
+ * most that many however long the backlog: the rank is exact for every row
+ * in the window, because a chat's earlier rows come earlier in it. A chat
+ * whose own backlog fills the whole window holds the claims back until it
+ * drains below it (the intake's flood gate keeps one chat's backlog far
+ * shorter). Two claims at once (a deposed
  * leader's last one) cannot take a row twice: the UPDATE re-checks
  * `status = 'pending'` on the row it locks.
  */
@@ -28,6 +33,13 @@ import { decodeRows, now, timestamp } from "./rows.ts"
  * chat's updates back to back, small beside the claimed updates in memory.
  */
 export const CLAIMS_PER_CHAT = 4
+
+/**
+ * Pending rows a claim reads at most, the earliest by `update_id`: bounds a
+ * claim's cost in a backlog (after an outage every claim would otherwise read
+ * all of it), and is far above the rows a claim takes.
+ */
+export const CLAIM_WINDOW = 2048
 
 /** An update this leadership term now owns. */
 export interface ClaimedUpdate {
@@ -66,14 +78,12 @@ export const claim = (
     const rows = yield* sql`
       WITH busy AS (
         SELECT chat_id, count(*) AS held, bool_or(claimed_by IS DISTINCT FROM ${term}) AS elsewhere
-        FROM telegram_updates
-        WHERE status = 'processing' AND chat_id IS NOT NULL
+        FROM inbox_processing_rows()
         GROUP BY chat_id
       ),
       ranked AS (
         SELECT update_id, chat_id, row_number() OVER (PARTITION BY chat_id ORDER BY update_id) AS place
-        FROM telegram_updates
-        WHERE status = 'pending'
+        FROM inbox_pending_window(${CLAIM_WINDOW})
       ),
       candidates AS (
         SELECT r.update_id
