@@ -587,6 +587,7 @@ const endToEnd = async (service: Service, url: string) => {
       fromSend.push(reply.at - scheduledAt[i]!)
       fromAck.push(reply.at - ackedAt[i]!)
     })
+    if (process.env.BENCH_DUMP) fs.writeFileSync(process.env.BENCH_DUMP, JSON.stringify(chats.map((c, i) => [scheduledAt[i], ackedAt[i], replies.get(c)?.at])))
     const p99 = percentiles(fromSend).p99
     const missing = total - replies.size
     const cpuPerStart = serviceCpu.total() / total * 1000

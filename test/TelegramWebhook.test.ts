@@ -175,6 +175,14 @@ layer(WebhookServerLive, { timeout: "60 seconds" })("POST /telegram/webhook", (i
       assert.strictEqual(row!.payload.message.text, "a\uFFFDb\uFFFDc 🖼 \uFFFD")
       assert.sameMembers(Object.keys(row!.payload.message.entities[0]), ["type", "offset", "length", "key\uFFFD"])
       assert.strictEqual(row!.status, "pending")
+      // Escapes in upper case, as another sender's JSON may write them (and no NUL this time).
+      const upper = body.replace("1010", "1011").replace(" \\u0000", "").replace("\\ud800", "\\uD800")
+        .replace("\\udc00", "\\uDC00").replace("\\udfff", "\\uDFFF")
+      assert.notInclude(upper.toLowerCase(), "\\u0000")
+      assert.strictEqual((yield* post(url, upper)).status, 200)
+      const [again] = yield* rowsOf(1011)
+      assert.strictEqual(again!.payload.message.text, "a\uFFFDb\uFFFDc 🖼")
+      assert.sameMembers(Object.keys(again!.payload.message.entities[0]), ["type", "offset", "length", "key\uFFFD"])
     }))
 
   it.effect("concurrent duplicate POSTs: all 200, exactly one stored it", () =>

@@ -34,7 +34,7 @@ import { AppConfig } from "../platform/AppConfig.ts"
 import { type DirectHandler, DirectRoutes } from "../platform/HttpServer.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
-import { safeJson } from "../telegram/SafeJson.ts"
+import { parseSafeJson } from "../telegram/SafeJson.ts"
 import { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 
 /** Where Telegram posts updates (the path of the webhook URL we register). */
@@ -103,7 +103,7 @@ const receivedByWebhook = Metrics.seriesOf(Metrics.updatesReceived, { source: "w
 /** The body as JSON that `jsonb` can store (NUL and lone surrogates replaced), if it is JSON. */
 const parseJson = (bytes: ArrayBuffer | Uint8Array): Option.Option<unknown> => {
   try {
-    return Option.some(safeJson(JSON.parse(utf8.decode(bytes))))
+    return Option.some(parseSafeJson(utf8.decode(bytes)))
   } catch {
     return Option.none()
   }

@@ -33,6 +33,24 @@ export const safeText = (text: string): string =>
  */
 export const safeJson = <A>(value: A): A => clean(value) as A
 
+/**
+ * The escapes through which JSON text can carry what `UNSTORABLE` finds: `\u0000` and a
+ * surrogate (`\uD800`–`\uDFFF`, any case). A literal backslash before such letters matches
+ * too; `clean` then replaces nothing, as it should.
+ */
+const UNSTORABLE_ESCAPE = /\\u(?:0000|[dD][89abcdefABCDEF])/
+
+/**
+ * `JSON.parse(text)`, made storable as `safeJson` makes it. A JSON text can
+ * carry NUL and lone surrogates only as `\u` escapes (or, if it is not from a
+ * UTF-8 decoder, as raw lone surrogates), so a text with neither is returned
+ * as parsed: the webhook's common case skips walking the whole update.
+ */
+export const parseSafeJson = (text: string): unknown => {
+  const value: unknown = JSON.parse(text)
+  return UNSTORABLE_ESCAPE.test(text) || UNSTORABLE.test(text) ? clean(value) : value
+}
+
 const clean = (value: unknown): unknown => {
   if (typeof value === "string") return safeText(value)
   if (Array.isArray(value)) {
