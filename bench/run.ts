@@ -21,7 +21,9 @@
  * for an A/B), BENCH_NODE_OPTIONS (instead of the flags of `npm run
  * start:dist`; with BENCH_ENTRY the only flags, none unless set), BENCH_ONLY (some of
  * startup,ingestion,active,failover,memory), BENCH_MEMORY_CHATS,
- * BENCH_MEMORY_RATE (see bench/memory.ts), BENCH_TIME_LIMIT_S.
+ * BENCH_MEMORY_RATE (see bench/memory.ts), BENCH_TIME_LIMIT_S, BENCH_DUMP (a file
+ * the end-to-end run writes its per-update times to: `[sent, acked, answered]`
+ * in epoch ms, for looking at latency over time).
  * Progress goes to stderr; the table to stdout.
  */
 import { Effect, Exit, Scope } from "effect"
@@ -587,7 +589,10 @@ const endToEnd = async (service: Service, url: string) => {
       fromSend.push(reply.at - scheduledAt[i]!)
       fromAck.push(reply.at - ackedAt[i]!)
     })
-    if (process.env.BENCH_DUMP) fs.writeFileSync(process.env.BENCH_DUMP, JSON.stringify(chats.map((c, i) => [scheduledAt[i], ackedAt[i], replies.get(c)?.at])))
+    // Per-update times (sent, acked, answered; epoch ms) for a look at latency over time.
+    const dump = process.env.BENCH_DUMP
+    if (dump)
+      fs.writeFileSync(dump, JSON.stringify(chats.map((c, i) => [scheduledAt[i], ackedAt[i], replies.get(c)?.at])))
     const p99 = percentiles(fromSend).p99
     const missing = total - replies.size
     const cpuPerStart = serviceCpu.total() / total * 1000
@@ -1109,7 +1114,7 @@ ${table()}
 Knobs: \`BENCH_QUICK=1\` (a smoke run), \`BENCH_SECONDS\`, \`BENCH_ROUNDS\`, \`BENCH_RATES\`, \`BENCH_CONCURRENCY\`,
 \`BENCH_E2E_RATE\`, \`BENCH_SATURATION_SENDERS\`, \`BENCH_CONNECTIONS\`, \`BENCH_GENERATIONS\`, \`BENCH_FAILOVERS\`, \`BENCH_STARTS\`, \`BENCH_ENTRY\` (e.g. \`src/main.ts\`),
 \`BENCH_NODE_OPTIONS\`, \`BENCH_ONLY\` (some of \`startup,ingestion,active,failover,memory\`), \`BENCH_MEMORY_CHATS\`, \`BENCH_MEMORY_RATE\`, \`BENCH_DATABASE_URL\`,
-\`BENCH_TIME_LIMIT_S\`. \`npx node bench/startup.ts\` prints a wider startup table
+\`BENCH_TIME_LIMIT_S\`, \`BENCH_DUMP\` (a file for the end-to-end run's per-update times). \`npx node bench/startup.ts\` prints a wider startup table
 (module loading, embedded PostgreSQL first start and restart).
 `
 
