@@ -13,14 +13,13 @@
  *
  * Gotchas: the per-chat rank is taken over the earliest `CLAIM_WINDOW`
  * pending rows (`inbox_pending_window`, migration 0012, which also says why
- * the claim reads through functions), so a claim reads at
- * most that many however long the backlog: the rank is exact for every row
- * in the window, because a chat's earlier rows come earlier in it. A chat
- * whose own backlog fills the whole window holds the claims back until it
- * drains below it (the intake's flood gate keeps one chat's backlog far
- * shorter). Two claims at once (a deposed
- * leader's last one) cannot take a row twice: the UPDATE re-checks
- * `status = 'pending'` on the row it locks.
+ * the claim reads through functions), so a claim reads at most that many
+ * however long the backlog. The rank is exact for every row in the window,
+ * because a chat's earlier rows come earlier in it. A chat whose own backlog
+ * fills the whole window holds the claims back until it drains below it (the
+ * intake's flood gate keeps one chat's backlog far shorter). Two claims at
+ * once (a deposed leader's last one) cannot take a row twice: the UPDATE
+ * re-checks `status = 'pending'` on the row it locks.
  */
 import { type DateTime, Effect, type Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
