@@ -8,7 +8,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Arbitrary, Effect, Option, Redacted, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { SqlClient } from "effect/sql/SqlClient"
-import { ChatSessions } from "../src/chat/ChatSessions.ts"
+import { type ChatSession, ChatSessions } from "../src/chat/ChatSessions.ts"
 import { type ChatState, isValidState } from "../src/chat/ChatFlowLogic.ts"
 import * as Database from "../src/database/Database.ts"
 import { migrations } from "../src/Migrations.ts"
@@ -758,6 +758,55 @@ describe("chat sessions, migration 0009", () => {
           SELECT column_name FROM information_schema.columns
           WHERE table_name = 'generations' AND column_name = 'message_thread_id'`
         assert.lengthOf(columns, 1)
+      }).pipe(
+        Effect.provide(ChatSessions.layer),
+        Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))
+      )
+    }))
+
+  it.live("concurrent reads share a statement and each gets its own (chat, user) session, ids of any size", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabaseUrl
+      yield* Effect.gen(function*() {
+        yield* Database.migrate(migrations)
+        const sessions = yield* ChatSessions
+        // Ids that fit in 32 bits beside ones that do not, and a group's negative id, in one read.
+        const group = -1_001_234_567_890
+        const bigUser = 7_000_000_001
+        const saved = (tag: "Idle" | "WaitingPrompt", lastUpdateId: number): ChatSession => ({
+          state: { _tag: tag },
+          lang: "ru",
+          lastUpdateId
+        })
+        yield* sessions.saveMany([
+          { chatId: group, userId: bigUser, session: saved("WaitingPrompt", 1) },
+          { chatId: bigUser, userId: bigUser, session: saved("Idle", 2) },
+          { chatId: 601, userId: 601, session: saved("WaitingPrompt", 3) },
+          // In the read's chats and users, but not a pair it asks for.
+          { chatId: bigUser, userId: 601, session: saved("WaitingPrompt", 4) }
+        ])
+        const asked: ReadonlyArray<readonly [number, number]> = [
+          [group, bigUser],
+          [bigUser, bigUser],
+          [601, 601],
+          [group, 601],
+          [601, bigUser],
+          [group, bigUser]
+        ]
+        const read = yield* Effect.forEach(asked, ([chatId, userId]) => sessions.get(chatId, userId), {
+          concurrency: "unbounded"
+        })
+        assert.deepStrictEqual(
+          read.map((session) => Option.map(session, (found) => [found.state._tag, found.lastUpdateId])),
+          [
+            Option.some(["WaitingPrompt", 1]),
+            Option.some(["Idle", 2]),
+            Option.some(["WaitingPrompt", 3]),
+            Option.none(),
+            Option.none(),
+            Option.some(["WaitingPrompt", 1])
+          ]
+        )
       }).pipe(
         Effect.provide(ChatSessions.layer),
         Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))

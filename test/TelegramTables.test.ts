@@ -3,7 +3,7 @@
  * (`telegram_chats`) and `WebhookFingerprint` (`telegram_webhook`).
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Clock, Effect, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import type { WebhookInfo } from "grammy/types"
@@ -56,6 +56,22 @@ describe("Telegram tables", () => {
           "[TELEGRAM] chat 501 marked blocked: Forbidden: bot was blocked by the user",
           "[TELEGRAM] chat 501 unblocked (an update arrived from it)"
         ])
+      }))
+
+    it.effect("BlockedChats: one call clears ids of every size (small, over 32 bits, negative group ids)", () =>
+      Effect.gen(function*() {
+        const chats = yield* BlockedChats.make
+        // Telegram's ids go up to 52 bits: a batch mixes ids that fit in 32 bits with ones that do not.
+        const ids = [601, 7_000_000_001, -1_001_234_567_890]
+        for (const id of ids) yield* chats.markBlocked(id, "Forbidden: bot was blocked by the user")
+        yield* chats.markUnblocked(ids)
+        for (const id of ids) assert.isFalse(yield* chats.isBlocked(id), `chat ${id} unblocked`)
+
+        for (const id of ids) yield* chats.markBlocked(id, "Forbidden: bot was blocked by the user")
+        yield* TestClock.adjust("1 second")
+        const arrivedAt = new Date(yield* Clock.currentTimeMillis)
+        yield* chats.unblockArrived(ids.map((chatId) => ({ chatId, arrivedAt })))
+        for (const id of ids) assert.isFalse(yield* chats.isBlocked(id), `chat ${id} unblocked by its arrival`)
       }))
 
     it.effect("WebhookFingerprint: none until stored; applied only when Telegram and the fingerprint agree", () =>

@@ -29,7 +29,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChatState } from "./ChatFlowLogic.ts"
 import type { Lang } from "../texts/Messages.ts"
-import { ddl, Int8 } from "../database/SqlColumns.ts"
+import { ddl, Int8, int8Array } from "../database/SqlColumns.ts"
 import { makeGroupedCalls } from "../platform/GroupedCalls.ts"
 
 /** Migration 0004: one row per chat. */
@@ -208,13 +208,24 @@ export class ChatSessions extends Context.Service<ChatSessions, {
     Effect.gen(function*() {
       const sql = yield* SqlClient
 
-      /** The sessions of `keys`, in their order (`None` for a user with none). */
+      /**
+       * The sessions of `keys`, in their order (`None` for a user with none).
+       *
+       * Why `= ANY` on both key columns, not a join with the keys: the
+       * planner guesses 100 rows for any set-returning function, and with
+       * that guess it read the whole table (a hash join over a sequential
+       * scan) on every read until the table was very large: 0.67 ms a read
+       * at 12,000 sessions, growing with every new user. `= ANY` on the
+       * primary key's columns is an index scan at any size. It can also
+       * return a user's session in another chat of the batch; the exact
+       * (chat, user) lookup below leaves those out.
+       */
       const getMany = (keys: ReadonlyArray<{ readonly chatId: number; readonly userId: number }>) =>
-        sql`SELECT s.chat_id, s.user_id, state, prompt, keyboard_message_id, lang, last_update_id, model,
+        sql`SELECT chat_id, user_id, state, prompt, keyboard_message_id, lang, last_update_id, model,
           edit_file_ids, edit_media_group_id
-          FROM jsonb_to_recordset(${JSON.stringify(keys.map((k) => ({ chat_id: k.chatId, user_id: k.userId })))}::jsonb)
-            AS k(chat_id bigint, user_id bigint)
-          JOIN chat_sessions s ON s.chat_id = k.chat_id AND s.user_id = k.user_id`.pipe(
+          FROM chat_sessions
+          WHERE chat_id = ANY(${int8Array(new Set(keys.map((k) => k.chatId)))})
+            AND user_id = ANY(${int8Array(new Set(keys.map((k) => k.userId)))})`.pipe(
           Effect.flatMap((rows) => Effect.orDie(decodeKeyedRows(rows))),
           Effect.map((rows) => {
             const found = new Map(rows.map((row) => [keyOf(row.chat_id, row.user_id), sessionOf(row)]))

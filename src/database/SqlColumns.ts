@@ -1,7 +1,7 @@
 /**
- * Schemas for PostgreSQL columns as `@effect/sql-pg` returns them, and the
- * migration helper, shared by the table modules. `bigint` (int8) columns
- * arrive as JS `bigint`.
+ * Schemas for PostgreSQL columns as `@effect/sql-pg` returns them, the
+ * int8 array parameter and the migration helper, shared by the table
+ * modules. `bigint` (int8) columns arrive as JS `bigint`.
  */
 import { Effect, Schema, SchemaTransformation } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
@@ -14,6 +14,17 @@ import type { SqlError } from "effect/sql/SqlError"
 export const Int8 = Schema.BigInt.pipe(
   Schema.decodeTo(Schema.Int, SchemaTransformation.transform({ decode: (b) => Number(b), encode: (n) => BigInt(n) }))
 )
+
+/**
+ * Integer ids (Telegram's chat, user and update ids) as an `int8[]`
+ * parameter, e.g. for `chat_id = ANY(${int8Array(ids)})`.
+ *
+ * Why: the driver types a JS number by its size (int4 when it fits in 32
+ * bits, int8 when not) and refuses an array whose elements got different
+ * types. Telegram's ids go up to 52 bits, so a batch of chats easily mixes
+ * both; passed as plain numbers, such a batch fails the whole statement.
+ */
+export const int8Array = (ids: Iterable<number>): Array<bigint> => Array.from(ids, (id) => BigInt(id))
 
 /** A bigserial primary key as a decimal string: our ids never go through floating point. */
 export const Int8Id = Schema.BigInt.pipe(

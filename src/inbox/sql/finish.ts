@@ -10,6 +10,7 @@ import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { now } from "./rows.ts"
+import { int8Array } from "../../database/SqlColumns.ts"
 
 /** Marks finished (`done`) updates this term owns; returns the ids it still owned. */
 export const complete = (
@@ -22,7 +23,7 @@ export const complete = (
     const rows = yield* sql<{ update_id: number | string | bigint }>`
       UPDATE telegram_updates
       SET status = 'done', processed_at = ${processedAt}, claimed_at = NULL
-      WHERE update_id = ANY(${updateIds}) AND status = 'processing' AND claimed_by = ${term}
+      WHERE update_id = ANY(${int8Array(updateIds)}) AND status = 'processing' AND claimed_by = ${term}
       RETURNING update_id`
     return new Set(rows.map((row) => Number(row.update_id)))
   })

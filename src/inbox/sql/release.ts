@@ -5,6 +5,7 @@
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
+import { int8Array } from "../../database/SqlColumns.ts"
 
 /**
  * Hands every row still `processing` under `term` back to `pending`. Rows not
@@ -19,6 +20,6 @@ export const release = (
   sql`
     UPDATE telegram_updates
     SET status = 'pending', claimed_at = NULL, claimed_by = NULL,
-        attempts = GREATEST(attempts - CASE WHEN update_id = ANY(${started}) THEN 0 ELSE 1 END, 0)
+        attempts = GREATEST(attempts - CASE WHEN update_id = ANY(${int8Array(started)}) THEN 0 ELSE 1 END, 0)
     WHERE status = 'processing' AND claimed_by = ${term}
     RETURNING update_id`.pipe(Effect.map((rows) => rows.length))
