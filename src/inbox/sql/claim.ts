@@ -36,9 +36,16 @@ export const CLAIMS_PER_CHAT = 4
 /**
  * Pending rows a claim reads at most, the earliest by `update_id`: bounds a
  * claim's cost in a backlog (after an outage every claim would otherwise read
- * all of it), and is far above the rows a claim takes.
+ * all of it), and is four times the most rows a claim takes (the
+ * dispatcher's batch of 64).
+ *
+ * Why not more: a claim costs about 3 µs of the database's CPU per row in
+ * its window, and the window is full exactly when the dispatcher is behind.
+ * With 2,048, a dispatcher running a second behind at 1,000 updates/s spent
+ * 3.1 ms of database CPU per claim, a third of a core that the rest of the
+ * machine needed to catch up (`docs/benchmarks.md`).
  */
-export const CLAIM_WINDOW = 2048
+export const CLAIM_WINDOW = 256
 
 /** An update this leadership term now owns. */
 export interface ClaimedUpdate {
