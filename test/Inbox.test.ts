@@ -9,11 +9,12 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer } from "effect"
+import { DateTime, Effect, Exit, Fiber, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { ANNOUNCE_SPACING_MS, Inbox, makeAnnouncer } from "../src/inbox/Inbox.ts"
 import { claim, CLAIM_WINDOW, CLAIMS_PER_CHAT } from "../src/inbox/sql/claim.ts"
 import { complete } from "../src/inbox/sql/finish.ts"
+import { purgeFinished } from "../src/inbox/sql/retention.ts"
 import { storeUpdates } from "../src/inbox/sql/store.ts"
 import { storeWriters } from "../src/inbox/StoreWriter.ts"
 import { message } from "./support/Pipeline.ts"
@@ -230,6 +231,49 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
           // A bitmap scan over the dead entries visits every page those 6,000 rows ever lived in (about 500).
           assert.isBelow(pages, 100, `heap pages read by one claim: ${pages}`)
           yield* sql`ALTER TABLE telegram_updates RESET (autovacuum_enabled)`
+          yield* sql`DELETE FROM telegram_updates`
+        }).pipe(Effect.provide(PgClient.layer({ url, maxConnections: 1 })))
+      }))
+
+    it.effect("a retention purge reads a few index pages however many finished rows are kept", () =>
+      Effect.gen(function*() {
+        // One connection, so that its statistics are all flushed when read (pg_stat_force_next_flush).
+        const url = (yield* PgClient.PgClient).config.url
+        yield* Effect.gen(function*() {
+          const sql = yield* SqlClient
+          /** Pages of the finished rows' index read so far (cache hits included). */
+          const indexPagesRead = Effect.gen(function*() {
+            yield* sql`SELECT pg_stat_force_next_flush()`
+            yield* sql`SELECT pg_stat_clear_snapshot()`
+            const [row] = yield* sql<{ n: string }>`
+              SELECT (coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0))::text AS n
+              FROM pg_statio_user_indexes WHERE indexrelname = 'telegram_updates_finished'`
+            return Number(row!.n)
+          })
+          yield* sql`DELETE FROM telegram_updates`
+          // 100,000 finished rows within the retention period (one in a hundred dead), 3 past it.
+          const now = Date.UTC(2030, 0, 10)
+          yield* sql`
+            INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, processed_at)
+            SELECT n, n, 'message', '{}'::jsonb, ${new Date(now - 3_600_000)},
+              CASE WHEN n % 100 = 0 THEN 'dead' ELSE 'done' END, ${new Date(now - 3_600_000)}
+            FROM generate_series(1, 100000) AS n`
+          yield* sql`
+            INSERT INTO telegram_updates (update_id, chat_id, kind, payload, received_at, status, processed_at)
+            SELECT n, n, 'message', '{}'::jsonb, ${new Date(now - 72 * 3_600_000)},
+              CASE WHEN n = 100002 THEN 'dead' ELSE 'done' END, ${new Date(now - 72 * 3_600_000)}
+            FROM generate_series(100001, 100003) AS n`
+          yield* sql`ANALYZE telegram_updates`
+
+          const before = yield* indexPagesRead
+          const purged = yield* purgeFinished(sql, DateTime.makeUnsafe(now - 48 * 3_600_000), 1000)
+          const pages = (yield* indexPagesRead) - before
+          assert.strictEqual(purged, 3, "the three old rows, done and dead")
+          // Reading the whole index (every kept row) is about 80 pages; the two ranges and the
+          // planner's look at the index's ends are about 10.
+          assert.isBelow(pages, 30, `index pages read by one purge: ${pages}`)
+          const [left] = yield* sql<{ n: string }>`SELECT count(*)::text AS n FROM telegram_updates`
+          assert.strictEqual(Number(left!.n), 100_000)
           yield* sql`DELETE FROM telegram_updates`
         }).pipe(Effect.provide(PgClient.layer({ url, maxConnections: 1 })))
       }))
