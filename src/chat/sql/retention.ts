@@ -17,16 +17,24 @@ export const migrationSessionsUpdatedAt = ddl(
   `CREATE INDEX chat_sessions_updated ON chat_sessions (updated_at)`
 )
 
-/** Deletes up to `limit` sessions last updated before `before`, oldest first; returns how many. */
+/**
+ * Deletes up to `limit` sessions last updated before `before`, oldest first; returns how many.
+ *
+ * The batch is found by row address (`ctid = ANY(ARRAY(…))`): with `IN (…)`
+ * on the two key columns the planner hashed the whole table for a batch of a
+ * thousand (56 ms at 100,000 sessions, growing with them). The age is checked
+ * again outside: a session a user touched meanwhile is kept.
+ */
 export const purgeSessions = (
   sql: SqlClient,
   before: DateTime.Utc,
   limit: number
 ): Effect.Effect<number, SqlError> =>
   sql`
-    DELETE FROM chat_sessions WHERE (chat_id, user_id) IN (
-      SELECT chat_id, user_id FROM chat_sessions WHERE updated_at < ${DateTime.toDateUtc(before)}
+    DELETE FROM chat_sessions WHERE ctid = ANY(ARRAY(
+      SELECT ctid FROM chat_sessions WHERE updated_at < ${DateTime.toDateUtc(before)}
       ORDER BY updated_at
       LIMIT ${limit}
-    )
+    ))
+    AND updated_at < ${DateTime.toDateUtc(before)}
     RETURNING chat_id`.pipe(Effect.map((rows) => rows.length))

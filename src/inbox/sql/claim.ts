@@ -19,7 +19,10 @@
  * fills the whole window holds the claims back until it drains below it (the
  * intake's flood gate keeps one chat's backlog far shorter). Two claims at
  * once (a deposed leader's last one) cannot take a row twice: the UPDATE
- * re-checks `status = 'pending'` on the row it locks.
+ * re-checks `status = 'pending'` on the row it locks. The UPDATE finds its
+ * rows by primary key (`= ANY(ARRAY(…))`): joined with the candidates, the
+ * planner, which guesses 1,000 rows for each read function, could hash every
+ * pending row of a backlog instead.
  */
 import { type DateTime, Effect, type Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
@@ -102,8 +105,7 @@ export const claim = (
       )
       UPDATE telegram_updates u
       SET status = 'processing', claimed_at = ${claimedAt}, claimed_by = ${term}, attempts = u.attempts + 1
-      FROM candidates c
-      WHERE u.update_id = c.update_id AND u.status = 'pending'
+      WHERE u.update_id = ANY(ARRAY(SELECT update_id FROM candidates)) AND u.status = 'pending'
       RETURNING u.update_id, u.chat_id, u.kind, u.payload, u.attempts, u.received_at`.pipe(
       Effect.flatMap(decodeRows(ClaimedRow))
     )
