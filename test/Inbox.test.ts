@@ -21,6 +21,35 @@ import { message } from "./support/Pipeline.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
 
+/**
+ * Pages of a table's heap or of an index read so far (cache hits included),
+ * as PostgreSQL's statistics count them once this connection's are flushed.
+ */
+const pagesRead = (relation: { readonly table: string } | { readonly index: string }) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    yield* sql`SELECT pg_stat_force_next_flush()`
+    yield* sql`SELECT pg_stat_clear_snapshot()`
+    const [row] = "table" in relation
+      ? yield* sql<{ n: string }>`
+        SELECT (coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0))::text AS n
+        FROM pg_statio_user_tables WHERE relname = ${relation.table}`
+      : yield* sql<{ n: string }>`
+        SELECT (coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0))::text AS n
+        FROM pg_statio_user_indexes WHERE indexrelname = ${relation.index}`
+    return Number(row!.n)
+  })
+
+/**
+ * Runs `effect` on a connection of its own, so that all its statistics are
+ * flushed when `pagesRead` reads them (pg_stat_force_next_flush).
+ */
+const onOneConnection = <A, E>(effect: Effect.Effect<A, E, SqlClient>) =>
+  Effect.gen(function*() {
+    const url = (yield* PgClient.PgClient).config.url
+    return yield* effect.pipe(Effect.provide(PgClient.layer({ url, maxConnections: 1 })))
+  })
+
 /** Writers the inbox runs, seen here as blocked INSERTs. */
 const WRITERS = storeWriters
 /** One update per writer, each of which it stores while the table is locked. */
@@ -198,20 +227,10 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
       }))
 
     it.effect("a claim reads a few heap pages however many updates were handled before it", () =>
-      Effect.gen(function*() {
-        // One connection, so that its statistics are all flushed when read (pg_stat_force_next_flush).
-        const url = (yield* PgClient.PgClient).config.url
-        yield* Effect.gen(function*() {
+      onOneConnection(
+        Effect.gen(function*() {
           const sql = yield* SqlClient
-          /** Heap pages of the inbox read so far (cache hits included). */
-          const heapPagesRead = Effect.gen(function*() {
-            yield* sql`SELECT pg_stat_force_next_flush()`
-            yield* sql`SELECT pg_stat_clear_snapshot()`
-            const [row] = yield* sql<{ n: string }>`
-              SELECT (coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0))::text AS n
-              FROM pg_statio_user_tables WHERE relname = 'telegram_updates'`
-            return Number(row!.n)
-          })
+          const heapPagesRead = pagesRead({ table: "telegram_updates" })
           yield* sql`DELETE FROM telegram_updates`
           // An autovacuum pass meanwhile would hold back the horizon that marking entries dead needs.
           yield* sql`ALTER TABLE telegram_updates SET (autovacuum_enabled = off)`
@@ -232,24 +251,14 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
           assert.isBelow(pages, 100, `heap pages read by one claim: ${pages}`)
           yield* sql`ALTER TABLE telegram_updates RESET (autovacuum_enabled)`
           yield* sql`DELETE FROM telegram_updates`
-        }).pipe(Effect.provide(PgClient.layer({ url, maxConnections: 1 })))
-      }))
+        })
+      ))
 
     it.effect("a retention purge reads a few index pages however many finished rows are kept", () =>
-      Effect.gen(function*() {
-        // One connection, so that its statistics are all flushed when read (pg_stat_force_next_flush).
-        const url = (yield* PgClient.PgClient).config.url
-        yield* Effect.gen(function*() {
+      onOneConnection(
+        Effect.gen(function*() {
           const sql = yield* SqlClient
-          /** Pages of the finished rows' index read so far (cache hits included). */
-          const indexPagesRead = Effect.gen(function*() {
-            yield* sql`SELECT pg_stat_force_next_flush()`
-            yield* sql`SELECT pg_stat_clear_snapshot()`
-            const [row] = yield* sql<{ n: string }>`
-              SELECT (coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0))::text AS n
-              FROM pg_statio_user_indexes WHERE indexrelname = 'telegram_updates_finished'`
-            return Number(row!.n)
-          })
+          const indexPagesRead = pagesRead({ index: "telegram_updates_finished" })
           yield* sql`DELETE FROM telegram_updates`
           // 100,000 finished rows within the retention period (one in a hundred dead), 3 past it.
           const now = Date.UTC(2030, 0, 10)
@@ -275,8 +284,8 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
           const [left] = yield* sql<{ n: string }>`SELECT count(*)::text AS n FROM telegram_updates`
           assert.strictEqual(Number(left!.n), 100_000)
           yield* sql`DELETE FROM telegram_updates`
-        }).pipe(Effect.provide(PgClient.layer({ url, maxConnections: 1 })))
-      }))
+        })
+      ))
 
     it.effect(`a claim looks at the earliest ${CLAIM_WINDOW} pending rows only`, () =>
       Effect.gen(function*() {
