@@ -70,6 +70,41 @@ describe("GroupedCalls", () => {
       assert.deepStrictEqual(runs, [[0], [12, 13, 14], [12], [13], [14]])
     }))
 
+  it.effect("callback requests share the executions of Effect calls, and each hears its own result once", () =>
+    Effect.gen(function*() {
+      const { call, gate, runs } = yield* heldCalls(1, (inputs) => Effect.succeed(inputs.map((n) => n * 10)))
+      const first = yield* Effect.forkChild(call(1))
+      for (let i = 0; i < 100 && runs.length === 0; i++) yield* Effect.yieldNow
+      assert.deepStrictEqual(runs, [[1]], "the first call runs alone and holds the next ones")
+      const heard: Array<[number, Exit.Exit<number, unknown>]> = []
+      call.offerUnsafe(2, (exit) => heard.push([2, exit]))
+      const effectCall = yield* Effect.forkChild(call(3))
+      yield* Effect.yieldNow
+      call.offerUnsafe(4, (exit) => heard.push([4, exit]))
+      assert.deepStrictEqual(heard, [], "nobody hears before the execution ran")
+      yield* Deferred.succeed(gate, undefined)
+      assert.strictEqual(yield* Fiber.join(first), 10)
+      assert.strictEqual(yield* Fiber.join(effectCall), 30)
+      for (let i = 0; i < 10 && heard.length < 2; i++) yield* Effect.yieldNow
+      assert.deepStrictEqual(heard, [[2, Exit.succeed(20)], [4, Exit.succeed(40)]])
+      assert.deepStrictEqual(runs, [[1], [2, 3, 4]])
+    }))
+
+  it.effect("a callback request after the scope closed hears GroupedCallsClosed at once", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const call = yield* makeGroupedCalls({
+        maxPerCall: 10,
+        run: (inputs: ReadonlyArray<number>) => Effect.as(Effect.never, inputs)
+      }).pipe(Scope.provide(scope))
+      const heard: Array<Exit.Exit<never, unknown>> = []
+      call.offerUnsafe(1, (exit) => heard.push(exit as Exit.Exit<never, unknown>))
+      yield* Effect.yieldNow
+      yield* Scope.close(scope, Exit.void)
+      call.offerUnsafe(2, (exit) => heard.push(exit as Exit.Exit<never, unknown>))
+      assert.deepStrictEqual(heard, [Exit.fail(new GroupedCallsClosed()), Exit.fail(new GroupedCallsClosed())])
+    }))
+
   it.effect("closing the scope fails the calls still waiting", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()

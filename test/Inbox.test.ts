@@ -9,14 +9,22 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { DateTime, Effect, Exit, Fiber, Layer } from "effect"
+import { Context, DateTime, Effect, Exit, Fiber, Layer, Metric } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import { ANNOUNCE_SPACING_MS, Inbox, makeAnnouncer } from "../src/inbox/Inbox.ts"
+import { TestClock } from "effect/testing"
+import {
+  ANNOUNCE_SPACING_MS,
+  Inbox,
+  type InboxShape,
+  type InboxUnavailable,
+  makeAnnouncer
+} from "../src/inbox/Inbox.ts"
 import { claim, CLAIM_WINDOW, CLAIMS_PER_CHAT } from "../src/inbox/sql/claim.ts"
 import { complete } from "../src/inbox/sql/finish.ts"
 import { purgeFinished } from "../src/inbox/sql/retention.ts"
 import { storeUpdates } from "../src/inbox/sql/store.ts"
-import { storeWriters } from "../src/inbox/StoreWriter.ts"
+import { storeTimeout, storeWriters } from "../src/inbox/StoreWriter.ts"
+import * as Metrics from "../src/observability/Metrics.ts"
 import { message } from "./support/Pipeline.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
 import { TestDatabaseLive } from "./support/TestDatabase.ts"
@@ -173,6 +181,90 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
         assert.deepStrictEqual(yield* storedIds, [...good, ...BLOCKER_IDS])
         // One per blocked writer, the shared one that failed, then each of the 11 alone.
         assert.strictEqual(yield* statements, WRITERS + 1 + good.length + 1)
+      }))
+  })
+
+  describe("Inbox.storeUnsafe (the webhook's direct route: no fiber per store)", () => {
+    /** `storeUnsafe` as an Effect for the test, failing it if `done` is ever called twice. */
+    const viaCallback = (inbox: InboxShape, id: number) =>
+      Effect.callback<number, InboxUnavailable>((resume) => {
+        let calls = 0
+        inbox.storeUnsafe(message(id, id % 7) as any, (exit) => {
+          calls++
+          assert.strictEqual(calls, 1, `done of update ${id} called more than once`)
+          resume(exit)
+        })
+      })
+
+    it.effect("its stores share one INSERT with the Effect stores; each hears about its own update", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`DELETE FROM telegram_updates`
+        const statements = yield* countInsertStatements
+        const inbox = yield* Inbox
+        // Updates 1..40 by callback, 41..60 and 1..10 again as Effects, and 2^64, which the database refuses.
+        const { fibers } = yield* whileWritersBlocked(() =>
+          Effect.all([
+            ...Array.from({ length: 40 }, (_, i) => Effect.forkChild(Effect.exit(viaCallback(inbox, i + 1)))),
+            ...[...Array.from({ length: 20 }, (_, i) => i + 41), ...Array.from({ length: 10 }, (_, i) => i + 1)]
+              .map((id) => Effect.forkChild(Effect.exit(inbox.store([message(id, id % 7)] as any)))),
+            Effect.forkChild(Effect.exit(viaCallback(inbox, 2 ** 64)))
+          ])
+        )
+        const exits = yield* Effect.forEach(fibers, Fiber.join)
+        exits.slice(0, 60).forEach((exit) => assert.deepStrictEqual(exit, Exit.succeed(1)))
+        exits.slice(60, 70).forEach((exit) => assert.deepStrictEqual(exit, Exit.succeed(0), "a duplicate"))
+        const refused = exits[70]!
+        assert.isTrue(Exit.isFailure(refused) && String(refused.cause).includes("InboxUnavailable"))
+        assert.deepStrictEqual(yield* storedIds, [...Array.from({ length: 60 }, (_, i) => i + 1), ...BLOCKER_IDS])
+        // One per blocked writer, the shared one that failed on 2^64, then each of its 71 stores alone.
+        assert.strictEqual(yield* statements, WRITERS + 1 + 71)
+      }))
+
+    it.effect("a store that does not commit within storeTimeout hears InboxUnavailable, once", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`DELETE FROM telegram_updates`
+        // An inbox of this test: its timer runs on this test's TestClock.
+        const inbox = Context.get(
+          yield* Layer.build(Layer.fresh(Inbox.layerWithoutHealth).pipe(Layer.provide(TestConfigLive()))),
+          Inbox
+        )
+        const exit = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
+          const store = yield* Effect.forkChild(Effect.exit(viaCallback(inbox, 501)))
+          let blocked = 0
+          for (let round = 0; round < 500 && blocked === 0; round++) blocked = yield* blockedInserts
+          assert.strictEqual(blocked, 1, "the store waits for the lock")
+          yield* TestClock.adjust(storeTimeout)
+          return yield* Fiber.join(store)
+        }))
+        assert.isTrue(Exit.isFailure(exit))
+        assert.include(String(Exit.isFailure(exit) ? exit.cause : ""), "did not answer within")
+        // The INSERT went on once the lock was gone: the update is stored, and `done` was not called again.
+        let stored: ReadonlyArray<number> = []
+        for (let round = 0; round < 500 && stored.length === 0; round++) stored = yield* storedIds
+        assert.deepStrictEqual(stored, [501])
+      }))
+
+    it.effect("an update over its chat's rate is acknowledged, not stored, and counted as dropped", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`DELETE FROM telegram_updates`
+        // An inbox of this test, whose chats may send 3 updates a minute.
+        const inbox = Context.get(
+          yield* Layer.build(
+            Layer.fresh(Inbox.layerWithoutHealth).pipe(Layer.provide(TestConfigLive({ FLOOD_CHAT_RATE: "3/1m" })))
+          ),
+          Inbox
+        )
+        const flood = Metrics.seriesOf(Metrics.updatesDropped, { reason: "flood" })
+        const droppedBefore = (yield* Metric.value(flood)).count
+        // Four updates of chat 3 (`message(id, id % 7)`).
+        const counts = yield* Effect.forEach([703, 710, 717, 724], (id) => viaCallback(inbox, id))
+        assert.deepStrictEqual(counts, [1, 1, 1, 0], "the fourth is acknowledged as if a duplicate")
+        assert.deepStrictEqual(yield* storedIds, [703, 710, 717])
+        assert.strictEqual((yield* Metric.value(flood)).count - droppedBefore, 1)
       }))
   })
 

@@ -44,10 +44,14 @@ const gatedWriter = Effect.gen(function*() {
       for (let round = 0; round < 1000 && statements.length < n; round++) yield* Effect.yieldNow
       assert.isAtLeast(statements.length, n, "statements taken in hand")
     })
+  /** A store without a fiber: `done` hears its outcome. */
+  const writeUnsafe = (ids: ReadonlyArray<number>, done: (exit: Exit.Exit<number, unknown>) => void) =>
+    writer.writeUnsafe(ids.map((id) => message(id, id % 3) as UpdateEnvelope), done)
   return {
     scope,
     awaitStatements,
     write,
+    writeUnsafe,
     open: Deferred.succeed(gate, undefined),
     statements: () => statements,
     /** The next `n` announcements, waiting for them. */
@@ -93,6 +97,32 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())))((it) => {
         // Statements run one after another: the one storing nothing new (3) would have announced first.
         assert.deepStrictEqual(yield* writer.announced(1), [4], "nothing new, nothing announced")
         yield* Scope.close(writer.scope, Exit.void)
+      }))
+
+    it.effect("stores without a fiber (writeUnsafe) join the same statements and hear their counts", () =>
+      Effect.gen(function*() {
+        const { inHand: first, writer } = yield* writerHolding(30)
+        const heard: Array<Exit.Exit<number, unknown>> = []
+        writer.writeUnsafe([31, 32], (exit) => heard.push(exit))
+        const effectStore = yield* writer.write(32, 33)
+        for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+        writer.writeUnsafe([30], (exit) => heard.push(exit))
+        writer.writeUnsafe([], (exit) => heard.push(exit))
+        assert.deepStrictEqual(heard, [Exit.succeed(0)], "an empty store is done at once, the others wait")
+        yield* writer.open
+        assert.deepStrictEqual(yield* Fiber.join(first), Exit.succeed(1))
+        assert.deepStrictEqual(yield* Fiber.join(effectStore), Exit.succeed(1))
+        for (let i = 0; i < 100 && heard.length < 3; i++) yield* Effect.yieldNow
+        // 32 is new once, for the first store naming it; 30 was stored by the first statement.
+        assert.deepStrictEqual(heard, [Exit.succeed(0), Exit.succeed(2), Exit.succeed(0)])
+        assert.deepStrictEqual(writer.statements(), [[30], [31, 32, 32, 33, 30]])
+        yield* Scope.close(writer.scope, Exit.void)
+        writer.writeUnsafe([34], (exit) => heard.push(exit))
+        assert.strictEqual(
+          (failureOf(heard[3]!) as { _tag?: string } | undefined)?._tag,
+          "InboxClosed",
+          "after shutdown: InboxClosed, at once"
+        )
       }))
 
     it.effect("a statement that does not commit in time fails its stores", () =>

@@ -41,11 +41,26 @@
  * one INSERT and one commit, and each caller still hears only once its own
  * rows are committed.
  */
-import { Clock, Context, type DateTime, Effect, Layer, Metric, Queue, Schema, type Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  type DateTime,
+  Effect,
+  Exit,
+  Layer,
+  Metric,
+  Queue,
+  Schema,
+  type Scope,
+  type Tracer
+} from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Metrics from "../observability/Metrics.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
+import { plainSpans } from "../platform/PlainSpans.ts"
+import { plainTimer } from "../platform/PlainTimer.ts"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
 import { makeFloodGate } from "./FloodGate.ts"
 import type { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
@@ -87,6 +102,19 @@ export interface InboxShape {
    * commit within 5 s, …).
    */
   readonly store: (updates: ReadonlyArray<UpdateEnvelope>) => Effect.Effect<number, InboxUnavailable>
+  /**
+   * `store` of one update with no fiber and no Effect, for the webhook's
+   * direct route (its one hot path): the same flood gate, group commit,
+   * logging, metrics and bound of 5 s, and the same `Inbox.store` span (under
+   * `parent`). `done` is called exactly once, on the store's writer or a
+   * timer, with how many were new (0 or 1) or `InboxUnavailable`; it must be
+   * quick and must not throw.
+   */
+  readonly storeUnsafe: (
+    update: UpdateEnvelope,
+    done: (exit: Exit.Exit<number, InboxUnavailable>) => void,
+    parent?: Tracer.AnySpan
+  ) => void
   /**
    * Claims up to `limit` pending updates in `update_id` order for `term`,
    * skipping chats with an update still `processing` under another term and
@@ -234,23 +262,63 @@ const make = Effect.gen(function*() {
       return admitted.length === 0 ? 0 : yield* writer.write(admitted)
     })
 
+  const recoveredMessage = "[INBOX] storing updates works again"
+  /** What a store that did not commit within `storeTimeout` failed with (as `Effect.timeout` says it). */
+  const timedOut = Cause.fail(new Cause.TimeoutError())
+  /** Logs the failure (once per change) and says what the caller hears. */
+  const unavailable = (cause: Cause.Cause<unknown>) =>
+    Effect.suspend(() => {
+      const reason = describeStoreFailure(cause)
+      return storeProblems.failing(`[INBOX] cannot store updates (Telegram will retry): ${reason}`).pipe(
+        Effect.as(new InboxUnavailable({ message: `the update could not be stored: ${reason}` }))
+      )
+    })
+
   // A span without a stack trace (unlike `Effect.fn`'s): capturing one is measurable CPU on every webhook.
   const store = (updates: ReadonlyArray<UpdateEnvelope>) =>
     admitAndWrite(updates).pipe(
       Effect.timeout(storeTimeout),
-      Effect.tap(() => storeProblems.recovered("[INBOX] storing updates works again")),
-      Effect.catchCause((cause) =>
-        Effect.gen(function*() {
-          const reason = describeStoreFailure(cause)
-          yield* storeProblems.failing(`[INBOX] cannot store updates (Telegram will retry): ${reason}`)
-          return yield* new InboxUnavailable({ message: `the update could not be stored: ${reason}` })
-        })
-      ),
+      Effect.tap(() => storeProblems.recovered(recoveredMessage)),
+      Effect.catchCause((cause) => Effect.flatMap(unavailable(cause), Effect.fail)),
       Effect.withSpan("Inbox.store", undefined, { captureStackTrace: false })
     )
 
+  // `store` for the direct route: the same steps in plain code, Effects only for the rare log lines.
+  const context = yield* Effect.context<never>()
+  const runLogging = Effect.runForkWith(context)
+  const clock = yield* Effect.clockWith(Effect.succeed)
+  const spans = yield* plainSpans
+  const startTimer = yield* plainTimer
+  const storeUnsafe: InboxShape["storeUnsafe"] = (update, done, parent) => {
+    const span = spans.start("Inbox.store", { parent })
+    const { admitted, dropped } = floodGate.admit([update], clock.currentTimeMillisUnsafe())
+    if (dropped > 0) droppedAsFlood.updateUnsafe(dropped, context)
+    let settled = false
+    const settle = (exit: Exit.Exit<number, InboxUnavailable>) => {
+      if (settled) return
+      settled = true
+      cancelTimer()
+      spans.end(span, exit)
+      done(exit)
+    }
+    const cancelTimer = startTimer(
+      storeTimeout,
+      () => runLogging(Effect.map(unavailable(timedOut), (error) => settle(Exit.fail(error))))
+    )
+    writer.writeUnsafe(admitted, (exit) => {
+      if (settled) return
+      if (Exit.isSuccess(exit)) {
+        if (storeProblems.reporting()) runLogging(storeProblems.recovered(recoveredMessage))
+        return settle(Exit.succeed(exit.value))
+      }
+      // The failure's log line is written first, then the caller hears it (both right away).
+      runLogging(Effect.map(unavailable(exit.cause), (error) => settle(Exit.fail(error))))
+    })
+  }
+
   return Inbox.of({
     store,
+    storeUnsafe,
     claim: Effect.fn("Inbox.claim")((term: string, limit: number, perChat = CLAIMS_PER_CHAT) =>
       claim(sql, term, limit, perChat)
     ),

@@ -18,7 +18,7 @@
  * still queued or in hand fails with `InboxClosed`: nobody waits on a batch
  * that will never be written.
  */
-import { Cause, Data, Duration, Effect, Predicate, type Scope } from "effect"
+import { Cause, Data, Duration, Effect, Exit, Predicate, type Scope } from "effect"
 import type { TimeoutError } from "effect/Cause"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeGroupedCalls } from "../platform/GroupedCalls.ts"
@@ -60,6 +60,12 @@ export interface Storable {
 export interface StoreWriter<U extends Storable> {
   /** Queues `updates` for the next statement; succeeds, once they are committed, with how many were new. */
   readonly write: (updates: ReadonlyArray<U>) => Effect.Effect<number, StoreFailure>
+  /**
+   * `write` without a fiber: queues `updates` for the next statement and
+   * calls `done` once with its outcome (at once with `InboxClosed` on
+   * shutdown). No timeout of its own: the caller bounds its wait.
+   */
+  readonly writeUnsafe: (updates: ReadonlyArray<U>, done: (exit: Exit.Exit<number, StoreFailure>) => void) => void
 }
 
 /** What the writer writes with. */
@@ -101,5 +107,14 @@ export const makeStoreWriter = <U extends Storable>(
         ? Effect.succeed(0)
         : store(updates).pipe(Effect.catchTag("GroupedCallsClosed", () => Effect.fail(new InboxClosed())))
 
-    return { write }
+    const writeUnsafe = (updates: ReadonlyArray<U>, done: (exit: Exit.Exit<number, StoreFailure>) => void) =>
+      updates.length === 0 ?
+        done(Exit.succeed(0)) :
+        store.offerUnsafe(
+          updates,
+          (exit) =>
+            done(Exit.mapError(exit, (error) => error._tag === "GroupedCallsClosed" ? new InboxClosed() : error))
+        )
+
+    return { write, writeUnsafe }
   })

@@ -22,18 +22,23 @@
  * acknowledgement, and the webhook is the one hot path. Everything else (a
  * wrong secret, no or an oversized `Content-Length`, chunked bodies,
  * `Expect: 100-continue`) goes to the router's route, which handles every
- * case. Both parse the body and store the update with the same functions, and
- * both trace the request as `TelegramWebhook.handle` under a server span with
- * `http.route`.
+ * case. Both parse the body with the same functions and store the update
+ * through the same group commit, and both trace the request as
+ * `TelegramWebhook.handle` under a server span with `http.route`. The direct
+ * route runs no fiber and no Effect per request (`Inbox.storeUnsafe`, spans
+ * from `platform/PlainSpans.ts`): with them, a fiber per request, a timeout
+ * race of two more and their steps took about a third of an
+ * acknowledgement's CPU (`docs/benchmarks.md`).
  */
-import { ByteSize, Effect, Fiber, Layer, Metric, Option, Redacted, Schema } from "effect"
+import { ByteSize, Effect, Exit, Layer, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { type DirectHandler, DirectRoutes } from "../platform/HttpServer.ts"
-import { Inbox } from "../inbox/Inbox.ts"
+import { Inbox, type InboxShape } from "../inbox/Inbox.ts"
 import * as Metrics from "../observability/Metrics.ts"
+import { type PlainSpans, plainSpans } from "../platform/PlainSpans.ts"
 import { parseSafeJson } from "../telegram/SafeJson.ts"
 import { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 
@@ -165,26 +170,28 @@ const isPlain = (request: IncomingMessage, secretMatches: (given: string | undef
     /^\d+$/.test(declared) && Number(declared) <= MAX_BODY_BYTES && secretMatches(headers[SECRET_HEADER] as string)
 }
 
-/** A span's stack trace costs measurable CPU per request, and the direct route's spans always start here. */
-const NO_STACK_TRACE = { captureStackTrace: false }
+/** The server span's attributes, as the router's tracing middleware sets them. */
+const SERVER_SPAN_ATTRIBUTES = { "http.request.method": "POST", "url.path": WEBHOOK_PATH, "http.route": WEBHOOK_PATH }
 
-/** The server span of a direct request, as the router's tracing middleware names and marks it. */
-const serverSpan = Effect.withSpan("http.server POST", {
-  kind: "server",
-  attributes: { "http.request.method": "POST", "url.path": WEBHOOK_PATH, "http.route": WEBHOOK_PATH }
-}, NO_STACK_TRACE)
+/** What the direct route needs besides the secret check. */
+interface DirectStore {
+  readonly storeUnsafe: InboxShape["storeUnsafe"]
+  readonly spans: PlainSpans
+  /** Counts a new update (the router's route does it with `Metric.update`). */
+  readonly countReceived: (stored: number) => void
+}
 
 /**
  * The direct route: reads the body (Node's parser stops at `Content-Length`),
- * parses it, and stores the update in a fiber of `run`, answering when it is
- * committed. A client that goes away before its body arrived is dropped; one
- * that goes away while its update is being stored does not stop the store.
+ * parses it, and stores the update with `Inbox.storeUnsafe`, answering when
+ * it is committed: no fiber and no Effect per request, the same spans as the
+ * router's route. A client that goes away before its body arrived is
+ * dropped; one that goes away while its update is being stored does not
+ * stop the store. On shutdown the inbox fails what it still holds, which is
+ * answered 503 (Telegram retries).
  */
 const makeDirectHandler =
-  (
-    secretMatches: (given: string | undefined) => boolean,
-    run: (effect: Effect.Effect<void, never, Inbox>) => void
-  ): DirectHandler =>
+  (secretMatches: (given: string | undefined) => boolean, direct: DirectStore): DirectHandler =>
   (request, response) => {
     if (!isPlain(request, secretMatches)) return false
     const chunks: Array<Buffer> = []
@@ -192,15 +199,18 @@ const makeDirectHandler =
     request.on("end", () => {
       const update = parseUpdate(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
       if (Option.isNone(update)) return send(response, NOT_AN_UPDATE)
-      run(
-        storeUpdate(update.value).pipe(
-          Effect.withSpan("TelegramWebhook.handle", undefined, NO_STACK_TRACE),
-          serverSpan,
-          Effect.map((replied) => send(response, replied)),
-          // Shutdown past its deadline: the update may not be committed, so Telegram must retry.
-          Effect.onInterrupt(() => Effect.sync(() => send(response, UNAVAILABLE)))
-        )
-      )
+      const server = direct.spans.start("http.server POST", { kind: "server", attributes: SERVER_SPAN_ATTRIBUTES })
+      const handle = direct.spans.start("TelegramWebhook.handle", {
+        parent: server,
+        attributes: { update_id: update.value.update_id }
+      })
+      direct.storeUnsafe(update.value, (exit) => {
+        const replied = Exit.isSuccess(exit) ? (exit.value === 0 ? DUPLICATE : STORED) : UNAVAILABLE
+        if (Exit.isSuccess(exit)) direct.countReceived(exit.value)
+        send(response, replied)
+        direct.spans.end(handle, exit)
+        direct.spans.end(server, exit)
+      }, handle)
     })
     return true
   }
@@ -213,10 +223,13 @@ const makeDirectHandler =
 export const WebhookRoute = Layer.unwrap(Effect.gen(function*() {
   const config = yield* AppConfig
   const secretMatches = makeSecretCheck(config.telegramWebhookSecret)
-  const context = yield* Effect.context<Inbox>()
-  const scope = yield* Effect.scope
-  const runFork = Effect.runForkWith(context)
-  const run = (effect: Effect.Effect<void, never, Inbox>) => void Fiber.runIn(runFork(effect), scope)
-  yield* (yield* DirectRoutes).add("POST", WEBHOOK_PATH, makeDirectHandler(secretMatches, run))
+  const inbox = yield* Inbox
+  const context = yield* Effect.context<never>()
+  const direct: DirectStore = {
+    storeUnsafe: inbox.storeUnsafe,
+    spans: yield* plainSpans,
+    countReceived: (stored) => receivedByWebhook.updateUnsafe(stored, context)
+  }
+  yield* (yield* DirectRoutes).add("POST", WEBHOOK_PATH, makeDirectHandler(secretMatches, direct))
   return HttpRouter.add("POST", WEBHOOK_PATH, handleWebhook(secretMatches))
 }))

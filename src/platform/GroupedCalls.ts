@@ -16,17 +16,31 @@
  * integrity error), each request is run again alone, so one bad item never
  * fails its neighbours; any other failure fails every request of the call.
  *
+ * A request joins either as an Effect (`call(input)`: the caller's fiber
+ * waits) or with a callback (`call.offerUnsafe(input, done)`: no fiber and no
+ * Effect per request, for a hot path answered from plain Node callbacks such
+ * as the webhook's direct route). Both share the same executions.
+ *
  * Gotchas: `run` must answer one result per input, in input order. Closing
  * the scope fails every request still queued or in hand with
- * `GroupedCallsClosed`; nobody waits on a call that will never run.
+ * `GroupedCallsClosed`; nobody waits on a call that will never run. A
+ * callback runs on the grouping fiber: it must be quick and must not throw.
  */
 import { Cause, Data, Deferred, Effect, Exit, Predicate, Queue, type Scope } from "effect"
 
 /** The grouped calls were shut down (their scope closed) before this request ran. */
 export class GroupedCallsClosed extends Data.TaggedError("GroupedCallsClosed")<{}> {}
 
-/** A grouped operation: `call(input)` joins the next shared execution and gets its own result. */
-export type GroupedCall<I, O, E> = (input: I) => Effect.Effect<O, E | GroupedCallsClosed>
+/**
+ * A grouped operation: `call(input)` joins the next shared execution and gets
+ * its own result; `call.offerUnsafe(input, done)` joins it without a fiber
+ * and hears its result through `done` (called exactly once, maybe at once
+ * with `GroupedCallsClosed` when the calls are shut down).
+ */
+export interface GroupedCall<I, O, E> {
+  (input: I): Effect.Effect<O, E | GroupedCallsClosed>
+  readonly offerUnsafe: (input: I, done: (exit: Exit.Exit<O, E | GroupedCallsClosed>) => void) => void
+}
 
 /** What to group. */
 export interface GroupedCallsOptions<I, O, E> {
@@ -38,7 +52,8 @@ export interface GroupedCallsOptions<I, O, E> {
 
 interface Request<I, O, E> {
   readonly input: I
-  readonly result: Deferred.Deferred<O, E | GroupedCallsClosed>
+  /** Hears the request's result, once. */
+  readonly done: (exit: Exit.Exit<O, E | GroupedCallsClosed>) => void
 }
 
 /**
@@ -67,18 +82,16 @@ export const makeGroupedCalls = <I, O, E>(
       Effect.gen(function*() {
         const exit = yield* Effect.exit(options.run(batch.map((request) => request.input)))
         if (Exit.isSuccess(exit)) {
-          batch.forEach((request, i) => Deferred.doneUnsafe(request.result, Exit.succeed(exit.value[i]!)))
+          batch.forEach((request, i) => request.done(Exit.succeed(exit.value[i]!)))
           return
         }
         if (batch.length > 1 && isRowFault(exit.cause)) {
           for (const request of batch) yield* runBatch([request])
           return
         }
-        for (const request of batch) Deferred.doneUnsafe(request.result, Exit.failCause(exit.cause))
+        for (const request of batch) request.done(Exit.failCause(exit.cause))
       }).pipe(
-        Effect.onInterrupt(() =>
-          Effect.sync(() => batch.forEach((request) => Deferred.doneUnsafe(request.result, closed)))
-        )
+        Effect.onInterrupt(() => Effect.sync(() => batch.forEach((request) => request.done(closed))))
       )
 
     yield* Queue.takeBetween(requests, 1, options.maxPerCall).pipe(
@@ -88,18 +101,22 @@ export const makeGroupedCalls = <I, O, E>(
     )
     yield* Effect.addFinalizer(() =>
       Queue.clear(requests).pipe(
-        Effect.map((left) => left.forEach((request) => Deferred.doneUnsafe(request.result, closed))),
+        Effect.map((left) => left.forEach((request) => request.done(closed))),
         Effect.andThen(Queue.shutdown(requests)),
         Effect.ignore
       )
     )
 
+    const offerUnsafe = (input: I, done: Request<I, O, E>["done"]): void => {
+      if (!Queue.offerUnsafe(requests, { input, done })) done(closed)
+    }
     // Plain steps, no generator: this runs once per request.
-    return (input: I) =>
+    const call = (input: I) =>
       Effect.suspend(() => {
         const result = Deferred.makeUnsafe<O, E | GroupedCallsClosed>()
-        return Queue.offerUnsafe(requests, { input, result })
+        return Queue.offerUnsafe(requests, { input, done: (exit) => Deferred.doneUnsafe(result, exit) })
           ? Deferred.await(result)
           : Effect.fail(new GroupedCallsClosed())
       })
+    return Object.assign(call, { offerUnsafe })
   })

@@ -11,6 +11,8 @@ export interface ProblemLog {
   readonly failing: (message: string) => Effect.Effect<void>
   /** Logs `message` if a problem was reported since; tells whether it was. */
   readonly recovered: (message: string) => Effect.Effect<boolean>
+  /** Whether a problem is reported and its recovery not yet: `recovered` has something to log. */
+  readonly reporting: () => boolean
 }
 
 /** Reports a problem once per distinct message, and the recovery once. */
@@ -28,7 +30,8 @@ export const makeProblemLog = (): ProblemLog => {
         if (current === undefined) return Effect.succeed(false)
         current = undefined
         return Effect.as(Effect.logInfo(message), true)
-      })
+      }),
+    reporting: () => current !== undefined
   }
 }
 
@@ -51,6 +54,7 @@ export const makeOutageLog = (): ProblemLog => {
         if (!failing) return Effect.succeed(false)
         failing = false
         return Effect.as(Effect.logInfo(message), true)
-      })
+      }),
+    reporting: () => failing
   }
 }
