@@ -35,6 +35,13 @@ const heldCalls = <O, E>(
     return { call, gate, runs }
   })
 
+/** Grouped calls in `scope` whose runs never end: requests stay in hand or queued until it closes. */
+const neverEndingCalls = (scope: Scope.Scope) =>
+  makeGroupedCalls({
+    maxPerCall: 10,
+    run: (inputs: ReadonlyArray<number>) => Effect.as(Effect.never, inputs)
+  }).pipe(Scope.provide(scope))
+
 describe("GroupedCalls", () => {
   it.effect("calls made while one runs share the next run, and each gets its own result", () =>
     Effect.gen(function*() {
@@ -93,10 +100,7 @@ describe("GroupedCalls", () => {
   it.effect("a callback request after the scope closed hears GroupedCallsClosed at once", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const call = yield* makeGroupedCalls({
-        maxPerCall: 10,
-        run: (inputs: ReadonlyArray<number>) => Effect.as(Effect.never, inputs)
-      }).pipe(Scope.provide(scope))
+      const call = yield* neverEndingCalls(scope)
       const heard: Array<Exit.Exit<never, unknown>> = []
       call.offerUnsafe(1, (exit) => heard.push(exit as Exit.Exit<never, unknown>))
       yield* Effect.yieldNow
@@ -108,10 +112,7 @@ describe("GroupedCalls", () => {
   it.effect("closing the scope fails the calls still waiting", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const call = yield* makeGroupedCalls({
-        maxPerCall: 10,
-        run: (inputs: ReadonlyArray<number>) => Effect.as(Effect.never, inputs)
-      }).pipe(Scope.provide(scope))
+      const call = yield* neverEndingCalls(scope)
       const running = yield* Effect.forkChild(Effect.exit(call(1)))
       yield* Effect.yieldNow
       const queued = yield* Effect.forkChild(Effect.exit(call(2)))
