@@ -15,10 +15,14 @@ import { Clock, Context, Duration, Effect } from "effect"
 /** Calls `onTime` after `duration` unless cancelled first; returns the cancel. */
 export type StartTimer = (duration: Duration.Duration, onTime: () => void) => () => void
 
-/** The clock every fiber has unless another is provided. */
-const liveClock = Context.get(Context.empty(), Clock.Clock)
-/** Node's longest timer; a longer one sleeps on the clock instead. */
-const MAX_TIMER_MILLIS = 2 ** 31 - 1
+/** The clock every fiber has unless another is provided (`Date.now` and `setTimeout`). */
+export const liveClock = Context.get(Context.empty(), Clock.Clock)
+/** Node's longest timer; a longer wait takes the clock's general path. */
+export const MAX_TIMER_MILLIS = 2 ** 31 - 1
+
+/** Whether a wait of `millis` on `clock` can be a plain `setTimeout`: the live clock, within Node's limit. */
+export const isPlainTimer = (clock: Clock.Clock, millis: number): boolean =>
+  clock === liveClock && millis <= MAX_TIMER_MILLIS
 
 /** Timers on the current context's clock. */
 export const plainTimer: Effect.Effect<StartTimer> = Effect.gen(function*() {
@@ -26,7 +30,7 @@ export const plainTimer: Effect.Effect<StartTimer> = Effect.gen(function*() {
   const runFork = Effect.runForkWith(yield* Effect.context<never>())
   return (duration, onTime) => {
     const millis = Duration.toMillis(duration)
-    if (clock === liveClock && millis <= MAX_TIMER_MILLIS) {
+    if (isPlainTimer(clock, millis)) {
       const timer = setTimeout(onTime, millis)
       return () => clearTimeout(timer)
     }

@@ -29,6 +29,7 @@
  */
 import { Clock, Context, Duration, Effect, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
+import { isPlainTimer } from "../platform/PlainTimer.ts"
 import type { BlockedChats } from "./BlockedChats.ts"
 import { type SendGate, SendWaits } from "./SendGate.ts"
 import {
@@ -128,11 +129,6 @@ const waitTooLong = (method: string, chatId: number | undefined, waitMillis: num
     } s (flood limits)`
   })
 
-/** The clock every fiber has unless one is provided (a `TestClock`, say): `Date.now` and `setTimeout`. */
-const liveClock = Context.get(Context.empty(), Clock.Clock)
-/** Node's longest timer; a longer timeout takes the general path. */
-const MAX_TIMER_MILLIS = 2 ** 31 - 1
-
 /**
  * `request` with a timeout, on the live clock: one `setTimeout` and one
  * `AbortController`, aborted on the timeout or when the fiber is interrupted.
@@ -183,7 +179,7 @@ export const makeCall =
     const timedOut = () => networkError(method, `no answer within ${Duration.format(options.timeout)}`)
     const timeoutMillis = Duration.toMillis(options.timeout)
     const send = Effect.clockWith((clock) =>
-      clock === liveClock && timeoutMillis <= MAX_TIMER_MILLIS
+      isPlainTimer(clock, timeoutMillis)
         ? withTimer(request, timeoutMillis, failed, timedOut)
         : Effect.tryPromise({ try: request, catch: failed }).pipe(
           Effect.timeoutOrElse({ duration: options.timeout, orElse: () => Effect.fail(timedOut()) })
