@@ -58,6 +58,29 @@ const onOneConnection = <A, E>(effect: Effect.Effect<A, E, SqlClient>) =>
     return yield* effect.pipe(Effect.provide(PgClient.layer({ url, maxConnections: 1 })))
   })
 
+/**
+ * A cost test: `effect` on one connection (`onOneConnection`) with the inbox
+ * emptied and autovacuum off for it (each test says why); both are put back
+ * afterwards, whatever the outcome.
+ */
+const onQuietInbox = <A, E>(effect: Effect.Effect<A, E, SqlClient>) =>
+  onOneConnection(
+    Effect.gen(function*() {
+      const sql = yield* SqlClient
+      yield* sql`DELETE FROM telegram_updates`
+      yield* sql`ALTER TABLE telegram_updates SET (autovacuum_enabled = off)`
+      return yield* effect
+    }).pipe(
+      Effect.ensuring(
+        Effect.gen(function*() {
+          const sql = yield* SqlClient
+          yield* sql`ALTER TABLE telegram_updates RESET (autovacuum_enabled)`
+          yield* sql`DELETE FROM telegram_updates`
+        }).pipe(Effect.ignore)
+      )
+    )
+  )
+
 /** Writers the inbox runs, seen here as blocked INSERTs. */
 const WRITERS = storeWriters
 /** One update per writer, each of which it stores while the table is locked. */
@@ -319,13 +342,11 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
       }))
 
     it.effect("a claim reads a few heap pages however many updates were handled before it", () =>
-      onOneConnection(
+      // Autovacuum off: a pass meanwhile would hold back the horizon that marking entries dead needs.
+      onQuietInbox(
         Effect.gen(function*() {
           const sql = yield* SqlClient
           const heapPagesRead = pagesRead({ table: "telegram_updates" })
-          yield* sql`DELETE FROM telegram_updates`
-          // An autovacuum pass meanwhile would hold back the horizon that marking entries dead needs.
-          yield* sql`ALTER TABLE telegram_updates SET (autovacuum_enabled = off)`
           // 6,000 updates handled: each leaves dead entries in the partial indexes until VACUUM.
           yield* storeUpdates(sql, Array.from({ length: 6_000 }, (_, i) => message(60_000 + i, 5_000 + i)) as any)
           for (let round = 0; round < 100; round++) {
@@ -341,20 +362,16 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
           assert.deepStrictEqual(claimed.map((u) => u.updateId), [80_000, 80_001, 80_002, 80_003, 80_004])
           // A bitmap scan over the dead entries visits every page those 6,000 rows ever lived in (about 500).
           assert.isBelow(pages, 100, `heap pages read by one claim: ${pages}`)
-          yield* sql`ALTER TABLE telegram_updates RESET (autovacuum_enabled)`
-          yield* sql`DELETE FROM telegram_updates`
         })
       ))
 
     it.effect("a retention purge reads a few index pages however many finished rows are kept", () =>
-      onOneConnection(
+      // Autovacuum off: the count is the index's, from any backend, and an autovacuum pass (the
+      // inserts below start one) would read the whole index meanwhile.
+      onQuietInbox(
         Effect.gen(function*() {
           const sql = yield* SqlClient
           const indexPagesRead = pagesRead({ index: "telegram_updates_finished" })
-          yield* sql`DELETE FROM telegram_updates`
-          // The count is the index's, from any backend: an autovacuum pass (the inserts below start
-          // one) would read the whole index meanwhile.
-          yield* sql`ALTER TABLE telegram_updates SET (autovacuum_enabled = off)`
           // 100,000 finished rows within the retention period (one in a hundred dead), 3 past it.
           const now = Date.UTC(2030, 0, 10)
           yield* sql`
@@ -378,8 +395,6 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
           assert.isBelow(pages, 30, `index pages read by one purge: ${pages}`)
           const [left] = yield* sql<{ n: string }>`SELECT count(*)::text AS n FROM telegram_updates`
           assert.strictEqual(Number(left!.n), 100_000)
-          yield* sql`ALTER TABLE telegram_updates RESET (autovacuum_enabled)`
-          yield* sql`DELETE FROM telegram_updates`
         })
       ))
 
