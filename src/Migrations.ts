@@ -25,5 +25,6 @@ export const migrations: Migrations = {
   "0009_group_chats": Effect.andThen(ChatSessions.migrationPerUser, Generations.migrationThreads),
   "0010_retention": Effect.andThen(Generations.migrationCreatedAt, ChatRetention.migration),
   "0011_models": Effect.andThen(ChatSessions.migrationModels, Generations.migrationEdits),
-  "0012_inbox_claim_window": Inbox.migrationClaimReads
+  "0012_inbox_claim_window": Inbox.migrationClaimReads,
+  "0013_inbox_pending_chat": Inbox.migrationPendingChat
 }

@@ -36,6 +36,32 @@ const chatsOnWorker = (worker: number, count: number, from = 1) => {
   return found
 }
 
+/**
+ * Counts rows a claim statement takes (`pending` → `processing`) from now on,
+ * with a row trigger the test's scope drops again; rows claimed by the INSERT
+ * that stores them are never `pending`, so they are not counted.
+ */
+const countClaimStatementRows = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  yield* sql`CREATE SEQUENCE IF NOT EXISTS dispatcher_claimed_rows`
+  yield* sql`ALTER SEQUENCE dispatcher_claimed_rows RESTART`
+  yield* sql.unsafe(`
+    CREATE OR REPLACE FUNCTION count_dispatcher_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM nextval('dispatcher_claimed_rows'); RETURN NEW; END $$`)
+  yield* sql.unsafe(`
+    CREATE OR REPLACE TRIGGER count_dispatcher_claim BEFORE UPDATE ON telegram_updates
+    FOR EACH ROW WHEN (OLD.status = 'pending' AND NEW.status = 'processing')
+    EXECUTE FUNCTION count_dispatcher_claim()`)
+  yield* Effect.addFinalizer(() =>
+    Effect.ignore(sql`DROP TRIGGER IF EXISTS count_dispatcher_claim ON telegram_updates`)
+  )
+  return Effect.gen(function*() {
+    const [row] = yield* sql<{ last_value: string; is_called: boolean }>`
+      SELECT last_value::text, is_called FROM dispatcher_claimed_rows`
+    return row!.is_called ? Number(row!.last_value) : 0
+  })
+})
+
 let nextId = 1_000
 const ids = (n: number) => Array.from({ length: n }, () => ++nextId)
 
@@ -99,28 +125,50 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
     { timeout: 120_000, arbitrary: { runs: 12 } }
   )
 
-  it.effect("the ACTIVE instance's own stores wake its dispatcher in memory, with no NOTIFY; once it is gone they NOTIFY", () =>
+  it.effect("the ACTIVE instance's own stores: claimed by their INSERT if nothing of their chat is unfinished, else woken in memory; no NOTIFY", () =>
     Effect.gen(function*() {
       yield* clearInbox
       const pg = yield* PgClient.PgClient
       const sql = yield* SqlClient
       const notifications = yield* pg.listen(CHANNEL)
-      const [a, b, c] = ids(3)
+      const claimStatementRows = yield* countClaimStatementRows
+      const [chatA] = chatsOnWorker(0, 1, 63_001)
+      const [chatC] = chatsOnWorker(1, 1, 63_001)
+      const [a, b, c, d] = ids(4)
       const recorder = yield* makeRecordingHandler
+      const aGoes = yield* Deferred.make<void>()
+      recorder.script(a!, () => Deferred.await(aGoes))
       const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler)
-      yield* store(message(a!, 63_001))
-      yield* recorder.awaitEnded([a!])
-      // The TestClock stands still, so no sweep: only a wake-up can bring `b` to its handler.
-      yield* store(message(b!, 63_002))
-      yield* recorder.awaitEnded([b!])
+      // The TestClock stands still, so no sweep: only the INSERT or a wake-up can bring an update to its handler.
+      yield* store(message(a!, chatA!))
+      yield* recorder.awaitEvents(1, (e) => e.updateId === a && e.phase === "start")
+      // b, in a's chat while a runs: stored pending, woken in memory, claimed behind a.
+      yield* store(message(b!, chatA!))
+      // c, in a chat of its own (another worker): claimed by its INSERT, runs beside a.
+      yield* store(message(c!, chatC!))
+      yield* recorder.awaitEnded([c!])
+      yield* Deferred.succeed(aGoes, undefined)
+      yield* recorder.awaitEnded([a!, b!])
+      const ofChatA = recorder.ended().filter((e) => e.chatId === chatA).map((e) => e.updateId)
+      assert.deepStrictEqual(ofChatA, [a, b], "the chat's order")
+      assert.strictEqual(yield* claimStatementRows, 1, "only b needed a claim statement")
+
       yield* sql`SELECT pg_notify(${CHANNEL}, 'marker')`
       const first = yield* within(10_000, Queue.take(notifications))
       assert.strictEqual(first.payload, "marker", "the leader's own stores sent no NOTIFY")
-      // PASSIVE (no dispatcher here): a store is announced to whichever instance leads.
+      // A graceful release waits for running bookkeeping: every row is final afterwards.
       yield* leader.release
-      yield* store(message(c!, 63_003))
+      const all = yield* rows
+      assert.deepStrictEqual(all.map((r) => [r.update_id, r.status, r.attempts]), [
+        [a, "done", 1],
+        [b, "done", 1],
+        [c, "done", 1]
+      ])
+      // PASSIVE (no dispatcher here): a store is pending and announced to whichever instance leads.
+      yield* store(message(d!, chatC!))
       const announced = yield* within(10_000, Queue.take(notifications))
       assert.strictEqual(announced.payload, "")
+      assert.strictEqual((yield* rowOf(d!))?.status, "pending")
     }))
 
   it.effect("chats on different workers run in parallel; one worker runs one handler at a time", () =>

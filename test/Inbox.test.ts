@@ -9,11 +9,12 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Context, DateTime, Effect, Exit, Fiber, Layer, Metric } from "effect"
+import { Context, DateTime, Effect, Exit, Fiber, Layer, Metric, Option, Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import {
   ANNOUNCE_SPACING_MS,
+  type ClaimedUpdate,
   Inbox,
   type InboxShape,
   type InboxUnavailable,
@@ -21,6 +22,7 @@ import {
 } from "../src/inbox/Inbox.ts"
 import { claim, CLAIM_WINDOW, CLAIMS_PER_CHAT } from "../src/inbox/sql/claim.ts"
 import { complete } from "../src/inbox/sql/finish.ts"
+import { releaseClaimed } from "../src/inbox/sql/release.ts"
 import { purgeFinished } from "../src/inbox/sql/retention.ts"
 import { storeUpdates } from "../src/inbox/sql/store.ts"
 import { storeTimeout, storeWriters } from "../src/inbox/StoreWriter.ts"
@@ -305,6 +307,166 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
           SELECT update_id::text AS id, payload->'message'->>'text' AS text FROM telegram_updates
           WHERE update_id IN (41001, 41002) ORDER BY update_id`
         assert.deepStrictEqual(rows.map((row) => row.text), ["a\uFFFDb", "a\\u0000b"])
+      }))
+  })
+
+  describe("Inbox.claimHereOnStore (the ACTIVE dispatcher takes its own stores from the INSERT)", () => {
+    /** The rows as the database holds them now. */
+    const rowsNow = Effect.gen(function*() {
+      const sql = yield* SqlClient
+      const rows = yield* sql<{ id: string; status: string; attempts: number; claimed_by: string | null }>`
+        SELECT update_id::text AS id, status, attempts, claimed_by FROM telegram_updates ORDER BY update_id`
+      return rows.map((row) => `${row.id} ${row.status} ${row.attempts} ${row.claimed_by ?? "-"}`)
+    })
+
+    /** A fresh inbox (its writer and clock this test's) and a dispatcher stand-in registered on it until `close`. */
+    const registered = (options: { readonly room: number; readonly wants?: (kind: string) => boolean }) =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`DELETE FROM telegram_updates`
+        const inbox = Context.get(
+          yield* Layer.build(Layer.fresh(Inbox.layerWithoutHealth).pipe(Layer.provide(TestConfigLive()))),
+          Inbox
+        )
+        const taken: Array<ClaimedUpdate> = []
+        let wakes = 0
+        const scope = yield* Scope.make()
+        yield* inbox.claimHereOnStore({
+          term: "store-term",
+          room: () => options.room - taken.length,
+          wants: (routing) => options.wants?.(routing.kind) ?? true,
+          take: (claimed) => Effect.sync(() => void taken.push(...claimed)),
+          wake: () => {
+            wakes++
+          }
+        }).pipe(Scope.provide(scope))
+        return { inbox, taken, wakes: () => wakes, close: Scope.close(scope, Exit.void) }
+      })
+
+    it.effect("each chat's earliest update is claimed when nothing of its chat is unfinished; the rest wake the dispatcher", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const { inbox, taken, wakes } = yield* registered({ room: 10 })
+        // Chat 2 has a pending update, chat 3 one processing under another term.
+        yield* storeUpdates(sql, [message(10, 2), message(20, 3)] as any)
+        yield* sql`UPDATE telegram_updates SET status = 'processing', claimed_by = 'other-term' WHERE update_id = 20`
+
+        // One store, so one statement: chat 1 twice (its later update first), chats 2, 3 and 4 once.
+        const stored = yield* inbox.store(
+          [message(102, 1), message(101, 1), message(103, 2), message(104, 3), message(105, 4)] as any
+        )
+
+        assert.strictEqual(stored, 5)
+        assert.deepStrictEqual(taken.map((row) => [row.updateId, row.chatId, row.attempts, row.kind]), [
+          [101, 1, 1, "message"],
+          [105, 4, 1, "message"]
+        ])
+        assert.deepStrictEqual(taken[0]!.payload, message(101, 1), "the update as it was stored")
+        assert.isTrue(Option.isSome(taken[0]!.receivedAt))
+        assert.deepStrictEqual(yield* rowsNow, [
+          "10 pending 0 -",
+          "20 processing 0 other-term",
+          "101 processing 1 store-term",
+          "102 pending 0 -",
+          "103 pending 0 -",
+          "104 pending 0 -",
+          "105 processing 1 store-term"
+        ])
+        assert.strictEqual(wakes(), 1, "the pending ones woke the dispatcher once")
+
+        // All claimed on storing: no wake-up at all.
+        yield* inbox.store([message(106, 5)] as any)
+        assert.deepStrictEqual(taken.map((row) => row.updateId), [101, 105, 106])
+        assert.strictEqual(wakes(), 1)
+        // A duplicate is neither stored nor claimed again.
+        assert.strictEqual(yield* inbox.store([message(106, 5)] as any), 0)
+        assert.deepStrictEqual(taken.map((row) => row.updateId), [101, 105, 106])
+      }))
+
+    it.effect("claims stop at the dispatcher's room and skip what it does not want; without it stores are pending", () =>
+      Effect.gen(function*() {
+        const { close, inbox, taken, wakes } = yield* registered({ room: 2, wants: (kind) => kind === "message" })
+        const edited = {
+          update_id: 203,
+          edited_message: { message_id: 1, date: 0, chat: { id: 7, type: "private" }, text: "edited" }
+        }
+        yield* inbox.store([message(201, 5), edited, message(202, 6), message(204, 8)] as any)
+        assert.deepStrictEqual(taken.map((row) => row.updateId), [201, 202])
+        assert.strictEqual(wakes(), 1)
+
+        yield* close
+        yield* inbox.store([message(205, 9)] as any)
+        assert.deepStrictEqual(taken.map((row) => row.updateId), [201, 202], "no dispatcher, no claim")
+        assert.deepStrictEqual(yield* rowsNow, [
+          "201 processing 1 store-term",
+          "202 processing 1 store-term",
+          "203 pending 0 -",
+          "204 pending 0 -",
+          "205 pending 0 -"
+        ])
+      }))
+
+    it.effect("a statement that commits after the registration ended hands its claims back to pending", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const { close, inbox, taken } = yield* registered({ room: 10 })
+        const store = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
+          const store = yield* Effect.forkChild(inbox.store([message(301, 5)] as any))
+          let blocked = 0
+          for (let round = 0; round < 500 && blocked === 0; round++) blocked = yield* blockedInserts
+          assert.strictEqual(blocked, 1, "the store waits for the lock")
+          // The term stops meanwhile; stopping does not wait for the writer.
+          yield* close
+          return store
+        }))
+        assert.strictEqual(yield* Fiber.join(store), 1, "stored")
+        assert.deepStrictEqual(taken, [], "nobody to take it")
+        assert.deepStrictEqual(yield* rowsNow, ["301 pending 0 -"], "handed back before the store was answered")
+      }))
+
+    it.effect("a statement that claimed and failed leaves nothing processing", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const { inbox, taken } = yield* registered({ room: 10 })
+        const exit = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
+          const store = yield* Effect.forkChild(Effect.exit(inbox.store([message(401, 5)] as any)))
+          let blocked = 0
+          for (let round = 0; round < 500 && blocked === 0; round++) blocked = yield* blockedInserts
+          assert.strictEqual(blocked, 1, "the store waits for the lock")
+          // The writer gives the statement up (its timeout), which cancels it.
+          yield* TestClock.adjust(storeTimeout)
+          return yield* Fiber.join(store)
+        }))
+        assert.isTrue(Exit.isFailure(exit))
+        // The writer runs one statement at a time: once the next store is in, the first is over.
+        assert.strictEqual(yield* inbox.store([message(402, 6)] as any), 1)
+        assert.deepStrictEqual(taken.map((row) => row.updateId), [402], "nobody took 401")
+        // 401 was cancelled, or committed after the lock and then handed back (in the background).
+        let first: string | undefined
+        for (let round = 0; round < 500; round++) {
+          first = (yield* rowsNow).find((row) => row.startsWith("401 "))
+          if (first === undefined || !first.includes("processing")) break
+        }
+        assert.include([undefined, "401 pending 0 -"], first)
+      }))
+
+    it.effect("the hand-back after a failed store takes back only that term's listed rows, giving the attempt back", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`DELETE FROM telegram_updates`
+        yield* storeUpdates(sql, [message(501, 1), message(502, 2), message(503, 3)] as any)
+        yield* sql`UPDATE telegram_updates SET status = 'processing', attempts = 1, claimed_by = 'store-term'`
+        yield* sql`UPDATE telegram_updates SET claimed_by = 'other-term' WHERE update_id = 503`
+        assert.strictEqual(yield* releaseClaimed(sql, "store-term", [501, 503, 999]), 1)
+        const rows = yield* sql<{ id: string; status: string; attempts: number; claimed_by: string | null }>`
+          SELECT update_id::text AS id, status, attempts, claimed_by FROM telegram_updates ORDER BY update_id`
+        assert.deepStrictEqual(rows.map((row) => `${row.id} ${row.status} ${row.attempts} ${row.claimed_by ?? "-"}`), [
+          "501 pending 0 -",
+          "502 processing 1 store-term",
+          "503 processing 1 other-term"
+        ])
       }))
   })
 

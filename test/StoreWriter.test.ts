@@ -5,7 +5,7 @@
  * the `TestClock`'s.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, Layer, Queue, Scope } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import { storeUpdates } from "../src/inbox/sql/store.ts"
@@ -17,8 +17,7 @@ import { TestDatabaseLive } from "./support/TestDatabase.ts"
 
 /**
  * A writer in its own scope whose statements wait for `open` before they run,
- * and which records each statement's update ids (as it takes them in hand)
- * and each `onStored`.
+ * and which records each statement's update ids (as it takes them in hand).
  */
 const gatedWriter = Effect.gen(function*() {
   const sql = yield* SqlClient
@@ -26,15 +25,12 @@ const gatedWriter = Effect.gen(function*() {
   const scope = yield* Scope.make()
   const gate = yield* Deferred.make<void>()
   const statements: Array<ReadonlyArray<number>> = []
-  // An announcement names the statement it followed.
-  const announcements = yield* Queue.unbounded<number>()
   const writer = yield* makeStoreWriter<UpdateEnvelope>({
     insert: (updates) =>
       Effect.sync(() => statements.push(updates.map((update) => update.update_id))).pipe(
         Effect.andThen(Deferred.await(gate)),
         Effect.andThen(storeUpdates(sql, updates))
-      ),
-    onStored: Effect.suspend(() => Queue.offer(announcements, statements.length))
+      )
   }).pipe(Scope.provide(scope))
   const write = (...ids: ReadonlyArray<number>) =>
     Effect.forkChild(Effect.exit(writer.write(ids.map((id) => message(id, id % 3) as UpdateEnvelope))))
@@ -53,9 +49,7 @@ const gatedWriter = Effect.gen(function*() {
     write,
     writeUnsafe,
     open: Deferred.succeed(gate, undefined),
-    statements: () => statements,
-    /** The next `n` announcements, waiting for them. */
-    announced: (n: number) => Queue.takeN(announcements, n)
+    statements: () => statements
   }
 })
 
@@ -88,14 +82,11 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())))((it) => {
           Exit.succeed(0)
         ])
         assert.deepStrictEqual(writer.statements(), [[1], [2, 3, 3, 4, 1]])
-        assert.deepStrictEqual(yield* writer.announced(2), [1, 2], "one announcement per statement")
 
         const again = yield* writer.write(1, 2)
         assert.deepStrictEqual(yield* Fiber.join(again), Exit.succeed(0))
         const fresh = yield* writer.write(5)
         assert.deepStrictEqual(yield* Fiber.join(fresh), Exit.succeed(1))
-        // Statements run one after another: the one storing nothing new (3) would have announced first.
-        assert.deepStrictEqual(yield* writer.announced(1), [4], "nothing new, nothing announced")
         yield* Scope.close(writer.scope, Exit.void)
       }))
 

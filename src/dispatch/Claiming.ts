@@ -54,6 +54,14 @@ export interface ClaimingOptions {
 export interface Claiming {
   /** Claims while there is room and rows keep coming; returns how many rows were claimed. */
   readonly claimAvailable: Effect.Effect<number, SqlError>
+  /** How many more updates there is room for in memory. */
+  readonly room: () => number
+  /**
+   * Takes rows already claimed for this term (by the INSERT that stored them,
+   * `Inbox.claimHereOnStore`) as a claim takes its own: decoded, flood
+   * checked, routed to their chats.
+   */
+  readonly takeClaimed: (claimed: ReadonlyArray<ClaimedUpdate>) => Effect.Effect<void>
   /**
    * Forever: waits for a wake-up on `wake` (or the sweep interval), then
    * claims. Logs a failing claim once and its recovery once.
@@ -115,17 +123,10 @@ export const makeClaiming = (options: ClaimingOptions): Claiming => {
       return { unhandled, routed }
     })
 
-  const claimAvailable = Effect.gen(function*() {
-    let total = 0
-    for (;;) {
-      const room = Math.min(CLAIM_BATCH_SIZE, capacity - inFlight.size())
-      if (room <= 0) {
-        inFlight.markSaturated()
-        return total
-      }
-      const claimed = yield* inbox.claim(term, room)
+  /** Routes claimed rows to their chats (unhandled kinds are done, undecodable ones dead, here). */
+  const takeClaimed = (claimed: ReadonlyArray<ClaimedUpdate>) =>
+    Effect.gen(function*() {
       const claimedAtMillis = yield* Clock.currentTimeMillis
-      total += claimed.length
       const { routed, unhandled } = yield* sortOut(claimed, claimedAtMillis)
       if (unhandled.length > 0) {
         yield* countFinished(
@@ -135,7 +136,22 @@ export const makeClaiming = (options: ClaimingOptions): Claiming => {
         yield* Effect.logDebug(`[DISPATCH] ${unhandled.length} update(s) of kinds the bot does not handle marked done`)
       }
       for (const item of routed) yield* options.route(item)
-      if (claimed.length < room) return total
+    })
+
+  const room = () => capacity - inFlight.size()
+
+  const claimAvailable = Effect.gen(function*() {
+    let total = 0
+    for (;;) {
+      const limit = Math.min(CLAIM_BATCH_SIZE, room())
+      if (limit <= 0) {
+        inFlight.markSaturated()
+        return total
+      }
+      const claimed = yield* inbox.claim(term, limit)
+      total += claimed.length
+      yield* takeClaimed(claimed)
+      if (claimed.length < limit) return total
     }
   }).pipe(Effect.withSpan("Dispatcher.claimAvailable"))
 
@@ -161,5 +177,5 @@ export const makeClaiming = (options: ClaimingOptions): Claiming => {
       recovered: "[DISPATCH] claiming works again"
     })
 
-  return { claimAvailable, claimLoop }
+  return { claimAvailable, room, takeClaimed, claimLoop }
 }

@@ -7,7 +7,10 @@
  *
  * - `Claiming.ts`: wake-ups (LISTEN for other instances' stores, this
  *   instance's own stores in memory, a sweep every `DISPATCH_SWEEP_INTERVAL`)
- *   and claims in `update_id` order, bounded by the room in memory.
+ *   and claims in `update_id` order, bounded by the room in memory; and the
+ *   rows this instance's own stores claimed for the term as they were stored
+ *   (`Inbox.claimHereOnStore`: a chat's update with nothing of its chat
+ *   before it needs no claim statement), taken the same way.
  * - `ChatRouting.ts`: chat `c` belongs to worker `hash(c) mod WORKERS`; each
  *   chat with work has a fiber that runs its updates in order.
  * - `HandlerRun.ts`: one update's handler runs, retries and dead-lettering.
@@ -22,6 +25,7 @@
  *
  * | row / memory               | event                                         | next                        |
  * | -------------------------- | --------------------------------------------- | --------------------------- |
+ * | (stored here)              | claimed on storing (attempts 1), room, first  | `processing` / `queued`     |
  * | `pending`                  | claimed (attempts + 1), decodes, handled kind | `processing` / `queued`     |
  * | `pending`                  | claimed, kind the chat flow does not handle   | `done`                      |
  * | `pending`                  | claimed, payload does not decode              | `dead`                      |
@@ -54,6 +58,7 @@ import { CHANNEL, Inbox } from "../inbox/Inbox.ts"
 import { LeaderTerm } from "../leadership/LeaderTerm.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { Telegram } from "../telegram/Telegram.ts"
+import { allowedUpdates } from "../telegram/TelegramUpdate.ts"
 import { makeChatRouting } from "./ChatRouting.ts"
 import { makeClaiming } from "./Claiming.ts"
 import { drain, type DrainOptions, stopAtOnce } from "./Drain.ts"
@@ -61,6 +66,9 @@ import { makeFinishing } from "./Finishing.ts"
 import { makeHandlerRun } from "./HandlerRun.ts"
 import { makeInFlight } from "./InFlight.ts"
 import { UpdateHandler } from "./UpdateHandler.ts"
+
+/** Kinds of update the chat flow handles: only these are claimed on storing (the claim marks others done). */
+const handledKinds: ReadonlySet<string> = new Set(allowedUpdates)
 
 /** The dispatcher of one leadership term: built when the term starts, stopped when it ends. */
 export const layer: Layer.Layer<
@@ -131,8 +139,19 @@ export const layer: Layer.Layer<
     })
   )
 
-  // Added after the stopping finalizer, so released before it: stores during the drain NOTIFY again.
-  yield* inbox.wakeHereOnStore(() => Queue.offerUnsafe(wake, undefined))
+  // Added after the stopping finalizer, so released before it: stores during the drain are pending
+  // and NOTIFY again; a store that claimed for this term and commits later hands its rows back itself.
+  yield* inbox.claimHereOnStore({
+    term,
+    room: claiming.room,
+    wants: (routing) => handledKinds.has(routing.kind),
+    // A span of its own, as a claim has: the handler runs it starts are its children.
+    take: (claimed) =>
+      claiming.takeClaimed(claimed).pipe(
+        Effect.withSpan("Dispatcher.takeStored", undefined, { captureStackTrace: false })
+      ),
+    wake: () => Queue.offerUnsafe(wake, undefined)
+  })
   for (let n = 0; n < workers; n++) yield* Effect.logInfo(`[WORKER_${n}] ✅ ACTIVE_ENTER active=True`)
   yield* FiberSet.run(background, claiming.claimLoop(wake))
   yield* FiberSet.run(

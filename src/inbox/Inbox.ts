@@ -9,11 +9,13 @@
  * | from         | event                                          | to           |
  * | ------------ | ---------------------------------------------- | ------------ |
  * | (none)       | `store` (a duplicate `update_id` is ignored)   | `pending`    |
+ * | (none)       | `store`, claimed on storing (`claimHereOnStore`)| `processing` |
  * | `pending`    | `claim` by a term (attempts + 1)               | `processing` |
  * | `processing` | `complete`                                     | `done`       |
  * | `processing` | `markDead` (attempts exhausted / undecodable)  | `dead`       |
  * | `processing` | `recordFailure`, `beginAttempt` (a retry)      | `processing` |
  * | `processing` | `release` (graceful shutdown of its term)      | `pending`    |
+ * | `processing` | a store that claimed it failed (hand-back)     | `pending`    |
  * | `processing` | `requeueStuck` (its term's leader is gone)     | `pending`    |
  * | `done`/`dead`| `purgeFinished` (past retention)               | (deleted)    |
  *
@@ -32,10 +34,17 @@
  * inbox's INSERT with NOTIFY reached 37 % of the same INSERT's rate without).
  * At most one NOTIFY is in flight and one more waits, so a burst of stores
  * costs two, and NOTIFYs are at least `ANNOUNCE_SPACING_MS` apart, so steady
- * load costs at most 200 a second however many stores commit. On the ACTIVE
- * instance its own stores wake its dispatcher in memory instead
- * (`wakeHereOnStore`): no NOTIFY at all. A lost NOTIFY costs latency, never
- * an update: the dispatcher also sweeps every few seconds.
+ * load costs at most 200 a second however many stores commit. A lost NOTIFY
+ * costs latency, never an update: the dispatcher also sweeps every few
+ * seconds.
+ *
+ * On the ACTIVE instance its dispatcher takes the instance's own stores
+ * directly (`claimHereOnStore`): while it has room, the INSERT itself claims
+ * each chat's first update of the batch for its term (when nothing of that
+ * chat is unfinished) and hands the rows over in memory, so those updates
+ * need no claim statement, no second write of the row and no wake-up. What
+ * the INSERT left `pending` wakes that dispatcher in memory: no NOTIFY at
+ * all on the ACTIVE instance.
  *
  * Stores are group-committed (`StoreWriter.ts`): concurrent webhooks share
  * one INSERT and one commit, and each caller still hears only once its own
@@ -45,14 +54,15 @@ import {
   Cause,
   Clock,
   Context,
-  type DateTime,
+  DateTime,
   Effect,
   Exit,
   Layer,
   Metric,
+  Option,
   Queue,
   Schema,
-  type Scope,
+  Scope,
   type Tracer
 } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
@@ -61,24 +71,25 @@ import * as Metrics from "../observability/Metrics.ts"
 import { AppConfig } from "../platform/AppConfig.ts"
 import { plainSpans } from "../platform/PlainSpans.ts"
 import { plainTimer } from "../platform/PlainTimer.ts"
+import { bookkeepingPolicy } from "../platform/Retry.ts"
 import { makeProblemLog } from "../platform/ProblemLog.ts"
 import { makeFloodGate } from "./FloodGate.ts"
-import type { UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
+import type { Routing, UpdateEnvelope } from "../telegram/TelegramUpdate.ts"
 import { registerInboxHealth } from "./InboxHealth.ts"
 import { claim, type ClaimedUpdate, CLAIMS_PER_CHAT } from "./sql/claim.ts"
 import { type InboxStats, stats } from "./sql/counts.ts"
 import { complete, markDead } from "./sql/finish.ts"
 import { notify } from "./sql/notify.ts"
 import { pendingReceivedBefore, type PendingUpdate } from "./sql/orphans.ts"
-import { release } from "./sql/release.ts"
+import { release, releaseClaimed } from "./sql/release.ts"
 import { purgeFinished } from "./sql/retention.ts"
 import { beginAttempt, recordFailure } from "./sql/retry.ts"
-import { type RoutedUpdate, storeRoutedUpdates } from "./sql/store.ts"
+import { type RoutedUpdate, storeClaimingUpdates, storeRoutedUpdates } from "./sql/store.ts"
 import { requeueStuck, type StuckUpdate } from "./sql/stuck.ts"
 import { describeStoreFailure, makeStoreWriter, storeTimeout } from "./StoreWriter.ts"
 
 export { CHANNEL } from "./sql/notify.ts"
-export { migration, migrationClaimReads } from "./sql/migrate.ts"
+export { migration, migrationClaimReads, migrationPendingChat } from "./sql/migrate.ts"
 export { CLAIMS_PER_CHAT, type ClaimedUpdate } from "./sql/claim.ts"
 export type { InboxStats } from "./sql/counts.ts"
 export type { PendingUpdate } from "./sql/orphans.ts"
@@ -88,6 +99,24 @@ export type { StuckUpdate } from "./sql/stuck.ts"
 export class InboxUnavailable extends Schema.TaggedError<InboxUnavailable>()("InboxUnavailable", {
   message: Schema.String
 }) {}
+
+/**
+ * The ACTIVE instance's dispatcher as the inbox's stores see it
+ * (`claimHereOnStore`). Its callbacks run on the store's writer: they must be
+ * quick.
+ */
+export interface StoreClaims {
+  /** Its leadership term: the owner a claim on storing writes. */
+  readonly term: string
+  /** How many more updates it takes now (0: none). */
+  readonly room: () => number
+  /** Whether it takes an update like this one at all (e.g. a kind it handles). */
+  readonly wants: (routing: Routing) => boolean
+  /** Takes rows just claimed for its term on storing, in `update_id` order. */
+  readonly take: (claimed: ReadonlyArray<ClaimedUpdate>) => Effect.Effect<void>
+  /** Wakes its claim loop: something was stored `pending`. */
+  readonly wake: () => void
+}
 
 /** The inbox's operations, one per statement in `sql/`. */
 export interface InboxShape {
@@ -175,15 +204,20 @@ export interface InboxShape {
   /** NOTIFYs the channel: wakes the dispatcher (e.g. after a requeue). */
   readonly wake: Effect.Effect<void, SqlError>
   /**
-   * While the scope lasts, this instance's stores call `wake` (the
-   * dispatcher of this instance's leadership term) instead of NOTIFYing:
-   * only the ACTIVE instance claims, so when it stored the update itself
-   * nobody else needs to hear of it. A NOTIFY wakes every LISTEN connection
-   * of the database, each in a transaction of its own, so this saves the
-   * database several transactions per store on the ACTIVE instance.
-   * Without a registration (a PASSIVE instance), stores NOTIFY as before.
+   * While the scope lasts, this instance's stores go to `claims` (the
+   * dispatcher of this instance's leadership term): the INSERT claims for
+   * its term, up to its `room`, each chat's earliest update of the batch
+   * when nothing of that chat is `pending` or `processing`, and `take` gets
+   * those rows once they are committed; if anything was stored `pending`,
+   * `wake` is called instead of a NOTIFY (only the ACTIVE instance claims, and
+   * a NOTIFY costs the database a transaction per LISTEN connection). Rows
+   * claimed that nobody takes go back to `pending` (and are announced): those
+   * of a statement that failed (had it committed them), and those of a
+   * statement that committed after the scope closed (its term stopping, which
+   * does not wait for the writer). Without a registration (a PASSIVE
+   * instance), stores are `pending` and NOTIFY as before.
    */
-  readonly wakeHereOnStore: (wake: () => void) => Effect.Effect<void, never, Scope.Scope>
+  readonly claimHereOnStore: (claims: StoreClaims) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**
@@ -229,29 +263,136 @@ const droppedAsFlood = Metrics.seriesOf(Metrics.updatesDropped, { reason: "flood
 
 const make = Effect.gen(function*() {
   const sql = yield* SqlClient
+  const scope = yield* Scope.Scope
   // Once per change, not once per request: Telegram retries a lot during an outage.
   const storeProblems = makeProblemLog()
   const wake = notify(sql)
   const announce = yield* makeAnnouncer(wake)
-  /** This instance's dispatcher, while it runs (`wakeHereOnStore`). */
-  let wakeHere: (() => void) | undefined
-  const onStored = Effect.suspend(() => {
-    if (wakeHere === undefined) return announce
-    wakeHere()
+  /** This instance's dispatcher, while it runs (`claimHereOnStore`). */
+  let claimsHere: StoreClaims | undefined
+  /** Wakes this instance's dispatcher, or (none here) announces the rows to whichever is ACTIVE. */
+  const announcePending = Effect.suspend(() => {
+    if (claimsHere === undefined) return announce
+    claimsHere.wake()
     return Effect.void
   })
-  const wakeHereOnStore = (wakeDispatcher: () => void) =>
+  const claimHereOnStore = (claims: StoreClaims) =>
     Effect.acquireRelease(
-      Effect.sync(() => void (wakeHere = wakeDispatcher)),
+      Effect.sync(() => void (claimsHere = claims)),
       () =>
         Effect.sync(() => {
-          if (wakeHere === wakeDispatcher) wakeHere = undefined
+          if (claimsHere === claims) claimsHere = undefined
         })
     )
-  const writer = yield* makeStoreWriter<RoutedUpdate>({
-    insert: (updates) => storeRoutedUpdates(sql, updates),
-    onStored
-  })
+
+  /** The rows a claim on storing is offered: each chat's earliest of the batch, if `claims` wants it, up to its room. */
+  const offeredTo = (claims: StoreClaims, updates: ReadonlyArray<RoutedUpdate>): Set<number> => {
+    const earliest = new Map<number, RoutedUpdate>()
+    const chatless: Array<RoutedUpdate> = []
+    for (const update of updates) {
+      const chatId = update.routing.chatId
+      if (chatId === null) chatless.push(update)
+      else if ((earliest.get(chatId)?.update_id ?? Infinity) > update.update_id) earliest.set(chatId, update)
+    }
+    const offered = new Set<number>()
+    let room = claims.room()
+    for (const update of [...earliest.values(), ...chatless]) {
+      if (room <= 0) break
+      if (!claims.wants(update.routing)) continue
+      offered.add(update.update_id)
+      room--
+    }
+    return offered
+  }
+
+  /** One statement of the group commit: claims for this instance's dispatcher when it has room. */
+  const insert = (updates: ReadonlyArray<RoutedUpdate>): Effect.Effect<ReadonlySet<number>, SqlError> =>
+    Effect.suspend(() => {
+      const claims = claimsHere
+      const offered = claims === undefined ? undefined : offeredTo(claims, updates)
+      if (claims === undefined || offered === undefined || offered.size === 0) {
+        return Effect.tap(storeRoutedUpdates(sql, updates), (fresh) => fresh.size > 0 ? announcePending : Effect.void)
+      }
+      // Only the statement can be interrupted (the writer's timeout): once it committed, its
+      // claimed rows are handed over whatever happens, or they would sit `processing` unheard of.
+      return Effect.uninterruptibleMask((restore) =>
+        restore(storeClaimingUpdates(sql, updates, claims.term, offered)).pipe(
+          Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : handBackLater(claims.term, offered)),
+          Effect.tap(({ claimed, fresh, receivedAt }) =>
+            Effect.andThen(
+              claimed.size === 0
+                ? Effect.void
+                // Its term ended while the statement ran (shutdown, lost leadership): back they go.
+                : claimsHere === claims
+                ? claims.take(claimedRows(updates, claimed, receivedAt))
+                : handBackNow(claims.term, claimed).pipe(
+                  Effect.catchCause(() => handBackLater(claims.term, claimed))
+                ),
+              fresh.size > claimed.size ? announcePending : Effect.void
+            )
+          ),
+          Effect.map(({ fresh }) => fresh)
+        )
+      )
+    })
+
+  /** The rows claimed on storing, as a claim returns them. */
+  const claimedRows = (
+    updates: ReadonlyArray<RoutedUpdate>,
+    claimed: ReadonlySet<number>,
+    receivedAt: Date
+  ): ReadonlyArray<ClaimedUpdate> => {
+    const at = Option.some(DateTime.fromDateUnsafe(receivedAt))
+    return updates
+      .filter((update) => claimed.has(update.update_id))
+      .sort((a, b) => a.update_id - b.update_id)
+      .map((update): ClaimedUpdate => ({
+        updateId: update.update_id,
+        chatId: update.routing.chatId,
+        kind: update.routing.kind,
+        payload: update.update,
+        attempts: 1,
+        receivedAt: at
+      }))
+  }
+
+  /**
+   * Hands rows a store claimed for `term`, and nobody took, back to `pending`
+   * (those of `updateIds` still `processing` under it), and announces them
+   * to whichever dispatcher runs now. Fails if the database does not answer.
+   */
+  const handBackNow = (term: string, updateIds: ReadonlySet<number>) =>
+    releaseClaimed(sql, term, [...updateIds]).pipe(
+      Effect.timeout(storeTimeout),
+      Effect.tap((count) =>
+        count === 0 ? Effect.void : Effect.andThen(
+          Effect.logInfo(`[INBOX] handed ${count} update(s) claimed on storing, which nobody took, back to pending`),
+          announcePending
+        )
+      )
+    )
+
+  /**
+   * `handBackNow` in the background, retried through blips: after a
+   * statement that claimed failed (the database, its timeout, shutdown). By
+   * then the statement is over on the server (an interrupted one is drained
+   * or cancelled first), whether it committed or not. If the database stays
+   * away, the rows stay with the term until its release (which takes back
+   * all of its rows) or the next leader's reconciler.
+   */
+  const handBackLater = (term: string, updateIds: ReadonlySet<number>) =>
+    handBackNow(term, updateIds).pipe(
+      Effect.retry(bookkeepingPolicy),
+      Effect.catchCause(() =>
+        Effect.logWarning(
+          "[INBOX] updates a failed store may have claimed could not be handed back; they wait for the term's release or the next leader's reconciler"
+        )
+      ),
+      Effect.forkIn(scope),
+      Effect.asVoid
+    )
+
+  const writer = yield* makeStoreWriter<RoutedUpdate>({ insert })
   const config = yield* AppConfig
   const floodGate = makeFloodGate({ perChat: config.floodChatRate, perUser: config.floodUserRate })
 
@@ -341,7 +482,7 @@ const make = Effect.gen(function*() {
     purgeFinished: (before, limit) => purgeFinished(sql, before, limit),
     stats: stats(sql),
     wake,
-    wakeHereOnStore
+    claimHereOnStore
   })
 })
 

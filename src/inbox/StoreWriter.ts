@@ -70,10 +70,12 @@ export interface StoreWriter<U extends Storable> {
 
 /** What the writer writes with. */
 export interface StoreWriterOptions<U extends Storable> {
-  /** One statement for any number of rows; returns the `update_id`s that were new. */
+  /**
+   * One statement for any number of rows; returns the `update_id`s that were
+   * new. What follows a commit (a wake-up, a NOTIFY) is its part: the writer
+   * waits for it, so it must be quick.
+   */
   readonly insert: (updates: ReadonlyArray<U>) => Effect.Effect<ReadonlySet<number>, SqlError>
-  /** Runs after a statement stored anything new (must be quick: the writer waits for it). */
-  readonly onStored: Effect.Effect<void>
 }
 
 /** A short reason for a failed store: the database's message, never the payload. */
@@ -94,11 +96,8 @@ export const makeStoreWriter = <U extends Storable>(
     const insertTogether = (stores: ReadonlyArray<ReadonlyArray<U>>) =>
       Effect.gen(function*() {
         const fresh = new Set(yield* options.insert(stores.flat()).pipe(Effect.timeout(storeTimeout)))
-        const anyNew = fresh.size > 0
         // Deleting as it counts: an update_id sent twice in one batch is new once.
-        const counts = stores.map((updates) => updates.filter((update) => fresh.delete(update.update_id)).length)
-        if (anyNew) yield* options.onStored
-        return counts
+        return stores.map((updates) => updates.filter((update) => fresh.delete(update.update_id)).length)
       })
     const store = yield* makeGroupedCalls({ run: insertTogether, maxPerCall: maxStoresPerStatement })
 

@@ -83,3 +83,15 @@ export const migrationClaimReads = ddl(
       WHERE t.status = 'processing' AND t.chat_id IS NOT NULL
     $$`
 )
+
+/**
+ * Migration 0013: pending rows by chat, for the INSERT that claims on storing
+ * (`sql/store.ts`): "has this chat a pending row?" is one probe of this index
+ * (beside `telegram_updates_processing_chat` for "a row in processing?"),
+ * however long the backlog.
+ */
+export const migrationPendingChat = ddl(
+  `
+    CREATE INDEX telegram_updates_pending_chat ON telegram_updates (chat_id)
+    WHERE status = 'pending'`
+)
