@@ -89,6 +89,10 @@ export const migrationClaimReads = ddl(
  * (`sql/store.ts`): "has this chat a pending row?" is one probe of this index
  * (beside `telegram_updates_processing_chat` for "a row in processing?"),
  * however long the backlog.
+ *
+ * Gotchas: building it reads the whole table once, and stores wait for it
+ * (migrations run in a transaction, so not `CONCURRENTLY`): about 0.2 s for
+ * a million finished rows on the bench machine, well inside a webhook's 5 s.
  */
 export const migrationPendingChat = ddl(
   `
