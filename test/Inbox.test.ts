@@ -123,6 +123,28 @@ const blockedInserts = Effect.gen(function*() {
 })
 
 /**
+ * Forks `store` while a transaction of the test holds the inbox's table
+ * locked, waits (bounded) until its INSERT is stuck behind the lock, and runs
+ * `meanwhile` with the store's fiber, still holding the lock; the lock goes
+ * as this returns `meanwhile`'s result.
+ */
+const whileStoreBlocked = <A, E, B, E2, R>(
+  store: Effect.Effect<A, E>,
+  meanwhile: (store: Fiber.Fiber<A, E>) => Effect.Effect<B, E2, R>
+) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    return yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
+      const fiber = yield* Effect.forkChild(store)
+      let blocked = 0
+      for (let round = 0; round < 500 && blocked === 0; round++) blocked = yield* blockedInserts
+      assert.strictEqual(blocked, 1, "the store waits for the lock")
+      return yield* meanwhile(fiber)
+    }))
+  })
+
+/**
  * Runs `queued` (forked stores) while every writer is stuck behind a table
  * lock, so that they all wait in the inbox's queue; then releases the lock.
  * Returns the blockers' and the queued stores' fibers.
@@ -255,15 +277,10 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
           yield* Layer.build(Layer.fresh(Inbox.layerWithoutHealth).pipe(Layer.provide(TestConfigLive()))),
           Inbox
         )
-        const exit = yield* sql.withTransaction(Effect.gen(function*() {
-          yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
-          const store = yield* Effect.forkChild(Effect.exit(viaCallback(inbox, 501)))
-          let blocked = 0
-          for (let round = 0; round < 500 && blocked === 0; round++) blocked = yield* blockedInserts
-          assert.strictEqual(blocked, 1, "the store waits for the lock")
-          yield* TestClock.adjust(storeTimeout)
-          return yield* Fiber.join(store)
-        }))
+        const exit = yield* whileStoreBlocked(
+          Effect.exit(viaCallback(inbox, 501)),
+          (store) => Effect.andThen(TestClock.adjust(storeTimeout), Fiber.join(store))
+        )
         assert.isTrue(Exit.isFailure(exit))
         assert.include(String(Exit.isFailure(exit) ? exit.cause : ""), "did not answer within")
         // The INSERT went on once the lock was gone: the update is stored, and `done` was not called again.
@@ -408,18 +425,12 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
 
     it.effect("a statement that commits after the registration ended hands its claims back to pending", () =>
       Effect.gen(function*() {
-        const sql = yield* SqlClient
         const { close, inbox, taken } = yield* registered({ room: 10 })
-        const store = yield* sql.withTransaction(Effect.gen(function*() {
-          yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
-          const store = yield* Effect.forkChild(inbox.store([message(301, 5)] as any))
-          let blocked = 0
-          for (let round = 0; round < 500 && blocked === 0; round++) blocked = yield* blockedInserts
-          assert.strictEqual(blocked, 1, "the store waits for the lock")
-          // The term stops meanwhile; stopping does not wait for the writer.
-          yield* close
-          return store
-        }))
+        // The term stops while the statement waits; stopping does not wait for the writer.
+        const store = yield* whileStoreBlocked(
+          inbox.store([message(301, 5)] as any),
+          (store) => Effect.as(close, store)
+        )
         assert.strictEqual(yield* Fiber.join(store), 1, "stored")
         assert.deepStrictEqual(taken, [], "nobody to take it")
         assert.deepStrictEqual(yield* rowsNow, ["301 pending 0 -"], "handed back before the store was answered")
@@ -427,18 +438,12 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
 
     it.effect("a statement that claimed and failed leaves nothing processing", () =>
       Effect.gen(function*() {
-        const sql = yield* SqlClient
         const { inbox, taken } = yield* registered({ room: 10 })
-        const exit = yield* sql.withTransaction(Effect.gen(function*() {
-          yield* sql`LOCK TABLE telegram_updates IN EXCLUSIVE MODE`
-          const store = yield* Effect.forkChild(Effect.exit(inbox.store([message(401, 5)] as any)))
-          let blocked = 0
-          for (let round = 0; round < 500 && blocked === 0; round++) blocked = yield* blockedInserts
-          assert.strictEqual(blocked, 1, "the store waits for the lock")
-          // The writer gives the statement up (its timeout), which cancels it.
-          yield* TestClock.adjust(storeTimeout)
-          return yield* Fiber.join(store)
-        }))
+        // The writer gives the statement up (its timeout), which cancels it.
+        const exit = yield* whileStoreBlocked(
+          Effect.exit(inbox.store([message(401, 5)] as any)),
+          (store) => Effect.andThen(TestClock.adjust(storeTimeout), Fiber.join(store))
+        )
         assert.isTrue(Exit.isFailure(exit))
         // The writer runs one statement at a time: once the next store is in, the first is over.
         assert.strictEqual(yield* inbox.store([message(402, 6)] as any), 1)
