@@ -123,6 +123,20 @@ const blockedInserts = Effect.gen(function*() {
 })
 
 /**
+ * An empty inbox table and an inbox of the test's own (its writer, timers and
+ * clock the test's), on `env` beside the test configuration.
+ */
+const freshInbox = (env: Record<string, string> = {}) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    yield* sql`DELETE FROM telegram_updates`
+    return Context.get(
+      yield* Layer.build(Layer.fresh(Inbox.layerWithoutHealth).pipe(Layer.provide(TestConfigLive(env)))),
+      Inbox
+    )
+  })
+
+/**
  * Forks `store` while a transaction of the test holds the inbox's table
  * locked, waits (bounded) until its INSERT is stuck behind the lock, and runs
  * `meanwhile` with the store's fiber, still holding the lock; the lock goes
@@ -270,13 +284,8 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
 
     it.effect("a store that does not commit within storeTimeout hears InboxUnavailable, once", () =>
       Effect.gen(function*() {
-        const sql = yield* SqlClient
-        yield* sql`DELETE FROM telegram_updates`
         // An inbox of this test: its timer runs on this test's TestClock.
-        const inbox = Context.get(
-          yield* Layer.build(Layer.fresh(Inbox.layerWithoutHealth).pipe(Layer.provide(TestConfigLive()))),
-          Inbox
-        )
+        const inbox = yield* freshInbox()
         const exit = yield* whileStoreBlocked(
           Effect.exit(viaCallback(inbox, 501)),
           (store) => Effect.andThen(TestClock.adjust(storeTimeout), Fiber.join(store))
@@ -291,15 +300,8 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
 
     it.effect("an update over its chat's rate is acknowledged, not stored, and counted as dropped", () =>
       Effect.gen(function*() {
-        const sql = yield* SqlClient
-        yield* sql`DELETE FROM telegram_updates`
         // An inbox of this test, whose chats may send 3 updates a minute.
-        const inbox = Context.get(
-          yield* Layer.build(
-            Layer.fresh(Inbox.layerWithoutHealth).pipe(Layer.provide(TestConfigLive({ FLOOD_CHAT_RATE: "3/1m" })))
-          ),
-          Inbox
-        )
+        const inbox = yield* freshInbox({ FLOOD_CHAT_RATE: "3/1m" })
         const flood = Metrics.seriesOf(Metrics.updatesDropped, { reason: "flood" })
         const droppedBefore = (yield* Metric.value(flood)).count
         // Four updates of chat 3 (`message(id, id % 7)`).
@@ -339,12 +341,7 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
     /** A fresh inbox (its writer and clock this test's) and a dispatcher stand-in registered on it until `close`. */
     const registered = (options: { readonly room: number; readonly wants?: (kind: string) => boolean }) =>
       Effect.gen(function*() {
-        const sql = yield* SqlClient
-        yield* sql`DELETE FROM telegram_updates`
-        const inbox = Context.get(
-          yield* Layer.build(Layer.fresh(Inbox.layerWithoutHealth).pipe(Layer.provide(TestConfigLive()))),
-          Inbox
-        )
+        const inbox = yield* freshInbox()
         const taken: Array<ClaimedUpdate> = []
         let wakes = 0
         const scope = yield* Scope.make()
