@@ -84,7 +84,7 @@ import { pendingReceivedBefore, type PendingUpdate } from "./sql/orphans.ts"
 import { release, releaseClaimed } from "./sql/release.ts"
 import { purgeFinished } from "./sql/retention.ts"
 import { beginAttempt, recordFailure } from "./sql/retry.ts"
-import { type RoutedUpdate, storeClaimingUpdates, storeRoutedUpdates } from "./sql/store.ts"
+import { type RoutedUpdate, type StoredAndClaimed, storeClaimingUpdates, storeRoutedUpdates } from "./sql/store.ts"
 import { requeueStuck, type StuckUpdate } from "./sql/stuck.ts"
 import { describeStoreFailure, makeStoreWriter, storeTimeout } from "./StoreWriter.ts"
 
@@ -318,23 +318,26 @@ const make = Effect.gen(function*() {
       return Effect.uninterruptibleMask((restore) =>
         restore(storeClaimingUpdates(sql, updates, claims.term, offered)).pipe(
           Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : handBackLater(claims.term, offered)),
-          Effect.tap(({ claimed, fresh, receivedAt }) =>
-            Effect.andThen(
-              claimed.size === 0
-                ? Effect.void
-                // Its term ended while the statement ran (shutdown, lost leadership): back they go.
-                : claimsHere === claims
-                ? claims.take(claimedRows(updates, claimed, receivedAt))
-                : handBackNow(claims.term, claimed).pipe(
-                  Effect.catchCause(() => handBackLater(claims.term, claimed))
-                ),
-              fresh.size > claimed.size ? announcePending : Effect.void
-            )
-          ),
+          Effect.tap((stored) => handOver(claims, updates, stored)),
           Effect.map(({ fresh }) => fresh)
         )
       )
     })
+
+  /**
+   * After a statement that claimed for `claims` committed: its claimed rows
+   * go to `claims`, or back to `pending` if its term ended meanwhile
+   * (shutdown, lost leadership); what it stored `pending` is announced.
+   */
+  const handOver = (claims: StoreClaims, updates: ReadonlyArray<RoutedUpdate>, stored: StoredAndClaimed) => {
+    const { claimed, fresh, receivedAt } = stored
+    const rows = claimed.size === 0
+      ? Effect.void
+      : claimsHere === claims
+      ? claims.take(claimedRows(updates, claimed, receivedAt))
+      : Effect.catchCause(handBackNow(claims.term, claimed), () => handBackLater(claims.term, claimed))
+    return fresh.size > claimed.size ? Effect.andThen(rows, announcePending) : rows
+  }
 
   /** The rows claimed on storing, as a claim returns them. */
   const claimedRows = (
