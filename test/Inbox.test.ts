@@ -9,7 +9,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Context, DateTime, Effect, Exit, Fiber, Layer, Metric, Option, Scope } from "effect"
+import { Context, DateTime, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, Scope } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { TestClock } from "effect/testing"
 import {
@@ -339,7 +339,12 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
     })
 
     /** A fresh inbox (its writer and clock this test's) and a dispatcher stand-in registered on it until `close`. */
-    const registered = (options: { readonly room: number; readonly wants?: (kind: string) => boolean }) =>
+    const registered = (options: {
+      readonly room: number
+      readonly wants?: (kind: string) => boolean
+      /** Runs before each hand-over is recorded (e.g. to hold it). */
+      readonly beforeTake?: Effect.Effect<void>
+    }) =>
       Effect.gen(function*() {
         const inbox = yield* freshInbox()
         const taken: Array<ClaimedUpdate> = []
@@ -349,7 +354,8 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
           term: "store-term",
           room: () => options.room - taken.length,
           wants: (routing) => options.wants?.(routing.kind) ?? true,
-          take: (claimed) => Effect.sync(() => void taken.push(...claimed)),
+          take: (claimed) =>
+            Effect.andThen(options.beforeTake ?? Effect.void, Effect.sync(() => void taken.push(...claimed))),
           wake: () => {
             wakes++
           }
@@ -395,6 +401,28 @@ layer(Inbox.layerWithoutHealth.pipe(Layer.provideMerge(TestDatabaseLive), Layer.
         // A duplicate is neither stored nor claimed again.
         assert.strictEqual(yield* inbox.store([message(106, 5)] as any), 0)
         assert.deepStrictEqual(taken.map((row) => row.updateId), [101, 105, 106])
+      }))
+
+    it.effect("a claim returns only once a store that claimed the chat's earlier update has handed it over", () =>
+      Effect.gen(function*() {
+        const handOver = yield* Deferred.make<void>()
+        const { inbox, taken } = yield* registered({ room: 10, beforeTake: Deferred.await(handOver) })
+        // 601 is claimed by its INSERT, 602 (same chat) stored pending; the hand-over of 601 is held.
+        const store = yield* Effect.forkChild(inbox.store([message(601, 5), message(602, 5)] as any))
+        let pending: string | undefined
+        for (let round = 0; round < 500 && pending === undefined; round++) {
+          pending = (yield* rowsNow).find((row) => row.startsWith("602 pending"))
+        }
+        assert.isDefined(pending, "the statement committed")
+        // A claim may take 602 (its chat's earlier row is this term's), but must not return it before 601 is handed over.
+        const claim = yield* Effect.forkChild(inbox.claim("store-term", 64))
+        for (let round = 0; round < 5; round++) yield* (yield* SqlClient)`SELECT 1`
+        assert.isUndefined(claim.pollUnsafe(), "the claim returned while 601 was not handed over")
+        yield* Deferred.succeed(handOver, undefined)
+        const claimed = yield* Fiber.join(claim)
+        assert.deepStrictEqual(taken.map((row) => row.updateId), [601])
+        assert.deepStrictEqual(claimed.map((row) => row.updateId), [602])
+        assert.strictEqual(yield* Fiber.join(store), 2)
       }))
 
     it.effect("claims stop at the dispatcher's room and skip what it does not want; without it stores are pending", () =>

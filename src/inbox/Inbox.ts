@@ -55,6 +55,7 @@ import {
   Clock,
   Context,
   DateTime,
+  Deferred,
   Effect,
   Exit,
   Layer,
@@ -148,7 +149,11 @@ export interface InboxShape {
    * Claims up to `limit` pending updates in `update_id` order for `term`,
    * skipping chats with an update still `processing` under another term and
    * holding at most `perChat` (default `CLAIMS_PER_CHAT`) rows of a chat in
-   * `processing`, so one chat's backlog cannot crowd out the others.
+   * `processing`, so one chat's backlog cannot crowd out the others. Returns
+   * only once every store that claimed on storing and was under way has
+   * handed its rows over (`claimHereOnStore`): a claim may take a chat's
+   * later row because its earlier one is `processing` under the same term,
+   * and the earlier one must reach the dispatcher first.
    */
   readonly claim: (
     term: string,
@@ -305,6 +310,9 @@ const make = Effect.gen(function*() {
     return offered
   }
 
+  /** Stores that claim on storing, from their statement's start until their rows are handed over. */
+  const claimingStores = new Set<Deferred.Deferred<void>>()
+
   /** One statement of the group commit: claims for this instance's dispatcher when it has room. */
   const insert = (updates: ReadonlyArray<RoutedUpdate>): Effect.Effect<ReadonlySet<number>, SqlError> =>
     Effect.suspend(() => {
@@ -313,6 +321,8 @@ const make = Effect.gen(function*() {
       if (claims === undefined || offered === undefined || offered.size === 0) {
         return Effect.tap(storeRoutedUpdates(sql, updates), (fresh) => fresh.size > 0 ? announcePending : Effect.void)
       }
+      const handedOver = Deferred.makeUnsafe<void>()
+      claimingStores.add(handedOver)
       // Only the statement can be interrupted (the writer's timeout): once it committed, its
       // claimed rows are handed over whatever happens, or they would sit `processing` unheard of.
       return Effect.uninterruptibleMask((restore) =>
@@ -321,8 +331,24 @@ const make = Effect.gen(function*() {
           Effect.tap((stored) => handOver(claims, updates, stored)),
           Effect.map(({ fresh }) => fresh)
         )
+      ).pipe(
+        Effect.ensuring(Effect.sync(() => {
+          claimingStores.delete(handedOver)
+          Deferred.doneUnsafe(handedOver, Exit.void)
+        }))
       )
     })
+
+  /**
+   * Waits until the stores claiming on storing that are under way now have
+   * handed their rows over. A claim calls it before it returns: it may have
+   * seen such a store's committed row (a chat's earlier update, `processing`
+   * under the term) and taken the chat's next one, which must not reach the
+   * dispatcher first.
+   */
+  const claimingStoresOver = Effect.suspend(() =>
+    claimingStores.size === 0 ? Effect.void : Effect.forEach([...claimingStores], Deferred.await, { discard: true })
+  )
 
   /**
    * After a statement that claimed for `claims` committed: its claimed rows
@@ -464,7 +490,7 @@ const make = Effect.gen(function*() {
     store,
     storeUnsafe,
     claim: Effect.fn("Inbox.claim")((term: string, limit: number, perChat = CLAIMS_PER_CHAT) =>
-      claim(sql, term, limit, perChat)
+      Effect.tap(claim(sql, term, limit, perChat), () => claimingStoresOver)
     ),
     complete: (term, updateIds) => Effect.map(complete(sql, term, updateIds), (owned) => owned.size),
     completeWith: (term, updateIds, alongside) =>
