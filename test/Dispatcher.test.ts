@@ -6,6 +6,7 @@ import { TestClock } from "effect/testing"
 import { workerFor } from "../src/dispatch/ChatRouting.ts"
 import { DISPATCH_SWEEP_INTERVAL } from "../src/dispatch/Claiming.ts"
 import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
+import { handBackTimeout } from "../src/dispatch/Drain.ts"
 import { CHANNEL } from "../src/inbox/Inbox.ts"
 import { type FinishWrite, UpdateHandler } from "../src/dispatch/UpdateHandler.ts"
 import { Telegram } from "../src/telegram/Telegram.ts"
@@ -64,6 +65,20 @@ const countClaimStatementRows = Effect.gen(function*() {
 
 let nextId = 1_000
 const ids = (n: number) => Array.from({ length: n }, () => ++nextId)
+
+/** Until (bounded) a statement handing rows back waits behind a row lock of the test. */
+const waitForLockWaiter = Effect.gen(function*() {
+  const sql = yield* SqlClient
+  for (let round = 0; round < 1000; round++) {
+    const [row] = yield* sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE datname = current_database() AND wait_event_type = 'Lock'
+        AND query LIKE '%UPDATE telegram_updates%SET status = ''pending''%'`
+    if (row!.n > 0) return
+    yield* Effect.yieldNow
+  }
+  assert.fail("the hand-back never waited for the row lock")
+})
 
 layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
   it.effect.prop(
@@ -421,9 +436,11 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       assert.strictEqual(row?.attempts, 1, "the interrupted run counts")
     }))
 
-  it.effect("leadership lost: stops at once, no bookkeeping; the rows stay with the old term", () =>
+  it.effect("leadership lost: stops at once without draining, then hands its rows back and NOTIFYs", () =>
     Effect.gen(function*() {
       yield* clearInbox
+      const pg = yield* PgClient.PgClient
+      const notifications = yield* pg.listen(CHANNEL)
       const [x, y] = ids(2)
       const recorder = yield* makeRecordingHandler
       const logs = makeLogCapture()
@@ -431,14 +448,55 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
       yield* store(message(x!, 77), message(y!, 77))
       const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
       yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      // The clock stands still: nothing waits for SHUTDOWN_TIMEOUT_MS.
       yield* within(5_000, leader.lose.pipe(Effect.provide(logs.layer)))
-      for (const id of [x!, y!]) {
-        const row = yield* rowOf(id)
-        assert.strictEqual(row?.status, "processing")
-        assert.isNotNull(row?.claimed_by)
-      }
+      const all = yield* rows
+      assert.deepStrictEqual(
+        all.map((r) => [r.update_id, r.status, r.attempts, r.claimed_by]),
+        [[x, "pending", 1, null], [y, "pending", 0, null]],
+        "x's run counts, y's claim is given back"
+      )
+      const heard = yield* within(10_000, Queue.take(notifications))
+      assert.strictEqual(heard.channel, CHANNEL, "whichever instance is ACTIVE now is told")
       assert.isDefined(logs.lines().find((l) => l.message.includes("reason=leadership_lost")))
+      assert.isDefined(
+        logs.lines().find((l) => l.message === "[DISPATCH] handed 2 unfinished update(s) back to pending")
+      )
       assert.isUndefined(logs.lines().find((l) => l.message.includes("draining")))
+    }))
+
+  it.effect("leadership lost and the database does not answer: the hand-back gives up after handBackTimeout", () =>
+    Effect.gen(function*() {
+      yield* clearInbox
+      const sql = yield* SqlClient
+      const [x] = ids(1)
+      const recorder = yield* makeRecordingHandler
+      const logs = makeLogCapture()
+      recorder.script(x!, () => Effect.never)
+      yield* store(message(x!, 78))
+      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      // Another session holds x's row, so the hand-back waits as it would on a database that went silent.
+      const held = yield* Deferred.make<void>()
+      const holding = yield* Deferred.make<void>()
+      const holder = yield* sql.withTransaction(Effect.gen(function*() {
+        yield* sql`SELECT 1 FROM telegram_updates WHERE update_id = ${x!} FOR UPDATE`
+        yield* Deferred.succeed(holding, undefined)
+        yield* Deferred.await(held)
+      })).pipe(Effect.forkChild)
+      yield* Deferred.await(holding)
+      const losing = yield* leader.lose.pipe(Effect.provide(logs.layer), Effect.forkChild)
+      yield* within(10_000, waitForLockWaiter)
+      yield* TestClock.adjust(handBackTimeout)
+      yield* within(10_000, Fiber.join(losing))
+      yield* Deferred.succeed(held, undefined)
+      yield* Fiber.join(holder)
+      const row = yield* rowOf(x!)
+      assert.strictEqual(row?.status, "processing", "left to the next leader's reconciler")
+      assert.isNotNull(row?.claimed_by)
+      assert.isDefined(
+        logs.lines().find((l) => l.message.startsWith("[DISPATCH] could not hand unfinished updates back"))
+      )
     }))
 
   it.effect("an update clears its chat's blocked flag if it was set before the update arrived; a 403 meanwhile stays", () =>

@@ -36,7 +36,8 @@
  * | `processing` / `running`   | fails on its UPDATE_MAX_ATTEMPTS-th run       | `dead`                      |
  * | `processing` / `backoff`   | `handlerRetryPolicy` delay over (attempts + 1)| `processing` / `queued`     |
  * | `processing` / any         | graceful release (drain)                      | `pending`                   |
- * | `processing` / any         | leadership lost                               | `processing`, no one's      |
+ * | `processing` / any         | leadership lost, then its finishes stopped    | `pending` (NOTIFY)          |
+ * | `processing` / any         | lost, and the hand-back fails or never runs   | `processing`, no one's      |
  * | `processing`, no one's     | the next leader's reconciler (stuck)          | `pending`                   |
  *
  * A `dead` update lets its chat's later updates go on. A retry's attempt is
@@ -46,10 +47,13 @@
  * Leadership scope close (see `leadership/LeaderLock.ts`): a success exit is a graceful
  * release (stop claiming, let running handlers finish within
  * SHUTDOWN_TIMEOUT_MS, hand every unfinished row back to `pending`); an
- * interrupt or failure exit means leadership was lost: stop at once. The
- * rows this term still held stay `processing` until the next leader's
- * reconciler returns them (STUCK_UPDATE_THRESHOLD_MS); meanwhile the claim
- * rule keeps those chats' later updates waiting, so order holds.
+ * interrupt or failure exit means leadership was lost: stop at once, and
+ * once the finishing fiber has stopped too, hand the rows back and NOTIFY
+ * (`Drain.handBackAfterLoss`, bounded by `handBackTimeout`). If that fails,
+ * or the process was killed or frozen and never got to it, the rows stay
+ * `processing` until the next leader's reconciler returns them
+ * (`inbox/Reconciler.ts`); meanwhile the claim rule keeps those chats' later
+ * updates waiting, so order holds.
  */
 import type { PgClient } from "@effect/sql-pg"
 import { Effect, Exit, FiberSet, Layer, Queue } from "effect"
@@ -61,7 +65,7 @@ import { Telegram } from "../telegram/Telegram.ts"
 import { allowedUpdates } from "../telegram/TelegramUpdate.ts"
 import { makeChatRouting } from "./ChatRouting.ts"
 import { makeClaiming } from "./Claiming.ts"
-import { drain, type DrainOptions, stopAtOnce } from "./Drain.ts"
+import { drain, type DrainOptions, handBackAfterLoss, stopAtOnce } from "./Drain.ts"
 import { makeFinishing } from "./Finishing.ts"
 import { makeHandlerRun } from "./HandlerRun.ts"
 import { makeInFlight } from "./InFlight.ts"
@@ -91,6 +95,11 @@ export const layer: Layer.Layer<
   const chatFibers = yield* FiberSet.make()
 
   const handler = yield* UpdateHandler
+  // Added before the finishing fiber starts, so it runs once that has stopped: after a loss the rows go
+  // back only when no finish of this term can still commit (one would find its row gone: a second answer).
+  yield* Effect.addFinalizer((exit) =>
+    Exit.isSuccess(exit) ? Effect.void : handBackAfterLoss({ inbox, term, inFlight })
+  )
   // Started before the stopping finalizer, so it outlives the drain (running handlers finish through it).
   const telegram = yield* Telegram
   const finishing = yield* makeFinishing({ inbox, term, handler, telegram })

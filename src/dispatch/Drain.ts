@@ -4,13 +4,19 @@
  * Details: a graceful release (`drain`) stops claiming, lets running handlers
  * finish within SHUTDOWN_TIMEOUT_MS, interrupts the rest and hands every row
  * this term still holds back to `pending`. A lost leadership (`stopAtOnce`)
- * stops everything at once and writes nothing: the rows stay `processing`
- * until the next leader's reconciler returns them, and meanwhile the claim
- * rule keeps those chats' later updates waiting, so order holds.
+ * stops everything at once; once the term's finishes have stopped too,
+ * `handBackAfterLoss` hands its rows back and NOTIFYs, so the next leader
+ * runs them at once instead of waiting out `DEPOSED_TERM_GRACE`
+ * (`inbox/Reconciler.ts`). Until then the claim rule keeps those chats'
+ * later updates waiting, so order holds.
  *
- * Gotchas: the release also covers rows a claim returned while it was being
- * stopped (they are in no list in memory); a release that fails is left to
- * the next leader's reconciler.
+ * Gotchas: a release covers rows a claim returned while it was being stopped
+ * (they are in no list in memory). A release that fails or does not answer
+ * within `handBackTimeout` is left to the next leader's reconciler: a
+ * process that is killed, frozen or cut off from the database never gets
+ * here, and that is what the reconciler's rules are for. Handing back only
+ * after the finishes stopped matters: a finish still in flight would find
+ * its row handed back, and the update would be answered twice.
  */
 import { Duration, Effect, FiberSet, Option } from "effect"
 import type { InboxShape } from "../inbox/Inbox.ts"
@@ -47,22 +53,47 @@ export const drain = (options: DrainOptions): Effect.Effect<void> =>
     yield* FiberSet.clear(options.chatFibers)
     // Everything this term still holds goes back, including rows a claim
     // returned while it was being stopped (they are in no list in memory).
-    const released = yield* options.inbox.release(options.term, inFlight.startedIds()).pipe(
-      Effect.timeout("5 seconds"),
-      Effect.option
-    )
-    yield* Option.match(released, {
-      onNone: () =>
-        Effect.logWarning("[DISPATCH] could not hand unfinished updates back; the next leader's reconciler will"),
-      onSome: (count) =>
-        count === 0 ? Effect.void : Effect.logInfo(`[DISPATCH] handed ${count} unfinished update(s) back to pending`)
-    })
+    yield* handBack(options, Duration.seconds(5))
   })
 
-/** Leadership lost: stop every fiber of the term at once, write nothing. */
+/** Leadership lost: stop every fiber of the term at once, write nothing (`handBackAfterLoss` follows). */
 export const stopAtOnce = (options: DrainOptions): Effect.Effect<void> =>
   Effect.gen(function*() {
     options.inFlight.startDraining()
     yield* FiberSet.clear(options.background)
     yield* FiberSet.clear(options.chatFibers)
   })
+
+/**
+ * How long a deposed term tries to hand its rows back. Short: leadership was
+ * lost because something is wrong with the database or the connection to it,
+ * and stopping the term is bounded as a whole (`leadership/StepDown.ts`).
+ */
+export const handBackTimeout = Duration.seconds(2)
+
+/** What handing back needs. */
+export type HandBackOptions = Pick<DrainOptions, "inbox" | "term" | "inFlight">
+
+/**
+ * Leadership lost, this process alive: once nothing of the term runs and no
+ * finish of it is in flight (the caller's ordering), hands the rows it still
+ * holds back and NOTIFYs the dispatcher of whichever instance is ACTIVE now.
+ */
+export const handBackAfterLoss = (options: HandBackOptions): Effect.Effect<void> =>
+  handBack(options, handBackTimeout).pipe(
+    Effect.andThen((count) => (count > 0 ? Effect.ignore(options.inbox.wake) : Effect.void))
+  )
+
+/** Every row still `processing` under the term back to `pending`, within `timeout`; how many went back. */
+const handBack = (options: HandBackOptions, timeout: Duration.Duration): Effect.Effect<number> =>
+  options.inbox.release(options.term, options.inFlight.startedIds()).pipe(
+    Effect.timeout(timeout),
+    Effect.option,
+    Effect.tap(Option.match({
+      onNone: () =>
+        Effect.logWarning("[DISPATCH] could not hand unfinished updates back; the next leader's reconciler will"),
+      onSome: (count) =>
+        count === 0 ? Effect.void : Effect.logInfo(`[DISPATCH] handed ${count} unfinished update(s) back to pending`)
+    })),
+    Effect.map(Option.getOrElse(() => 0))
+  )

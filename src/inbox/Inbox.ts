@@ -14,7 +14,7 @@
  * | `processing` | `complete`                                     | `done`       |
  * | `processing` | `markDead` (attempts exhausted / undecodable)  | `dead`       |
  * | `processing` | `recordFailure`, `beginAttempt` (a retry)      | `processing` |
- * | `processing` | `release` (graceful shutdown of its term)      | `pending`    |
+ * | `processing` | `release` (its term stopped: shutdown, loss)   | `pending`    |
  * | `processing` | a store that claimed it failed (hand-back)     | `pending`    |
  * | `processing` | `requeueStuck` (its term's leader is gone)     | `pending`    |
  * | `done`/`dead`| `purgeFinished` (past retention)               | (deleted)    |
@@ -182,7 +182,8 @@ export interface InboxShape {
   readonly markDead: (term: string, updateId: number, error: string) => Effect.Effect<boolean, SqlError>
   /**
    * Hands every row still `processing` under this term back to `pending`
-   * (graceful shutdown, after the term's fibers stopped). Rows not in
+   * (a graceful shutdown, or a lost leadership, after the term's fibers
+   * stopped: `dispatch/Drain.ts`). Rows not in
    * `started` get their claim's attempt back: they were claimed, never run.
    */
   readonly release: (term: string, started: ReadonlyArray<number>) => Effect.Effect<number, SqlError>

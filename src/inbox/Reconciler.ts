@@ -2,8 +2,9 @@
  * The orphan reconciler (ACTIVE only): a pass every RECONCILE_INTERVAL_MS,
  * the first one as soon as leadership starts.
  *
- * - Updates left `processing` by another term (a dead or deposed leader) for
- *   longer than STUCK_UPDATE_THRESHOLD_MS go back to `pending`; the chat's
+ * - Updates left `processing` by another term (a dead or deposed leader that
+ *   did not hand them back itself, `dispatch/Drain.ts`) for longer than
+ *   STUCK_UPDATE_THRESHOLD_MS go back to `pending`; the chat's
  *   later updates were held back meanwhile, so order survives the failover.
  *   Once this term is DEPOSED_TERM_GRACE old, rows another term claimed
  *   before this one began go back at once, threshold or not: that leader lost
@@ -28,11 +29,14 @@ import * as UtcTime from "../platform/UtcTime.ts"
 
 /**
  * How old a term must be before it takes back every row claimed before it
- * began. A deposed leader stops its leader-only fibers within about 8 s of
- * losing the lock (heartbeat every 1 s, a 2 s query timeout, a 5 s bound on
- * stopping: see `leadership/LeaderLock.ts`); this leaves room beyond that. A process frozen
- * longer than this (SIGSTOP, a stalled VM) could still send a reply twice;
- * its database writes are fenced by `claimed_by` either way.
+ * began: the fallback for a deposed leader that is alive but did not hand
+ * its rows back itself (it could not reach the database, or it froze). A
+ * deposed leader stops its leader-only fibers within about 8 s of losing
+ * the lock (heartbeat every 1 s, a 2 s query timeout, a 5 s bound on
+ * stopping: see `leadership/LeaderLock.ts`); this leaves room beyond that.
+ * A process frozen longer than this (SIGSTOP, a stalled VM) could still
+ * send a reply twice; its database writes are fenced by `claimed_by` either
+ * way.
  */
 export const DEPOSED_TERM_GRACE = Duration.seconds(15)
 
