@@ -26,5 +26,6 @@ export const migrations: Migrations = {
   "0010_retention": Effect.andThen(Generations.migrationCreatedAt, ChatRetention.migration),
   "0011_models": Effect.andThen(ChatSessions.migrationModels, Generations.migrationEdits),
   "0012_inbox_claim_window": Inbox.migrationClaimReads,
-  "0013_inbox_pending_chat": Inbox.migrationPendingChat
+  "0013_inbox_pending_chat": Inbox.migrationPendingChat,
+  "0014_inbox_unfinished_chat": Inbox.migrationUnfinishedChat
 }

@@ -90,7 +90,7 @@ import { requeueStuck, type StuckUpdate } from "./sql/stuck.ts"
 import { describeStoreFailure, makeStoreWriter, storeTimeout } from "./StoreWriter.ts"
 
 export { CHANNEL } from "./sql/notify.ts"
-export { migration, migrationClaimReads, migrationPendingChat } from "./sql/migrate.ts"
+export { migration, migrationClaimReads, migrationPendingChat, migrationUnfinishedChat } from "./sql/migrate.ts"
 export { CLAIMS_PER_CHAT, type ClaimedUpdate } from "./sql/claim.ts"
 export type { InboxStats } from "./sql/counts.ts"
 export type { PendingUpdate } from "./sql/orphans.ts"

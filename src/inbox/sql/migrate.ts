@@ -99,3 +99,32 @@ export const migrationPendingChat = ddl(
     CREATE INDEX telegram_updates_pending_chat ON telegram_updates (chat_id)
     WHERE status = 'pending'`
 )
+
+/**
+ * Migration 0014: unfinished rows by chat, in place of 0013's pending rows by
+ * chat, for the INSERT that claims on storing (`sql/store.ts`): "has this
+ * chat a row `pending` or `processing`?" is one probe of this index.
+ *
+ * Details: its predicate is written `status <> 'done' AND status <> 'dead'`,
+ * not `status IN ('pending', 'processing')`, on purpose. PostgreSQL may use a
+ * partial index only for a query whose conditions prove its predicate, and it
+ * does not use CHECK constraints for that proof, so a probe written the same
+ * way can use no other partial index of the table. With 0013's index the
+ * planner had three to choose from (`pending_received`, `pending_chat`,
+ * `unfinished`), costed alike whenever the statistics said few rows were
+ * pending, which on a busy inbox is most of the time (rows stay pending for
+ * milliseconds, and ANALYZE sees few): it took the first, read every pending
+ * row for every probe, and made the probes hashed subplans that read them
+ * all for each statement. Measured on a table with 15,000 pending and 15,000
+ * processing rows: 7.5 ms for a statement of 5 rows, 0.53 ms with this index
+ * (0.42 ms with no probe at all).
+ *
+ * Gotchas: as 0013, building it reads the whole table once while stores
+ * wait (not `CONCURRENTLY`, migrations run in a transaction).
+ */
+export const migrationUnfinishedChat = ddl(
+  `
+    CREATE INDEX telegram_updates_unfinished_chat ON telegram_updates (chat_id)
+    WHERE status <> 'done' AND status <> 'dead'`,
+  `DROP INDEX telegram_updates_pending_chat`
+)

@@ -17,6 +17,13 @@
  * chat can come before it), and the caller offers at most one row per chat in
  * a statement (the statement does not see its own rows). Everything else is
  * stored `pending` for the claim loop, as before.
+ *
+ * Gotchas: the chat probe is a `LIMIT 1` lateral join, written with the
+ * predicate of `telegram_updates_unfinished_chat` (migration 0014), so that
+ * it is one index probe per offered row whatever the statistics say: as a
+ * `NOT EXISTS` inside the `CASE`s, PostgreSQL copied it into each of them and
+ * could run it as a hashed subplan reading every unfinished row of the table
+ * once per statement (see the migration for the numbers).
  */
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
@@ -108,6 +115,35 @@ export interface StoredAndClaimed {
 }
 
 /**
+ * The statement of `storeClaimingUpdates`, unrun: exposed so a test can ask
+ * the database how it runs it (`EXPLAIN`).
+ */
+export const claimingInsert = (
+  sql: SqlClient,
+  updates: ReadonlyArray<RoutedUpdate>,
+  term: string,
+  offered: ReadonlySet<number>,
+  receivedAt: Date
+) => sql<{ update_id: unknown; claimed: boolean }>`
+    INSERT INTO telegram_updates
+      (update_id, chat_id, user_id, kind, payload, received_at, status, attempts, claimed_at, claimed_by)
+    SELECT r.update_id, r.chat_id, r.user_id, r.kind, r.payload, ${receivedAt},
+      CASE WHEN c.claim THEN 'processing' ELSE 'pending' END,
+      CASE WHEN c.claim THEN 1 ELSE 0 END,
+      CASE WHEN c.claim THEN ${receivedAt}::timestamptz END,
+      CASE WHEN c.claim THEN ${term} END
+    FROM jsonb_to_recordset(${rowsJsonOf(updates, offered)}::jsonb)
+      AS r(update_id bigint, chat_id bigint, user_id bigint, kind text, offer boolean, payload jsonb)
+    LEFT JOIN LATERAL (
+      SELECT true FROM telegram_updates u
+      WHERE r.offer AND u.chat_id = r.chat_id AND u.status <> 'done' AND u.status <> 'dead'
+      LIMIT 1
+    ) AS busy(found) ON true
+    CROSS JOIN LATERAL (SELECT r.offer IS TRUE AND busy.found IS NULL) AS c(claim)
+    ON CONFLICT (update_id) DO NOTHING
+    RETURNING update_id, status = 'processing' AS claimed`
+
+/**
  * `storeRoutedUpdates`, claiming for `term` those of `offered` (at most one
  * per chat: the caller's rule) whose chat has no row `pending` or
  * `processing`; the rest are stored `pending`.
@@ -120,25 +156,7 @@ export const storeClaimingUpdates = (
 ): Effect.Effect<StoredAndClaimed, SqlError> =>
   Effect.gen(function*() {
     const receivedAt = yield* now
-    const rows = yield* sql<{ update_id: unknown; claimed: boolean }>`
-      INSERT INTO telegram_updates
-        (update_id, chat_id, user_id, kind, payload, received_at, status, attempts, claimed_at, claimed_by)
-      SELECT r.update_id, r.chat_id, r.user_id, r.kind, r.payload, ${receivedAt},
-        CASE WHEN c.claim THEN 'processing' ELSE 'pending' END,
-        CASE WHEN c.claim THEN 1 ELSE 0 END,
-        CASE WHEN c.claim THEN ${receivedAt}::timestamptz END,
-        CASE WHEN c.claim THEN ${term} END
-      FROM jsonb_to_recordset(${rowsJsonOf(updates, offered)}::jsonb)
-        AS r(update_id bigint, chat_id bigint, user_id bigint, kind text, offer boolean, payload jsonb)
-      CROSS JOIN LATERAL (
-        SELECT CASE WHEN r.offer THEN NOT EXISTS (
-          SELECT 1 FROM telegram_updates u WHERE u.chat_id = r.chat_id AND u.status = 'pending'
-        ) AND NOT EXISTS (
-          SELECT 1 FROM telegram_updates u WHERE u.chat_id = r.chat_id AND u.status = 'processing'
-        ) ELSE false END
-      ) AS c(claim)
-      ON CONFLICT (update_id) DO NOTHING
-      RETURNING update_id, status = 'processing' AS claimed`
+    const rows = yield* claimingInsert(sql, updates, term, offered, receivedAt)
     const fresh = new Set<number>()
     const claimed = new Set<number>()
     for (const row of rows) {
