@@ -46,6 +46,30 @@ export const processCpuMs = (pid: number): number => {
   return (Number(fields[11]) + Number(fields[12])) * 10
 }
 
+/**
+ * CPU milliseconds used so far by every running `postgres` process on this
+ * machine: the database's side of a figure when the database runs here (the
+ * service's connections keep their backends for the whole figure). A process
+ * that exits meanwhile takes its time with it, so this is a lower bound.
+ */
+export const postgresCpuMs = (): number => {
+  let total = 0
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    let stat: string
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8")
+    } catch {
+      continue // exited meanwhile
+    }
+    const close = stat.lastIndexOf(")")
+    if (stat.slice(stat.indexOf("(") + 1, close) !== "postgres") continue
+    const fields = stat.slice(close + 2).split(" ")
+    total += (Number(fields[11]) + Number(fields[12])) * 10
+  }
+  return total
+}
+
 /** Adds up the CPU time a reading function reports across the stretches `during` wraps. */
 export const cpuTally = (read: () => number) => {
   let total = 0
