@@ -22,7 +22,9 @@
  * re-checks `status = 'pending'` on the row it locks. The UPDATE finds its
  * rows by primary key (`= ANY(ARRAY(…))`): joined with the candidates, the
  * planner, which guesses 1,000 rows for each read function, could hash every
- * pending row of a backlog instead.
+ * pending row of a backlog instead; its status re-check is written
+ * `(u.status = 'pending') IS TRUE` so that no partial index of pending rows
+ * looks cheaper (`sql/finish.ts` says why).
  */
 import { type DateTime, Effect, type Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
@@ -105,7 +107,7 @@ export const claim = (
       )
       UPDATE telegram_updates u
       SET status = 'processing', claimed_at = ${claimedAt}, claimed_by = ${term}, attempts = u.attempts + 1
-      WHERE u.update_id = ANY(ARRAY(SELECT update_id FROM candidates)) AND u.status = 'pending'
+      WHERE u.update_id = ANY(ARRAY(SELECT update_id FROM candidates)) AND (u.status = 'pending') IS TRUE
       RETURNING u.update_id, u.chat_id, u.kind, u.payload, u.attempts, u.received_at`.pipe(
       Effect.flatMap(decodeRows(ClaimedRow))
     )

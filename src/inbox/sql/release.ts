@@ -3,6 +3,9 @@
  * fibers have stopped, everything still `processing` under the term
  * (`release`); and the rows a store may have claimed for the term when the
  * store's statement failed, so nobody heard of them (`releaseClaimed`).
+ *
+ * Gotchas: `releaseClaimed` writes its status check `IS TRUE` to keep the
+ * lookup on the primary key (`sql/finish.ts`).
  */
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
@@ -40,5 +43,5 @@ export const releaseClaimed = (
   sql`
     UPDATE telegram_updates
     SET status = 'pending', claimed_at = NULL, claimed_by = NULL, attempts = GREATEST(attempts - 1, 0)
-    WHERE update_id = ANY(${int8Array(updateIds)}) AND status = 'processing' AND claimed_by = ${term}
+    WHERE update_id = ANY(${int8Array(updateIds)}) AND (status = 'processing') IS TRUE AND claimed_by = ${term}
     RETURNING update_id`.pipe(Effect.map((rows) => rows.length))

@@ -4,7 +4,8 @@
  * (attempts are counted in the row, so they survive restarts).
  *
  * Gotchas: guarded by `claimed_by` like every write after a claim; the
- * result says whether the row was still this term's.
+ * result says whether the row was still this term's. The status check is
+ * written `IS TRUE` to keep the lookup on the primary key (`sql/finish.ts`).
  */
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
@@ -20,7 +21,7 @@ export const recordFailure = (
 ): Effect.Effect<boolean, SqlError> =>
   sql`
     UPDATE telegram_updates SET last_error = ${error}
-    WHERE update_id = ${updateId} AND status = 'processing' AND claimed_by = ${term}
+    WHERE update_id = ${updateId} AND (status = 'processing') IS TRUE AND claimed_by = ${term}
     RETURNING update_id`.pipe(Effect.map((rows) => rows.length > 0))
 
 /** Counts the start of another attempt (after a backoff) and stamps its claim time. */
@@ -33,7 +34,7 @@ export const beginAttempt = (
     const claimedAt = yield* now
     const rows = yield* sql`
       UPDATE telegram_updates SET attempts = attempts + 1, claimed_at = ${claimedAt}
-      WHERE update_id = ${updateId} AND status = 'processing' AND claimed_by = ${term}
+      WHERE update_id = ${updateId} AND (status = 'processing') IS TRUE AND claimed_by = ${term}
       RETURNING update_id`
     return rows.length > 0
   })
