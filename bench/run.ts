@@ -1091,8 +1091,9 @@ ${table()}
 - **End to end.** \`/start\` from a distinct chat each time, at a fixed rate, to an ACTIVE instance: latency from the
   due time of the webhook request (and, second row, from the moment its \`200\` came back, i.e. after the commit) to
   the moment the fake Bot API received the \`sendMessage\` (its own clock, millisecond resolution). The service's
-  CPU time and the database's transactions (\`pg_stat_database\`) over the measured stretch are divided by the
-  number of \`/start\`s.
+  CPU time, the database's transactions (\`pg_stat_database\`) and the CPU time of every \`postgres\` process on
+  the machine (the database's share; a lower bound, as a process that exits meanwhile takes its time along) over the
+  measured stretch are divided by the number of \`/start\`s; the saturation figure divides them the same way.
 - **Saturation.** ${SATURATION_SENDERS} senders in a closed loop: each posts the \`/start\` of a new chat and sends the next
   once the fake Bot API received the \`sendMessage\` to that chat. The same loop runs against \`bench/grammyCeiling.ts\`,
   a plain grammY webhook bot in a process of its own that answers \`/start\` from memory (no database, no
