@@ -66,10 +66,10 @@ const countClaimStatementRows = Effect.gen(function*() {
 let nextId = 1_000
 const ids = (n: number) => Array.from({ length: n }, () => ++nextId)
 
-/** Until (bounded) a statement handing rows back waits behind a row lock of the test. */
+/** Until a statement handing rows back waits behind a row lock of the test (bounded in count; callers bound it in time). */
 const waitForLockWaiter = Effect.gen(function*() {
   const sql = yield* SqlClient
-  for (let round = 0; round < 1000; round++) {
+  for (let round = 0; round < 20_000; round++) {
     const [row] = yield* sql<{ n: number }>`
       SELECT count(*)::int AS n FROM pg_stat_activity
       WHERE datname = current_database() AND wait_event_type = 'Lock'
