@@ -80,6 +80,23 @@ const waitForLockWaiter = Effect.gen(function*() {
   assert.fail("the hand-back never waited for the row lock")
 })
 
+/**
+ * An emptied inbox, `updates` stored (all in one chat), and a leader (logs
+ * captured) whose handler of the first of them never ends, once that run started.
+ */
+const leaderStuckOnFirst = (...updates: ReadonlyArray<Record<string, unknown> & { readonly update_id: number }>) =>
+  Effect.gen(function*() {
+    yield* clearInbox
+    const stuck = updates[0]!.update_id
+    const recorder = yield* makeRecordingHandler
+    const logs = makeLogCapture()
+    recorder.script(stuck, () => Effect.never)
+    yield* store(...updates)
+    const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+    yield* recorder.awaitEvents(1, (e) => e.updateId === stuck && e.phase === "start")
+    return { leader, logs }
+  })
+
 layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
   it.effect.prop(
     "random interleavings from many chats: every update handled once, each chat in update_id order",
@@ -419,14 +436,8 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
 
   it.effect("graceful release is bounded by SHUTDOWN_TIMEOUT_MS: a stuck handler is interrupted and released", () =>
     Effect.gen(function*() {
-      yield* clearInbox
       const [x] = ids(1)
-      const recorder = yield* makeRecordingHandler
-      const logs = makeLogCapture()
-      recorder.script(x!, () => Effect.never)
-      yield* store(message(x!, 76))
-      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
-      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      const { leader, logs } = yield* leaderStuckOnFirst(message(x!, 76))
       const releasing = yield* leader.release.pipe(Effect.provide(logs.layer), Effect.forkChild)
       yield* logs.awaitLine((l) => l.message.includes("draining"))
       yield* TestClock.adjust("2 seconds")
@@ -438,16 +449,9 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
 
   it.effect("leadership lost: stops at once without draining, then hands its rows back and NOTIFYs", () =>
     Effect.gen(function*() {
-      yield* clearInbox
-      const pg = yield* PgClient.PgClient
-      const notifications = yield* pg.listen(CHANNEL)
       const [x, y] = ids(2)
-      const recorder = yield* makeRecordingHandler
-      const logs = makeLogCapture()
-      recorder.script(x!, () => Effect.never)
-      yield* store(message(x!, 77), message(y!, 77))
-      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
-      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      const { leader, logs } = yield* leaderStuckOnFirst(message(x!, 77), message(y!, 77))
+      const notifications = yield* (yield* PgClient.PgClient).listen(CHANNEL)
       // The clock stands still: nothing waits for SHUTDOWN_TIMEOUT_MS.
       yield* within(5_000, leader.lose.pipe(Effect.provide(logs.layer)))
       const all = yield* rows
@@ -467,15 +471,9 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
 
   it.effect("leadership lost and the database does not answer: the hand-back gives up after handBackTimeout", () =>
     Effect.gen(function*() {
-      yield* clearInbox
       const sql = yield* SqlClient
       const [x] = ids(1)
-      const recorder = yield* makeRecordingHandler
-      const logs = makeLogCapture()
-      recorder.script(x!, () => Effect.never)
-      yield* store(message(x!, 78))
-      const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
-      yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+      const { leader, logs } = yield* leaderStuckOnFirst(message(x!, 78))
       // Another session holds x's row, so the hand-back waits as it would on a database that went silent.
       const held = yield* Deferred.make<void>()
       const holding = yield* Deferred.make<void>()
