@@ -6,7 +6,7 @@ import { TestClock } from "effect/testing"
 import { workerFor } from "../src/dispatch/ChatRouting.ts"
 import { DISPATCH_SWEEP_INTERVAL } from "../src/dispatch/Claiming.ts"
 import * as Dispatcher from "../src/dispatch/Dispatcher.ts"
-import { handBackTimeout } from "../src/dispatch/Drain.ts"
+import { finishSettleTimeout, handBackTimeout } from "../src/dispatch/Drain.ts"
 import { CHANNEL } from "../src/inbox/Inbox.ts"
 import { type FinishWrite, UpdateHandler } from "../src/dispatch/UpdateHandler.ts"
 import { Telegram } from "../src/telegram/Telegram.ts"
@@ -66,19 +66,38 @@ const countClaimStatementRows = Effect.gen(function*() {
 let nextId = 1_000
 const ids = (n: number) => Array.from({ length: n }, () => ++nextId)
 
-/** Until a statement handing rows back waits behind a row lock of the test (bounded in count; callers bound it in time). */
-const waitForLockWaiter = Effect.gen(function*() {
-  const sql = yield* SqlClient
-  for (let round = 0; round < 20_000; round++) {
-    const [row] = yield* sql<{ n: number }>`
-      SELECT count(*)::int AS n FROM pg_stat_activity
-      WHERE datname = current_database() AND wait_event_type = 'Lock'
-        AND query LIKE '%UPDATE telegram_updates%SET status = ''pending''%'`
-    if (row!.n > 0) return
-    yield* Effect.yieldNow
-  }
-  assert.fail("the hand-back never waited for the row lock")
-})
+/**
+ * Until a statement setting rows to `status` (`pending`: a hand-back, `done`: a finish) waits behind a row
+ * lock of the test (bounded in count; callers bound it in time).
+ */
+const waitForLockWaiter = (status: "pending" | "done") =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const pattern = `%UPDATE telegram_updates%SET status = '${status}'%`
+    for (let round = 0; round < 20_000; round++) {
+      const [row] = yield* sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE ${pattern}`
+      if (row!.n > 0) return
+      yield* Effect.yieldNow
+    }
+    assert.fail(`no statement setting rows ${status} ever waited for the row lock`)
+  })
+
+/** A transaction of the test holding `updateId`'s row (FOR UPDATE) until `release` runs. */
+const holdRow = (updateId: number) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    const held = yield* Deferred.make<void>()
+    const holding = yield* Deferred.make<void>()
+    const holder = yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`SELECT 1 FROM telegram_updates WHERE update_id = ${updateId} FOR UPDATE`
+      yield* Deferred.succeed(holding, undefined)
+      yield* Deferred.await(held)
+    })).pipe(Effect.forkChild)
+    yield* Deferred.await(holding)
+    return { release: Effect.andThen(Deferred.succeed(held, undefined), Fiber.join(holder)) }
+  })
 
 /**
  * An emptied inbox, `updates` stored (all in one chat), and a leader (logs
@@ -95,6 +114,27 @@ const leaderStuckOnFirst = (...updates: ReadonlyArray<Record<string, unknown> & 
     const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
     yield* recorder.awaitEvents(1, (e) => e.updateId === stuck && e.phase === "start")
     return { leader, logs }
+  })
+
+/**
+ * An emptied inbox, two updates of `chatId` stored, and a leader (logs captured) whose handler of the first
+ * has replied while the test holds its row: the finish waits behind the lock until `holder.release`.
+ */
+const leaderFinishingBehindLock = (chatId: number) =>
+  Effect.gen(function*() {
+    const [x, y] = ids(2) as [number, number]
+    yield* clearInbox
+    const recorder = yield* makeRecordingHandler
+    const logs = makeLogCapture()
+    const replied = yield* Deferred.make<void>()
+    recorder.script(x, () => Deferred.await(replied))
+    yield* store(message(x, chatId), message(y, chatId))
+    const leader = yield* becomeLeader(Dispatcher.layer, recorder.handler).pipe(Effect.provide(logs.layer))
+    yield* recorder.awaitEvents(1, (e) => e.updateId === x && e.phase === "start")
+    const holder = yield* holdRow(x)
+    yield* Deferred.succeed(replied, undefined)
+    yield* within(10_000, waitForLockWaiter("done"))
+    return { holder, leader, logs, recorder, x, y }
   })
 
 layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
@@ -471,29 +511,62 @@ layer(PipelineLive(env), { timeout: "120 seconds" })("Dispatcher", (it) => {
 
   it.effect("leadership lost and the database does not answer: the hand-back gives up after handBackTimeout", () =>
     Effect.gen(function*() {
-      const sql = yield* SqlClient
       const [x] = ids(1)
       const { leader, logs } = yield* leaderStuckOnFirst(message(x!, 78))
       // Another session holds x's row, so the hand-back waits as it would on a database that went silent.
-      const held = yield* Deferred.make<void>()
-      const holding = yield* Deferred.make<void>()
-      const holder = yield* sql.withTransaction(Effect.gen(function*() {
-        yield* sql`SELECT 1 FROM telegram_updates WHERE update_id = ${x!} FOR UPDATE`
-        yield* Deferred.succeed(holding, undefined)
-        yield* Deferred.await(held)
-      })).pipe(Effect.forkChild)
-      yield* Deferred.await(holding)
+      const holder = yield* holdRow(x!)
       const losing = yield* leader.lose.pipe(Effect.provide(logs.layer), Effect.forkChild)
-      yield* within(10_000, waitForLockWaiter)
+      yield* within(10_000, waitForLockWaiter("pending"))
       yield* TestClock.adjust(handBackTimeout)
       yield* within(10_000, Fiber.join(losing))
-      yield* Deferred.succeed(held, undefined)
-      yield* Fiber.join(holder)
+      yield* holder.release
       const row = yield* rowOf(x!)
       assert.strictEqual(row?.status, "processing", "left to the next leader's reconciler")
       assert.isNotNull(row?.claimed_by)
       assert.isDefined(
         logs.lines().find((l) => l.message.startsWith("[DISPATCH] could not hand unfinished updates back"))
+      )
+    }))
+
+  it.effect("leadership lost while a handled update's finish is on its way: the finish commits (no second answer), the rest goes back", () =>
+    Effect.gen(function*() {
+      const { holder, leader, logs, recorder, x, y } = yield* leaderFinishingBehindLock(79)
+      const losing = yield* leader.lose.pipe(Effect.provide(logs.layer), Effect.forkChild)
+      yield* holder.release
+      // The clock stands still: the finish commits on its own, not past a timeout.
+      yield* within(10_000, Fiber.join(losing))
+      const all = yield* rows
+      assert.deepStrictEqual(
+        all.map((r) => [r.update_id, r.status, r.attempts]),
+        [[x, "done", 1], [y, "pending", 0]],
+        "x stays answered once; y, never started, goes back with its claim's attempt"
+      )
+      assert.deepStrictEqual(recorder.ended().map((e) => e.updateId), [x])
+      assert.isDefined(
+        logs.lines().find((l) => l.message === "[DISPATCH] handed 1 unfinished update(s) back to pending")
+      )
+      assert.isUndefined(logs.lines().find((l) => l.message.includes("did not commit within")))
+    }))
+
+  it.effect("leadership lost while a finish cannot commit: it is given up after finishSettleTimeout, and its update goes back", () =>
+    Effect.gen(function*() {
+      const { holder, leader, logs, x, y } = yield* leaderFinishingBehindLock(80)
+      const losing = yield* leader.lose.pipe(Effect.provide(logs.layer), Effect.forkChild)
+      // The clock moves a second at a time until the settle gives up (it starts once the fibers stopped); the
+      // hand-back after it has twice as long, so one step too many still leaves it waiting for the row lock.
+      const gaveUp = (l: { readonly message: string }) => l.message.includes("did not commit within 1s")
+      for (let step = 0; step < 100 && logs.lines().find(gaveUp) === undefined; step++) {
+        yield* TestClock.adjust(finishSettleTimeout)
+        yield* Effect.ignore(logs.awaitLine(gaveUp, { timeoutMs: 100 }))
+      }
+      assert.isDefined(logs.lines().find(gaveUp))
+      yield* holder.release
+      yield* within(10_000, Fiber.join(losing))
+      const all = yield* rows
+      assert.deepStrictEqual(
+        all.map((r) => [r.update_id, r.status, r.attempts]),
+        [[x, "pending", 1], [y, "pending", 0]],
+        "x's finish was rolled back: the next leader answers it again"
       )
     }))
 

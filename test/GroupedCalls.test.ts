@@ -97,6 +97,26 @@ describe("GroupedCalls", () => {
       assert.deepStrictEqual(runs, [[1], [2, 3, 4]])
     }))
 
+  it.effect("awaitIdle waits until every request has its result, also one whose caller was interrupted", () =>
+    Effect.gen(function*() {
+      const { call, gate, runs } = yield* heldCalls(1, (inputs) => Effect.succeed(inputs.map((n) => n * 10)))
+      const atFirst = yield* Effect.forkChild(call.awaitIdle)
+      for (let i = 0; i < 10 && atFirst.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      assert.isDefined(atFirst.pollUnsafe(), "nothing asked for yet: idle at once")
+      const first = yield* Effect.forkChild(call(1))
+      for (let i = 0; i < 100 && runs.length === 0; i++) yield* Effect.yieldNow
+      const abandoned = yield* Effect.forkChild(call(2))
+      yield* Effect.yieldNow
+      yield* Fiber.interrupt(abandoned)
+      const idle = yield* Effect.forkChild(call.awaitIdle)
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+      assert.isUndefined(idle.pollUnsafe(), "1 is in hand and 2 queued")
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(idle)
+      assert.strictEqual(yield* Fiber.join(first), 10)
+      assert.deepStrictEqual(runs, [[1], [2]], "the abandoned request still ran")
+    }))
+
   it.effect("a callback request after the scope closed hears GroupedCallsClosed at once", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()

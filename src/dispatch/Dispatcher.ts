@@ -36,6 +36,7 @@
  * | `processing` / `running`   | fails on its UPDATE_MAX_ATTEMPTS-th run       | `dead`                      |
  * | `processing` / `backoff`   | `handlerRetryPolicy` delay over (attempts + 1)| `processing` / `queued`     |
  * | `processing` / any         | graceful release (drain)                      | `pending`                   |
+ * | `processing` / `running`   | lost after its finish was asked for: commits  | `done`                      |
  * | `processing` / any         | leadership lost, then its finishes stopped    | `pending` (NOTIFY)          |
  * | `processing` / any         | lost, and the hand-back fails or never runs   | `processing`, no one's      |
  * | `processing`, no one's     | the next leader's reconciler (stuck)          | `pending`                   |
@@ -47,7 +48,8 @@
  * Leadership scope close (see `leadership/LeaderLock.ts`): a success exit is a graceful
  * release (stop claiming, let running handlers finish within
  * SHUTDOWN_TIMEOUT_MS, hand every unfinished row back to `pending`); an
- * interrupt or failure exit means leadership was lost: stop at once, and
+ * interrupt or failure exit means leadership was lost: stop at once, let
+ * the finishes already asked for commit (`Drain.finishSettleTimeout`), and
  * once the finishing fiber has stopped too, hand the rows back and NOTIFY
  * (`Drain.handBackAfterLoss`, bounded by `handBackTimeout`). If that fails,
  * or the process was killed or frozen and never got to it, the rows stay
@@ -134,6 +136,7 @@ export const layer: Layer.Layer<
     inFlight,
     background,
     chatFibers,
+    finishing,
     shutdownTimeout: config.shutdownTimeout
   }
   yield* Effect.addFinalizer((exit) =>

@@ -4,9 +4,13 @@
  * Details: a graceful release (`drain`) stops claiming, lets running handlers
  * finish within SHUTDOWN_TIMEOUT_MS, interrupts the rest and hands every row
  * this term still holds back to `pending`. A lost leadership (`stopAtOnce`)
- * stops everything at once; once the term's finishes have stopped too,
- * `handBackAfterLoss` hands its rows back and NOTIFYs, so the next leader
- * runs them at once instead of waiting out `DEPOSED_TERM_GRACE`
+ * stops every handler and claim at once, but lets the finishes already asked
+ * for commit (within `finishSettleTimeout`): their handlers have replied, and
+ * a row handed back instead would be answered a second time by the next
+ * leader. A finish is guarded by `claimed_by`, so one that commits late
+ * writes nothing on a row another term took. Once the term's finishes have
+ * stopped, `handBackAfterLoss` hands its rows back and NOTIFYs, so the next
+ * leader runs them at once instead of waiting out `DEPOSED_TERM_GRACE`
  * (`inbox/Reconciler.ts`). Until then the claim rule keeps those chats'
  * later updates waiting, so order holds.
  *
@@ -20,6 +24,7 @@
  */
 import { Duration, Effect, FiberSet, Option } from "effect"
 import type { InboxShape } from "../inbox/Inbox.ts"
+import type { Finishing } from "./Finishing.ts"
 import type { InFlight } from "./InFlight.ts"
 
 /** What stopping needs: the term's fibers and what it holds. */
@@ -31,6 +36,8 @@ export interface DrainOptions {
   readonly background: FiberSet.FiberSet
   /** The chats' fibers. */
   readonly chatFibers: FiberSet.FiberSet
+  /** The term's finishes: a lost leadership lets those already asked for commit. */
+  readonly finishing: Finishing
   readonly shutdownTimeout: Duration.Duration
 }
 
@@ -56,12 +63,30 @@ export const drain = (options: DrainOptions): Effect.Effect<void> =>
     yield* handBack(options, Duration.seconds(5))
   })
 
-/** Leadership lost: stop every fiber of the term at once, write nothing (`handBackAfterLoss` follows). */
+/**
+ * How long a deposed term lets the finishes it already asked for commit.
+ * Short, as `handBackTimeout`: both fit in the bound `StepDown` puts on
+ * stopping.
+ */
+export const finishSettleTimeout = Duration.seconds(1)
+
+/**
+ * Leadership lost: stop every fiber of the term at once, then let the
+ * finishes already asked for commit, within `finishSettleTimeout`
+ * (`handBackAfterLoss` follows).
+ */
 export const stopAtOnce = (options: DrainOptions): Effect.Effect<void> =>
   Effect.gen(function*() {
     options.inFlight.startDraining()
     yield* FiberSet.clear(options.background)
     yield* FiberSet.clear(options.chatFibers)
+    if (!(yield* options.finishing.settle(finishSettleTimeout))) {
+      yield* Effect.logWarning(
+        `[DISPATCH] finishes of handled updates did not commit within ${
+          Duration.format(finishSettleTimeout)
+        }; their updates go back to pending`
+      )
+    }
   })
 
 /**

@@ -21,7 +21,7 @@
  * caller's bookkeeping policy); a fault of one update's own data is retried
  * alone, so it never fails its neighbours.
  */
-import { Effect, type Scope } from "effect"
+import { type Duration, Effect, Option, type Scope } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import type { InboxShape } from "../inbox/Inbox.ts"
 import type { Telegram } from "../telegram/Telegram.ts"
@@ -56,6 +56,12 @@ export interface Finishing {
     update: Finished,
     write: FinishWrite | undefined
   ) => Effect.Effect<boolean, SqlError | GroupedCallsClosed>
+  /**
+   * Waits, at most `timeout`, until every finish asked for so far has
+   * committed or failed, including those whose callers were interrupted;
+   * tells whether it got there.
+   */
+  readonly settle: (timeout: Duration.Duration) => Effect.Effect<boolean>
 }
 
 /** What finishing needs. */
@@ -99,6 +105,8 @@ export const makeFinishing = (options: FinishingOptions): Effect.Effect<Finishin
     const grouped = yield* makeGroupedCalls({ run: finishAll, maxPerCall: MAX_FINISHES_PER_STATEMENT })
     return {
       // The span (named as before the grouping) is the update's wait for its shared finish.
-      finish: (update, write) => grouped({ update, write }).pipe(Effect.withSpan("Inbox.complete", undefined, NO_STACK))
+      finish: (update, write) =>
+        grouped({ update, write }).pipe(Effect.withSpan("Inbox.complete", undefined, NO_STACK)),
+      settle: (timeout) => grouped.awaitIdle.pipe(Effect.timeoutOption(timeout), Effect.map(Option.isSome))
     }
   })

@@ -25,6 +25,8 @@
  * the scope fails every request still queued or in hand with
  * `GroupedCallsClosed`; nobody waits on a call that will never run. A
  * callback runs on the grouping fiber: it must be quick and must not throw.
+ * A caller that is interrupted leaves its request queued: it still runs
+ * (`awaitIdle` waits for it), and its result goes nowhere.
  */
 import { Cause, Data, Deferred, Effect, Exit, Predicate, Queue, type Scope } from "effect"
 
@@ -40,6 +42,11 @@ export class GroupedCallsClosed extends Data.TaggedError("GroupedCallsClosed")<{
 export interface GroupedCall<I, O, E> {
   (input: I): Effect.Effect<O, E | GroupedCallsClosed>
   readonly offerUnsafe: (input: I, done: (exit: Exit.Exit<O, E | GroupedCallsClosed>) => void) => void
+  /**
+   * Waits until every request made so far has its result: none queued, none
+   * in hand. A request whose caller was interrupted still runs, and counts.
+   */
+  readonly awaitIdle: Effect.Effect<void>
 }
 
 /** What to group. */
@@ -52,7 +59,7 @@ export interface GroupedCallsOptions<I, O, E> {
 
 interface Request<I, O, E> {
   readonly input: I
-  /** Hears the request's result, once. */
+  /** Hears the request's result; only its first call counts. */
   readonly done: (exit: Exit.Exit<O, E | GroupedCallsClosed>) => void
 }
 
@@ -76,6 +83,33 @@ export const makeGroupedCalls = <I, O, E>(
   Effect.gen(function*() {
     const requests = yield* Queue.unbounded<Request<I, O, E>>()
     const closed = Exit.fail(new GroupedCallsClosed())
+    /** Requests offered that have not heard their result yet, and who waits for none to be left. */
+    let outstanding = 0
+    let idle: Array<Deferred.Deferred<void>> = []
+
+    /** A request for `input` whose first result goes to `done` and is counted off `outstanding`. */
+    const requestOf = (input: I, done: Request<I, O, E>["done"]): Request<I, O, E> => {
+      let settled = false
+      return {
+        input,
+        done: (exit) => {
+          if (settled) return
+          settled = true
+          if (--outstanding === 0 && idle.length > 0) {
+            const waiting = idle
+            idle = []
+            for (const waiter of waiting) Deferred.doneUnsafe(waiter, Exit.void)
+          }
+          done(exit)
+        }
+      }
+    }
+    /** Queues a request; false once the calls are shut down. */
+    const offer = (request: Request<I, O, E>): boolean => {
+      if (!Queue.offerUnsafe(requests, request)) return false
+      outstanding++
+      return true
+    }
 
     /** Runs the batch; on a fault of the rows themselves, each request alone. */
     const runBatch = (batch: ReadonlyArray<Request<I, O, E>>): Effect.Effect<void> =>
@@ -108,15 +142,21 @@ export const makeGroupedCalls = <I, O, E>(
     )
 
     const offerUnsafe = (input: I, done: Request<I, O, E>["done"]): void => {
-      if (!Queue.offerUnsafe(requests, { input, done })) done(closed)
+      if (!offer(requestOf(input, done))) done(closed)
     }
     // Plain steps, no generator: this runs once per request.
     const call = (input: I) =>
       Effect.suspend(() => {
         const result = Deferred.makeUnsafe<O, E | GroupedCallsClosed>()
-        return Queue.offerUnsafe(requests, { input, done: (exit) => Deferred.doneUnsafe(result, exit) })
+        return offer(requestOf(input, (exit) => Deferred.doneUnsafe(result, exit)))
           ? Deferred.await(result)
           : Effect.fail(new GroupedCallsClosed())
       })
-    return Object.assign(call, { offerUnsafe })
+    const awaitIdle = Effect.suspend(() => {
+      if (outstanding === 0) return Effect.void
+      const waiter = Deferred.makeUnsafe<void>()
+      idle.push(waiter)
+      return Deferred.await(waiter)
+    })
+    return Object.assign(call, { offerUnsafe, awaitIdle })
   })
