@@ -13,6 +13,7 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Exit, Layer, Schema, Scope, SubscriptionRef } from "effect"
+import { TestClock } from "effect/testing"
 import { SqlClient } from "effect/sql/SqlClient"
 import { type Holder, isActive, startHolder, tick, waitFor } from "./support/LeaderHolders.ts"
 import { TestConfigLive } from "./support/TestConfig.ts"
@@ -58,6 +59,27 @@ const killSessionOf = (name: string) =>
     const rows = yield* sql<{ killed: boolean }>`SELECT pg_terminate_backend(pid, 5000) AS killed
       FROM pg_stat_activity WHERE application_name = ${`zimage-bot leader ${name}`}`
     return rows.length > 0
+  })
+
+/**
+ * Waits until the lock session of a holder whose scope closed has left the
+ * server. Closing the session ends the connection at once, but its backend
+ * exits (and frees what it still held) a moment later, which on a loaded
+ * machine the next step can see. Polled every 5 ms of real time, at most 10 s:
+ * a session that stays is a leak, and fails the test.
+ */
+const sessionGone = (holder: Holder) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    for (let poll = 0; poll < 2000; poll++) {
+      const [row] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE application_name = ${`zimage-bot leader ${holder.name}`}`
+      if (row!.n === 0) return
+      yield* TestClock.withLive(Effect.sleep("5 millis"))
+    }
+    assert.fail(`${holder.name}'s lock session outlived its scope; its last lines: ${
+      JSON.stringify(holder.messages().slice(-8))
+    }`)
   })
 
 /** Checks the journal: no two instances up at once, work only while up. */
@@ -158,6 +180,7 @@ layer(TestDatabaseLive.pipe(Layer.provide(TestConfigLive())), { timeout: "300 se
                   const [holder] = live.splice(step.pick % live.length, 1)
                   const wasActive = isActive(holder!)
                   yield* Scope.close(holder!.scope, Exit.void)
+                  yield* sessionGone(holder!)
                   assert.isFalse(isActive(holder!))
                   assert.strictEqual(running.get(holder!.name) ?? 0, 0)
                   if (wasActive)
