@@ -77,9 +77,9 @@ const sessionGone = (holder: Holder) =>
       if (row!.n === 0) return
       yield* TestClock.withLive(Effect.sleep("5 millis"))
     }
-    assert.fail(`${holder.name}'s lock session outlived its scope; its last lines: ${
-      JSON.stringify(holder.messages().slice(-8))
-    }`)
+    assert.fail(
+      `${holder.name}'s lock session outlived its scope; its last lines: ${JSON.stringify(holder.messages().slice(-8))}`
+    )
   })
 
 /** Checks the journal: no two instances up at once, work only while up. */
