@@ -106,9 +106,10 @@ export const makeGroupedCalls = <I, O, E>(
     }
     /** Queues a request; false once the calls are shut down. */
     const offer = (request: Request<I, O, E>): boolean => {
-      if (!Queue.offerUnsafe(requests, request)) return false
       outstanding++
-      return true
+      if (Queue.offerUnsafe(requests, request)) return true
+      outstanding--
+      return false
     }
 
     /** Runs the batch; on a fault of the rows themselves, each request alone. */
