@@ -567,6 +567,18 @@ export const runDrill = (options: DrillOptions) =>
     const duplicatePhotos = userChats.filter((c) => (photosByChat.get(c) ?? 0) > 1)
     // A photo Telegram took just before a fault, whose message id the dying leader never recorded,
     // is sent again by the next leader: Telegram has no idempotency key. Only that case is allowed.
+    // A cut leader lives on without its database until it notices the loss, so "just before" reaches
+    // to that moment: a photo it sent meanwhile could not be recorded either.
+    const noticedAt = (fault: FaultRecord): number => {
+      if (fault.fault === "kill") return fault.atWallMs
+      const victim = all.find((instance) => instance.name === fault.victim)
+      for (const line of victim?.service.lines() ?? []) {
+        if (!line.includes("leader lock lost")) continue
+        const at = Date.parse((JSON.parse(line) as { timestamp?: string }).timestamp ?? "")
+        if (at >= fault.atWallMs) return at
+      }
+      return fault.atWallMs
+    }
     const explainedDuplicatePhotos = duplicatePhotos.filter((chatId) => {
       const photos = telegram.calls("sendPhoto").filter((c) => chatOf(c) === chatId)
       const recorded = generationRows.find((g) => Number(g.chat_id) === chatId && g.photo_message_id !== null)
@@ -574,7 +586,7 @@ export const runDrill = (options: DrillOptions) =>
       if (last.response === undefined || recorded === undefined) return false
       if (Number(recorded.photo_message_id) !== messageIdOf(last)) return false
       return photos.slice(0, -1).every((photo, i) =>
-        faults.some((f) => f.atWallMs >= photo.at && f.atWallMs <= photos[i + 1]!.at)
+        faults.some((f) => noticedAt(f) >= photo.at && f.atWallMs <= photos[i + 1]!.at)
       )
     })
     const missingPhotos = userChats.filter((c) => (photosByChat.get(c) ?? 0) === 0)
