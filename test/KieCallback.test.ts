@@ -142,6 +142,22 @@ const countRows = (taskId: string) =>
 const answeredAs = (result: Metrics.KieCallbackResult) =>
   Effect.map(Metric.value(Metric.withAttributes(Metrics.kieCallbacks, { result })), (state) => state.count)
 
+/**
+ * Posts a body the route must refuse as too large, and checks that it did (its counter moved by one).
+ * The route answers 413 as soon as the body passes the limit and reads no more of it, so a client
+ * still uploading may see the connection close before it reads that answer (a server may close after
+ * an early error response): then the status is "closed after answering".
+ */
+const refused = (url: string, init: RequestInit) =>
+  Effect.gen(function*() {
+    const before = yield* answeredAs("too_large")
+    const status = yield* Effect.tryPromise(() => fetch(url, init).then((r) => r.status)).pipe(
+      Effect.orElseSucceed(() => "closed after answering" as const)
+    )
+    assert.strictEqual((yield* answeredAs("too_large")) - before, 1, "answered as too large")
+    return status
+  })
+
 /** `effect`, or a test failure after `millis` of real time (the TestClock does not move here). */
 const withinRealTime = <A, E, R>(millis: number, what: string, effect: Effect.Effect<A, E, R>) =>
   Effect.raceFirst(
@@ -438,21 +454,19 @@ layer(KieTestDatabase, { timeout: "120 seconds" })("Kie callbacks", (it) => {
             status: 200,
             body: JSON.stringify({ ok: true, ignored: "not a final state" })
           })
-          const tooLarge = yield* answeredAs("too_large")
           const over = padded(MAX_CALLBACK_BYTES + 1)
-          assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: over })).status, 413)
-          assert.strictEqual((yield* answeredAs("too_large")) - tooLarge, 1)
+          assert.strictEqual(yield* refused(target, { method: "POST", headers: json, body: over }), 413)
           const chunked = new ReadableStream({
             start(controller) {
               for (let i = 0; i < 17; i++) controller.enqueue(new Uint8Array(64 * 1024).fill(32))
               controller.close()
             }
           })
-          const streamed = yield* post(
+          const streamed = yield* refused(
             target,
             { method: "POST", headers: json, body: chunked, duplex: "half" } as RequestInit
           )
-          assert.strictEqual(streamed.status, 413)
+          assert.include([413, "closed after answering"], streamed)
           assert.strictEqual((yield* post(target, { method: "POST", headers: json, body: "{not json" })).status, 400)
           assert.strictEqual(
             (yield* post(target, { method: "POST", headers: json, body: JSON.stringify({ hello: 1 }) })).status,
