@@ -59,8 +59,10 @@ export interface GroupedCallsOptions<I, O, E> {
 
 interface Request<I, O, E> {
   readonly input: I
-  /** Hears the request's result; only its first call counts. */
+  /** Hears the request's result, once (through `settle`). */
   readonly done: (exit: Exit.Exit<O, E | GroupedCallsClosed>) => void
+  /** Whether it has heard it. */
+  settled: boolean
 }
 
 /**
@@ -85,29 +87,22 @@ export const makeGroupedCalls = <I, O, E>(
     const closed = Exit.fail(new GroupedCallsClosed())
     /** Requests offered that have not heard their result yet, and who waits for none to be left. */
     let outstanding = 0
-    let idle: Array<Deferred.Deferred<void>> = []
+    let idle: Deferred.Deferred<void> | undefined
 
-    /** A request for `input` whose first result goes to `done` and is counted off `outstanding`. */
-    const requestOf = (input: I, done: Request<I, O, E>["done"]): Request<I, O, E> => {
-      let settled = false
-      return {
-        input,
-        done: (exit) => {
-          if (settled) return
-          settled = true
-          if (--outstanding === 0 && idle.length > 0) {
-            const waiting = idle
-            idle = []
-            for (const waiter of waiting) Deferred.doneUnsafe(waiter, Exit.void)
-          }
-          done(exit)
-        }
+    /** Tells `request` its result, unless it heard one already (an interrupted batch answers again). */
+    const settle = (request: Request<I, O, E>, exit: Exit.Exit<O, E | GroupedCallsClosed>): void => {
+      if (request.settled) return
+      request.settled = true
+      if (--outstanding === 0 && idle !== undefined) {
+        Deferred.doneUnsafe(idle, Exit.void)
+        idle = undefined
       }
+      request.done(exit)
     }
-    /** Queues a request; false once the calls are shut down. */
-    const offer = (request: Request<I, O, E>): boolean => {
+    /** Queues a request for `input`; false once the calls are shut down. */
+    const offer = (input: I, done: Request<I, O, E>["done"]): boolean => {
       outstanding++
-      if (Queue.offerUnsafe(requests, request)) return true
+      if (Queue.offerUnsafe(requests, { input, done, settled: false })) return true
       outstanding--
       return false
     }
@@ -117,16 +112,16 @@ export const makeGroupedCalls = <I, O, E>(
       Effect.gen(function*() {
         const exit = yield* Effect.exit(options.run(batch.map((request) => request.input)))
         if (Exit.isSuccess(exit)) {
-          batch.forEach((request, i) => request.done(Exit.succeed(exit.value[i]!)))
+          batch.forEach((request, i) => settle(request, Exit.succeed(exit.value[i]!)))
           return
         }
         if (batch.length > 1 && isRowFault(exit.cause)) {
           for (const request of batch) yield* runBatch([request])
           return
         }
-        for (const request of batch) request.done(Exit.failCause(exit.cause))
+        for (const request of batch) settle(request, Exit.failCause(exit.cause))
       }).pipe(
-        Effect.onInterrupt(() => Effect.sync(() => batch.forEach((request) => request.done(closed))))
+        Effect.onInterrupt(() => Effect.sync(() => batch.forEach((request) => settle(request, closed))))
       )
 
     yield* Queue.takeBetween(requests, 1, options.maxPerCall).pipe(
@@ -136,28 +131,27 @@ export const makeGroupedCalls = <I, O, E>(
     )
     yield* Effect.addFinalizer(() =>
       Queue.clear(requests).pipe(
-        Effect.map((left) => left.forEach((request) => request.done(closed))),
+        Effect.map((left) => left.forEach((request) => settle(request, closed))),
         Effect.andThen(Queue.shutdown(requests)),
         Effect.ignore
       )
     )
 
     const offerUnsafe = (input: I, done: Request<I, O, E>["done"]): void => {
-      if (!offer(requestOf(input, done))) done(closed)
+      if (!offer(input, done)) done(closed)
     }
     // Plain steps, no generator: this runs once per request.
     const call = (input: I) =>
       Effect.suspend(() => {
         const result = Deferred.makeUnsafe<O, E | GroupedCallsClosed>()
-        return offer(requestOf(input, (exit) => Deferred.doneUnsafe(result, exit)))
+        return offer(input, (exit) => Deferred.doneUnsafe(result, exit))
           ? Deferred.await(result)
           : Effect.fail(new GroupedCallsClosed())
       })
     const awaitIdle = Effect.suspend(() => {
       if (outstanding === 0) return Effect.void
-      const waiter = Deferred.makeUnsafe<void>()
-      idle.push(waiter)
-      return Deferred.await(waiter)
+      idle ??= Deferred.makeUnsafe<void>()
+      return Deferred.await(idle)
     })
     return Object.assign(call, { offerUnsafe, awaitIdle })
   })

@@ -579,6 +579,7 @@ export const runDrill = (options: DrillOptions) =>
       }
       return fault.atWallMs
     }
+    const noticed = new Map(faults.map((fault) => [fault, noticedAt(fault)]))
     const explainedDuplicatePhotos = duplicatePhotos.filter((chatId) => {
       const photos = telegram.calls("sendPhoto").filter((c) => chatOf(c) === chatId)
       const recorded = generationRows.find((g) => Number(g.chat_id) === chatId && g.photo_message_id !== null)
@@ -586,7 +587,7 @@ export const runDrill = (options: DrillOptions) =>
       if (last.response === undefined || recorded === undefined) return false
       if (Number(recorded.photo_message_id) !== messageIdOf(last)) return false
       return photos.slice(0, -1).every((photo, i) =>
-        faults.some((f) => noticedAt(f) >= photo.at && f.atWallMs <= photos[i + 1]!.at)
+        faults.some((f) => noticed.get(f)! >= photo.at && f.atWallMs <= photos[i + 1]!.at)
       )
     })
     const missingPhotos = userChats.filter((c) => (photosByChat.get(c) ?? 0) === 0)
